@@ -1,0 +1,111 @@
+"""Atomic, content-keyed files: nothing half-written is ever visible under the final name.
+
+Writers put data in a temporary file in the destination folder and ``os.replace`` it into place, which is atomic on
+POSIX and Windows. Two processes building the same file race harmlessly: both write complete files and the last
+rename wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+__all__ = [
+    "cache_root",
+    "stable_hash",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_torch_save",
+    "atomic_directory",
+]
+
+
+def cache_root() -> Path:
+    """Folder for caches that outlive a run: ``$RECBOLE_M6REC_CACHE``, else ``$XDG_CACHE_HOME/recbole_m6rec``,
+    else ``~/.cache/recbole_m6rec``."""
+    explicit = os.environ.get("RECBOLE_M6REC_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "recbole_m6rec"
+
+
+def stable_hash(parts: Iterable[Any]) -> str:
+    """SHA-256 over a sequence of JSON-serialisable parts (strings, numbers, lists, dicts)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        digest.update(b"\x1e")  # record separator: ["ab", "c"] and ["a", "bc"] must differ
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    return _atomic_write(Path(path), lambda h: h.write(data), "wb")
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return _atomic_write(Path(path), lambda h: h.write(text), "w")
+
+
+def atomic_torch_save(path: Path | str, obj: Any) -> Path:
+    """``torch.save`` through a temporary file; ``obj`` should be plain data (tensors, dicts, lists, numbers)."""
+    return _atomic_write(Path(path), lambda h: torch.save(obj, h), "wb")
+
+
+class atomic_directory:
+    """Build a directory under a temporary name and rename it into place on success.
+
+    >>> with atomic_directory(final) as tmp:
+    ...     write_files_into(tmp)
+
+    If ``final`` appears meanwhile (another process won the race) the new copy is discarded. On error the
+    temporary directory is removed and ``final`` is left untouched.
+    """
+
+    def __init__(self, final: Path | str):
+        self.final = Path(final)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", suffix=".tmp", dir=self.final.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        try:
+            os.rename(self.tmp, self.final)
+        except OSError:
+            if not self.final.exists():
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(self.tmp, ignore_errors=True)  # lost the race: the other copy is complete too
+        return False

@@ -1,0 +1,112 @@
+"""RecBole ``Config`` that knows the plugin's models and datasets.
+
+Differences from ``recbole.config.Config``, each small and local to this subclass:
+
+* model names resolve plugin-first (:mod:`recbole_m6rec.registry`);
+* a plugin model's commented defaults (``recbole_m6rec/properties/model/<Model>.yaml``) and the dataset's yaml from
+  ``datasets/`` join RecBole's internal layer, so user files, dicts and ``--key=value`` still override them;
+* ``--key=value`` overrides come from the ``cmd_args`` argument, never from ``sys.argv`` (RecBole reads
+  ``sys.argv`` itself, so under pytest or in a notebook foreign flags leak into the config);
+* a dataset with no local files is an error naming where files were looked for, instead of a download attempt;
+* for plugin models, an unknown key that is close to a known one (a typo) is an error that names the right key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+from recbole.config import Config
+
+from recbole_m6rec import datasets, registry
+
+__all__ = ["PluginConfig", "PLUGIN_PROPERTIES_DIR", "parse_cmd_args"]
+
+PLUGIN_PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
+
+
+def parse_cmd_args(cmd_args: Sequence[str]) -> dict[str, str]:
+    """``--key=value`` pairs as RecBole's ``Config._load_cmd_line`` reads them (other args are ignored)."""
+    parsed: dict[str, str] = {}
+    for arg in cmd_args:
+        if not arg.startswith("--") or len(arg[2:].split("=")) != 2:
+            continue
+        key, value = arg[2:].split("=")
+        if key in parsed and parsed[key] != value:
+            raise ValueError(f"command line sets '{key}' twice with different values: '{parsed[key]}' and '{value}'")
+        parsed[key] = value
+    return parsed
+
+
+class PluginConfig(Config):
+    """``Config(model, dataset, config_file_list, config_dict)`` plus ``cmd_args`` (a list like ``sys.argv[1:]``)."""
+
+    def __init__(
+        self,
+        model=None,
+        dataset: str | None = None,
+        config_file_list: Sequence[str] | None = None,
+        config_dict: dict | None = None,
+        cmd_args: Sequence[str] | None = None,
+    ):
+        self._cmd_args = list(cmd_args or [])
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config file not found: '{path}'")
+        super().__init__(model, dataset, list(config_file_list or []) or None, config_dict)
+        self._check_plugin_keys()
+        datasets.check_dataset_files(self.dataset, self.final_config_dict["data_path"])
+
+    # --- overrides of RecBole's loading steps -------------------------------------------------------------------
+    def _load_cmd_line(self):
+        return self._convert_config_dict(parse_cmd_args(self._cmd_args))
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("no model given: pass --model=<name> (or model: in a config file)")
+        if isinstance(model, str):
+            model = registry.get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        plugin_yaml = PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"
+        if registry.is_plugin_model(model) and plugin_yaml.is_file():
+            self._update_internal_config_dict(str(plugin_yaml))
+        dataset_yaml = datasets.dataset_yaml(dataset)
+        if dataset_yaml is not None:
+            loaded = self._update_internal_config_dict(str(dataset_yaml)) or {}
+            self.parameters["Dataset"] += [key for key in loaded if key not in self.parameters["Dataset"]]
+        if "data_path" not in self.external_config_dict:
+            package_path = datasets.package_data_path(dataset)
+            if package_path is not None:
+                self.internal_config_dict["data_path"] = package_path
+
+    # --- checks -----------------------------------------------------------------------------------------------
+    def _plugin_keys(self) -> set[str]:
+        plugin_yaml = PLUGIN_PROPERTIES_DIR / "model" / f"{self.model}.yaml"
+        if not plugin_yaml.is_file():
+            return set()
+        with open(plugin_yaml, encoding="utf-8") as handle:
+            return set(yaml.safe_load(handle) or {})
+
+    def _check_plugin_keys(self) -> None:
+        if not registry.is_plugin_model(self.model):
+            return
+        plugin_keys = self._plugin_keys()
+        known = set(self.internal_config_dict) | {k for group in self.parameters.values() for k in group}
+        known |= {"model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset"}
+        for key in self.external_config_dict:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, sorted(plugin_keys | known), n=1, cutoff=0.8)
+            if close:
+                raise ValueError(
+                    f"unknown config key '{key}' for model {self.model}; did you mean '{close[0]}'? "
+                    f"{self.model}'s own keys: {', '.join(sorted(plugin_keys))}"
+                )

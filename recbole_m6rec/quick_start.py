@@ -1,0 +1,117 @@
+"""``run`` and ``load_data_and_model`` for RecBole models and plugin models alike.
+
+They follow ``recbole.quick_start.run_recbole`` / ``load_data_and_model`` step by step (same seeding, logs and
+result dict) with three differences: models resolve plugin-first, the best-model reload goes through the
+allow-listed checkpoint loader (torch >= 2.6), and anomaly detection is off while training and evaluating.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from logging import getLogger
+from typing import Sequence
+
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_m6rec import registry
+from recbole_m6rec.checkpoint import load_recbole_checkpoint
+from recbole_m6rec.compat import anomaly_detection_off, check_stack
+from recbole_m6rec.config import PluginConfig
+
+__all__ = ["run", "load_data_and_model", "load_best_checkpoint"]
+
+
+def load_best_checkpoint(trainer, checkpoint_file: str) -> None:
+    """What ``Trainer.evaluate(load_best_model=True)`` does, through the safe loader."""
+    checkpoint = load_recbole_checkpoint(checkpoint_file, map_location=trainer.device)
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+    trainer.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+
+
+def run(
+    model: str,
+    dataset: str,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: dict | None = None,
+    saved: bool = True,
+    cmd_args: Sequence[str] | None = None,
+) -> dict:
+    """Train and test one model; returns RecBole's result dict
+    (``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``)."""
+    check_stack()
+    config = PluginConfig(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+
+    if registry.is_plugin_model(config["model"]):
+        # RecBole deep-copies the model to trace FLOPs: minutes and gigabytes for a language model.
+        logger.info(set_color("FLOPs", "blue") + ": not counted for plugin models")
+    else:
+        transform = construct_transform(config)
+        flops = get_flops(model_obj, dataset_obj, config["device"], logger, transform)
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    with anomaly_detection_off():
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        if saved:
+            load_best_checkpoint(trainer, trainer.saved_model_file)
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+
+    environment_tb = get_environment(config)
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file: str):
+    """Like ``recbole.quick_start.load_data_and_model``, for RecBole and plugin checkpoints, under torch >= 2.6.
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    check_stack()
+    checkpoint = load_recbole_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,41 @@
+"""Train and evaluate any RecBole model or plugin model, like RecBole's own ``run_recbole.py``.
+
+    python run_recbole.py --model=SASRec --dataset=ml-100k --epochs=10
+    python run_recbole.py --model=M6Rec --dataset=ml-100k --config_files="configs/m6rec_ml-100k.yaml"
+
+Named flags are RecBole's; every other ``--key=value`` overrides the config, as in RecBole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", type=str, default="BPR", help="name of a RecBole or plugin model")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="name of datasets")
+    parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
+    parser.add_argument("--nproc", type=int, default=1, help="the number of processes in this machine")
+    parser.add_argument("--ip", type=str, default="localhost", help="the ip of master node")
+    parser.add_argument("--port", type=str, default="5678", help="the port of master node")
+    parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
+    parser.add_argument("--group_offset", type=int, default=0, help="the global rank offset of this group")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, _ = build_parser().parse_known_args(argv)
+    if args.nproc != 1 or args.world_size > 0:
+        raise SystemExit("multi-process runs (--nproc/--world_size) are not supported yet by this script")
+    from recbole_m6rec.quick_start import run
+
+    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    return run(args.model, args.dataset, config_file_list=config_file_list, cmd_args=argv)
+
+
+if __name__ == "__main__":
+    main()
