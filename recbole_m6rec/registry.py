@@ -16,7 +16,9 @@ __all__ = ["PLUGIN_MODELS", "PLUGIN_TRAINERS", "get_model", "get_trainer", "all_
 PLUGIN_MODELS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.model.m6rec:M6Rec",
 }
-PLUGIN_TRAINERS: dict[str, str] = {}
+PLUGIN_TRAINERS: dict[str, str] = {
+    "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
+}
 
 _RECBOLE_MODEL_SUBPACKAGES = (
     "general_recommender",
