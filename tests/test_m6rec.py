@@ -1,0 +1,235 @@
+"""M6Rec on tiny random-initialised backbones (real tokenizer, real RecBole data): shapes, gradients, caches,
+scoring consistency, leakage, bad input."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_m6rec.config import PluginConfig
+from recbole_m6rec.model.m6rec import M6Rec
+from recbole_m6rec.trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
+
+# A slice of ml-100k: users with at most 40 interactions keep the tests fast.
+SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("text-cache"))
+
+
+@pytest.fixture(scope="module")
+def data(cache_dir):
+    argv, sys.argv = sys.argv, [sys.argv[0]]
+    try:
+        config = make_config(cache_dir)
+        dataset = create_dataset(config)
+        train, valid, test = data_preparation(config, dataset)
+    finally:
+        sys.argv = argv
+    return config, train, valid, test
+
+
+def make_config(cache_dir, **overrides):
+    settings = {**SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, **overrides}
+    return PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+
+
+def make_model(data, cache_dir, **overrides):
+    config = make_config(cache_dir, **overrides) if overrides else data[0]
+    init_seed(2020, True)
+    return M6Rec(config, data[1]._dataset)
+
+
+def first_batch(loader):
+    return next(iter(loader))
+
+
+# --- shapes, loss, gradients -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "plm,segment_tokens",
+    [("tiny-random-llama", 1), ("tiny-random-llama", 3), ("tiny-random-llama", "all"), ("tiny-random-bert", 1),
+     ("tiny-random-bert", 3)],
+)
+def test_shapes_and_finite_loss(data, cache_dir, plm, segment_tokens):
+    model = make_model(data, cache_dir, plm_name_or_path=plm, segment_tokens=segment_tokens)
+    batch = first_batch(data[1])
+    states = model(batch["item_id_list"], batch["item_length"], batch["user_id"])
+    assert states.shape == (len(batch), 20, 32)
+    loss = model.calculate_loss(batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert 0.5 * np.log(model.n_items) < loss.item() < 3 * np.log(model.n_items)
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(first_batch(data[3])[0])
+    assert scores.shape[1] == model.n_items and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("tuning", ["option_adapter", "prompt", "upper", "full"])
+def test_gradients_reach_exactly_the_trainable_parameters(data, cache_dir, tuning):
+    model = make_model(data, cache_dir, tuning=tuning, use_item_id_embedding=True)
+    model.calculate_loss(first_batch(data[1])).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == trainable
+    upper = [f"stack.layers.{i}." for i in range(model.n_lower, model.stack.num_layers)]
+    backbone_trainable = {n for n in trainable if n.startswith("stack.") and ".adapter." not in n}
+    if tuning in ("option_adapter", "prompt"):
+        assert backbone_trainable == set()
+    elif tuning == "upper":
+        assert backbone_trainable and all(n.startswith(tuple(upper)) or n.startswith("stack.norm") for n in backbone_trainable)
+    else:
+        assert "stack.embed_tokens.weight" in backbone_trainable
+    assert any(".adapter." in n for n in trainable) == (tuning == "option_adapter")
+    nonzero = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"prompt", "user_projection.weight", "item_projection.weight"} <= nonzero
+
+
+def test_option_adapter_starts_as_the_pretrained_layers(data, cache_dir):
+    plain = make_model(data, cache_dir, tuning="prompt")
+    adapted = make_model(data, cache_dir, tuning="option_adapter")
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        a = plain(batch["item_id_list"], batch["item_length"], batch["user_id"])
+        b = adapted(batch["item_id_list"], batch["item_length"], batch["user_id"])
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+# --- caches -------------------------------------------------------------------------------------------------------
+def test_cached_segment_states_equal_a_fresh_computation(data, cache_dir):
+    model = make_model(data, cache_dir)
+    ids = torch.tensor([1, 2, 50, model.n_items - 1])
+    tokens = model.item_tokens
+    length = int(tokens.lengths[ids].max())
+    with torch.no_grad():
+        fresh, fresh_mask = model.encoder.forward_tokens(tokens.input_ids[ids, :length], tokens.attention_mask[ids, :length])
+    cached, cached_mask = model._segments(ids)
+    assert torch.equal(cached_mask, fresh_mask)
+    assert torch.allclose(cached, fresh, atol=1e-5)
+    again = make_model(data, cache_dir)  # loads the disk cache written by the first model
+    assert torch.equal(again._item_segments.states, model._item_segments.states)
+
+
+def test_segment_states_stay_out_of_the_state_dict_and_checkpoint_round_trips(data, cache_dir):
+    model = make_model(data, cache_dir)
+    state = model.state_dict()
+    assert not any(k.startswith("stack.") and ".adapter." not in k for k in state)  # frozen backbone left out
+    other = make_model(data, cache_dir, learning_rate=0.5)  # same architecture
+    with torch.no_grad():
+        for p in other.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    other.load_state_dict(state)
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(RuntimeError, match="does not match"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "prompt"})
+    with pytest.raises(ValueError, match="language model"):
+        other.load_other_parameter({"plm_fingerprint": "some-other-model"})
+
+
+# --- scoring ------------------------------------------------------------------------------------------------------
+def test_full_sort_predict_agrees_with_predict(data, cache_dir):
+    model = make_model(data, cache_dir)
+    model.eval()
+    interaction = first_batch(data[3])[0]
+    with torch.no_grad():
+        full = model.full_sort_predict(interaction)
+        for item in (1, 7, model.n_items - 1):
+            pairs = interaction.copy() if hasattr(interaction, "copy") else interaction
+            pairs.interaction["item_id"] = torch.full((len(interaction),), item, dtype=torch.long)
+            assert torch.allclose(model.predict(pairs), full[:, item], atol=1e-4)
+
+
+def test_the_target_item_does_not_leak_into_the_user(data, cache_dir):
+    model = make_model(data, cache_dir)
+    model.eval()
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        before = model._user_vectors(batch)
+        for field in ("item_id", "rating", "timestamp"):
+            batch.interaction[field] = torch.flip(batch.interaction[field], dims=[0]) + 1
+        after = model._user_vectors(batch)
+    assert torch.equal(before, after)
+
+
+def test_history_changes_the_user(data, cache_dir):
+    model = make_model(data, cache_dir)
+    model.eval()
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        before = model._user_vectors(batch)
+        batch.interaction["item_id_list"] = torch.where(
+            batch.interaction["item_id_list"] > 0, batch.interaction["item_id_list"] % 50 + 1, 0)
+        after = model._user_vectors(batch)
+    assert not torch.allclose(before, after)
+
+
+def test_empty_history_is_scored_from_the_prompt_and_profile(data, cache_dir):
+    model = make_model(data, cache_dir)
+    model.eval()
+    interaction = first_batch(data[3])[0]
+    interaction.interaction["item_length"] = torch.zeros_like(interaction["item_length"])
+    interaction.interaction["item_id_list"] = torch.zeros_like(interaction["item_id_list"])
+    with torch.no_grad():
+        scores = model.full_sort_predict(interaction)
+    assert torch.isfinite(scores).all()
+    no_prefix = make_model(data, cache_dir, n_prompt_tokens=0, use_profile=False)
+    no_prefix.eval()
+    with pytest.raises(ValueError, match="empty history"):
+        no_prefix.full_sort_predict(interaction)
+
+
+def test_nan_scores_are_an_error(data, cache_dir):
+    model = make_model(data, cache_dir)
+    model.eval()
+    with torch.no_grad():
+        model.item_projection.weight[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        model.full_sort_predict(first_batch(data[3])[0])
+
+
+def test_nan_loss_stops_with_a_clear_message(data, cache_dir):
+    model = make_model(data, cache_dir)
+    trainer = M6RecTrainer(data[0], model)
+    with pytest.raises(ValueError, match="last good checkpoint"):
+        trainer._check_nan(torch.tensor(float("nan")))
+
+
+# --- bad settings -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"tuning": "lora"}, "tuning must be one of option_adapter, prompt, upper, full"),
+        ({"loss_type": "BPR"}, "loss_type must be one of CE, inbatch"),
+        ({"segment_tokens": 0}, "segment_tokens must be a positive integer or 'all'"),
+        ({"segment_tokens": "some"}, "segment_tokens"),
+        ({"late_interaction_layers": 5}, "between 1 and 4"),
+        ({"temperature": 0}, "temperature must be > 0"),
+        ({"item_text_fields": ["plot"]}, "plot"),
+        ({"n_prompt_tokens": 500}, "n_prompt_tokens=500"),
+    ],
+)
+def test_bad_settings_are_clear_errors(data, cache_dir, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        make_model(data, cache_dir, **overrides)
+
+
+def test_a_typo_in_a_plugin_key_names_the_right_key(cache_dir):
+    with pytest.raises(ValueError, match="did you mean 'late_interaction_layers'"):
+        make_config(cache_dir, late_interaction_layer=3)
+
+
+# --- whole-sequence training --------------------------------------------------------------------------------------
+def test_whole_sequence_windows_cover_every_training_target_once(data):
+    config, train = data[0], data[1]
+    dataset = train._dataset
+    keep = whole_sequence_indices(dataset.inter_feat["user_id"].numpy(), config["MAX_ITEM_LIST_LENGTH"])
+    lengths = dataset.inter_feat["item_length"][torch.from_numpy(keep)]
+    assert int(lengths.sum()) == len(dataset)  # one loss position per RecBole training sample
+    loader = whole_sequence_loader(config, train)
+    assert len(loader._dataset) == len(keep) < len(dataset)
+    assert whole_sequence_indices(np.array([5] * 7 + [3] * 3), 3).tolist() == [0, 3, 6, 9]
