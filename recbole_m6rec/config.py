@@ -75,6 +75,7 @@ class PluginConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
+        self._update_internal_config_dict(str(PLUGIN_PROPERTIES_DIR / "overall.yaml"))
         plugin_yaml = PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"
         if registry.is_plugin_model(model) and plugin_yaml.is_file():
             self._update_internal_config_dict(str(plugin_yaml))

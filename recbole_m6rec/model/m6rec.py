@@ -18,6 +18,7 @@ target item's id or features.
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -102,11 +103,23 @@ class M6Rec(SequentialRecommender):
         self._item_segments: SegmentStates | None = None
         self._user_segments: SegmentStates | None = None
         self._eval_item_vectors: torch.Tensor | None = None
+        started = time.perf_counter()
         if self.lower_is_frozen:
             self._item_segments = self.encoder.encode(self.item_texts, "items")
             if self.user_texts is not None:
                 self._user_segments = self.encoder.encode(self.user_texts, "users")
+        self.encoding_seconds = time.perf_counter() - started
+        self.encoding_from_cache = self.encoder.cache_hits > 0 and self.encoder.cache_misses == 0
         self._log_trainable()
+
+    def report_facts(self) -> dict:
+        """What a benchmark report shows about this model besides its metrics."""
+        return {
+            "item_encoding_seconds": round(self.encoding_seconds, 2),
+            "encoding_from_cache": self.encoding_from_cache,
+            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "trainable_share": self.trainable_share,
+        }
 
     # ---------------------------------------------------------------------------------------------- setup
     @property

@@ -84,6 +84,8 @@ class SegmentEncoder:
         self.batch_size = batch_size
         self.is_decoder = stack.family.name == "llama"
         self.bos_id = getattr(tokenizer, "bos_token_id", None) if self.is_decoder else None
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     # ------------------------------------------------------------------------------------------------ tokens
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
@@ -133,9 +135,11 @@ class SegmentEncoder:
             loaded, reason = self._load(path, key, len(texts))
             if loaded is not None:
                 logger.info("segment cache hit: %s", path)
+                self.cache_hits += 1
                 return loaded
             logger.warning("segment cache file %s is unusable (%s); rebuilding it", path, reason)
         result = self._compute(tokens, description)
+        self.cache_misses += 1
         if path is not None:
             atomic_torch_save(path, {"format": FORMAT_VERSION, "key": key, "states": result.states,
                                      "mask": result.mask})

@@ -1,0 +1,67 @@
+"""One (row, seed) of a leaderboard, run in its own process so that its peak memory, logs and failures are its own.
+
+    python -m recbole_m6rec.benchmarks.job SPEC.json OUT.json
+
+SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
+whether the run succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from recbole_m6rec.cache import atomic_write_text
+
+
+def run_job(spec: dict) -> dict:
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.quick_start import run_pipeline
+
+    checkpoint_dir = tempfile.mkdtemp(prefix="m6rec-job-")
+    record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
+    started = time.perf_counter()
+    try:
+        config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": checkpoint_dir}
+        config = PluginConfig(model=spec["model"], dataset=spec["dataset"],
+                              config_file_list=spec.get("config_files") or None, config_dict=config_dict)
+        outcome = run_pipeline(config, saved=True)
+        record.update(
+            status="ok",
+            split_fingerprint=outcome.split_fingerprint,
+            history_mask=outcome.history_mask,
+            train_seconds=round(outcome.seconds["train"], 2),
+            test_seconds=round(outcome.seconds["test"], 2),
+            model_init_seconds=round(outcome.seconds["model_init"], 2),
+            test=dict(outcome.result["test_result"]),
+            valid=dict(outcome.result["best_valid_result"]),
+            extra=outcome.extra,
+        )
+    except Exception as error:  # recorded, and the leaderboard goes on with the next row
+        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    finally:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    record["wall_seconds"] = round(time.perf_counter() - started, 2)
+    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    record = run_job(spec)
+    atomic_write_text(argv[1], json.dumps(record, indent=1, default=str))
+    return 0 if record["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

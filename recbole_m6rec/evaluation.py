@@ -1,0 +1,115 @@
+"""One history-masking rule for every model, and a fingerprint that proves two runs used the same split.
+
+RecBole masks a user's training items out of the full ranking for general models (BPR, LightGCN, Pop) but not for
+sequential ones (SASRec, GRU4Rec, M6Rec). Comparing the two kinds under RecBole's defaults mixes two protocols.
+``eval_history_mask`` picks one rule for all:
+
+* ``recbole`` (RecBole's default): general models masked, sequential models not;
+* ``all``: every model gets the user's known items masked (training items for validation; training + validation
+  items for test), the right rule for data without repeat consumption such as MovieLens;
+* ``none``: no model is masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from scipy.sparse import csr_matrix
+
+__all__ = ["HISTORY_MASK_RULES", "with_history_mask", "split_fingerprint", "sequential_history_matrix"]
+
+HISTORY_MASK_RULES = ("recbole", "all", "none")
+
+
+def sequential_history_matrix(n_users: int, n_items: int, *datasets) -> csr_matrix:
+    """Items each user has in the given sequential datasets (history lists and targets), as a 0/1 CSR matrix."""
+    rows, cols = [], []
+    for dataset in datasets:
+        feat = dataset.inter_feat
+        users = feat[dataset.uid_field].numpy()
+        item_lists = feat[dataset.item_id_list_field].numpy()
+        rows.append(np.repeat(users, item_lists.shape[1]))
+        cols.append(item_lists.reshape(-1))
+        rows.append(users)
+        cols.append(feat[dataset.iid_field].numpy())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    keep = cols > 0
+    matrix = csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
+                        shape=(n_users, n_items))
+    matrix.data[:] = 1.0
+    return matrix
+
+
+class _HistoryMaskMixin:
+    """Trainer mixin: replaces the history index RecBole passes to the full-sort evaluation."""
+
+    history_mask_rule = "recbole"
+    history_matrices: dict[int, csr_matrix] = {}
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, history_index, positive_u, positive_i = batched_data
+        if self.history_mask_rule == "none":
+            history_index = None
+        elif self.history_mask_rule == "all" and history_index is None:
+            matrix = self.history_matrices.get(id(self._current_eval_data))
+            if matrix is not None:
+                users = interaction[self.config["USER_ID_FIELD"]].cpu().numpy()
+                sub = matrix[users].tocoo()
+                history_index = (torch.from_numpy(sub.row).long(), torch.from_numpy(sub.col).long())
+        return super()._full_sort_batch_eval((interaction, history_index, positive_u, positive_i))
+
+    def evaluate(self, eval_data, *args, **kwargs):
+        self._current_eval_data = eval_data
+        return super().evaluate(eval_data, *args, **kwargs)
+
+
+def with_history_mask(trainer_class, rule: str, config, train_data, valid_data, test_data):
+    """A subclass of ``trainer_class`` applying ``rule`` (see module docstring)."""
+    if rule not in HISTORY_MASK_RULES:
+        raise ValueError(f"eval_history_mask must be one of {', '.join(HISTORY_MASK_RULES)} (got {rule!r})")
+    if rule == "recbole":
+        return trainer_class
+    matrices = {}
+    dataset = train_data._dataset
+    if rule == "all" and hasattr(dataset, "item_id_list_field"):
+        n_users, n_items = dataset.user_num, dataset.item_num
+        matrices[id(valid_data)] = sequential_history_matrix(n_users, n_items, dataset)
+        matrices[id(test_data)] = sequential_history_matrix(n_users, n_items, dataset, valid_data._dataset)
+    return type(f"{trainer_class.__name__}HistoryMask{rule.title()}", (_HistoryMaskMixin, trainer_class),
+                {"history_mask_rule": rule, "history_matrices": matrices})
+
+
+def _pairs(dataset) -> list[tuple[str, str]]:
+    """(user token, item token) rows in dataset order. Sequential training data holds one sample per prefix; the
+    user's first item appears only as the history of their first sample (length 1), so it is put back before that
+    sample's target: the pairs are then each user's training sequence, as in a general model's training split."""
+    feat = dataset.inter_feat
+    users = feat[dataset.uid_field].numpy()
+    items = feat[dataset.iid_field].numpy()
+    if hasattr(dataset, "item_id_list_field") and dataset.item_id_list_field in feat:
+        firsts = feat[dataset.item_id_list_field][:, 0].numpy()
+        starts = feat[dataset.item_list_length_field].numpy() == 1
+        raw_users = np.repeat(users, np.where(starts, 2, 1))
+        raw_items = np.empty(len(raw_users), dtype=items.dtype)
+        target_slot = np.cumsum(np.where(starts, 2, 1)) - 1
+        raw_items[target_slot] = items
+        raw_items[target_slot[starts] - 1] = firsts[starts]
+        users, items = raw_users, raw_items
+    user_tokens = dataset.field2id_token[dataset.uid_field]
+    item_tokens = dataset.field2id_token[dataset.iid_field]
+    return list(zip(user_tokens[users].tolist(), item_tokens[items].tolist()))
+
+
+def split_fingerprint(train_data, valid_data, test_data) -> str:
+    """SHA-256 (first 16 hex) over each user's ordered training sequence and the valid/test (user, target) pairs,
+    in raw tokens, so general and sequential models on the same leave-one-out split get the same fingerprint."""
+    digest = hashlib.sha256()
+    for part, loader in (("train", train_data), ("valid", valid_data), ("test", test_data)):
+        pairs = _pairs(loader._dataset)
+        order = sorted(range(len(pairs)), key=lambda k: pairs[k][0])  # stable: keeps each user's order
+        digest.update(part.encode())
+        for k in order:
+            digest.update(f"{pairs[k][0]}\t{pairs[k][1]}\n".encode())
+    return digest.hexdigest()[:16]
