@@ -233,3 +233,21 @@ def test_whole_sequence_windows_cover_every_training_target_once(data):
     loader = whole_sequence_loader(config, train)
     assert len(loader._dataset) == len(keep) < len(dataset)
     assert whole_sequence_indices(np.array([5] * 7 + [3] * 3), 3).tolist() == [0, 3, 6, 9]
+
+
+# --- through RecBole's pipeline -----------------------------------------------------------------------------------
+def test_plugin_checkpoint_reloads_with_load_data_and_model(cache_dir, tmp_path, monkeypatch):
+    from recbole_m6rec.quick_start import load_data_and_model, run_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    config = make_config(cache_dir, epochs=1, checkpoint_dir=str(tmp_path / "saved"), state="WARNING")
+    outcome = run_pipeline(config, saved=True)
+    (checkpoint,) = list((tmp_path / "saved").glob("M6Rec-*.pth"))
+    config2, model, _, _, _, test_data = load_data_and_model(str(checkpoint))
+    assert type(model).__name__ == "M6Rec" and config2["plm_name_or_path"] == "tiny-random-llama"
+    from recbole_m6rec.registry import get_trainer
+
+    trainer = get_trainer(config2["MODEL_TYPE"], "M6Rec")(config2, model)
+    again = trainer.evaluate(test_data, load_best_model=False)
+    assert dict(again) == dict(outcome.result["test_result"])
