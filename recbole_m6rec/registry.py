@@ -41,8 +41,6 @@ def is_plugin_model(name: str) -> bool:
 @lru_cache(maxsize=None)
 def all_model_names() -> tuple[str, ...]:
     """Plugin model names plus RecBole's, read from module file names (RecBole names a model's module after it)."""
-    import recbole.model as recbole_model
-
     names = set(PLUGIN_MODELS)
     for sub in _RECBOLE_MODEL_SUBPACKAGES:
         spec = importlib.util.find_spec(f"recbole.model.{sub}")
@@ -50,7 +48,6 @@ def all_model_names() -> tuple[str, ...]:
             continue
         for info in pkgutil.iter_modules(spec.submodule_search_locations):
             names.add(info.name)  # lower-case module name; the class name differs only in case
-    del recbole_model
     return tuple(sorted(names))
 
 

@@ -62,6 +62,19 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
     return plan
 
 
+def parse_seeds(value: str | None, plan_path: str) -> list[int] | None:
+    """``--seeds``: a count N (the plan's first N seeds, when N <= their number) or a comma-separated list."""
+    if not value:
+        return None
+    seeds = [int(part) for part in value.split(",")]
+    if len(seeds) == 1:
+        with open(plan_path, encoding="utf-8") as handle:
+            planned = (yaml.safe_load(handle) or {}).get("seeds") or []
+        if 1 <= seeds[0] <= len(planned):
+            return planned[: seeds[0]]
+    return seeds
+
+
 def job_spec(plan: dict, name: str, seed: int) -> dict:
     row = dict(plan["rows"][name])
     model = row.pop("model")
@@ -310,18 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="benchmark yaml (dataset, seeds, common, rows)")
     parser.add_argument("--rows", default=None, help="comma-separated subset of the yaml's rows")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds, or a count N for the first N")
+    parser.add_argument("--seeds", default=None,
+                        help="a count N (the plan's first N seeds, if it has that many) or comma-separated seeds")
     parser.add_argument("--report", default=None, help="report folder (default: reports/<yaml name>)")
     args, rest = parser.parse_known_args(argv)
     overrides = {key: yaml.safe_load(value) for key, value in parse_cmd_args(rest).items()}
     rows = args.rows.split(",") if args.rows else None
-    seeds = None
-    if args.seeds:
-        parts = [int(s) for s in args.seeds.split(",")]
-        seeds = parts
-    plan = load_plan(args.config_files, overrides, rows, None)
-    if seeds is not None:
-        plan["seeds"] = plan["seeds"][: seeds[0]] if len(seeds) == 1 and seeds[0] <= len(plan["seeds"]) else seeds
+    plan = load_plan(args.config_files, overrides, rows, parse_seeds(args.seeds, args.config_files))
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
     results_dir = report_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
