@@ -155,8 +155,11 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str]) -> l
         done = [r for r in records if r["row"] == name and r.get("status") == "ok"]
         failed = [r for r in records if r["row"] == name and r.get("status") != "ok"]
         entry = {"row": name, "runs": len(done), "failed": failed}
-        for m in metrics + ["train_seconds", "peak_rss_mb"]:
-            values = [float(r["test"][m]) if m in (r.get("test") or {}) else float(r.get(m, "nan")) for r in done]
+        columns = {m: [float(r["test"][m]) for r in done] for m in metrics}
+        # training (with its per-epoch validation) plus the final test evaluation
+        columns["train_seconds"] = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in done]
+        columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
+        for m, values in columns.items():
             entry[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
         encodings = [r["extra"].get("item_encoding_seconds") for r in done
                      if (r.get("extra") or {}).get("item_encoding_seconds") and not r["extra"].get("encoding_from_cache")]
