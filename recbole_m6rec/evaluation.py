@@ -65,7 +65,7 @@ class _HistoryMaskMixin:
         return super().evaluate(eval_data, *args, **kwargs)
 
 
-def with_history_mask(trainer_class, rule: str, config, train_data, valid_data, test_data):
+def with_history_mask(trainer_class, rule: str, train_data, valid_data, test_data):
     """A subclass of ``trainer_class`` applying ``rule`` (see module docstring)."""
     if rule not in HISTORY_MASK_RULES:
         raise ValueError(f"eval_history_mask must be one of {', '.join(HISTORY_MASK_RULES)} (got {rule!r})")

@@ -79,7 +79,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
 
     rule = config["eval_history_mask"] or "recbole"
     trainer_class = registry.get_trainer(config["MODEL_TYPE"], config["model"])
-    trainer_class = with_history_mask(trainer_class, rule, config, train_data, valid_data, test_data)
+    trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
     trainer = trainer_class(config, model)
     with anomaly_detection_off():
         started = time.perf_counter()

@@ -144,27 +144,31 @@ def test_full_sort_predict_agrees_with_predict(data, cache_dir):
             assert torch.allclose(model.predict(pairs), full[:, item], atol=1e-4)
 
 
-def test_the_target_item_does_not_leak_into_the_user(data, cache_dir):
+def _user_vectors_before_and_after(data, cache_dir, edit):
+    """User vectors of a training batch before and after ``edit(batch.interaction)``."""
     model = make_model(data, cache_dir)
     model.eval()
     batch = first_batch(data[1])
     with torch.no_grad():
         before = model._user_vectors(batch)
+        edit(batch.interaction)
+        return before, model._user_vectors(batch)
+
+
+def test_the_target_item_does_not_leak_into_the_user(data, cache_dir):
+    def change_target(fields):
         for field in ("item_id", "rating", "timestamp"):
-            batch.interaction[field] = torch.flip(batch.interaction[field], dims=[0]) + 1
-        after = model._user_vectors(batch)
+            fields[field] = torch.flip(fields[field], dims=[0]) + 1
+
+    before, after = _user_vectors_before_and_after(data, cache_dir, change_target)
     assert torch.equal(before, after)
 
 
 def test_history_changes_the_user(data, cache_dir):
-    model = make_model(data, cache_dir)
-    model.eval()
-    batch = first_batch(data[1])
-    with torch.no_grad():
-        before = model._user_vectors(batch)
-        batch.interaction["item_id_list"] = torch.where(
-            batch.interaction["item_id_list"] > 0, batch.interaction["item_id_list"] % 50 + 1, 0)
-        after = model._user_vectors(batch)
+    def change_history(fields):
+        fields["item_id_list"] = torch.where(fields["item_id_list"] > 0, fields["item_id_list"] % 50 + 1, 0)
+
+    before, after = _user_vectors_before_and_after(data, cache_dir, change_history)
     assert not torch.allclose(before, after)
 
 

@@ -105,9 +105,9 @@ class M6Rec(SequentialRecommender):
         self._eval_item_vectors: torch.Tensor | None = None
         started = time.perf_counter()
         if self.lower_is_frozen:
-            self._item_segments = self.encoder.encode(self.item_texts, "items")
+            self._item_segments = self.encoder.encode(self.item_texts, "items", self.item_tokens)
             if self.user_texts is not None:
-                self._user_segments = self.encoder.encode(self.user_texts, "users")
+                self._user_segments = self.encoder.encode(self.user_texts, "users", self.user_tokens)
         self.encoding_seconds = time.perf_counter() - started
         self.encoding_from_cache = self.encoder.cache_hits > 0 and self.encoder.cache_misses == 0
         self._log_trainable()

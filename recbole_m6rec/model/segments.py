@@ -123,9 +123,11 @@ class SegmentEncoder:
         return self.reduce(hidden, attention_mask)
 
     # ------------------------------------------------------------------------------------------------ states
-    def encode(self, texts: Sequence[str], description: str = "segments") -> SegmentStates:
-        """Segment states for ``texts``: from the disk cache when present and intact, else computed and saved."""
-        tokens = self.tokenize(texts)
+    def encode(self, texts: Sequence[str], description: str = "segments",
+               tokens: TokenizedTexts | None = None) -> SegmentStates:
+        """Segment states for ``texts``: from the disk cache when present and intact, else computed and saved.
+        Pass ``tokens`` when the caller has already run :meth:`tokenize` on the same texts."""
+        tokens = self.tokenize(texts) if tokens is None else tokens
         key = stable_hash([
             FORMAT_VERSION, self.plm_id, self.n_lower_layers, str(self.segment_tokens), self.is_decoder,
             tokens.input_ids.tolist(), tokens.attention_mask.tolist(),
