@@ -6,6 +6,9 @@ Pins (numpy<2, pandas<3, scipy<1.13, setuptools<82) live in setup.cfg. Two failu
 * #9 RecBole's ``sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import, which makes every model
   train 2-4x slower. :func:`anomaly_detection_off` switches it off for the duration of a run and restores the
   previous state afterwards, so nothing outside the run changes.
+* RecBole 1.2.1's ``Collector.get_data_struct`` calls ``.cpu()`` on every collected value, but ``data.num_items``
+  is an int and ``data.count_items`` a Counter, so ItemCoverage, AveragePopularity, GiniIndex and TailPercentage
+  crash. :class:`PlainValueCollector` moves only tensors; trainers built by ``run_pipeline`` use it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,38 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import torch
+import copy
 
-__all__ = ["anomaly_detection_off", "check_stack"]
+import torch
+from recbole.evaluator import Collector
+
+__all__ = ["anomaly_detection_off", "check_stack", "PlainValueCollector", "with_plain_value_collector"]
+
+
+class PlainValueCollector(Collector):
+    """RecBole's collector; ``get_data_struct`` leaves non-tensor values (item count, item counter) as they are."""
+
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        for key, value in data.items():
+            if isinstance(value, torch.Tensor):
+                data[key] = value.cpu()
+        returned_struct = copy.deepcopy(self.data_struct)
+        for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned_struct
+
+
+class _PlainValueCollectorMixin:
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_collector = PlainValueCollector(config)
+
+
+def with_plain_value_collector(trainer_class):
+    """A subclass of ``trainer_class`` whose evaluation uses :class:`PlainValueCollector`."""
+    return type(f"{trainer_class.__name__}PlainValues", (_PlainValueCollectorMixin, trainer_class), {})
 
 
 @contextlib.contextmanager

@@ -20,9 +20,10 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_m6rec import registry
 from recbole_m6rec.checkpoint import load_recbole_checkpoint
-from recbole_m6rec.compat import anomaly_detection_off, check_stack
+from recbole_m6rec.compat import anomaly_detection_off, check_stack, with_plain_value_collector
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.evaluation import split_fingerprint, with_history_mask
+from recbole_m6rec.per_user import with_per_user_record
 
 __all__ = ["run", "run_pipeline", "RunOutcome", "load_data_and_model", "load_best_checkpoint"]
 
@@ -35,6 +36,7 @@ class RunOutcome:
     history_mask: str
     seconds: dict = field(default_factory=dict)  # data, model_init, train, test
     extra: dict = field(default_factory=dict)  # model-specific facts (e.g. M6Rec's encoding time)
+    per_user_test: dict = field(default_factory=dict)  # {metric: {raw user token: value}} (full ranking only)
 
 
 def load_best_checkpoint(trainer, checkpoint_file: str) -> None:
@@ -80,6 +82,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     rule = config["eval_history_mask"] or "recbole"
     trainer_class = registry.get_trainer(config["MODEL_TYPE"], config["model"])
     trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
+    trainer_class = with_per_user_record(with_plain_value_collector(trainer_class))
     trainer = trainer_class(config, model)
     with anomaly_detection_off():
         started = time.perf_counter()
@@ -92,6 +95,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
             load_best_checkpoint(trainer, trainer.saved_model_file)
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
         seconds["test"] = time.perf_counter() - started
+    per_user_test = trainer.per_user_result(dataset.field2id_token[dataset.uid_field])
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -106,7 +110,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     }
     extra = dict(getattr(model, "report_facts", lambda: {})())
     extra["epochs_run"] = len(getattr(trainer, "train_loss_dict", {}))
-    return RunOutcome(result, config, fingerprint, rule, seconds, extra)
+    return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test)
 
 
 def run(

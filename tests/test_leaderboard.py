@@ -15,10 +15,11 @@ def report(tmp_path_factory):
     plan = {
         "dataset": "ml-100k",
         "seeds": [1, 2],
+        "primary": "M6Rec-tiny",
         "common": {
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
             "user_inter_num_interval": "[0,25]",
-            "metrics": ["Recall", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
+            "metrics": ["Recall", "NDCG", "ItemCoverage", "GiniIndex"], "topk": [10, 20], "valid_metric": "NDCG@10",
             "eval_history_mask": "all", "epochs": 1, "show_progress": False, "state": "WARNING",
         },
         "rows": {
@@ -76,3 +77,35 @@ def test_rows_on_different_splits_are_refused():
     ]
     with pytest.raises(leaderboard.SplitMismatchError, match="A/seed1.*B/seed1"):
         leaderboard.check_one_split(records)
+
+
+def test_per_user_values_average_to_recbole_metric_and_feed_a_paired_test(report):
+    out = report[0]
+    for name in ("M6Rec-tiny-seed1.json", "BPR-seed2.json"):
+        record = json.loads((out / "results" / name).read_text())
+        values = record["per_user_test"]["ndcg@10"]
+        assert len(values) > 100  # one value per test user of the slice (137 users)
+        assert abs(sum(values.values()) / len(values) - record["test"]["ndcg@10"]) < 1e-4
+    text = (out / "report.md").read_text()
+    assert "M6Rec-tiny vs " in text and "Wilcoxon signed-rank p = " in text
+    assert "giniindex@20" in text and "itemcoverage@10" in text  # beyond-accuracy table
+    header = next(csv.reader(open(out / "results.csv")))
+    assert {"ndcg@20", "itemcoverage@10", "giniindex@20"} <= set(header)
+
+
+def test_paired_test_pairs_users_and_averages_seeds():
+    from recbole_m6rec.benchmarks.significance import paired_test, per_user_means
+
+    def run(row, seed, values):
+        return {"row": row, "seed": seed, "status": "ok", "per_user_test": {"ndcg@10": values}}
+
+    better = {str(u): 0.5 for u in range(40)}
+    worse = {str(u): 0.1 * (u % 3) for u in range(40)}
+    records = [run("A", 1, better), run("A", 2, {**better, "0": 0.3}), run("B", 1, worse), run("B", 3, worse)]
+    assert per_user_means(records, "A", "ndcg@10", [1, 2])["0"] == pytest.approx(0.4)
+    test = paired_test(records, "A", "B", "ndcg@10")
+    assert test.seeds == [1] and test.n_users == 40  # only the seed both rows ran
+    assert test.mean_a == pytest.approx(0.5) and test.wilcoxon_p < 1e-6 and test.t_test_p < 1e-6
+    same = paired_test([run("A", 1, worse), run("B", 1, worse)], "A", "B", "ndcg@10")
+    assert same.wilcoxon_p == 1.0 and same.t_test_p == 1.0
+    assert paired_test([run("A", 1, better)], "A", "B", "ndcg@10") is None

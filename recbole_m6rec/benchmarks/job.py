@@ -32,6 +32,7 @@ def run_job(spec: dict) -> dict:
         config = PluginConfig(model=spec["model"], dataset=spec["dataset"],
                               config_file_list=spec.get("config_files") or None, config_dict=config_dict)
         outcome = run_pipeline(config, saved=True)
+        main = config["valid_metric"].lower()
         record.update(
             status="ok",
             split_fingerprint=outcome.split_fingerprint,
@@ -42,6 +43,8 @@ def run_job(spec: dict) -> dict:
             test=dict(outcome.result["test_result"]),
             valid=dict(outcome.result["best_valid_result"]),
             extra=outcome.extra,
+            # each user's value of the main metric, for the report's paired significance test
+            per_user_test={main: outcome.per_user_test[main]} if main in outcome.per_user_test else {},
         )
     except Exception as error:  # recorded, and the leaderboard goes on with the next row
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())

@@ -31,6 +31,7 @@ import yaml
 
 from recbole_m6rec import __version__
 from recbole_m6rec.cache import atomic_write_bytes, atomic_write_text, stable_hash
+from recbole_m6rec.benchmarks.significance import paired_test
 from recbole_m6rec.config import parse_cmd_args
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
@@ -170,13 +171,30 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str]) -> l
     return summary
 
 
-def markdown_table(summary: list[dict], metrics: list[str]) -> str:
+def smaller_is_better(metric: str) -> bool:
+    """RecBole's own direction for a metric name such as ``giniindex@10``."""
+    from recbole.evaluator.register import metrics_dict
+
+    metric_class = metrics_dict.get(metric.split("@")[0])
+    return bool(getattr(metric_class, "smaller", False))
+
+
+def is_accuracy_metric(metric: str) -> bool:
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.evaluator.register import metrics_dict
+
+    metric_class = metrics_dict.get(metric.split("@")[0])
+    return metric_class is None or issubclass(metric_class, TopkMetric)
+
+
+def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = True) -> str:
     best = {}
     for m in metrics:
-        values = [e[m][0] for e in summary if e[m] is not None]
+        values = [e[m][0] for e in summary if e.get(m) is not None]
         if values:
-            best[m] = max(values)
-    header = ["model", "seeds"] + metrics + ["train+eval s", "item encoding s", "peak RSS MB"]
+            best[m] = min(values) if smaller_is_better(m) else max(values)
+    costs = ["train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
+    header = ["model", "seeds"] + metrics + costs
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         if e["runs"] == 0:
@@ -187,11 +205,31 @@ def markdown_table(summary: list[dict], metrics: list[str]) -> str:
             mean, std = e[m]
             text = f"{mean:.4f} ± {std:.4f}" if e["runs"] > 1 else f"{mean:.4f}"
             cells.append(f"**{text}**" if abs(mean - best.get(m, float("nan"))) < 1e-12 else text)
-        cells.append(f"{e['train_seconds'][0]:.0f}")
-        cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
-        cells.append(f"{e['peak_rss_mb'][0]:.0f}")
+        if with_costs:
+            cells.append(f"{e['train_seconds'][0]:.0f}")
+            cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
+            cells.append(f"{e['peak_rss_mb'][0]:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def best_baseline(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> str | None:
+    """The non-M6Rec row with the best mean main metric."""
+    baselines = [e for e in summary if e["runs"] > 0 and not e["row"].startswith(primary) and e.get(main_metric)]
+    if not baselines:
+        return None
+    pick = min if smaller_is_better(main_metric) else max
+    return pick(baselines, key=lambda e: e[main_metric][0])["row"]
+
+
+def significance_lines(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
+    baseline = best_baseline(summary, main_metric, primary)
+    if baseline is None or not any(r["row"] == primary for r in records):
+        return []
+    test = paired_test(records, primary, baseline, main_metric)
+    if test is None:
+        return [f"- Paired test {primary} vs {baseline}: no per-user values to pair (sampled evaluation?)."]
+    return [f"- {test.sentence()}."]
 
 
 def ratio_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec", timing_reference: str = "SASRec") -> list[str]:
@@ -199,9 +237,9 @@ def ratio_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec", t
     if primary not in by_row or by_row[primary][main_metric] is None:
         return []
     lines = []
-    baselines = [e for name, e in by_row.items() if not name.startswith(primary) and e[main_metric] is not None]
-    if baselines:
-        best = max(baselines, key=lambda e: e[main_metric][0])
+    baseline = best_baseline(summary, main_metric, primary)
+    if baseline is not None:
+        best = by_row[baseline]
         ratio = by_row[primary][main_metric][0] / best[main_metric][0] if best[main_metric][0] else float("inf")
         lines.append(f"- {primary} {main_metric} / best baseline ({best['row']}) {main_metric}: **{ratio:.2f}×**")
     if timing_reference in by_row:
@@ -274,6 +312,9 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
     fingerprint = check_one_split(records)
     main_metric = str(plan["common"].get("valid_metric", metrics[0] if metrics else "")).lower()
     summary = summarise(records, list(plan["rows"]), metrics)
+    accuracy = [m for m in metrics if is_accuracy_metric(m)]
+    primary = plan.get("primary", "M6Rec")  # the row compared with the best baseline
+    beyond = [m for m in metrics if not is_accuracy_metric(m)]
     atomic_write_text(report_dir / "results.csv", results_csv(records, metrics))
     pictures = plots(summary, main_metric, report_dir) if main_metric in metrics else []
     masks = sorted({r.get("history_mask", "") for r in records if r.get("status") == "ok"})
@@ -288,16 +329,20 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "leave-one-out split). History masking rule for every row: "
         f"`{', '.join(masks)}` (see `recbole_m6rec/evaluation.py`).",
         "",
-        markdown_table(summary, metrics),
+        markdown_table(summary, accuracy),
         "",
         "Best mean per column in bold; ± is the standard deviation over seeds "
         f"({', '.join(map(str, plan['seeds']))}). Times are wall-clock seconds of training plus test evaluation "
         "for one seed, on the machine below, one job at a time; M6Rec's one-time item encoding is a separate column.",
         "",
-        *ratio_lines(summary, main_metric),
+        *ratio_lines(summary, main_metric, primary),
+        *significance_lines(records, summary, main_metric, primary),
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",
+        *([f"Beyond accuracy (coverage and popularity bias of the top-k lists; best in bold, lower is better for "
+           f"{', '.join(m for m in beyond if smaller_is_better(m))}):", "",
+           markdown_table(summary, beyond, with_costs=False), ""] if beyond else []),
         "## Settings",
         "",
         "Shared by every row (`common`):",
