@@ -82,9 +82,16 @@ _restricted_pickle = types.SimpleNamespace(
 
 
 def load_recbole_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict:
-    """Load a checkpoint written by RecBole's trainer (or by this plugin) through the allow-list above."""
+    """Load a checkpoint: plain data (the plugin's own format) with ``weights_only=True``; one written by RecBole's
+    trainer through the allow-list above."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: '{path}'")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # a RecBole checkpoint (Config object, protocol 4): the allow-listed unpickler below
+    except (EOFError, RuntimeError) as error:
+        raise ValueError(f"'{path}' is not a readable checkpoint (truncated or corrupt?): {error}") from error
     try:
         return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_restricted_pickle)
     except UnsafeCheckpointError:

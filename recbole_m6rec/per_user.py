@@ -8,6 +8,8 @@ evaluation only: sampled evaluation has no one-row-per-user layout to pair on).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from recbole.evaluator import Evaluator
@@ -23,7 +25,9 @@ def per_user_topk(metric_objects: dict, dataobject) -> dict[str, np.ndarray]:
         if not isinstance(metric, TopkMetric):
             continue  # coverage and popularity metrics describe the whole list set, not one user
         pos_index, pos_len = metric.used_info(dataobject)
-        matrix = metric.metric_info(pos_index, pos_len)
+        # Hit and MRR take pos_index only; Recall, NDCG, Precision also pos_len
+        wants_pos_len = len(inspect.signature(metric.metric_info).parameters) > 1
+        matrix = metric.metric_info(pos_index, pos_len) if wants_pos_len else metric.metric_info(pos_index)
         for k in metric.topk:
             values[f"{name}@{k}"] = np.asarray(matrix[:, k - 1], dtype=np.float64)
     return values

@@ -24,6 +24,7 @@ from recbole_m6rec.compat import anomaly_detection_off, check_stack, with_plain_
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.evaluation import split_fingerprint, with_history_mask
 from recbole_m6rec.per_user import with_per_user_record
+from recbole_m6rec.plain_checkpoint import is_plain_checkpoint
 
 __all__ = ["run", "run_pipeline", "RunOutcome", "load_data_and_model", "load_best_checkpoint"]
 
@@ -84,6 +85,11 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
     trainer_class = with_per_user_record(with_plain_value_collector(trainer_class))
     trainer = trainer_class(config, model)
+    if config["resume_checkpoint"]:
+        if not hasattr(trainer, "resume_file"):
+            raise ValueError(f"resume_checkpoint works for the plugin's models ({', '.join(registry.PLUGIN_MODELS)}); "
+                             f"{config['model']}'s RecBole trainer writes checkpoints torch >= 2.6 cannot resume from")
+        trainer.resume_checkpoint(config["resume_checkpoint"])
     with anomaly_detection_off():
         started = time.perf_counter()
         best_valid_score, best_valid_result = trainer.fit(
@@ -136,7 +142,11 @@ def load_data_and_model(model_file: str):
     """
     check_stack()
     checkpoint = load_recbole_checkpoint(model_file)
-    config = checkpoint["config"]
+    if is_plain_checkpoint(checkpoint):  # the plugin's format: settings, not a pickled Config
+        config = PluginConfig(model=checkpoint["model"], dataset=checkpoint["dataset"],
+                              config_dict=checkpoint["settings"])
+    else:
+        config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()

@@ -19,7 +19,7 @@ def report(tmp_path_factory):
         "common": {
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
             "user_inter_num_interval": "[0,25]",
-            "metrics": ["Recall", "NDCG", "ItemCoverage", "GiniIndex"], "topk": [10, 20], "valid_metric": "NDCG@10",
+            "metrics": ["Recall", "MRR", "NDCG", "Hit", "ItemCoverage", "GiniIndex"], "topk": [10, 20], "valid_metric": "NDCG@10",
             "eval_history_mask": "all", "epochs": 1, "show_progress": False, "state": "WARNING",
         },
         "rows": {
@@ -109,3 +109,24 @@ def test_paired_test_pairs_users_and_averages_seeds():
     same = paired_test([run("A", 1, worse), run("B", 1, worse)], "A", "B", "ndcg@10")
     assert same.wilcoxon_p == 1.0 and same.t_test_p == 1.0
     assert paired_test([run("A", 1, better)], "A", "B", "ndcg@10") is None
+
+
+def test_per_user_values_average_to_recbole_for_every_topk_metric(monkeypatch):
+    import numpy as np
+    import torch
+    from recbole.evaluator.collector import DataStruct
+    from recbole.evaluator.register import metrics_dict
+
+    from recbole_m6rec.per_user import per_user_topk
+
+    monkeypatch.setattr(np, "float", np.float64, raising=False)  # what RecBole's Config does for its metrics
+    config = {"topk": [5, 10], "metric_decimal_place": 6}
+    metrics = {m: metrics_dict[m](config) for m in ["recall", "mrr", "ndcg", "hit", "precision", "map"]}
+    torch.manual_seed(0)
+    struct = DataStruct()
+    struct.set("rec.topk", torch.cat([(torch.rand(50, 10) < 0.1).int(), torch.randint(1, 4, (50, 1))], 1))
+    per_user = per_user_topk(metrics, struct)
+    assert len(per_user) == 12 and all(len(v) == 50 for v in per_user.values())
+    for metric in metrics.values():
+        for name, mean in metric.calculate_metric(struct).items():
+            assert per_user[name].mean() == pytest.approx(mean, abs=1e-6)

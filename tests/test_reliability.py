@@ -1,0 +1,114 @@
+"""Reliability of M6Rec runs: plain-data checkpoints, resume after a hard kill, determinism.
+
+Tiny random-initialised backbone (real tokenizer, real RecBole pipeline) on a slice of ml-100k.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from recbole_m6rec.checkpoint import load_recbole_checkpoint
+from recbole_m6rec.plain_checkpoint import FORMAT, load_plain_checkpoint
+
+from helpers import REPO
+
+# 4 epochs, early stopping off, a slice of ml-100k users: ~30 s per run with the tiny model.
+SETTINGS = {
+    "plm_name_or_path": "tiny-random-llama", "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 10,
+    "epochs": 4, "stopping_step": 100, "train_batch_size": 32, "eval_history_mask": "all",
+    "show_progress": False, "state": "WARNING",
+}
+
+# Runs one M6Rec training in a fresh process; with KILL_AT=n the process SIGKILLs itself inside the n-th training
+# batch (no cleanup, no exception handling: what `kill -9` or an out-of-memory kill does mid-epoch).
+RUNNER = textwrap.dedent("""
+    import json, os, signal, sys
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model.m6rec import M6Rec
+    from recbole_m6rec.quick_start import run_pipeline
+
+    settings, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    if kill_at:
+        original, calls = M6Rec.calculate_loss, [0]
+        def calculate_loss(self, interaction):
+            calls[0] += 1
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(self, interaction)
+        M6Rec.calculate_loss = calculate_loss
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+    outcome = run_pipeline(config, saved=True)
+    with open(out, "w") as handle:
+        json.dump({"test": dict(outcome.result["test_result"]), "valid": dict(outcome.result["best_valid_result"]),
+                   "epochs": outcome.extra["epochs_run"]}, handle)
+""")
+
+
+def run_m6rec(tmp_path, name, kill_at=0, **overrides):
+    settings = {**SETTINGS, "text_cache_dir": str(tmp_path / "cache"),
+                "checkpoint_dir": str(tmp_path / f"saved-{name}"), **overrides}
+    out = tmp_path / f"{name}.json"
+    completed = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(settings), str(out), str(kill_at)],
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                               text=True)
+    return completed, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("reliability")
+    first = run_m6rec(tmp_path, "first")
+    second = run_m6rec(tmp_path, "second")
+    # 539 whole-sequence windows / batch 32 = 17 batches per epoch: batch 39 is inside the third epoch (index 2)
+    killed = run_m6rec(tmp_path, "killed", kill_at=39)
+    return tmp_path, first, second, killed
+
+
+def test_same_seed_and_config_give_identical_metrics(runs):
+    _, (done1, first), (done2, second), _ = runs
+    assert done1.returncode == 0, done1.stderr[-2000:]
+    assert done2.returncode == 0, done2.stderr[-2000:]
+    assert first["test"] == second["test"] and first["valid"] == second["valid"]
+    assert first["epochs"] == 4 and first["test"]["ndcg@10"] > 0
+
+
+def test_plugin_checkpoints_are_plain_data(runs):
+    tmp_path = runs[0]
+    best = next((tmp_path / "saved-first").glob("M6Rec-*[0-9].pth"))
+    last = next((tmp_path / "saved-first").glob("M6Rec-*-last.pth"))
+    for path in (best, last):
+        checkpoint = torch.load(path, weights_only=True)  # no allow-list, no trust needed
+        assert checkpoint["format"] == FORMAT and checkpoint["model"] == "M6Rec"
+        assert checkpoint["settings"]["plm_name_or_path"] == "tiny-random-llama"
+        assert not any(key.startswith("backbone.") and "adapter" not in key for key in checkpoint["state_dict"])
+    assert load_plain_checkpoint(last)["epoch"] == 3 and "rng" in load_plain_checkpoint(last)
+    assert load_recbole_checkpoint(best)["format"] == FORMAT  # the pipeline's best-model reload reads it too
+
+
+def test_killed_run_resumes_to_the_same_metrics(runs):
+    tmp_path, (_, uninterrupted), _, (killed, killed_result) = runs
+    assert killed.returncode == -9 and killed_result is None  # really killed mid-epoch
+    (resume_point,) = (tmp_path / "saved-killed").glob("M6Rec-*-last.pth")
+    assert load_plain_checkpoint(resume_point)["epoch"] == 1  # epochs 0 and 1 finished before the kill
+    done, resumed = run_m6rec(tmp_path, "resumed", resume_checkpoint=str(resume_point),
+                              checkpoint_dir=str(tmp_path / "saved-killed"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
+    assert resumed["epochs"] == 4
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(runs, tmp_path):
+    from recbole_m6rec.plain_checkpoint import save_plain_checkpoint
+
+    path = save_plain_checkpoint(tmp_path / "other.pth", model="SASRec", dataset="ml-100k", settings={}, epoch=0)
+    done, result = run_m6rec(runs[0], "refused", resume_checkpoint=str(path))
+    assert result is None and "holds SASRec on ml-100k; this run is M6Rec on ml-100k" in done.stderr
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00" * 100)
+    done, result = run_m6rec(runs[0], "corrupt", resume_checkpoint=str(corrupt))
+    assert result is None and "corrupt.pth' is not a plain recbole_m6rec checkpoint" in done.stderr
