@@ -47,6 +47,17 @@ def stable_hash(parts: Iterable[Any]) -> str:
     return digest.hexdigest()
 
 
+def tensor_checksum(*tensors: torch.Tensor) -> str:
+    """SHA-256 over the dtype, shape and bytes of each tensor: a cache file whose payload was altered after it was
+    written (bit rot, a partial copy, a hand edit) no longer matches the checksum stored beside it."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}{list(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

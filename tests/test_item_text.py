@@ -314,7 +314,11 @@ def test_tokenize_cache(tokenizer, tmp_path, caplog):
         assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
     # a well-formed file under the right name but for other inputs is rebuilt, too
-    stale = {"format": 1, "key": "0" * 64, "input_ids": first.input_ids, "attention_mask": first.attention_mask}
+    from recbole_m6rec.cache import tensor_checksum
+    from recbole_m6rec.text.tokenize import FORMAT_VERSION
+
+    stale = {"format": FORMAT_VERSION, "key": "0" * 64, "input_ids": first.input_ids,
+             "attention_mask": first.attention_mask, "checksum": tensor_checksum(first.input_ids, first.attention_mask)}
     torch.save(stale, path)
     caplog.clear()
     calls = counting.calls

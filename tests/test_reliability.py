@@ -112,3 +112,71 @@ def test_resume_refuses_a_checkpoint_of_another_model(runs, tmp_path):
     corrupt.write_bytes(b"\x00" * 100)
     done, result = run_m6rec(runs[0], "corrupt", resume_checkpoint=str(corrupt))
     assert result is None and "corrupt.pth' is not a plain recbole_m6rec checkpoint" in done.stderr
+
+
+# --- caches under faults ------------------------------------------------------------------------------------------
+ENCODER = textwrap.dedent("""
+    import hashlib, json, sys
+    from recbole.data import create_dataset
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model.m6rec import M6Rec
+
+    settings = json.loads(sys.argv[1])
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+    model = M6Rec(config, create_dataset(config))
+    states = model._item_segments.states
+    print(json.dumps({"sha": hashlib.sha256(states.numpy().tobytes()).hexdigest(),
+                      "hits": model.encoder.cache_hits, "misses": model.encoder.cache_misses}))
+""")
+
+
+def encode_items(cache_dir, background=False):
+    settings = {**SETTINGS, "text_cache_dir": str(cache_dir)}
+    command = [sys.executable, "-c", ENCODER, json.dumps(settings)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if background:
+        return subprocess.Popen(command, cwd=cache_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    done = subprocess.run(command, cwd=cache_dir.parent, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_two_processes_building_one_cache_at_once_leave_it_intact(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    builders = [encode_items(cache_dir, background=True) for _ in range(2)]  # both miss, both write
+    outputs = [builder.communicate() for builder in builders]
+    assert all(builder.returncode == 0 for builder in builders), outputs[0][1][-2000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert results[0]["sha"] == results[1]["sha"]
+    assert not list(cache_dir.rglob("*.tmp"))  # no temporary file left behind
+    reader, log = encode_items(cache_dir)
+    assert reader["misses"] == 0 and reader["sha"] == results[0]["sha"] and "unusable" not in log
+
+
+def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    clean, _ = encode_items(cache_dir)
+    (items_file,) = (cache_dir / "segments").glob("items-*.pt")
+    good = items_file.read_bytes()
+    payload = torch.load(items_file, weights_only=True)
+    altered = {**payload, "states": payload["states"].clone()}
+    altered["states"][5, 0, 3] += 0.25  # same shape, same key: only the checksum can tell
+    stale = {**payload, "key": "0" * 64}
+    damages = {"garbage": b"not a tensor file", "truncated": good[: len(good) // 2], "altered": altered,
+               "stale": stale}
+    reasons = {"garbage": "unreadable", "truncated": "unreadable", "altered": "content checksum does not match",
+               "stale": "written by other settings"}
+    for name, damage in damages.items():
+        if isinstance(damage, bytes):
+            items_file.write_bytes(damage)
+        else:
+            torch.save(damage, items_file)
+        rebuilt, log = encode_items(cache_dir)
+        assert rebuilt["sha"] == clean["sha"] and rebuilt["misses"] >= 1, name
+        assert f"segment cache file {items_file} is unusable ({reasons[name]}" in log, (name, log[-1500:])
+        assert items_file.read_bytes() != (damage if isinstance(damage, bytes) else b"")
+        again, log = encode_items(cache_dir)
+        assert again["misses"] == 0 and "unusable" not in log, name  # the rebuilt file is good again

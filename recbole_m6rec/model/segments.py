@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from ..cache import atomic_torch_save, stable_hash
+from ..cache import atomic_torch_save, stable_hash, tensor_checksum
 from ..text.tokenize import TokenizedTexts, tokenize_texts
 from .backbone import LayerStack
 
@@ -25,7 +25,7 @@ __all__ = ["SegmentStates", "SegmentEncoder", "parse_segment_tokens"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the payload carries a content checksum and its settings
 ALL_TOKENS = "all"
 
 
@@ -143,8 +143,11 @@ class SegmentEncoder:
         result = self._compute(tokens, description)
         self.cache_misses += 1
         if path is not None:
-            atomic_torch_save(path, {"format": FORMAT_VERSION, "key": key, "states": result.states,
-                                     "mask": result.mask})
+            settings = {"plm": self.plm_id, "lower_layers": self.n_lower_layers,
+                        "segment_tokens": str(self.segment_tokens), "max_tokens": self.max_tokens, "n_texts": len(texts)}
+            atomic_torch_save(path, {"format": FORMAT_VERSION, "key": key, "settings": settings,
+                                     "states": result.states, "mask": result.mask,
+                                     "checksum": tensor_checksum(result.states, result.mask)})
         return result
 
     @torch.no_grad()
@@ -190,6 +193,8 @@ class SegmentEncoder:
         if states.dim() != 3 or states.shape[0] != n_rows or states.shape[2] != self.stack.hidden_size \
                 or tuple(mask.shape) != tuple(states.shape[:2]) or mask.dtype != torch.bool:
             return None, f"wrong shapes {tuple(states.shape)} / {tuple(mask.shape)}"
+        if data.get("checksum") != tensor_checksum(states, mask):
+            return None, "content checksum does not match (the file was altered or damaged after it was written)"
         if not bool(mask.any(dim=1).all()) or not bool(torch.isfinite(states).all()):
             return None, "empty or non-finite rows"
         return SegmentStates(states, mask), ""

@@ -14,14 +14,14 @@ from typing import Sequence
 
 import torch
 
-from ..cache import atomic_torch_save, stable_hash
+from ..cache import atomic_torch_save, stable_hash, tensor_checksum
 from .item_text import PAD_TEXT
 
 __all__ = ["FORMAT_VERSION", "TokenizedTexts", "tokenize_texts", "token_cache_path"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the payload carries a content checksum and its settings
 """Bump when the layout of a cache file or the tokenisation rules change."""
 
 BATCH_SIZE = 512
@@ -107,9 +107,14 @@ def tokenize_texts(
         logger.info("token cache miss: %s (%d texts)", path, len(texts))
 
     result = _tokenize(texts, tokenizer, max_tokens, add_special_tokens, pad_id)
+    settings = {"tokenizer_id": tokenizer_id, "tokenizer_class": type(tokenizer).__name__, "vocab": len(tokenizer),
+                "pad_id": pad_id, "max_tokens": max_tokens, "add_special_tokens": add_special_tokens,
+                "n_texts": len(texts)}
     atomic_torch_save(
         path,
-        {"format": FORMAT_VERSION, "key": key, "input_ids": result.input_ids, "attention_mask": result.attention_mask},
+        {"format": FORMAT_VERSION, "key": key, "settings": settings, "input_ids": result.input_ids,
+         "attention_mask": result.attention_mask,
+         "checksum": tensor_checksum(result.input_ids, result.attention_mask)},
     )
     return result
 
@@ -167,6 +172,8 @@ def _load(path: Path, key: str, n_rows: int, max_tokens: int) -> tuple[Tokenized
             return None, f"{name} is not a 2-d torch.long tensor"
         if tensor.shape[0] != n_rows or not 1 <= tensor.shape[1] <= max_tokens:
             return None, f"{name} has shape {list(tensor.shape)}, expected [{n_rows}, 1..{max_tokens}]"
+    if data.get("checksum") != tensor_checksum(input_ids, attention_mask):
+        return None, "content checksum does not match (the file was altered or damaged after it was written)"
     if input_ids.shape != attention_mask.shape:
         return None, f"input_ids {list(input_ids.shape)} and attention_mask {list(attention_mask.shape)} differ"
     if not bool(((attention_mask == 0) | (attention_mask == 1)).all()) or not bool((attention_mask.sum(1) > 0).all()):
