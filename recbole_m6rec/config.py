@@ -7,7 +7,9 @@ Differences from ``recbole.config.Config``, each small and local to this subclas
   ``datasets/`` join RecBole's internal layer, so user files, dicts and ``--key=value`` still override them;
 * ``--key=value`` overrides come from the ``cmd_args`` argument, never from ``sys.argv`` (RecBole reads
   ``sys.argv`` itself, so under pytest or in a notebook foreign flags leak into the config);
-* a dataset with no local files is an error naming where files were looked for, instead of a download attempt;
+* a dataset with no local files is an error naming where files were looked for, instead of a download attempt,
+  and bad atomic files (encoding, header, no rows, duplicate ids) are errors naming the file
+  (:mod:`recbole_m6rec.atomic_files`);
 * for plugin models, an unknown key that is close to a known one (a typo) is an error that names the right key.
 """
 
@@ -22,6 +24,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_m6rec import datasets, registry
+from recbole_m6rec.atomic_files import check_atomic_files
 
 __all__ = ["PluginConfig", "PLUGIN_PROPERTIES_DIR", "parse_cmd_args"]
 
@@ -59,6 +62,7 @@ class PluginConfig(Config):
         super().__init__(model, dataset, list(config_file_list or []) or None, config_dict)
         self._check_plugin_keys()
         datasets.check_dataset_files(self.dataset, self.final_config_dict["data_path"])
+        check_atomic_files(self.dataset, self.final_config_dict["data_path"], self)
 
     # --- overrides of RecBole's loading steps -------------------------------------------------------------------
     def _load_cmd_line(self):

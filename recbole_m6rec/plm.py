@@ -243,7 +243,24 @@ def resolve_plm_path(name_or_path: str) -> Path:
             f"folder '{folder}' holds no config.json, so it is not a Hugging Face model folder; "
             f"use one that does, or a known name ({_known_list()})"
         )
+    _refuse_remote_code(folder)
     return folder
+
+
+def _refuse_remote_code(folder: Path) -> None:
+    """A folder whose config.json maps classes to its own Python files (``auto_map``) would need
+    ``trust_remote_code=True``, i.e. running code that came with the model. This plugin never does."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return  # reported as invalid JSON where the config is read
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise ValueError(
+            f"model folder '{folder}' needs its own Python code (config.json has auto_map: "
+            f"{sorted(config['auto_map'])}); recbole_m6rec never runs code shipped with a model "
+            "(trust_remote_code stays off). Use a model whose architecture transformers ships: a Llama-style "
+            f"decoder or a BERT-style encoder, e.g. {_known_list()}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------- tokenizer
