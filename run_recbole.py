@@ -29,11 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, _ = build_parser().parse_known_args(argv)
-    if args.nproc != 1 or args.world_size > 0:
-        raise SystemExit("multi-process runs (--nproc/--world_size) are not supported yet by this script")
-    from recbole_m6rec.quick_start import run
+    from recbole_m6rec.quick_start import run, run_distributed
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    if args.nproc != 1 or args.world_size > 0:
+        return run_distributed(args.model, args.dataset, args.nproc, config_file_list=config_file_list,
+                               cmd_args=argv, world_size=args.world_size, ip=args.ip, port=args.port,
+                               group_offset=args.group_offset)
     return run(args.model, args.dataset, config_file_list=config_file_list, cmd_args=argv)
 
 

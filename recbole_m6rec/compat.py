@@ -6,6 +6,9 @@ Pins (numpy<2, pandas<3, scipy<1.13, setuptools<82) live in setup.cfg. Two failu
 * #9 RecBole's ``sine.py`` calls ``torch.autograd.set_detect_anomaly(True)`` at import, which makes every model
   train 2-4x slower. :func:`anomaly_detection_off` switches it off for the duration of a run and restores the
   previous state afterwards, so nothing outside the run changes.
+* RecBole 1.2.1's trainers wrap the model for multi-process runs with ``DistributedDataParallel(device_ids=[rank])``
+  and ``SyncBatchNorm``, both CUDA-only. :func:`with_cpu_distributed` wraps it the CPU way (no device ids; BatchNorm
+  statistics stay per process, buffers are broadcast from rank 0 as DDP does by default).
 * RecBole 1.2.1's ``Collector.get_data_struct`` calls ``.cpu()`` on every collected value, but ``data.num_items``
   is an int and ``data.count_items`` a Counter, so ItemCoverage, AveragePopularity, GiniIndex and TailPercentage
   crash. :class:`PlainValueCollector` moves only tensors; trainers built by ``run_pipeline`` use it.
@@ -21,7 +24,8 @@ import copy
 import torch
 from recbole.evaluator import Collector
 
-__all__ = ["anomaly_detection_off", "check_stack", "PlainValueCollector", "with_plain_value_collector"]
+__all__ = ["anomaly_detection_off", "check_stack", "PlainValueCollector", "with_plain_value_collector",
+           "with_cpu_distributed"]
 
 
 class PlainValueCollector(Collector):
@@ -76,3 +80,24 @@ def check_stack() -> None:
             "unsupported package versions for RecBole 1.2.1: " + "; ".join(problems)
             + ". Install the tested stack with: pip install -e . (see README)"
         )
+
+
+class _CpuDistributedMixin:
+    def __init__(self, config, model):
+        cpu_ddp = not config["single_spec"] and config["device"].type == "cpu"
+        if cpu_ddp:
+            config["single_spec"] = True  # skip AbstractTrainer's CUDA-only wrapping; done below instead
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_ddp:
+                config["single_spec"] = False
+        if cpu_ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.distributed_model = DistributedDataParallel(self.model)
+
+
+def with_cpu_distributed(trainer_class):
+    """A subclass of ``trainer_class`` that can train in a multi-process CPU (gloo) run."""
+    return type(f"{trainer_class.__name__}CpuDistributed", (_CpuDistributedMixin, trainer_class), {})

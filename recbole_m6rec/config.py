@@ -7,6 +7,7 @@ Differences from ``recbole.config.Config``, each small and local to this subclas
   ``datasets/`` join RecBole's internal layer, so user files, dicts and ``--key=value`` still override them;
 * ``--key=value`` overrides come from the ``cmd_args`` argument, never from ``sys.argv`` (RecBole reads
   ``sys.argv`` itself, so under pytest or in a notebook foreign flags leak into the config);
+* multi-process runs without CUDA use gloo on the CPU (RecBole 1.2.1 hard-codes NCCL);
 * a dataset with no local files is an error naming where files were looked for, instead of a download attempt,
   and bad atomic files (encoding, header, no rows, duplicate ids) are errors naming the file
   (:mod:`recbole_m6rec.atomic_files`);
@@ -91,6 +92,28 @@ class PluginConfig(Config):
             package_path = datasets.package_data_path(dataset)
             if package_path is not None:
                 self.internal_config_dict["data_path"] = package_path
+
+    def _init_device(self):
+        """RecBole's, except that a multi-process run without CUDA uses gloo on the CPU (RecBole 1.2.1 always asks
+        for NCCL and a CUDA device). GPU runs keep RecBole's NCCL path unchanged."""
+        import torch
+
+        gpu_id = str(self.final_config_dict["gpu_id"])
+        wants_cuda = bool(gpu_id) and torch.cuda.is_available() and self.final_config_dict.get("use_gpu", True)
+        if "local_rank" not in self.final_config_dict or wants_cuda:
+            return super()._init_device()
+        config = self.final_config_dict
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(
+                backend="gloo", rank=config["local_rank"] + config.get("offset", 0), world_size=config["world_size"],
+                init_method=f"tcp://{config['ip']}:{config['port']}",
+            )
+        config["device"] = torch.device("cpu")
+        config["single_spec"] = False
+        if config["local_rank"] != 0:  # as RecBole: only rank 0 logs and shows progress
+            config["state"] = "error"
+            config["show_progress"] = False
+            config["verbose"] = False
 
     # --- checks -----------------------------------------------------------------------------------------------
     def _plugin_keys(self) -> set[str]:

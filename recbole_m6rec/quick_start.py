@@ -8,25 +8,28 @@ allow-listed checkpoint loader (torch >= 2.6), anomaly detection is off while tr
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
 from logging import getLogger
 from typing import Sequence
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_m6rec import registry
 from recbole_m6rec.checkpoint import load_recbole_checkpoint
-from recbole_m6rec.compat import anomaly_detection_off, check_stack, with_plain_value_collector
+from recbole_m6rec.compat import (anomaly_detection_off, check_stack, with_cpu_distributed,
+                                  with_plain_value_collector)
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.evaluation import split_fingerprint, with_history_mask
 from recbole_m6rec.per_user import with_per_user_record
 from recbole_m6rec.plain_checkpoint import is_plain_checkpoint
 
-__all__ = ["run", "run_pipeline", "RunOutcome", "load_data_and_model", "load_best_checkpoint"]
+__all__ = ["run", "run_distributed", "run_pipeline", "RunOutcome", "load_data_and_model", "load_best_checkpoint"]
 
 
 @dataclass
@@ -83,8 +86,11 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     rule = config["eval_history_mask"] or "recbole"
     trainer_class = registry.get_trainer(config["MODEL_TYPE"], config["model"])
     trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
-    trainer_class = with_per_user_record(with_plain_value_collector(trainer_class))
+    trainer_class = with_per_user_record(with_plain_value_collector(with_cpu_distributed(trainer_class)))
     trainer = trainer_class(config, model)
+    distributed = not config["single_spec"]
+    if distributed:
+        _share_rank0_checkpoint_paths(trainer)
     if config["resume_checkpoint"]:
         if not hasattr(trainer, "resume_file"):
             raise ValueError(f"resume_checkpoint works for the plugin's models ({', '.join(registry.PLUGIN_MODELS)}); "
@@ -97,11 +103,16 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         )
         seconds["train"] = time.perf_counter() - started
         started = time.perf_counter()
+        if distributed:
+            extra_facts = {"ranks_in_sync": _check_ranks_in_sync(trainer.model)}
+            logger.info(f"ranks in sync: trainable parameters identical on all {config['world_size']} processes")
+            torch.distributed.barrier()  # rank 0 has written the best checkpoint before anyone reloads it
         if saved:
             load_best_checkpoint(trainer, trainer.saved_model_file)
         test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
         seconds["test"] = time.perf_counter() - started
-    per_user_test = trainer.per_user_result(dataset.field2id_token[dataset.uid_field])
+    # under DDP each rank saw only its share of users
+    per_user_test = {} if distributed else trainer.per_user_result(dataset.field2id_token[dataset.uid_field])
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -116,7 +127,71 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     }
     extra = dict(getattr(model, "report_facts", lambda: {})())
     extra["epochs_run"] = len(getattr(trainer, "train_loss_dict", {}))
+    if distributed:
+        extra.update(extra_facts, world_size=config["world_size"])
     return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test)
+
+
+def _share_rank0_checkpoint_paths(trainer) -> None:
+    """RecBole names checkpoints by the local time at trainer creation, which can differ between ranks by a second;
+    every rank must read the file rank 0 writes."""
+    paths = [trainer.saved_model_file, getattr(trainer, "resume_file", None)]
+    torch.distributed.broadcast_object_list(paths, src=0)
+    trainer.saved_model_file = paths[0]
+    if paths[1] is not None:
+        trainer.resume_file = paths[1]
+
+
+def _check_ranks_in_sync(model) -> bool:
+    """After training, every rank must hold the same trainable parameters (DDP averaged every gradient)."""
+    digest = hashlib.sha256()
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            digest.update(parameter.detach().cpu().numpy().tobytes())
+    digests = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"ranks finished training with different parameters ({digests}): gradients were not "
+                           "synchronised")
+    return True
+
+
+def _distributed_worker(rank: int, model, dataset, config_file_list, config_dict, cmd_args, queue) -> None:
+    config = PluginConfig(model=model, dataset=dataset, config_file_list=config_file_list,
+                          config_dict={**config_dict, "local_rank": rank}, cmd_args=cmd_args)
+    try:
+        outcome = run_pipeline(config)
+        if rank == 0:
+            queue.put(outcome.result)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run_distributed(
+    model: str,
+    dataset: str,
+    nproc: int,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: dict | None = None,
+    cmd_args: Sequence[str] | None = None,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+) -> dict | None:
+    """RecBole's multi-process run (``--nproc``, ``--world_size``, ``--ip``, ``--port``, ``--group_offset``): ``nproc``
+    processes on this machine, ranks ``group_offset .. group_offset + nproc - 1`` of ``world_size``. CUDA runs use
+    NCCL as in RecBole; CPU runs use gloo. Returns rank 0's result dict on the machine that holds rank 0."""
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    config_dict = {**(config_dict or {}), "world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc,
+                   "offset": group_offset}
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_distributed_worker, args=(model, dataset, config_file_list, config_dict, list(cmd_args or []), queue),
+             nprocs=nproc, join=True)
+    return queue.get() if group_offset == 0 and not queue.empty() else None
 
 
 def run(

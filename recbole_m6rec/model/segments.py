@@ -142,7 +142,7 @@ class SegmentEncoder:
             logger.warning("segment cache file %s is unusable (%s); rebuilding it", path, reason)
         result = self._compute(tokens, description)
         self.cache_misses += 1
-        if path is not None:
+        if path is not None and _rank_and_world()[0] == 0:  # one writer; the others hold the same states
             settings = {"plm": self.plm_id, "lower_layers": self.n_lower_layers,
                         "segment_tokens": str(self.segment_tokens), "max_tokens": self.max_tokens, "n_texts": len(texts)}
             atomic_torch_save(path, {"format": FORMAT_VERSION, "key": key, "settings": settings,
@@ -152,17 +152,32 @@ class SegmentEncoder:
 
     @torch.no_grad()
     def _compute(self, tokens: TokenizedTexts, description: str) -> SegmentStates:
+        """Encode every row; in a multi-process run each rank encodes every ``world``-th row (of the length-sorted
+        order, so shares cost the same) and the shares are gathered, so every rank ends with all rows."""
         started = time.perf_counter()
+        rank, world = _rank_and_world()
+        # Sort by length so each batch pads little; restore the order afterwards.
+        order = torch.argsort(tokens.lengths, descending=True, stable=True)
+        states, mask = self._encode_rows(tokens, order[rank::world], description, show=rank == 0)
+        if world > 1:
+            states, mask = _gather_shares(states, mask, order, world)
+            order = torch.cat([order[r::world] for r in range(world)])
+        inverse = torch.argsort(order)
+        result = SegmentStates(states[inverse].contiguous(), mask[inverse].contiguous())
+        logger.info("encoded %d %s through %d layers in %.1f s%s", len(tokens), description, self.n_lower_layers,
+                    time.perf_counter() - started, f" ({world} processes)" if world > 1 else "")
+        return result
+
+    def _encode_rows(self, tokens: TokenizedTexts, rows: torch.Tensor, description: str,
+                     show: bool) -> tuple[torch.Tensor, torch.Tensor]:
         was_training = self.stack.training
         self.stack.eval()
         states, masks = [], []
-        # Sort by length so each batch pads little; restore the order afterwards.
-        order = torch.argsort(tokens.lengths, descending=True, stable=True)
-        n = len(tokens)
+        n = len(rows)
         bar = tqdm(range(0, n, self.batch_size), desc=f"Encoding {description} ({n})", unit="batch",
-                   disable=n <= self.batch_size)
+                   disable=not show or n <= self.batch_size)
         for start in bar:
-            index = order[start:start + self.batch_size]
+            index = rows[start:start + self.batch_size]
             length = int(tokens.lengths[index].max())
             ids = tokens.input_ids[index, :length]
             att = tokens.attention_mask[index, :length]
@@ -174,11 +189,10 @@ class SegmentEncoder:
             states.append(pooled)
             masks.append(mask)
         self.stack.train(was_training)
-        inverse = torch.argsort(order)
-        result = SegmentStates(torch.cat(states)[inverse].contiguous(), torch.cat(masks)[inverse].contiguous())
-        logger.info("encoded %d %s through %d layers in %.1f s", n, description, self.n_lower_layers,
-                    time.perf_counter() - started)
-        return result
+        if not states:  # more processes than rows: this rank's share is empty
+            width = tokens.input_ids.shape[1] if self.segment_tokens == ALL_TOKENS else self.segment_tokens
+            return torch.zeros(0, width, self.stack.hidden_size), torch.zeros(0, width, dtype=torch.bool)
+        return torch.cat(states), torch.cat(masks)
 
     def _load(self, path: Path, key: str, n_rows: int) -> tuple[SegmentStates | None, str]:
         try:
@@ -201,3 +215,25 @@ class SegmentEncoder:
 
     def _subdir(self, name: str) -> Path | None:
         return self.cache_dir / name if self.cache_dir is not None else None
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather_shares(states: torch.Tensor, mask: torch.Tensor, order: torch.Tensor,
+                   world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' shares, concatenated in rank order (rank r holds ``order[r::world]``)."""
+    size = len(order[0::world])  # rank 0 has the largest share
+    pad = size - states.shape[0]
+    states = torch.nn.functional.pad(states, (0, 0, 0, 0, 0, pad))
+    mask = torch.nn.functional.pad(mask.to(torch.uint8), (0, 0, 0, pad))  # gloo gathers no bool tensors
+    all_states = [torch.empty_like(states) for _ in range(world)]
+    all_masks = [torch.empty_like(mask) for _ in range(world)]
+    torch.distributed.all_gather(all_states, states.contiguous())
+    torch.distributed.all_gather(all_masks, mask.contiguous())
+    counts = [len(order[r::world]) for r in range(world)]
+    return (torch.cat([s[:c] for s, c in zip(all_states, counts)]),
+            torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool())
