@@ -22,6 +22,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_m6rec import registry
 from recbole_m6rec.checkpoint import load_recbole_checkpoint
+from recbole_m6rec.cold_start import apply_cold_items, cold_warm_results
 from recbole_m6rec.compat import (anomaly_detection_off, check_stack, with_cpu_distributed,
                                   with_plain_value_collector)
 from recbole_m6rec.config import PluginConfig
@@ -63,6 +64,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
 
     started = time.perf_counter()
     dataset = create_dataset(config)
+    cold_split = apply_cold_items(dataset, config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     fingerprint = split_fingerprint(train_data, valid_data, test_data)
@@ -113,6 +115,10 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         seconds["test"] = time.perf_counter() - started
     # under DDP each rank saw only its share of users
     per_user_test = {} if distributed else trainer.per_user_result(dataset.field2id_token[dataset.uid_field])
+    cold_facts = {}
+    if cold_split is not None and per_user_test:
+        cold_facts = cold_warm_results(per_user_test, test_data._dataset, cold_split)
+        test_result.update({k: v for k, v in cold_facts.items() if not k.endswith("_test_users")})
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -129,6 +135,8 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     extra["epochs_run"] = len(getattr(trainer, "train_loss_dict", {}))
     if distributed:
         extra.update(extra_facts, world_size=config["world_size"])
+    if cold_split is not None:
+        extra.update(cold_split.facts(), **{k: v for k, v in cold_facts.items() if k.endswith("_test_users")})
     return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test)
 
 
@@ -228,6 +236,7 @@ def load_data_and_model(model_file: str):
     logger.info(config)
 
     dataset = create_dataset(config)
+    apply_cold_items(dataset, config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 

@@ -62,15 +62,15 @@ class M6RecTrainer(Trainer):
         self._pending_rng = None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.config["train_whole_sequences"]:
-            n_samples = len(train_data._dataset)
-            train_data = whole_sequence_loader(self.config, train_data)
-            self.logger.info(
-                f"M6Rec trains on {len(train_data._dataset)} whole-sequence windows instead of {n_samples} prefixes"
-            )
+        # RecBole sees the real training data (its evaluation collector counts item popularity there, for
+        # AveragePopularity and TailPercentage); only the epochs iterate over the windows.
         self._train_loader = train_data
+        if self.config["train_whole_sequences"]:
+            self._train_loader = whole_sequence_loader(self.config, train_data)
+            self.logger.info(f"M6Rec trains on {len(self._train_loader._dataset)} whole-sequence windows instead of "
+                             f"{len(train_data._dataset)} prefixes")
         if self._pending_rng is not None:
-            restore_rng(self._pending_rng, getattr(train_data, "generator", None))
+            restore_rng(self._pending_rng, getattr(self._train_loader, "generator", None))
             self._pending_rng = None
 
         def after_evaluation(epoch_idx, valid_score):
@@ -80,6 +80,9 @@ class M6RecTrainer(Trainer):
                 callback_fn(epoch_idx, valid_score)
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_evaluation)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        return super()._train_epoch(self._train_loader or train_data, epoch_idx, loss_func, show_progress)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _training_state(self, epoch: int) -> dict:

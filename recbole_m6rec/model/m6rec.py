@@ -98,6 +98,9 @@ class M6Rec(SequentialRecommender):
         nn.init.zeros_(self.token_position.weight)
         if self.item_id_embedding is not None:
             nn.init.normal_(self.item_id_embedding.weight, std=1.0)
+            # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
+            # only as a negative, is left out
+            self.register_buffer("item_id_trained", _items_in_training(dataset, self.n_items), persistent=False)
 
         # caches: recomputable, kept out of the state dict
         self._item_segments: SegmentStates | None = None
@@ -120,6 +123,9 @@ class M6Rec(SequentialRecommender):
             "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "trainable_share": self.trainable_share,
         }
+
+    def _item_ids(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.item_id_embedding(item_ids) * self.item_id_trained[item_ids].unsqueeze(-1)
 
     # ---------------------------------------------------------------------------------------------- setup
     @property
@@ -200,7 +206,7 @@ class M6Rec(SequentialRecommender):
         seg_mask = seg_mask & (steps.unsqueeze(0) < item_seq_len.unsqueeze(1)).unsqueeze(-1)
         seg = seg + self.segment_position.weight[1:n + 1, None, :] + self.token_position.weight[:s_tokens]
         if self.item_id_embedding is not None:
-            seg = seg + self.item_id_embedding(item_seq).unsqueeze(2)
+            seg = seg + self._item_ids(item_seq).unsqueeze(2)
         tokens = seg.reshape(batch, n * s_tokens, -1)
         valid = seg_mask.reshape(batch, n * s_tokens)
         segment_ids = (steps + 1).repeat_interleave(s_tokens)
@@ -252,7 +258,7 @@ class M6Rec(SequentialRecommender):
         s_tokens = seg.shape[1]
         seg = seg + self.token_position.weight[:s_tokens] + self.candidate_embedding
         if self.item_id_embedding is not None:
-            seg = seg + self.item_id_embedding(item_ids).unsqueeze(1)
+            seg = seg + self._item_ids(item_ids).unsqueeze(1)
         if self.settings.item_tower == "upper":
             seg = self._item_upper_layers(seg, mask)
         pooled = (seg * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
@@ -359,6 +365,17 @@ class M6Rec(SequentialRecommender):
                 f"checkpoint was trained on language model '{para.get('plm_fingerprint')}', but this model loads "
                 f"'{self.plm_id}' (plm_name_or_path={self.settings.plm_name_or_path!r})"
             )
+
+
+def _items_in_training(dataset, n_items: int) -> torch.Tensor:
+    """``[n_items]`` float mask: 1 for items that occur in the training data (as a target or in a history)."""
+    feat = dataset.inter_feat
+    seen = torch.zeros(n_items)
+    seen[feat[dataset.iid_field].long()] = 1.0
+    if dataset.item_id_list_field in feat:
+        seen[feat[dataset.item_id_list_field].long().flatten()] = 1.0
+    seen[0] = 0.0
+    return seen
 
 
 def _checked(scores: torch.Tensor, where: str) -> torch.Tensor:

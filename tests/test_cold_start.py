@@ -1,0 +1,106 @@
+"""The cold-item protocol: held-out items never reach training, every user stays, cold/warm columns add up."""
+
+import sys
+
+import numpy as np
+import pytest
+from recbole.data import create_dataset, data_preparation
+
+from recbole_m6rec.cold_start import apply_cold_items
+from recbole_m6rec.config import PluginConfig
+
+LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+       "user_inter_num_interval": "[0,40]", "show_progress": False, "state": "ERROR"}
+
+
+@pytest.fixture(autouse=True)
+def _no_foreign_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+
+
+def split(model, **overrides):
+    config = PluginConfig(model=model, dataset="ml-100k", config_dict={**LOO, **overrides})
+    dataset = create_dataset(config)
+    cold = apply_cold_items(dataset, config)
+    return cold, data_preparation(config, dataset)
+
+
+def tokens(dataset, field, ids):
+    return set(dataset.field2id_token[field][np.asarray(ids).reshape(-1)].tolist()) - {"[PAD]"}
+
+
+@pytest.mark.parametrize("model,extra", [("SASRec", {"train_neg_sample_args": None}), ("BPR", {})])
+def test_cold_items_never_reach_training_and_every_user_stays(model, extra):
+    cold, (train, valid, test) = split(model, cold_items=0.1, **extra)
+    _, (_, _, full_test) = split(model, **extra)
+    cold_items = set(cold.cold_item_tokens)
+    assert len(cold_items) > 50 and cold.removed_interactions > 100
+    ds = train._dataset
+    trained = tokens(ds, ds.iid_field, ds.inter_feat[ds.iid_field].numpy())
+    if model == "SASRec":
+        trained |= tokens(ds, ds.iid_field, ds.inter_feat[ds.item_id_list_field].numpy())
+    assert not trained & cold_items
+    users = lambda d: tokens(d._dataset, d._dataset.uid_field, d._dataset.inter_feat[d._dataset.uid_field].numpy())
+    assert users(test) == users(full_test)  # every user keeps a test target
+    targets = tokens(test._dataset, ds.iid_field, test._dataset.inter_feat[ds.iid_field].numpy())
+    assert targets & cold_items  # some test targets are cold: the protocol has something to measure
+
+
+def test_same_cold_items_for_every_model_and_seed():
+    a, _ = split("BPR", cold_items=0.1, seed=1)
+    b, _ = split("SASRec", cold_items=0.1, seed=2, train_neg_sample_args=None)
+    c, _ = split("BPR", cold_items=0.1, cold_items_seed=7)
+    assert a.cold_item_tokens == b.cold_item_tokens != c.cold_item_tokens
+
+
+def test_pop_cannot_recommend_cold_items_and_the_columns_add_up(tmp_path, monkeypatch):
+    from recbole_m6rec.quick_start import run_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    config = PluginConfig(model="Pop", dataset="ml-100k", config_dict={
+        **LOO, "cold_items": 0.1, "epochs": 1, "eval_history_mask": "all", "metrics": ["Recall", "NDCG"],
+        "topk": [10], "valid_metric": "NDCG@10", "checkpoint_dir": str(tmp_path)})
+    outcome = run_pipeline(config)
+    test = outcome.result["test_result"]
+    n_cold, n_warm = outcome.extra["cold_test_users"], outcome.extra["warm_test_users"]
+    assert n_cold > 5 and n_warm > 100
+    assert test["cold_recall@10"] == 0.0  # no training interactions: never popular
+    mixed = (n_cold * test["cold_ndcg@10"] + n_warm * test["warm_ndcg@10"]) / (n_cold + n_warm)
+    assert mixed == pytest.approx(test["ndcg@10"], abs=2e-4)
+
+
+@pytest.mark.parametrize("share", [0, 1, 1.5, -0.1, "many", True])
+def test_cold_share_outside_zero_one_is_an_error(share):
+    with pytest.raises(ValueError, match=r"cold_items must be a share of items strictly between 0 and 1"):
+        split("BPR", cold_items=share)
+
+
+def test_cold_items_needs_leave_one_out():
+    with pytest.raises(ValueError, match=r"cold_items needs the leave-one-out protocol"):
+        split("BPR", cold_items=0.1, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "full"})
+
+
+def test_dataset_too_small_to_hold_out_an_item(tmp_path):
+    folder = tmp_path / "three"
+    folder.mkdir()
+    (folder / "three.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
+        f"u{u}\t{i}\t{u * 10 + i}\n" for u in range(5) for i in range(3)))
+    with pytest.raises(ValueError, match=r"holds out 0 items; the dataset is too small"):
+        config = PluginConfig(model="BPR", dataset="three", config_dict={
+            **LOO, "data_path": str(tmp_path), "cold_items": 0.1, "user_inter_num_interval": None,
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+        apply_cold_items(create_dataset(config), config)
+
+
+def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
+    from recbole_m6rec.model.m6rec import M6Rec
+
+    cold, (train, _, _) = split("M6Rec", cold_items=0.1, plm_name_or_path="tiny-random-llama",
+                                use_item_id_embedding=True, text_cache_dir=str(tmp_path), MAX_ITEM_LIST_LENGTH=10)
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
+        **LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "use_item_id_embedding": True,
+        "text_cache_dir": str(tmp_path), "MAX_ITEM_LIST_LENGTH": 10})
+    model = M6Rec(config, train._dataset)
+    ids = train._dataset.field2id_token[train._dataset.iid_field]
+    cold_ids = [i for i, token in enumerate(ids) if token in set(cold.cold_item_tokens)]
+    assert model.item_id_trained[cold_ids].sum() == 0 and model.item_id_trained.sum() > 500
