@@ -15,9 +15,11 @@ __all__ = ["PLUGIN_MODELS", "PLUGIN_TRAINERS", "get_model", "get_trainer", "all_
 # name -> "module:attribute"; imported lazily so that `import recbole_m6rec` stays light.
 PLUGIN_MODELS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.model.m6rec:M6Rec",
+    "M6RecZeroShot": "recbole_m6rec.model.zero_shot:M6RecZeroShot",
 }
 PLUGIN_TRAINERS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
+    "M6RecZeroShot": "recbole_m6rec.trainer:M6RecZeroShotTrainer",
 }
 
 _RECBOLE_MODEL_SUBPACKAGES = (

@@ -26,7 +26,7 @@ from recbole.utils import set_color
 from recbole_m6rec.plain_checkpoint import (capture_rng, load_plain_checkpoint, plain_settings, restore_rng,
                                             save_plain_checkpoint)
 
-__all__ = ["M6RecTrainer", "whole_sequence_indices", "whole_sequence_loader"]
+__all__ = ["M6RecTrainer", "M6RecZeroShotTrainer", "whole_sequence_indices", "whole_sequence_loader"]
 
 
 def whole_sequence_indices(user_ids: np.ndarray, max_length: int) -> np.ndarray:
@@ -158,3 +158,18 @@ class M6RecTrainer(Trainer):
                 "Training loss is nan; training stopped. The last good checkpoint (best validation so far) is "
                 f"'{where}'. Try a lower learning_rate or a higher temperature."
             )
+
+
+class M6RecZeroShotTrainer(M6RecTrainer):
+    """No training: the language model is used as it is; ``fit`` evaluates the validation data once."""
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.eval_collector.data_collect(train_data)
+        if saved:
+            self._save_checkpoint(-1, verbose=verbose)
+        if not valid_data:
+            return -1, None
+        self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
+        if verbose:
+            self.logger.info(f"zero-shot valid result: {dict(self.best_valid_result)}")
+        return self.best_valid_score, self.best_valid_result

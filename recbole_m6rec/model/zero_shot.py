@@ -1,0 +1,192 @@
+"""Zero-shot M6Rec: no training at all; a generative language model scores a candidate item by the length-normalised
+log-likelihood of its text after the user's behaviour text (the M6-Rec paper's zero-shot scoring).
+
+    prefix    = [BOS] prompt_text "\n" text(h_1) "\n" ... text(h_k) "\n"        (the user's last k items)
+    candidate = text(c) "\n"
+    score(c)  = mean over candidate tokens t of log p(t | prefix, earlier candidate tokens)
+
+The prefix runs once per user; its key/value cache is shared by every candidate of that user, so a candidate
+costs only its own tokens. Sampled evaluation (``eval_args.mode: uni100`` etc.) scores 101 candidates per user;
+full ranking scores every item per user, which is costly on a CPU, so ``zero_shot_rerank_top_k: K`` re-ranks the top
+K of a retriever instead (``zero_shot_retriever: pop``: training popularity) and keeps the retriever's order below.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+from tqdm import tqdm
+
+from ..plm import is_generative, load_plm, plm_fingerprint
+from ..text import build_item_texts
+
+__all__ = ["M6RecZeroShot", "LikelihoodScorer", "RETRIEVERS"]
+
+logger = logging.getLogger(__name__)
+
+RETRIEVERS = ("pop",)
+GENERATIVE_HINT = "smollm2-135m, tiny-random-llama, or a local folder of a Llama-style decoder"
+
+
+class LikelihoodScorer:
+    """Mean token log-probability of candidate token lists after a prefix, with or without a shared prefix cache."""
+
+    def __init__(self, model, batch_size: int = 128):
+        self.model = model
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, prefix: list[int], candidates: list[list[int]], use_cache: bool = True) -> torch.Tensor:
+        if not prefix or any(not c for c in candidates):
+            raise ValueError("prefix and every candidate need at least one token")
+        if not use_cache:
+            return torch.cat([self._score_uncached(prefix, candidates[i:i + self.batch_size])
+                              for i in range(0, len(candidates), self.batch_size)])
+        ids = torch.tensor([prefix])
+        out = self.model(input_ids=ids, use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts every candidate's first token
+        scores = []
+        for start in range(0, len(candidates), self.batch_size):
+            chunk = candidates[start:start + self.batch_size]
+            cache = copy.deepcopy(out.past_key_values)
+            cache.batch_repeat_interleave(len(chunk))
+            scores.append(self._score_with_cache(len(prefix), cache, first, chunk))
+        return torch.cat(scores)
+
+    def _pad(self, candidates: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(c) for c in candidates)
+        ids = torch.zeros(len(candidates), width, dtype=torch.long)
+        mask = torch.zeros(len(candidates), width, dtype=torch.long)
+        for i, c in enumerate(candidates):
+            ids[i, :len(c)] = torch.tensor(c)
+            mask[i, :len(c)] = 1
+        return ids, mask
+
+    def _score_with_cache(self, prefix_len: int, cache, first: torch.Tensor, chunk: list[list[int]]) -> torch.Tensor:
+        ids, mask = self._pad(chunk)  # [C T]
+        attention = torch.cat([torch.ones(len(chunk), prefix_len, dtype=torch.long), mask], dim=1)
+        positions = prefix_len + torch.arange(ids.shape[1]).expand(len(chunk), -1)
+        logits = self.model(input_ids=ids, attention_mask=attention, past_key_values=cache, position_ids=positions,
+                            use_cache=False).logits.float()  # [C T V]
+        logp = torch.log_softmax(logits, dim=-1)
+        token_logp = torch.empty(ids.shape, dtype=torch.float)
+        token_logp[:, 0] = first[ids[:, 0]]
+        if ids.shape[1] > 1:
+            token_logp[:, 1:] = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        return (token_logp * mask).sum(1) / mask.sum(1)
+
+    def _score_uncached(self, prefix: list[int], chunk: list[list[int]]) -> torch.Tensor:
+        """The direct computation: prefix + candidate in one pass per candidate (right-padded batch)."""
+        ids, mask = self._pad([prefix + c for c in chunk])
+        logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        scores = []
+        for i, c in enumerate(chunk):
+            positions = torch.arange(len(prefix) - 1, len(prefix) + len(c) - 1)  # logits that predict c's tokens
+            scores.append(logp[i, positions, torch.tensor(c)].mean())
+        return torch.stack(scores)
+
+
+class M6RecZeroShot(SequentialRecommender):
+    """No trainable weights: scores with the pretrained language model as it is (see module docstring)."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        name = config["plm_name_or_path"]
+        self.tokenizer, lm = load_plm(name)
+        # kept outside the module tree: nothing of it is trained, so it stays out of state_dict and checkpoints
+        self.__dict__["lm"] = lm
+        if not is_generative(self.lm):
+            raise ValueError(f"zero-shot scoring needs a generative language model; '{name}' is an encoder without a "
+                             f"language-model head. Use {GENERATIVE_HINT}")
+        for parameter in self.lm.parameters():
+            parameter.requires_grad_(False)
+        self.plm_id = plm_fingerprint(name)
+        self.history_items = int(config["zero_shot_history"])
+        self.text_max_tokens = int(config["text_max_tokens"])
+        self.rerank_top_k = config["zero_shot_rerank_top_k"]
+        self.retriever = config["zero_shot_retriever"]
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(f"zero_shot_retriever must be one of {', '.join(RETRIEVERS)} (got {self.retriever!r})")
+        if self.rerank_top_k is not None and (isinstance(self.rerank_top_k, bool) or int(self.rerank_top_k) < 1):
+            raise ValueError(f"zero_shot_rerank_top_k must be a positive integer or ~ (got {self.rerank_top_k!r})")
+        self.scorer = LikelihoodScorer(self.lm, int(config["zero_shot_batch_size"]))
+        texts = build_item_texts(dataset, tuple(config["item_text_fields"]), config["item_text_template"])
+        self.item_texts = texts
+        self.item_token_ids = [self._tokens(" " + text + "\n", self.text_max_tokens) for text in texts]
+        self.prompt_ids = self._tokens(config["prompt_text"] + "\n", 10_000)
+        bos = self.tokenizer.bos_token_id
+        self.bos = [bos] if bos is not None else []
+        popularity = torch.zeros(self.n_items)
+        popularity.index_add_(0, dataset.inter_feat[self.ITEM_ID].long(), torch.ones(len(dataset.inter_feat)))
+        self.register_buffer("popularity", popularity, persistent=False)
+        # RecBole's trainer builds an optimizer; nothing is ever trained
+        self.placeholder = nn.Parameter(torch.zeros(1))
+
+    def _tokens(self, text: str, limit: int) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
+        return ids or [self.tokenizer.eos_token_id]
+
+    def prefix_for(self, item_seq: torch.Tensor, length: int) -> list[int]:
+        history = item_seq[max(0, length - self.history_items):length].tolist()
+        return self.bos + self.prompt_ids + [t for item in history for t in self.item_token_ids[item]]
+
+    def calculate_loss(self, interaction):
+        raise RuntimeError("M6RecZeroShot is not trained; run it with its trainer (epochs are ignored)")
+
+    def _score_rows(self, item_seq, item_seq_len, candidates: list[list[int]]) -> list[torch.Tensor]:
+        """Scores of ``candidates[b]`` (item ids) for each row b, sharing the prefix cache within a row."""
+        return [self.scorer.score(self.prefix_for(item_seq[b], int(item_seq_len[b])),
+                                  [self.item_token_ids[i] for i in candidates[b]]) for b in range(len(candidates))]
+
+    def predict(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        items = interaction[self.ITEM_ID]
+        scores = torch.empty(len(items))
+        # rows of one user (same history) share one prefix pass: sampled evaluation sends 1 + N candidates per user
+        groups: dict[tuple, list[int]] = {}
+        for row in range(len(items)):
+            key = (int(item_seq_len[row]), *item_seq[row, :int(item_seq_len[row])].tolist())
+            groups.setdefault(key, []).append(row)
+        for rows in groups.values():
+            first = rows[0]
+            scores[rows] = self._score_rows(item_seq[first:first + 1], item_seq_len[first:first + 1],
+                                            [items[rows].tolist()])[0]
+        return scores
+
+    def full_sort_predict(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        batch = len(item_seq)
+        if self.rerank_top_k is None:
+            candidates = [list(range(1, self.n_items))] * batch
+            scores = torch.full((batch, self.n_items), float("-inf"))
+            rows = self._score_rows(item_seq, item_seq_len, candidates)
+            for b, row in enumerate(tqdm(rows, desc="zero-shot full ranking", disable=True)):
+                scores[b, 1:] = row
+            scores[:, 0] = torch.finfo(torch.float).min
+            return scores
+        # re-rank the retriever's top K; below them the retriever's own order (scaled under any LM score)
+        retriever = self.popularity.expand(batch, -1).clone()
+        retriever[:, 0] = -1.0
+        top = retriever.topk(min(int(self.rerank_top_k), self.n_items - 1), dim=1).indices
+        lm = self._score_rows(item_seq, item_seq_len, top.tolist())
+        scores = retriever / (retriever.max() + 1.0) - 1e4  # in (-1e4 - 1, -1e4 + 1): always below the top K
+        for b in range(batch):
+            scores[b, top[b]] = lm[b]
+        scores[:, 0] = torch.finfo(torch.float).min
+        return scores
+
+    # checkpoints: nothing trained, only the language model's identity
+    def other_parameter(self):
+        return {"plm_fingerprint": self.plm_id}
+
+    def load_other_parameter(self, para):
+        if para and para.get("plm_fingerprint") != self.plm_id:
+            raise ValueError(f"checkpoint was made with language model '{para.get('plm_fingerprint')}', this model "
+                             f"loads '{self.plm_id}'")
