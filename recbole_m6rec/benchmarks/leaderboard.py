@@ -32,7 +32,8 @@ import yaml
 from recbole_m6rec import __version__
 from recbole_m6rec.cache import atomic_write_bytes, atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks.significance import paired_test
-from recbole_m6rec.config import parse_cmd_args
+from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, parse_cmd_args
+from recbole_m6rec.datasets import DATASETS_DIR
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
 BASE_COLUMNS = ["model", "recbole_model", "seed", "dataset", "split_fingerprint", "history_mask", "status",
@@ -82,7 +83,12 @@ def job_spec(plan: dict, name: str, seed: int) -> dict:
     config_dict = {**plan["common"], **row}
     spec = {"row": name, "model": model, "dataset": plan["dataset"], "seed": seed, "config_dict": config_dict,
             "config_files": plan.get("config_files") or []}
-    spec["config_hash"] = stable_hash([__version__, model, plan["dataset"], seed, config_dict, spec["config_files"]])[:16]
+    # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
+    defaults = [path.read_text(encoding="utf-8") if path.is_file() else "" for path in (
+        PLUGIN_PROPERTIES_DIR / "overall.yaml", PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml",
+        DATASETS_DIR / f"{plan['dataset']}.yaml")]
+    spec["config_hash"] = stable_hash([__version__, model, plan["dataset"], seed, config_dict, spec["config_files"],
+                                       defaults])[:16]
     return spec
 
 
