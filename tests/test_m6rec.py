@@ -247,7 +247,7 @@ def test_plugin_checkpoint_reloads_with_load_data_and_model(cache_dir, tmp_path,
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
     config = make_config(cache_dir, epochs=1, checkpoint_dir=str(tmp_path / "saved"), state="WARNING")
     outcome = run_pipeline(config, saved=True)
-    (checkpoint,) = list((tmp_path / "saved").glob("M6Rec-*.pth"))
+    (checkpoint,) = list((tmp_path / "saved").glob("M6Rec-*[0-9].pth"))  # the best model, not the resume point
     config2, model, _, _, _, test_data = load_data_and_model(str(checkpoint))
     assert type(model).__name__ == "M6Rec" and config2["plm_name_or_path"] == "tiny-random-llama"
     from recbole_m6rec.registry import get_trainer

@@ -248,6 +248,13 @@ def ratio_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec", t
         best = by_row[baseline]
         ratio = by_row[primary][main_metric][0] / best[main_metric][0] if best[main_metric][0] else float("inf")
         lines.append(f"- {primary} {main_metric} / best baseline ({best['row']}) {main_metric}: **{ratio:.2f}×**")
+    cold_metric = "cold_recall@10"
+    if by_row[primary].get(cold_metric) is not None:
+        for other in (timing_reference, "Pop"):
+            if other in by_row and by_row[other].get(cold_metric) is not None:
+                mine, theirs = by_row[primary][cold_metric][0], by_row[other][cold_metric][0]
+                ratio = f"{mine / theirs:.1f}×" if theirs else "∞ (the other scores 0)"
+                lines.append(f"- {primary} {cold_metric} / {other} {cold_metric}: **{ratio}** ({mine:.4f} vs {theirs:.4f})")
     if timing_reference in by_row:
         ratio = by_row[primary]["train_seconds"][0] / by_row[timing_reference]["train_seconds"][0]
         lines.append(f"- {primary} train+eval time / {timing_reference} train+eval time: **{ratio:.2f}×** "
