@@ -96,11 +96,12 @@ class M6Rec(SequentialRecommender):
         self.item_projection = nn.Linear(d, s.embedding_size)
         nn.init.zeros_(self.segment_position.weight)
         nn.init.zeros_(self.token_position.weight)
+        self.register_buffer("item_seen_in_training", _items_in_training(dataset, self.n_items), persistent=False)
         if self.item_id_embedding is not None:
             nn.init.normal_(self.item_id_embedding.weight, std=1.0)
             # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
             # only as a negative, is left out
-            self.register_buffer("item_id_trained", _items_in_training(dataset, self.n_items), persistent=False)
+            self.item_id_trained = self.item_seen_in_training
 
         # caches: recomputable, kept out of the state dict
         self._item_segments: SegmentStates | None = None
@@ -305,6 +306,8 @@ class M6Rec(SequentialRecommender):
         if self.settings.loss_type == "CE":
             logits = users @ self.item_vectors().t() / self.settings.temperature  # [M n_items]
             logits[:, 0] = float("-inf")  # the padding item is never a target
+            if self.settings.loss_items == "seen":  # items with no training interaction are not in the catalogue yet
+                logits = logits.masked_fill(self.item_seen_in_training == 0, float("-inf"))
             return F.cross_entropy(logits, labels)
         # in-batch contrastive: the batch's distinct target items are the candidates
         unique, column = labels.unique(return_inverse=True)

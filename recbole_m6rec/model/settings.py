@@ -11,6 +11,7 @@ __all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS"]
 TUNING_MODES = ("option_adapter", "prompt", "upper", "full")
 LOSS_TYPES = ("CE", "inbatch")
 ITEM_TOWERS = ("upper", "lower")
+LOSS_ITEMS = ("all", "seen")
 
 
 def _choice(name: str, value, valid: tuple[str, ...]) -> str:
@@ -43,6 +44,7 @@ class M6RecSettings:
     use_profile: bool
     use_item_id_embedding: bool
     loss_type: str
+    loss_items: str
     train_whole_sequences: bool
     item_text_fields: tuple[str, ...]
     item_text_template: str | None
@@ -81,6 +83,7 @@ class M6RecSettings:
             use_profile=bool(get("use_profile", True)),
             use_item_id_embedding=bool(get("use_item_id_embedding", False)),
             loss_type=_choice("loss_type", get("loss_type", "CE"), LOSS_TYPES),
+            loss_items=_choice("loss_items", get("loss_items", "all"), LOSS_ITEMS),
             train_whole_sequences=bool(get("train_whole_sequences", True)),
             item_text_fields=item_fields,
             item_text_template=get("item_text_template"),
