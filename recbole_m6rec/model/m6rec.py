@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
@@ -372,11 +373,19 @@ class M6Rec(SequentialRecommender):
 
 def _items_in_training(dataset, n_items: int) -> torch.Tensor:
     """``[n_items]`` float mask: 1 for items that occur in the training data (as a target or in a history)."""
-    feat = dataset.inter_feat
+    feat = dataset.inter_feat  # an Interaction once built, a DataFrame before
+
+    def ids(field):
+        values = feat[field]
+        values = values.numpy() if isinstance(values, torch.Tensor) else np.stack(values.to_numpy()) \
+            if values.dtype == object else values.to_numpy()
+        return torch.as_tensor(np.asarray(values, dtype=np.int64)).flatten()
+
     seen = torch.zeros(n_items)
-    seen[feat[dataset.iid_field].long()] = 1.0
-    if dataset.item_id_list_field in feat:
-        seen[feat[dataset.item_id_list_field].long().flatten()] = 1.0
+    seen[ids(dataset.iid_field)] = 1.0
+    list_field = getattr(dataset, "item_id_list_field", None)
+    if list_field is not None and list_field in feat:
+        seen[ids(list_field)] = 1.0
     seen[0] = 0.0
     return seen
 
