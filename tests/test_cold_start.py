@@ -103,4 +103,4 @@ def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
     model = M6Rec(config, train._dataset)
     ids = train._dataset.field2id_token[train._dataset.iid_field]
     cold_ids = [i for i, token in enumerate(ids) if token in set(cold.cold_item_tokens)]
-    assert model.item_id_trained[cold_ids].sum() == 0 and model.item_id_trained.sum() > 500
+    assert model.item_seen_in_training[cold_ids].sum() == 0 and model.item_seen_in_training.sum() > 500

@@ -100,9 +100,6 @@ class M6Rec(SequentialRecommender):
         self.register_buffer("item_seen_in_training", _items_in_training(dataset, self.n_items), persistent=False)
         if self.item_id_embedding is not None:
             nn.init.normal_(self.item_id_embedding.weight, std=1.0)
-            # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
-            # only as a negative, is left out
-            self.item_id_trained = self.item_seen_in_training
 
         # caches: recomputable, kept out of the state dict
         self._item_segments: SegmentStates | None = None
@@ -127,7 +124,9 @@ class M6Rec(SequentialRecommender):
         }
 
     def _item_ids(self, item_ids: torch.Tensor) -> torch.Tensor:
-        return self.item_id_embedding(item_ids) * self.item_id_trained[item_ids].unsqueeze(-1)
+        # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
+        # only as a negative, is left out
+        return self.item_id_embedding(item_ids) * self.item_seen_in_training[item_ids].unsqueeze(-1)
 
     # ---------------------------------------------------------------------------------------------- setup
     @property
@@ -375,11 +374,11 @@ def _items_in_training(dataset, n_items: int) -> torch.Tensor:
     """``[n_items]`` float mask: 1 for items that occur in the training data (as a target or in a history)."""
     feat = dataset.inter_feat  # an Interaction once built, a DataFrame before
 
-    def ids(field):
+    def ids(field) -> torch.Tensor:
         values = feat[field]
-        values = values.numpy() if isinstance(values, torch.Tensor) else np.stack(values.to_numpy()) \
-            if values.dtype == object else values.to_numpy()
-        return torch.as_tensor(np.asarray(values, dtype=np.int64)).flatten()
+        if not isinstance(values, torch.Tensor):  # a pandas column; item lists are a column of arrays
+            values = torch.as_tensor(np.stack(values.to_numpy()).astype(np.int64))
+        return values.long().flatten()
 
     seen = torch.zeros(n_items)
     seen[ids(dataset.iid_field)] = 1.0
