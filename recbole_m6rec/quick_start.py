@@ -9,6 +9,7 @@ allow-listed checkpoint loader (torch >= 2.6), anomaly detection is off while tr
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,17 @@ class RunOutcome:
     per_user_test: dict = field(default_factory=dict)  # {metric: {raw user token: value}} (full ranking only)
 
 
+def init_logger_race_free(config: PluginConfig) -> None:
+    """RecBole's ``init_logger``, safe when DDP ranks start together.
+
+    RecBole checks-then-creates ``./log/<model>`` (logger) and ``checkpoint_dir`` (data saving, Trainer);
+    two ranks racing on either raise FileExistsError. Creating them first with ``exist_ok`` closes the race.
+    """
+    os.makedirs(os.path.join("./log", config["model"]), exist_ok=True)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+    init_logger(config)
+
+
 def load_best_checkpoint(trainer, checkpoint_file: str) -> None:
     """What ``Trainer.evaluate(load_best_model=True)`` does, through the safe loader."""
     checkpoint = load_recbole_checkpoint(checkpoint_file, map_location=trainer.device)
@@ -57,7 +69,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     check_stack()
     seconds = {}
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_logger_race_free(config)
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
@@ -231,7 +243,7 @@ def load_data_and_model(model_file: str):
     else:
         config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    init_logger_race_free(config)
     logger = getLogger()
     logger.info(config)
 
