@@ -101,3 +101,26 @@ class _CpuDistributedMixin:
 def with_cpu_distributed(trainer_class):
     """A subclass of ``trainer_class`` that can train in a multi-process CPU (gloo) run."""
     return type(f"{trainer_class.__name__}CpuDistributed", (_CpuDistributedMixin, trainer_class), {})
+
+
+class _ModuleFreeOtherParameterMixin:
+    """DIN and DIEN list their ``embedding_layer`` (an ``nn.Module`` holding the whole dataset) in
+    ``other_parameter``, so RecBole pickles the dataset into every checkpoint, and no narrow allow-list can load it
+    back. A submodule's weights are already in ``state_dict``; this leaves module values out of ``other_parameter``
+    while the checkpoint is written (on this model instance only), so the checkpoint stays loadable."""
+
+    def _save_checkpoint(self, epoch, *args, **kwargs):
+        model = self.model
+        everything = model.other_parameter()
+        if not any(isinstance(value, torch.nn.Module) for value in everything.values()):
+            return super()._save_checkpoint(epoch, *args, **kwargs)
+        model.other_parameter = lambda: {k: v for k, v in everything.items() if not isinstance(v, torch.nn.Module)}
+        try:
+            return super()._save_checkpoint(epoch, *args, **kwargs)
+        finally:
+            del model.other_parameter  # the class's method again
+
+
+def with_module_free_other_parameter(trainer_class):
+    """A subclass of ``trainer_class`` whose checkpoints leave submodules out of ``other_parameter``."""
+    return type(f"{trainer_class.__name__}ModuleFree", (_ModuleFreeOtherParameterMixin, trainer_class), {})

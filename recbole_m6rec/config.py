@@ -32,6 +32,12 @@ __all__ = ["PluginConfig", "PLUGIN_PROPERTIES_DIR", "parse_cmd_args"]
 PLUGIN_PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
 
+def model_yaml_files(model: str) -> list[Path]:
+    """The plugin yaml defaults a model reads, base model's first (``properties/model/<Model>.yaml``)."""
+    files = [PLUGIN_PROPERTIES_DIR / "model" / f"{name}.yaml" for name in registry.plugin_model_lineage(model)]
+    return [path for path in files if path.is_file()]
+
+
 def parse_cmd_args(cmd_args: Sequence[str]) -> dict[str, str]:
     """``--key=value`` pairs as RecBole's ``Config._load_cmd_line`` reads them (other args are ignored)."""
     parsed: dict[str, str] = {}
@@ -81,9 +87,9 @@ class PluginConfig(Config):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         self._update_internal_config_dict(str(PLUGIN_PROPERTIES_DIR / "overall.yaml"))
-        plugin_yaml = PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"
-        if registry.is_plugin_model(model) and plugin_yaml.is_file():
-            self._update_internal_config_dict(str(plugin_yaml))
+        if registry.is_plugin_model(model):
+            for plugin_yaml in model_yaml_files(model):
+                self._update_internal_config_dict(str(plugin_yaml))
         dataset_yaml = datasets.dataset_yaml(dataset)
         if dataset_yaml is not None:
             loaded = self._update_internal_config_dict(str(dataset_yaml)) or {}
@@ -117,11 +123,11 @@ class PluginConfig(Config):
 
     # --- checks -----------------------------------------------------------------------------------------------
     def _plugin_keys(self) -> set[str]:
-        plugin_yaml = PLUGIN_PROPERTIES_DIR / "model" / f"{self.model}.yaml"
-        if not plugin_yaml.is_file():
-            return set()
-        with open(plugin_yaml, encoding="utf-8") as handle:
-            return set(yaml.safe_load(handle) or {})
+        keys = set()
+        for plugin_yaml in model_yaml_files(self.model):
+            with open(plugin_yaml, encoding="utf-8") as handle:
+                keys |= set(yaml.safe_load(handle) or {})
+        return keys
 
     def _check_plugin_keys(self) -> None:
         if not registry.is_plugin_model(self.model):

@@ -81,7 +81,7 @@ def with_history_mask(trainer_class, rule: str, train_data, valid_data, test_dat
                 {"history_mask_rule": rule, "history_matrices": matrices})
 
 
-def _pairs(dataset) -> list[tuple[str, str]]:
+def _pairs(dataset, with_labels: bool = False) -> list[tuple[str, str]]:
     """(user token, item token) rows in dataset order. Sequential training data holds one sample per prefix; the
     user's first item appears only as the history of their first sample (length 1), so it is put back before that
     sample's target: the pairs are then each user's training sequence, as in a general model's training split."""
@@ -99,15 +99,24 @@ def _pairs(dataset) -> list[tuple[str, str]]:
         users, items = raw_users, raw_items
     user_tokens = dataset.field2id_token[dataset.uid_field]
     item_tokens = dataset.field2id_token[dataset.iid_field]
-    return list(zip(user_tokens[users].tolist(), item_tokens[items].tolist()))
+    pairs = list(zip(user_tokens[users].tolist(), item_tokens[items].tolist()))
+    if with_labels:
+        labels = feat[dataset.label_field].numpy().tolist()
+        pairs = [(user, f"{item}\t{label:g}") for (user, item), label in zip(pairs, labels)]
+    return pairs
 
 
 def split_fingerprint(train_data, valid_data, test_data) -> str:
-    """SHA-256 (first 16 hex) over each user's ordered training sequence and the valid/test (user, target) pairs,
-    in raw tokens, so general and sequential models on the same leave-one-out split get the same fingerprint."""
+    """SHA-256 (first 16 hex) over each user's ordered training sequence and the valid/test (user, target) pairs
+    (with their labels in labelled evaluation), in raw tokens, so general, context and sequential models on the same
+    leave-one-out split get the same fingerprint."""
     digest = hashlib.sha256()
     for part, loader in (("train", train_data), ("valid", valid_data), ("test", test_data)):
-        pairs = _pairs(loader._dataset)
+        # Labelled (CTR) evaluation: the evaluated samples carry their label. Training labels stay out: a
+        # sequential model never sees the label of a user's first interaction (it is only history).
+        dataset = loader._dataset
+        labelled = part != "train" and getattr(dataset, "label_field", None) in dataset.inter_feat
+        pairs = _pairs(dataset, with_labels=labelled)
         order = sorted(range(len(pairs)), key=lambda k: pairs[k][0])  # stable: keeps each user's order
         digest.update(part.encode())
         for k in order:

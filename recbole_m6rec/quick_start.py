@@ -25,6 +25,7 @@ from recbole_m6rec import registry
 from recbole_m6rec.checkpoint import load_recbole_checkpoint
 from recbole_m6rec.cold_start import apply_cold_items, cold_warm_results
 from recbole_m6rec.compat import (anomaly_detection_off, check_stack, with_cpu_distributed,
+                                  with_module_free_other_parameter,
                                   with_plain_value_collector)
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.evaluation import split_fingerprint, with_history_mask
@@ -101,6 +102,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     trainer_class = registry.get_trainer(config["MODEL_TYPE"], config["model"])
     trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
     trainer_class = with_per_user_record(with_plain_value_collector(with_cpu_distributed(trainer_class)))
+    trainer_class = with_module_free_other_parameter(trainer_class)
     trainer = trainer_class(config, model)
     distributed = not config["single_spec"]
     if distributed:

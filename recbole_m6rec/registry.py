@@ -10,16 +10,21 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
-__all__ = ["PLUGIN_MODELS", "PLUGIN_TRAINERS", "get_model", "get_trainer", "all_model_names", "is_plugin_model"]
+__all__ = ["PLUGIN_MODELS", "PLUGIN_TRAINERS", "PLUGIN_MODEL_BASES", "get_model", "get_trainer", "all_model_names",
+           "is_plugin_model", "plugin_model_lineage"]
 
 # name -> "module:attribute"; imported lazily so that `import recbole_m6rec` stays light.
 PLUGIN_MODELS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.model.m6rec:M6Rec",
     "M6RecZeroShot": "recbole_m6rec.model.zero_shot:M6RecZeroShot",
+    "M6RecCTR": "recbole_m6rec.model.m6rec_ctr:M6RecCTR",
 }
+# A plugin model that extends another reads the other's yaml defaults first, then its own.
+PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec"}
 PLUGIN_TRAINERS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
     "M6RecZeroShot": "recbole_m6rec.trainer:M6RecZeroShotTrainer",
+    "M6RecCTR": "recbole_m6rec.trainer:M6RecTrainer",
 }
 
 _RECBOLE_MODEL_SUBPACKAGES = (
@@ -38,6 +43,14 @@ def _import_attribute(target: str):
 
 def is_plugin_model(name: str) -> bool:
     return name in PLUGIN_MODELS
+
+
+def plugin_model_lineage(name: str) -> list[str]:
+    """``name`` and the plugin models it extends, base first (e.g. ``["M6Rec", "M6RecCTR"]``)."""
+    lineage = [name]
+    while lineage[0] in PLUGIN_MODEL_BASES:
+        lineage.insert(0, PLUGIN_MODEL_BASES[lineage[0]])
+    return lineage
 
 
 @lru_cache(maxsize=None)

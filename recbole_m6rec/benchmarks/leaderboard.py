@@ -32,7 +32,7 @@ import yaml
 from recbole_m6rec import __version__
 from recbole_m6rec.cache import atomic_write_bytes, atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks.significance import paired_test
-from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, parse_cmd_args
+from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files, parse_cmd_args
 from recbole_m6rec.datasets import DATASETS_DIR
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
@@ -84,9 +84,9 @@ def job_spec(plan: dict, name: str, seed: int) -> dict:
     spec = {"row": name, "model": model, "dataset": plan["dataset"], "seed": seed, "config_dict": config_dict,
             "config_files": plan.get("config_files") or []}
     # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
+    model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
     defaults = [path.read_text(encoding="utf-8") if path.is_file() else "" for path in (
-        PLUGIN_PROPERTIES_DIR / "overall.yaml", PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml",
-        DATASETS_DIR / f"{plan['dataset']}.yaml")]
+        PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")]
     spec["config_hash"] = stable_hash([__version__, model, plan["dataset"], seed, config_dict, spec["config_files"],
                                        defaults])[:16]
     return spec

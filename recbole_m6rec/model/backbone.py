@@ -118,6 +118,11 @@ class LayerStack(nn.Module):
     def num_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        """The input word-embedding table (for a tied LM head, also the output one)."""
+        return self.embed_tokens if self.family.name == "llama" else self.embeddings.word_embeddings
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.family.name == "llama":
             return self.embed_tokens(input_ids)

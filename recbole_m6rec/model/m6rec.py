@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 class M6Rec(SequentialRecommender):
     input_type = InputType.POINTWISE
+    tuning_modes = ("option_adapter", "prompt", "upper", "full")  # "option" needs an option classifier (M6RecCTR)
+    extra_segments = 0  # segment slots beyond the history (M6RecCTR appends the candidate)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -49,6 +51,9 @@ class M6Rec(SequentialRecommender):
         self.settings = s = M6RecSettings.from_config(config)
         self.USER_ID = config["USER_ID_FIELD"]
         self.plm_id = plm_fingerprint(s.plm_name_or_path)
+        if s.tuning not in self.tuning_modes:
+            raise ValueError(f"{type(self).__name__}: tuning must be one of {', '.join(self.tuning_modes)} "
+                             f"(got {s.tuning!r})")
 
         # language model, split into cached lower layers and online upper layers
         tokenizer, hf_model = load_plm(s.plm_name_or_path)
@@ -85,16 +90,11 @@ class M6Rec(SequentialRecommender):
             if s.tuning == "option_adapter" else nn.ModuleList()
         )
         self.prompt = nn.Parameter(self._initial_prompt(tokenizer, s.n_prompt_tokens, s.prompt_text))
-        self.segment_position = nn.Embedding(self.max_seq_length + 1, d)  # 0 = profile, 1.. = history steps
+        # 0 = profile, 1.. = history steps (plus the candidate's step for a point-wise subclass)
+        self.segment_position = nn.Embedding(self.max_seq_length + 1 + self.extra_segments, d)
         self.token_position = nn.Embedding(self.max_segment_tokens, d)
-        self.candidate_embedding = nn.Parameter(torch.zeros(d))
         self.item_id_embedding = nn.Embedding(self.n_items, d, padding_idx=0) if s.use_item_id_embedding else None
-        # LM states share a dominant common direction (item states at init: mean cosine 0.91 on ml-100k with
-        # SmolLM2); batch normalisation centres and scales them per dimension before each tower's projection.
-        self.user_norm = nn.BatchNorm1d(d)
-        self.item_norm = nn.BatchNorm1d(d)
-        self.user_projection = nn.Linear(d, s.embedding_size)
-        self.item_projection = nn.Linear(d, s.embedding_size)
+        self._build_heads(d, tokenizer)
         nn.init.zeros_(self.segment_position.weight)
         nn.init.zeros_(self.token_position.weight)
         self.register_buffer("item_seen_in_training", _items_in_training(dataset, self.n_items), persistent=False)
@@ -113,6 +113,17 @@ class M6Rec(SequentialRecommender):
         self.encoding_seconds = time.perf_counter() - started
         self.encoding_from_cache = self.encoder.cache_hits > 0 and self.encoder.cache_misses == 0
         self._log_trainable()
+
+    def _build_heads(self, d: int, tokenizer) -> None:
+        """The two towers' heads on top of the upper layers."""
+        s = self.settings
+        self.candidate_embedding = nn.Parameter(torch.zeros(d))
+        # LM states share a dominant common direction (item states at init: mean cosine 0.91 on ml-100k with
+        # SmolLM2); batch normalisation centres and scales them per dimension before each tower's projection.
+        self.user_norm = nn.BatchNorm1d(d)
+        self.item_norm = nn.BatchNorm1d(d)
+        self.user_projection = nn.Linear(d, s.embedding_size)
+        self.item_projection = nn.Linear(d, s.embedding_size)
 
     def report_facts(self) -> dict:
         """What a benchmark report shows about this model besides its metrics."""
@@ -163,9 +174,9 @@ class M6Rec(SequentialRecommender):
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         self.trainable_share = trainable / backbone
         logger.info(
-            "M6Rec: tuning=%s, %d lower + %d upper layers, trainable parameters %s (%.2f%% of the backbone's %s)",
-            self.settings.tuning, self.n_lower, self.settings.late_interaction_layers, f"{trainable:,}",
-            100 * self.trainable_share, f"{backbone:,}",
+            "%s: tuning=%s, %d lower + %d upper layers, trainable parameters %s (%.2f%% of the backbone's %s)",
+            type(self).__name__, self.settings.tuning, self.n_lower, self.settings.late_interaction_layers,
+            f"{trainable:,}", 100 * self.trainable_share, f"{backbone:,}",
         )
 
     # --------------------------------------------------------------------------------------- segments

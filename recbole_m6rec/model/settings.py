@@ -8,7 +8,7 @@ from .segments import parse_segment_tokens
 
 __all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS"]
 
-TUNING_MODES = ("option_adapter", "prompt", "upper", "full")
+TUNING_MODES = ("option_adapter", "option", "prompt", "upper", "full")  # "option": M6RecCTR only
 LOSS_TYPES = ("CE", "inbatch")
 ITEM_TOWERS = ("upper", "lower")
 LOSS_ITEMS = ("all", "seen")

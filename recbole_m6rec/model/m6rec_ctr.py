@@ -1,0 +1,111 @@
+"""M6RecCTR: point-wise click-through prediction in the style of M6-Rec's ranking model.
+
+The user's profile and history segments and the candidate item's segment run through the upper layers together
+(segment-causal: the candidate attends to the history, the history never to the candidate). The state at the end of
+the candidate segment feeds an **option classifier**: C option tokens (the last C vectors of the soft prompt, in the
+language model's word-embedding space) are the classifier's weights, ``logits = state @ options.T``; there is no
+separate head. With a tied LM head (SmolLM2) the untrained classifier is the language model's own next-word logit of
+each option word (" no" / " yes").
+
+Everything else is M6Rec's: the cached lower-layer segment states, the soft prompt, the FFN adapters, the
+segment/position embeddings and the settings (``properties/model/M6Rec.yaml`` then ``M6RecCTR.yaml``).
+
+Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
+*is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
+(``label_list``) in a single pass. Evaluation scores RecBole's labelled samples (history + candidate) one by one.
+"""
+
+from __future__ import annotations
+
+import torch
+from recbole.utils import InputType
+from torch import nn
+from torch.nn import functional as F
+
+from .m6rec import M6Rec, _checked
+
+__all__ = ["M6RecCTR"]
+
+
+class M6RecCTR(M6Rec):
+    input_type = InputType.POINTWISE
+    tuning_modes = ("option_adapter", "option", "prompt", "upper", "full")
+    extra_segments = 1  # the candidate follows the (up to MAX_ITEM_LIST_LENGTH) history segments
+
+    def __init__(self, config, dataset):
+        self.LABEL = config["LABEL_FIELD"]
+        self.LABEL_LIST = self.LABEL + config["LIST_SUFFIX"]
+        self.option_words = list(config["option_words"] or [" no", " yes"])
+        if len(self.option_words) < 2:
+            raise ValueError(f"option_words needs at least 2 words, one per label (got {self.option_words!r})")
+        if self.LABEL not in dataset.inter_feat:
+            raise ValueError(
+                f"M6RecCTR needs a label field '{self.LABEL}' in the interactions: set threshold (e.g. "
+                "threshold: {rating: 4}) or load a label column"
+            )
+        super().__init__(config, dataset)
+
+    # ------------------------------------------------------------------------------------------- the head
+    def _build_heads(self, d: int, tokenizer) -> None:
+        """The option tokens, initialised from the word vectors of ``option_words`` (first sub-word of each)."""
+        ids = []
+        for word in self.option_words:
+            pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if not pieces:
+                raise ValueError(f"option word {word!r} gives no tokens with this tokenizer; pick another word")
+            ids.append(pieces[0])
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"option_words {self.option_words!r} share their first token; pick distinct words")
+        with torch.no_grad():
+            vectors = self.stack.word_embeddings.weight[torch.tensor(ids)].clone()
+        self.options = nn.Parameter(vectors)  # [C d]
+        if self.settings.tuning == "prompt":  # prompt tuning: the verbalizer stays the LM's own word vectors
+            self.options.requires_grad_(False)
+
+    def option_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``[..., d]`` final-norm states -> ``[..., C]`` logits: the dot product with each option token."""
+        return states @ self.options.t()
+
+    # --------------------------------------------------------------------------------------------- scoring
+    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids) -> torch.Tensor:
+        """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len)."""
+        rows = torch.arange(item_seq.shape[0], device=item_seq.device)
+        sequence = F.pad(item_seq, (0, 1))
+        sequence[rows, item_seq_len] = candidates
+        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids)
+        return states
+
+    def forward(self, item_seq, item_seq_len, candidates, user_ids=None):
+        """Option logits ``[B C]`` of each candidate after its history."""
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids)
+        rows = torch.arange(item_seq.shape[0], device=item_seq.device)
+        return self.option_logits(states[rows, item_seq_len])
+
+    def calculate_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        candidates = interaction[self.ITEM_ID]
+        label = interaction[self.LABEL].long()
+        user_ids = self._user_ids(interaction)
+        if not self.settings.train_whole_sequences:
+            return F.cross_entropy(self.forward(item_seq, item_seq_len, candidates, user_ids), label)
+        # every segment t >= 1 of the window is a candidate after segments < t; the last one is the sample's own
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids)  # [B n+1 d]
+        batch, n = item_seq.shape
+        rows = torch.arange(batch, device=item_seq.device)
+        labels = F.pad(interaction[self.LABEL_LIST].long(), (0, 1))
+        labels[rows, item_seq_len] = label
+        steps = torch.arange(n + 1, device=item_seq.device).unsqueeze(0)
+        scored = (steps >= 1) & (steps <= item_seq_len.unsqueeze(1))  # step 0 has no history in the window
+        return F.cross_entropy(self.option_logits(states[scored]), labels[scored])
+
+    def predict(self, interaction):
+        logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                              interaction[self.ITEM_ID], self._user_ids(interaction))
+        return _checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
+
+    def full_sort_predict(self, interaction):
+        raise NotImplementedError(
+            "M6RecCTR scores (history, candidate) pairs one by one: evaluate it with eval_args.mode: labeled "
+            "(AUC, LogLoss) or a sampled mode such as uni100, not full ranking"
+        )

@@ -1,0 +1,203 @@
+"""M6RecCTR on tiny random-initialised backbones (real tokenizer, real RecBole labelled data): the option classifier,
+what the score depends on, exact whole-sequence training, late interaction vs the full model, tuning modes."""
+
+import sys
+
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_m6rec.config import PluginConfig
+from recbole_m6rec.model.backbone import additive_mask, segment_causal_mask
+from recbole_m6rec.model.m6rec import M6Rec
+from recbole_m6rec.model.m6rec_ctr import M6RecCTR
+from recbole_m6rec.plm import load_plm
+
+SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("text-cache"))
+
+
+def make_config(cache_dir, **overrides):
+    settings = {**SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, **overrides}
+    return PluginConfig(model="M6RecCTR", dataset="ml-100k", config_dict=settings)
+
+
+@pytest.fixture(scope="module")
+def data(cache_dir):
+    argv, sys.argv = sys.argv, [sys.argv[0]]
+    try:
+        config = make_config(cache_dir)
+        dataset = create_dataset(config)
+        train, valid, test = data_preparation(config, dataset)
+    finally:
+        sys.argv = argv
+    return config, train, valid, test
+
+
+def make_model(data, cache_dir, **overrides):
+    config = make_config(cache_dir, **overrides) if overrides else data[0]
+    init_seed(2020, True)
+    return M6RecCTR(config, data[1]._dataset)
+
+
+def train_batch(data):
+    return next(iter(data[1]))
+
+
+def eval_batch(data):
+    return next(iter(data[2]))[0]
+
+
+def test_the_split_is_labelled_and_the_model_is_point_wise(data):
+    batch = eval_batch(data)
+    assert set(batch["label"].unique().tolist()) == {0.0, 1.0}  # threshold {rating: 4} from M6RecCTR.yaml
+    assert data[0]["eval_args"]["mode"] == {"valid": "labeled", "test": "labeled"}
+
+
+# --- the option classifier --------------------------------------------------------------------------------------
+def test_option_logits_are_the_dot_product_with_the_option_tokens(data, cache_dir):
+    model = make_model(data, cache_dir).eval()
+    tokenizer = load_plm("tiny-random-llama")[0]
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" no", " yes")]
+    assert torch.equal(model.options, model.stack.word_embeddings.weight[ids])  # starts as the LM's word vectors
+    with torch.no_grad():
+        model.options.add_(torch.randn_like(model.options))  # any option vectors, not just the initial ones
+        batch = eval_batch(data)
+        seq, length, item = batch["item_id_list"], batch["item_length"], batch["item_id"]
+        states = model._candidate_states(seq, length, item, model._user_ids(batch))
+        final = states[torch.arange(len(seq)), length]
+        expected = torch.einsum("bd,cd->bc", final, model.options)
+        logits = model(seq, length, item, model._user_ids(batch))
+        scores = model.predict(batch)
+    assert logits.shape == (len(seq), 2)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scores, torch.softmax(expected, -1)[:, 1], rtol=1e-5, atol=1e-6)
+    assert not any(name.startswith(("user_projection", "item_projection")) for name, _ in model.named_parameters())
+
+
+def test_the_candidate_and_the_history_both_change_the_score(data, cache_dir):
+    model = make_model(data, cache_dir).eval()
+    batch = eval_batch(data)
+    seq, length, item = batch["item_id_list"][:8], batch["item_length"][:8], batch["item_id"][:8]
+    users = batch["user_id"][:8] if model.user_texts is not None else None
+    with torch.no_grad():
+        base = model(seq, length, item, users)
+        other_candidate = model(seq, length, (item % (model.n_items - 1)) + 1, users)
+        other_history = seq.clone()
+        other_history[:, 0] = (seq[:, 0] % (model.n_items - 1)) + 1
+        changed_history = model(other_history, length, item, users)
+        padding_changed = seq.clone()
+        padding_changed[torch.arange(8), length.clamp(max=seq.shape[1] - 1)] = 7  # beyond the history: ignored
+        same = model(padding_changed, length, item, users)
+    differs = lambda a, b: (a - b).abs().amax(dim=1) > 1e-6  # noqa: E731
+    assert bool(differs(base, other_candidate).all())
+    assert bool(differs(base, changed_history)[length > 0].all())
+    full = length == seq.shape[1]
+    torch.testing.assert_close(same[~full], base[~full])
+
+
+def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir):
+    """One segment-causal pass over a window gives exactly the logits of every (prefix, next item) sample."""
+    model = make_model(data, cache_dir).eval()
+    batch = train_batch(data)
+    row = int(torch.argmax(batch["item_length"]))
+    seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
+    users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
+    with torch.no_grad():
+        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users)
+        whole = model.option_logits(states[0])  # [n+1 C]
+        for t in (1, int(length) // 2, int(length) - 1):
+            prefix = torch.zeros_like(seq)
+            prefix[0, :t] = seq[0, :t]
+            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users)
+            torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
+
+
+def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, cache_dir):
+    """All layers online, every token kept: the score is the HF model's own forward over the joined segments."""
+    model = make_model(data, cache_dir, late_interaction_layers=4, segment_tokens="all", n_prompt_tokens=0,
+                       use_profile=False, tuning="option").eval()
+    assert model.n_lower == 0
+    _, hf = load_plm("tiny-random-llama")
+    wanted = hf.model.state_dict()
+    hf.model.load_state_dict({k: v for k, v in model.stack.state_dict().items() if k in wanted})
+    batch = eval_batch(data)
+    with torch.no_grad():
+        scores = model.predict(batch)[:4]
+        for b in range(4):
+            n = int(batch["item_length"][b])
+            items = torch.cat([batch["item_id_list"][b, :n], batch["item_id"][b:b + 1]])
+            ids = model.item_tokens.input_ids[items]  # [n+1 L]
+            valid = model.encoder.pool_mask(model.item_tokens.attention_mask[items])  # M6Rec keeps BOS out
+            ids = torch.nn.functional.pad(ids, (0, model.max_segment_tokens - ids.shape[1]))
+            valid = torch.nn.functional.pad(valid, (0, model.max_segment_tokens - valid.shape[1]))
+            segments = torch.arange(1, n + 2).repeat_interleave(ids.shape[1]).unsqueeze(0)
+            mask = additive_mask(segment_causal_mask(segments, valid.reshape(1, -1)))
+            out = hf.model(inputs_embeds=hf.model.embed_tokens(ids.reshape(1, -1)), attention_mask=mask,
+                           position_ids=torch.arange(ids.numel()).unsqueeze(0)).last_hidden_state
+            expected = torch.softmax(out[0, -1] @ model.options.t(), -1)[1]
+            torch.testing.assert_close(scores[b], expected, rtol=1e-4, atol=1e-5)
+
+
+# --- tuning modes -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tuning,adapters,options_trained", [
+    ("option_adapter", True, True), ("option", False, True), ("prompt", False, False), ("upper", False, True),
+])
+def test_gradients_reach_exactly_the_trainable_parameters(data, cache_dir, tuning, adapters, options_trained):
+    model = make_model(data, cache_dir, tuning=tuning)
+    model.calculate_loss(train_batch(data)).backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in model.named_parameters() if p.grad is not None}
+    assert any(".adapter." in n for n in trainable) == adapters
+    assert ("options" in trainable) == options_trained
+    assert "prompt" in trainable
+    assert any(n.startswith("stack.layers") and ".adapter." not in n for n in trainable) == (tuning == "upper")
+
+
+def test_a_training_step_lowers_the_loss(data, cache_dir):
+    model = make_model(data, cache_dir)
+    batch = train_batch(data)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+def test_without_labels_it_names_the_threshold_setting(cache_dir):
+    config = PluginConfig(model="M6RecCTR", dataset="ml-100k", config_dict={
+        **SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, "threshold": None,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}, "metrics": ["NDCG"],
+        "valid_metric": "NDCG@10"})
+    dataset = create_dataset(config)
+    with pytest.raises(ValueError, match="threshold"):
+        M6RecCTR(config, dataset)
+
+
+def test_option_tuning_is_refused_for_the_retrieval_model(cache_dir):
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
+        **SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, "tuning": "option"})
+    dataset = create_dataset(config)
+    with pytest.raises(ValueError, match="M6Rec: tuning must be one of option_adapter, prompt, upper, full"):
+        M6Rec(config, dataset)
+
+
+def test_option_words_must_be_distinct(data, cache_dir):
+    with pytest.raises(ValueError, match="share their first token"):
+        make_model(data, cache_dir, option_words=[" yes", " yes"])
+
+
+def test_full_ranking_is_refused_with_the_modes_that_work(data, cache_dir):
+    model = make_model(data, cache_dir)
+    with pytest.raises(NotImplementedError, match="labeled"):
+        model.full_sort_predict(eval_batch(data))
