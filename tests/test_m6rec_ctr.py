@@ -69,10 +69,10 @@ def test_option_logits_are_the_dot_product_with_the_option_tokens(data, cache_di
         model.options.add_(torch.randn_like(model.options))  # any option vectors, not just the initial ones
         batch = eval_batch(data)
         seq, length, item = batch["item_id_list"], batch["item_length"], batch["item_id"]
-        states = model._candidate_states(seq, length, item, model._user_ids(batch))
+        states = model._candidate_states(seq, length, item, model._user_ids(batch), batch["label_list"])
         final = states[torch.arange(len(seq)), length]
         expected = torch.einsum("bd,cd->bc", final, model.options)
-        logits = model(seq, length, item, model._user_ids(batch))
+        logits = model(seq, length, item, model._user_ids(batch), batch["label_list"])
         scores = model.predict(batch)
     assert logits.shape == (len(seq), 2)
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
@@ -85,15 +85,17 @@ def test_the_candidate_and_the_history_both_change_the_score(data, cache_dir):
     batch = eval_batch(data)
     seq, length, item = batch["item_id_list"][:8], batch["item_length"][:8], batch["item_id"][:8]
     users = batch["user_id"][:8] if model.user_texts is not None else None
+    labels = batch["label_list"][:8]
+    forward = lambda s, n, i: model(s, n, i, users, labels)  # noqa: E731
     with torch.no_grad():
-        base = model(seq, length, item, users)
-        other_candidate = model(seq, length, (item % (model.n_items - 1)) + 1, users)
+        base = forward(seq, length, item)
+        other_candidate = forward(seq, length, (item % (model.n_items - 1)) + 1)
         other_history = seq.clone()
         other_history[:, 0] = (seq[:, 0] % (model.n_items - 1)) + 1
-        changed_history = model(other_history, length, item, users)
+        changed_history = forward(other_history, length, item)
         padding_changed = seq.clone()
         padding_changed[torch.arange(8), length.clamp(max=seq.shape[1] - 1)] = 7  # beyond the history: ignored
-        same = model(padding_changed, length, item, users)
+        same = forward(padding_changed, length, item)
     differs = lambda a, b: (a - b).abs().amax(dim=1) > 1e-6  # noqa: E731
     assert bool(differs(base, other_candidate).all())
     assert bool(differs(base, changed_history)[length > 0].all())
@@ -108,20 +110,42 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir):
     row = int(torch.argmax(batch["item_length"]))
     seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
     users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
+    labels = batch["label_list"][row:row + 1]
     with torch.no_grad():
-        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users)
+        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users, labels)
         whole = model.option_logits(states[0])  # [n+1 C]
         for t in (1, int(length) // 2, int(length) - 1):
-            prefix = torch.zeros_like(seq)
-            prefix[0, :t] = seq[0, :t]
-            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users)
+            prefix, prefix_labels = torch.zeros_like(seq), torch.zeros_like(labels)
+            prefix[0, :t], prefix_labels[0, :t] = seq[0, :t], labels[0, :t]
+            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users, prefix_labels)
             torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
+
+
+def test_history_labels_reach_later_steps_only(data, cache_dir):
+    """The outcome of item t changes the scores of later candidates, never its own (no label leakage)."""
+    model = make_model(data, cache_dir).eval()
+    assert model.outcome_tokens is not None
+    batch = train_batch(data)
+    row = int(torch.argmax(batch["item_length"]))
+    seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
+    users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
+    labels = batch["label_list"][row:row + 1]
+    flipped = labels.clone()
+    t = int(length) // 2
+    flipped[0, t] = 1 - flipped[0, t]
+    with torch.no_grad():
+        before = model.option_logits(model._candidate_states(seq, length, batch["item_id"][row:row + 1], users,
+                                                             labels)[0])
+        after = model.option_logits(model._candidate_states(seq, length, batch["item_id"][row:row + 1], users,
+                                                            flipped)[0])
+    torch.testing.assert_close(after[:t + 1], before[:t + 1])
+    assert bool(((after[t + 1:] - before[t + 1:]).abs().amax(dim=1) > 1e-6).all())
 
 
 def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, cache_dir):
     """All layers online, every token kept: the score is the HF model's own forward over the joined segments."""
     model = make_model(data, cache_dir, late_interaction_layers=4, segment_tokens="all", n_prompt_tokens=0,
-                       use_profile=False, tuning="option").eval()
+                       use_profile=False, tuning="option", history_labels=False).eval()
     assert model.n_lower == 0
     _, hf = load_plm("tiny-random-llama")
     wanted = hf.model.state_dict()
@@ -188,7 +212,7 @@ def test_option_tuning_is_refused_for_the_retrieval_model(cache_dir):
     config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
         **SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, "tuning": "option"})
     dataset = create_dataset(config)
-    with pytest.raises(ValueError, match="M6Rec: tuning must be one of option_adapter, prompt, upper, full"):
+    with pytest.raises(ValueError, match="tuning must be one of option_adapter, prompt, upper, full \\(got 'option'\\)"):
         M6Rec(config, dataset)
 
 

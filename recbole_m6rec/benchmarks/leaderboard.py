@@ -186,11 +186,13 @@ def smaller_is_better(metric: str) -> bool:
 
 
 def is_accuracy_metric(metric: str) -> bool:
+    """Top-k accuracy (NDCG, Recall, ...) and labelled metrics (AUC, LogLoss); not coverage or popularity."""
     from recbole.evaluator.base_metric import TopkMetric
     from recbole.evaluator.register import metrics_dict
+    from recbole.utils import EvaluatorType
 
     metric_class = metrics_dict.get(metric.split("@")[0])
-    return metric_class is None or issubclass(metric_class, TopkMetric)
+    return metric_class is None or issubclass(metric_class, TopkMetric) or metric_class.metric_type == EvaluatorType.VALUE
 
 
 def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = True) -> str:
@@ -348,7 +350,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         f"({', '.join(map(str, plan['seeds']))}). Times are wall-clock seconds of training plus test evaluation "
         "for one seed, on the machine below, one job at a time; M6Rec's one-time item encoding is a separate column.",
         "",
-        *ratio_lines(summary, main_metric, primary),
+        *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
         *significance_lines(records, summary, main_metric, primary),
         "",
         *[f"![{p}]({p})" for p in pictures],

@@ -48,12 +48,9 @@ class M6Rec(SequentialRecommender):
         super().__init__(config, dataset)
 
         # parameters
-        self.settings = s = M6RecSettings.from_config(config)
+        self.settings = s = M6RecSettings.from_config(config, self.tuning_modes)
         self.USER_ID = config["USER_ID_FIELD"]
         self.plm_id = plm_fingerprint(s.plm_name_or_path)
-        if s.tuning not in self.tuning_modes:
-            raise ValueError(f"{type(self).__name__}: tuning must be one of {', '.join(self.tuning_modes)} "
-                             f"(got {s.tuning!r})")
 
         # language model, split into cached lower layers and online upper layers
         tokenizer, hf_model = load_plm(s.plm_name_or_path)
@@ -209,19 +206,32 @@ class M6Rec(SequentialRecommender):
         return cache
 
     # ------------------------------------------------------------------------------------------ towers
-    def _user_states(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, user_ids: torch.Tensor | None):
-        """Upper-layer states after every history step ``[B n d]`` and the state before any item ``[B d]``."""
+    def _user_states(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, user_ids: torch.Tensor | None,
+                     outcomes: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Upper-layer states after every history step ``[B n d]`` and the state before any item ``[B d]``.
+
+        ``outcomes`` (states ``[B n d]``, valid ``[B n]``) adds one token after each step's segment that only later
+        steps see (M6RecCTR: whether the user liked that item); the state of step t is read before its own outcome.
+        """
         batch, n = item_seq.shape
         seg, seg_mask = self._segments(item_seq)  # [B n S d], [B n S]
         s_tokens = seg.shape[2]
         steps = torch.arange(n, device=item_seq.device)
-        seg_mask = seg_mask & (steps.unsqueeze(0) < item_seq_len.unsqueeze(1)).unsqueeze(-1)
-        seg = seg + self.segment_position.weight[1:n + 1, None, :] + self.token_position.weight[:s_tokens]
+        in_history = (steps.unsqueeze(0) < item_seq_len.unsqueeze(1)).unsqueeze(-1)  # [B n 1]
+        seg_mask = seg_mask & in_history
+        seg = seg + self.token_position.weight[:s_tokens]
         if self.item_id_embedding is not None:
             seg = seg + self._item_ids(item_seq).unsqueeze(2)
-        tokens = seg.reshape(batch, n * s_tokens, -1)
-        valid = seg_mask.reshape(batch, n * s_tokens)
-        segment_ids = (steps + 1).repeat_interleave(s_tokens)
+        within = torch.zeros(s_tokens, dtype=torch.long, device=item_seq.device)  # 0 = the item, 1 = its outcome
+        if outcomes is not None:
+            seg = torch.cat([seg, outcomes[0].unsqueeze(2)], dim=2)
+            seg_mask = torch.cat([seg_mask, outcomes[1].unsqueeze(2) & in_history], dim=2)
+            within = torch.cat([within, within.new_ones(1)])
+        width = seg.shape[2]
+        seg = seg + self.segment_position.weight[1:n + 1, None, :]
+        tokens = seg.reshape(batch, n * width, -1)
+        valid = seg_mask.reshape(batch, n * width)
+        segment_ids = (2 * steps + 1).repeat_interleave(width) + within.repeat(n)  # item 2t+1, its outcome 2t+2
 
         prefix, prefix_valid = [self.prompt.unsqueeze(0).expand(batch, -1, -1)], [
             torch.ones(batch, self.prompt.shape[0], dtype=torch.bool, device=item_seq.device)]
@@ -242,7 +252,7 @@ class M6Rec(SequentialRecommender):
             hidden, self.n_lower, self.stack.num_layers, additive_mask(allowed, hidden.dtype), positions
         )
         hidden = self.stack.final_norm(hidden)
-        last_token = n_prefix + (steps + 1) * s_tokens - 1  # the last token of each history segment
+        last_token = n_prefix + steps * width + s_tokens - 1  # the last token of each history segment
         before_any = hidden[:, n_prefix - 1] if n_prefix > 0 else hidden[:, 0]
         return hidden[:, last_token], before_any
 

@@ -10,6 +10,10 @@ each option word (" no" / " yes").
 Everything else is M6Rec's: the cached lower-layer segment states, the soft prompt, the FFN adapters, the
 segment/position embeddings and the settings (``properties/model/M6Rec.yaml`` then ``M6RecCTR.yaml``).
 
+With ``history_labels`` (default on) each history item is followed by an outcome token (liked / not liked) that
+only later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
+history. The candidate's own label is never an input.
+
 Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
 *is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
 (``label_list``) in a single pass. Evaluation scores RecBole's labelled samples (history + candidate) one by one.
@@ -36,6 +40,7 @@ class M6RecCTR(M6Rec):
         self.LABEL = config["LABEL_FIELD"]
         self.LABEL_LIST = self.LABEL + config["LIST_SUFFIX"]
         self.option_words = list(config["option_words"] or [" no", " yes"])
+        self.use_history_labels = bool(config["history_labels"])
         if len(self.option_words) < 2:
             raise ValueError(f"option_words needs at least 2 words, one per label (got {self.option_words!r})")
         if self.LABEL not in dataset.inter_feat:
@@ -61,23 +66,45 @@ class M6RecCTR(M6Rec):
         self.options = nn.Parameter(vectors)  # [C d]
         if self.settings.tuning == "prompt":  # prompt tuning: the verbalizer stays the LM's own word vectors
             self.options.requires_grad_(False)
+        # one outcome token per label after each history item (which of its items the user liked), starting as the
+        # lower-layer state of the option word, so it enters the upper layers in-distribution
+        self.outcome_tokens = None
+        if self.use_history_labels:
+            tokens = self.encoder.tokenize(["[PAD]", *self.option_words])
+            with torch.no_grad():
+                states, _ = self.encoder.forward_tokens(tokens.input_ids[1:], tokens.attention_mask[1:])
+            self.outcome_tokens = nn.Parameter(states[:, 0].clone())  # [C d]
 
     def option_logits(self, states: torch.Tensor) -> torch.Tensor:
         """``[..., d]`` final-norm states -> ``[..., C]`` logits: the dot product with each option token."""
         return states @ self.options.t()
 
     # --------------------------------------------------------------------------------------------- scoring
-    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids) -> torch.Tensor:
-        """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len)."""
+    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids, history_labels=None) -> torch.Tensor:
+        """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len).
+
+        ``history_labels`` ``[B n]``: the label of each history item, shown to later steps only (the candidate's
+        own label is never an input)."""
         rows = torch.arange(item_seq.shape[0], device=item_seq.device)
         sequence = F.pad(item_seq, (0, 1))
         sequence[rows, item_seq_len] = candidates
-        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids)
+        outcomes = None
+        if self.outcome_tokens is not None:
+            if history_labels is None:
+                raise ValueError(f"history_labels is on but the batch has no '{self.LABEL_LIST}' field")
+            labels = F.pad(history_labels.long(), (0, 1), value=-1)
+            labels[rows, item_seq_len] = -1  # unknown: the candidate's outcome is what is predicted
+            known = labels >= 0
+            outcomes = (self.outcome_tokens[labels.clamp(min=0)], known)
+        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids, outcomes)
         return states
 
-    def forward(self, item_seq, item_seq_len, candidates, user_ids=None):
+    def _history_labels(self, interaction):
+        return interaction[self.LABEL_LIST] if self.LABEL_LIST in interaction else None
+
+    def forward(self, item_seq, item_seq_len, candidates, user_ids=None, history_labels=None):
         """Option logits ``[B C]`` of each candidate after its history."""
-        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids)
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels)
         rows = torch.arange(item_seq.shape[0], device=item_seq.device)
         return self.option_logits(states[rows, item_seq_len])
 
@@ -87,10 +114,11 @@ class M6RecCTR(M6Rec):
         candidates = interaction[self.ITEM_ID]
         label = interaction[self.LABEL].long()
         user_ids = self._user_ids(interaction)
+        history_labels = self._history_labels(interaction)
         if not self.settings.train_whole_sequences:
-            return F.cross_entropy(self.forward(item_seq, item_seq_len, candidates, user_ids), label)
+            return F.cross_entropy(self.forward(item_seq, item_seq_len, candidates, user_ids, history_labels), label)
         # every segment t >= 1 of the window is a candidate after segments < t; the last one is the sample's own
-        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids)  # [B n+1 d]
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels)  # [B n+1 d]
         batch, n = item_seq.shape
         rows = torch.arange(batch, device=item_seq.device)
         labels = F.pad(interaction[self.LABEL_LIST].long(), (0, 1))
@@ -100,8 +128,8 @@ class M6RecCTR(M6Rec):
         return F.cross_entropy(self.option_logits(states[scored]), labels[scored])
 
     def predict(self, interaction):
-        logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
-                              interaction[self.ITEM_ID], self._user_ids(interaction))
+        logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID],
+                              self._user_ids(interaction), self._history_labels(interaction))
         return _checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
 
     def full_sort_predict(self, interaction):

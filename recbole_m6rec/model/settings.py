@@ -8,7 +8,7 @@ from .segments import parse_segment_tokens
 
 __all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS"]
 
-TUNING_MODES = ("option_adapter", "option", "prompt", "upper", "full")  # "option": M6RecCTR only
+TUNING_MODES = ("option_adapter", "prompt", "upper", "full")  # M6RecCTR adds "option" (it has option tokens)
 LOSS_TYPES = ("CE", "inbatch")
 ITEM_TOWERS = ("upper", "lower")
 LOSS_ITEMS = ("all", "seen")
@@ -52,7 +52,7 @@ class M6RecSettings:
     user_text_template: str | None
 
     @classmethod
-    def from_config(cls, config) -> "M6RecSettings":
+    def from_config(cls, config, tuning_modes: tuple[str, ...] = TUNING_MODES) -> "M6RecSettings":
         def get(key, default=None):
             value = config[key] if key in config else None
             return default if value is None else value
@@ -73,7 +73,7 @@ class M6RecSettings:
             segment_tokens=parse_segment_tokens(get("segment_tokens", 1)),
             encode_batch_size=_positive_int("encode_batch_size", get("encode_batch_size", 64)),
             text_cache_dir=get("text_cache_dir"),
-            tuning=_choice("tuning", get("tuning", "option_adapter"), TUNING_MODES),
+            tuning=_choice("tuning", get("tuning", "option_adapter"), tuning_modes),
             adapter_rank=_positive_int("adapter_rank", get("adapter_rank", 64)),
             n_prompt_tokens=_positive_int("n_prompt_tokens", get("n_prompt_tokens", 8), minimum=0),
             prompt_text=str(get("prompt_text", "")),
