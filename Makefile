@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup test demo bench bench-reference bench-cold bench-anomaly clean
+.PHONY: setup test demo bench bench-reference bench-cold bench-ctr bench-anomaly clean
 
 setup:
 	bash .ci/setup-venv
@@ -24,6 +24,10 @@ bench-reference: setup
 
 bench-cold: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --rows=M6Rec,SASRec,BPR,Pop --seeds=1 --epochs=5 --stopping_step=3 --report=reports/cold_ml-100k
+
+bench-ctr: setup
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --rows=M6RecCTR,DIN,FM,DeepFM,WideDeep,DIEN,M6RecCTR-no-history-labels,M6RecCTR-L1,M6RecCTR-L3,M6RecCTR-option,M6RecCTR-prompt,M6RecCTR-upper --seeds=1 --epochs=5 --stopping_step=2 --report=reports/ctr_ml-100k
+	$(BIN)/python -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
 
 bench-anomaly: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.anomaly

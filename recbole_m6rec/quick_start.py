@@ -44,6 +44,7 @@ class RunOutcome:
     seconds: dict = field(default_factory=dict)  # data, model_init, train, test
     extra: dict = field(default_factory=dict)  # model-specific facts (e.g. M6Rec's encoding time)
     per_user_test: dict = field(default_factory=dict)  # {metric: {raw user token: value}} (full ranking only)
+    checkpoint_file: str | None = None  # the best model's checkpoint, when saved
 
 
 def init_logger_race_free(config: PluginConfig) -> None:
@@ -151,7 +152,8 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         extra.update(extra_facts, world_size=config["world_size"])
     if cold_split is not None:
         extra.update(cold_split.facts(), **{k: v for k, v in cold_facts.items() if k.endswith("_test_users")})
-    return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test)
+    return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test,
+                      trainer.saved_model_file if saved else None)
 
 
 def _share_rank0_checkpoint_paths(trainer) -> None:

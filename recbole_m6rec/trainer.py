@@ -67,8 +67,8 @@ class M6RecTrainer(Trainer):
         self._train_loader = train_data
         if self.config["train_whole_sequences"]:
             self._train_loader = whole_sequence_loader(self.config, train_data)
-            self.logger.info(f"M6Rec trains on {len(self._train_loader._dataset)} whole-sequence windows instead of "
-                             f"{len(train_data._dataset)} prefixes")
+            self.logger.info(f"{self.config['model']} trains on {len(self._train_loader._dataset)} whole-sequence "
+                             f"windows instead of {len(train_data._dataset)} prefixes")
         if self._pending_rng is not None:
             restore_rng(self._pending_rng, getattr(self._train_loader, "generator", None))
             self._pending_rng = None

@@ -192,7 +192,9 @@ def is_accuracy_metric(metric: str) -> bool:
     from recbole.utils import EvaluatorType
 
     metric_class = metrics_dict.get(metric.split("@")[0])
-    return metric_class is None or issubclass(metric_class, TopkMetric) or metric_class.metric_type == EvaluatorType.VALUE
+    if metric_class is None or issubclass(metric_class, TopkMetric):
+        return True
+    return metric_class.metric_type == EvaluatorType.VALUE
 
 
 def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = True) -> str:
