@@ -232,11 +232,31 @@ def best_baseline(summary: list[dict], main_metric: str, primary: str = "M6Rec")
     return pick(baselines, key=lambda e: e[main_metric][0])["row"]
 
 
-def significance_lines(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
+def _is_labelled(plan: dict) -> bool:
+    mode = (plan["common"].get("eval_args") or {}).get("mode")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    return "labeled" in modes
+
+
+def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
+    if labelled:
+        return (f"Split fingerprint: `{fingerprint}` (identical for every row, labels included; context and "
+                "sequential models share the leave-one-out split and are scored on the same labelled samples). "
+                "Labelled evaluation: no ranking, so no history masking.")
+    return (f"Split fingerprint: `{fingerprint}` (identical for every row; general and sequential models share the "
+            f"leave-one-out split). History masking rule for every row: `{', '.join(masks)}` "
+            "(see `recbole_m6rec/evaluation.py`).")
+
+
+def significance_lines(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec",
+                       labelled: bool = False) -> list[str]:
     baseline = best_baseline(summary, main_metric, primary)
     if baseline is None or not any(r["row"] == primary for r in records):
         return []
     test = paired_test(records, primary, baseline, main_metric)
+    if test is None and labelled:
+        return [f"- Paired test {primary} vs {baseline}: not computed (labelled evaluation scores one sample per user; "
+                f"{main_metric} is not a per-user metric)."]
     if test is None:
         return [f"- Paired test {primary} vs {baseline}: no per-user values to pair (sampled evaluation?)."]
     return [f"- {test.sentence()}."]
@@ -342,9 +362,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "",
         f"Command: `{command}`",
         "",
-        f"Split fingerprint: `{fingerprint}` (identical for every row; general and sequential models share the "
-        "leave-one-out split). History masking rule for every row: "
-        f"`{', '.join(masks)}` (see `recbole_m6rec/evaluation.py`).",
+        split_sentence(fingerprint, masks, labelled=_is_labelled(plan)),
         "",
         markdown_table(summary, accuracy),
         "",
@@ -353,7 +371,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "for one seed, on the machine below, one job at a time; M6Rec's one-time item encoding is a separate column.",
         "",
         *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
-        *significance_lines(records, summary, main_metric, primary),
+        *significance_lines(records, summary, main_metric, primary, _is_labelled(plan)),
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",
