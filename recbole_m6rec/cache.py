@@ -120,3 +120,11 @@ class atomic_directory:
                 raise
             shutil.rmtree(self.tmp, ignore_errors=True)  # lost the race: the other copy is complete too
         return False
+
+
+def write_report_files(folder: Path | str, stem: str, data, markdown_text: str) -> None:
+    """``<stem>.json`` and ``<stem>.md`` in ``folder``, each written atomically (a side table of a report)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    atomic_write_text(folder / f"{stem}.md", markdown_text)

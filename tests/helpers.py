@@ -19,3 +19,18 @@ SMALL_SASREC = {
     "train_batch_size": 1024,
     "train_neg_sample_args": "None",  # RecBole 1.2.1 requires it for loss_type CE
 }
+
+
+def prepare_data(config):
+    """``(config, train, valid, test)`` from RecBole's own data steps, with pytest's argv out of RecBole's sight."""
+    import sys
+
+    from recbole.data import create_dataset, data_preparation
+
+    argv, sys.argv = sys.argv, [sys.argv[0]]
+    try:
+        dataset = create_dataset(config)
+        train, valid, test = data_preparation(config, dataset)
+    finally:
+        sys.argv = argv
+    return config, train, valid, test

@@ -6,12 +6,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.m6rec import M6Rec
 from recbole_m6rec.trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
+
+from helpers import prepare_data
 
 # A slice of ml-100k: users with at most 40 interactions keep the tests fast.
 SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False}
@@ -24,14 +25,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(cache_dir):
-    argv, sys.argv = sys.argv, [sys.argv[0]]
-    try:
-        config = make_config(cache_dir)
-        dataset = create_dataset(config)
-        train, valid, test = data_preparation(config, dataset)
-    finally:
-        sys.argv = argv
-    return config, train, valid, test
+    return prepare_data(make_config(cache_dir))
 
 
 def make_config(cache_dir, **overrides):

@@ -1,11 +1,9 @@
 """M6RecCTR on tiny random-initialised backbones (real tokenizer, real RecBole labelled data): the option classifier,
 what the score depends on, exact whole-sequence training, late interaction vs the full model, tuning modes."""
 
-import sys
-
 import pytest
 import torch
-from recbole.data import create_dataset, data_preparation
+from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from recbole_m6rec.config import PluginConfig
@@ -13,6 +11,8 @@ from recbole_m6rec.model.backbone import additive_mask, segment_causal_mask
 from recbole_m6rec.model.m6rec import M6Rec
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 from recbole_m6rec.plm import load_plm
+
+from helpers import prepare_data
 
 SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False}
 
@@ -29,14 +29,7 @@ def make_config(cache_dir, **overrides):
 
 @pytest.fixture(scope="module")
 def data(cache_dir):
-    argv, sys.argv = sys.argv, [sys.argv[0]]
-    try:
-        config = make_config(cache_dir)
-        dataset = create_dataset(config)
-        train, valid, test = data_preparation(config, dataset)
-    finally:
-        sys.argv = argv
-    return config, train, valid, test
+    return prepare_data(make_config(cache_dir))
 
 
 def make_model(data, cache_dir, **overrides):

@@ -12,17 +12,15 @@ candidate, so it is timed on fewer candidates (``--joined_candidates``) and scal
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_m6rec.cache import atomic_write_text
+from recbole_m6rec.cache import write_report_files
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 from recbole_m6rec.plm import load_plm
@@ -105,10 +103,7 @@ def main(argv=None) -> None:
                       f"{torch.get_num_threads()} threads, torch {torch.__version__}", "", *lines, ""])
     print(text)
     if args.report:
-        folder = Path(args.report)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "latency.json", json.dumps(rows, indent=2) + "\n")
-        atomic_write_text(folder / "latency.md", text)
+        write_report_files(args.report, "latency", rows, text)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,15 @@ and disliked ones down; the overall next-item metrics count both as hits.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
-from recbole_m6rec.cache import atomic_write_text
+from recbole_m6rec.cache import write_report_files
 from recbole_m6rec.evaluation import sequential_history_matrix
 from recbole_m6rec.quick_start import load_data_and_model
 
@@ -141,10 +139,7 @@ def main(argv=None) -> None:
     text = f"Command: `{command.strip()}`\n\n{markdown(result)}\n"
     print(text)
     if args.report:
-        folder = Path(args.report)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "rerank.json", json.dumps(result, indent=2) + "\n")
-        atomic_write_text(folder / "rerank.md", text)
+        write_report_files(args.report, "rerank", result, text)
 
 
 if __name__ == "__main__":
