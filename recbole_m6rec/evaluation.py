@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 
-__all__ = ["HISTORY_MASK_RULES", "with_history_mask", "split_fingerprint", "sequential_history_matrix"]
+__all__ = ["HISTORY_MASK_RULES", "with_history_mask", "split_fingerprint", "sequential_history_matrix",
+           "known_item_index"]
 
 HISTORY_MASK_RULES = ("recbole", "all", "none")
 
@@ -42,6 +43,12 @@ def sequential_history_matrix(n_users: int, n_items: int, *datasets) -> csr_matr
     return matrix
 
 
+def known_item_index(matrix: csr_matrix, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row in the batch, item) index of each batch user's known items: what RecBole's full-sort evaluation masks."""
+    sub = matrix[users].tocoo()
+    return torch.from_numpy(sub.row).long(), torch.from_numpy(sub.col).long()
+
+
 class _HistoryMaskMixin:
     """Trainer mixin: replaces the history index RecBole passes to the full-sort evaluation."""
 
@@ -55,9 +62,7 @@ class _HistoryMaskMixin:
         elif self.history_mask_rule == "all" and history_index is None:
             matrix = self.history_matrices.get(id(self._current_eval_data))
             if matrix is not None:
-                users = interaction[self.config["USER_ID_FIELD"]].cpu().numpy()
-                sub = matrix[users].tocoo()
-                history_index = (torch.from_numpy(sub.row).long(), torch.from_numpy(sub.col).long())
+                history_index = known_item_index(matrix, interaction[self.config["USER_ID_FIELD"]].cpu().numpy())
         return super()._full_sort_batch_eval((interaction, history_index, positive_u, positive_i))
 
     def evaluate(self, eval_data, *args, **kwargs):

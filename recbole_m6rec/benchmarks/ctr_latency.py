@@ -53,16 +53,15 @@ def measure(online_layers: int | None, n_candidates: int, plm: str, dataset: str
         total += len(batch[0])
         if total >= n_candidates:
             break
-    torch.set_grad_enabled(False)
-    model.predict(batches[0][:2])  # warm-up
-    started = time.perf_counter()
-    scored = 0
-    for batch in batches:
-        take = min(len(batch), n_candidates - scored)
-        model.predict(batch[:take])
-        scored += take
-    seconds = time.perf_counter() - started
-    torch.set_grad_enabled(True)
+    with torch.no_grad():
+        model.predict(batches[0][:2])  # warm-up
+        started = time.perf_counter()
+        scored = 0
+        for batch in batches:
+            take = min(len(batch), n_candidates - scored)
+            model.predict(batch[:take])
+            scored += take
+        seconds = time.perf_counter() - started
     return {
         "online_layers": model.settings.late_interaction_layers,
         "segment_tokens": str(model.settings.segment_tokens),

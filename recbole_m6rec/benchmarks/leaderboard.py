@@ -84,6 +84,7 @@ def job_spec(plan: dict, name: str, seed: int) -> dict:
     spec = {"row": name, "model": model, "dataset": plan["dataset"], "seed": seed, "config_dict": config_dict,
             "config_files": plan.get("config_files") or []}
     # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
+    # a RecBole model has no plugin yaml: its slot hashes as "" (as before base models existed, so results are reused)
     model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
     defaults = [path.read_text(encoding="utf-8") if path.is_file() else "" for path in (
         PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")]
@@ -355,6 +356,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
     atomic_write_text(report_dir / "results.csv", results_csv(records, metrics))
     pictures = plots(summary, main_metric, report_dir) if main_metric in metrics else []
     masks = sorted({r.get("history_mask", "") for r in records if r.get("status") == "ok"})
+    labelled = _is_labelled(plan)
     overrides = {name: {k: v for k, v in row.items()} for name, row in plan["rows"].items()}
     failed = [r for r in records if r.get("status") != "ok"]
     text = [
@@ -362,7 +364,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "",
         f"Command: `{command}`",
         "",
-        split_sentence(fingerprint, masks, labelled=_is_labelled(plan)),
+        split_sentence(fingerprint, masks, labelled),
         "",
         markdown_table(summary, accuracy),
         "",
@@ -371,7 +373,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "for one seed, on the machine below, one job at a time; M6Rec's one-time item encoding is a separate column.",
         "",
         *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
-        *significance_lines(records, summary, main_metric, primary, _is_labelled(plan)),
+        *significance_lines(records, summary, main_metric, primary, labelled),
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",

@@ -24,7 +24,7 @@ from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
 from recbole_m6rec.cache import write_report_files
-from recbole_m6rec.evaluation import sequential_history_matrix
+from recbole_m6rec.evaluation import known_item_index, sequential_history_matrix
 from recbole_m6rec.quick_start import load_data_and_model
 
 __all__ = ["rerank", "main"]
@@ -67,8 +67,7 @@ def rerank(retriever_file: str, ranker_file: str, top_k: int = 20) -> dict:
         scores = retriever.full_sort_predict(interaction)
         scores[:, 0] = -torch.inf
         users = interaction[r_dataset.uid_field].numpy()
-        sub = known[users].tocoo()
-        scores[torch.from_numpy(sub.row).long(), torch.from_numpy(sub.col).long()] = -torch.inf
+        scores[known_item_index(known, users)] = -torch.inf
         top = scores.topk(top_k, dim=1).indices  # [B K]
         targets = interaction[retriever.ITEM_ID]
         for b, user in enumerate(users):
