@@ -10,6 +10,7 @@ from recbole.utils import init_seed
 
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.m6rec import M6Rec
+from recbole_m6rec.text.recency import RECENCY_PHRASES, recency_buckets
 from recbole_m6rec.trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
 
 from helpers import prepare_data
@@ -195,6 +196,58 @@ def test_nan_loss_stops_with_a_clear_message(data, cache_dir):
     trainer = M6RecTrainer(data[0], model)
     with pytest.raises(ValueError, match="last good checkpoint"):
         trainer._check_nan(torch.tensor(float("nan")))
+
+
+# --- recency words ------------------------------------------------------------------------------------------------
+def test_recency_buckets_name_the_gap_since_the_previous_item():
+    day = 86400.0
+    times = torch.tensor([[0, 60, 5 * 3600, 2.5 * day, 12 * day, 500 * day, 0], [7 * day, 0, 0, 0, 0, 0, 0]])
+    index, has_phrase = recency_buckets(times, torch.tensor([6, 1]))
+    words = [[RECENCY_PHRASES[i] if h else None for i, h in zip(row, hrow)]
+             for row, hrow in zip(index.tolist(), has_phrase.tolist())]
+    assert words[0] == [None, "minutes later", "hours later", "2 days later", "1 week later", "1 year later", None]
+    assert words[1] == [None] * 7  # one item: nothing before it; padding never has a phrase
+
+
+def _recency_user_states(model, batch, timestamps):
+    with torch.no_grad():
+        return model.forward(batch["item_id_list"], batch["item_length"], batch["user_id"], timestamps)
+
+
+def test_recency_words_depend_on_gaps_only_and_reach_later_steps_only(data, cache_dir):
+    model = make_model(data, cache_dir, recency_words=True).eval()
+    batch = first_batch(data[1])
+    times = batch["timestamp_list"].double()
+    base = _recency_user_states(model, batch, times)
+    assert torch.equal(base, _recency_user_states(model, batch, times + 12345.0))  # a clock shift changes no gap
+    later = times.clone()
+    later[:, 5:] += 40 * 86400.0  # a 40-day pause before step 5
+    moved = _recency_user_states(model, batch, later)
+    rows = batch["item_length"] > 5
+    assert torch.equal(moved[:, :5], base[:, :5])  # earlier steps never see a later time
+    assert not torch.allclose(moved[rows, 5], base[rows, 5])
+    without = make_model(data, cache_dir).eval()
+    with torch.no_grad():
+        plain = without.forward(batch["item_id_list"], batch["item_length"], batch["user_id"])
+    assert not torch.allclose(plain[rows, 5], base[rows, 5])  # the phrase is an input of the upper layers
+
+
+def test_recency_words_never_read_the_target(data, cache_dir):
+    model = make_model(data, cache_dir, recency_words=True).eval()
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        before = model._user_vectors(batch)
+        for field in ("item_id", "rating", "timestamp"):
+            batch.interaction[field] = torch.flip(batch.interaction[field], dims=[0]) + 1
+        after = model._user_vectors(batch)
+    assert torch.equal(before, after)
+    loss = model.calculate_loss(batch)
+    assert torch.isfinite(loss)
+
+
+def test_recency_words_need_a_time_field(data, cache_dir):
+    with pytest.raises(ValueError, match="recency_words needs timestamps.*'rated_at'"):
+        make_model(data, cache_dir, recency_words=True, TIME_FIELD="rated_at")
 
 
 # --- bad settings -------------------------------------------------------------------------------------------------

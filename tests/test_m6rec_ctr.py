@@ -96,22 +96,33 @@ def test_the_candidate_and_the_history_both_change_the_score(data, cache_dir):
     torch.testing.assert_close(same[~full], base[~full])
 
 
-def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir):
-    """One segment-causal pass over a window gives exactly the logits of every (prefix, next item) sample."""
-    model = make_model(data, cache_dir).eval()
+@pytest.mark.parametrize("recency_words", [False, True])
+def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir, recency_words):
+    """One segment-causal pass over a window gives exactly the logits of every (prefix, next item) sample; with
+    recency words each candidate's phrase is the gap from the item before it to its own time."""
+    model = make_model(data, cache_dir, recency_words=recency_words).eval()
     batch = train_batch(data)
     row = int(torch.argmax(batch["item_length"]))
     seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
     users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
     labels = batch["label_list"][row:row + 1]
+    times = batch["timestamp_list"][row:row + 1]
+    window_times = (times, batch["timestamp"][row:row + 1]) if recency_words else None
     with torch.no_grad():
-        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users, labels)
+        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users, labels, window_times)
         whole = model.option_logits(states[0])  # [n+1 C]
         for t in (1, int(length) // 2, int(length) - 1):
-            prefix, prefix_labels = torch.zeros_like(seq), torch.zeros_like(labels)
-            prefix[0, :t], prefix_labels[0, :t] = seq[0, :t], labels[0, :t]
-            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users, prefix_labels)
+            prefix, prefix_labels, prefix_times = torch.zeros_like(seq), torch.zeros_like(labels), torch.zeros_like(times)
+            prefix[0, :t], prefix_labels[0, :t], prefix_times[0, :t] = seq[0, :t], labels[0, :t], times[0, :t]
+            shown = (prefix_times, times[0, t:t + 1]) if recency_words else None
+            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users, prefix_labels, shown)
             torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
+    if recency_words:  # the time the candidate is shown is an input
+        later = (times, batch["timestamp"][row:row + 1] + 90 * 86400.0)
+        with torch.no_grad():
+            moved = model(seq, length, batch["item_id"][row:row + 1], users, labels, later)
+        assert not torch.allclose(moved, whole[int(length)].unsqueeze(0))
+        assert torch.isfinite(model.calculate_loss(batch))
 
 
 def test_history_labels_reach_later_steps_only(data, cache_dir):

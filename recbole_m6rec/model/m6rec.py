@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ..cache import cache_root
 from ..plm import load_plm, plm_fingerprint
 from ..text import build_item_texts, build_user_texts
+from ..text.recency import RECENCY_PHRASES, recency_buckets
 from .backbone import LayerStack, additive_mask, attach_ffn_adapters, segment_causal_mask
 from .segments import ALL_TOKENS, SegmentEncoder, SegmentStates
 from .settings import M6RecSettings
@@ -79,6 +80,9 @@ class M6Rec(SequentialRecommender):
         self.max_segment_tokens = (
             self.item_tokens.input_ids.shape[1] if s.segment_tokens == ALL_TOKENS else s.segment_tokens
         )
+        self.TIME_FIELD = config["TIME_FIELD"]
+        self.TIME_LIST = self._time_list_field(config, dataset) if s.recency_words else None
+        self._recency_states: torch.Tensor | None = None
 
         # trainable parts: prompts, learned segment/position embeddings, towers, optional ID embedding
         self._set_backbone_trainable(s.tuning)
@@ -121,6 +125,16 @@ class M6Rec(SequentialRecommender):
         self.item_norm = nn.BatchNorm1d(d)
         self.user_projection = nn.Linear(d, s.embedding_size)
         self.item_projection = nn.Linear(d, s.embedding_size)
+
+    @staticmethod
+    def _time_list_field(config, dataset) -> str:
+        time_field = config["TIME_FIELD"]
+        if not time_field or time_field not in dataset.field2type:
+            raise ValueError(
+                f"recency_words needs timestamps, but the dataset has no TIME_FIELD '{time_field}': load it "
+                f"(load_col: {{inter: [..., {time_field}]}}) or set recency_words: False"
+            )
+        return time_field + config["LIST_SUFFIX"]
 
     def report_facts(self) -> dict:
         """What a benchmark report shows about this model besides its metrics."""
@@ -195,6 +209,33 @@ class M6Rec(SequentialRecommender):
             states, mask = F.pad(states, (0, 0, 0, pad)), F.pad(mask, (0, pad))
         return states[inverse].reshape(*ids.shape, *states.shape[1:]), mask[inverse].reshape(*ids.shape, -1)
 
+    def _recency_table(self) -> torch.Tensor:
+        """``[P d]`` lower-layer states of the recency phrases, one mean-pooled vector each (computed once while the
+        lower layers are frozen, every call under ``full`` tuning)."""
+        if self._recency_states is not None and self.lower_is_frozen:
+            return self._recency_states
+        tokens = self.encoder.tokenize(["[PAD]", *RECENCY_PHRASES])  # row 0 is the padding text by convention
+        ids, attention = tokens.input_ids[1:].to(self.prompt.device), tokens.attention_mask[1:].to(self.prompt.device)
+        with torch.set_grad_enabled(not self.lower_is_frozen and torch.is_grad_enabled()):
+            hidden = self.stack.encode_segments(ids, attention, self.n_lower)
+        keep = self.encoder.pool_mask(attention).unsqueeze(-1).to(hidden.dtype)
+        table = (hidden * keep).sum(1) / keep.sum(1)
+        if self.lower_is_frozen:
+            self._recency_states = table.detach()
+        return table
+
+    def _recency(self, timestamps: torch.Tensor | None, item_seq_len: torch.Tensor):
+        """(states ``[B n d]``, valid ``[B n]``) of each step's recency phrase, or None when recency_words is off."""
+        if self.TIME_LIST is None:
+            return None
+        if timestamps is None:
+            raise ValueError(f"recency_words is on but the batch has no '{self.TIME_LIST}' field")
+        index, valid = recency_buckets(timestamps, item_seq_len)
+        return self._recency_table()[index], valid
+
+    def _timestamps(self, interaction):
+        return interaction[self.TIME_LIST] if self.TIME_LIST is not None and self.TIME_LIST in interaction else None
+
     def _move_cache(self, cache: SegmentStates, users: bool) -> SegmentStates:
         device = self.prompt.device
         if cache.states.device != device:
@@ -207,11 +248,14 @@ class M6Rec(SequentialRecommender):
 
     # ------------------------------------------------------------------------------------------ towers
     def _user_states(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, user_ids: torch.Tensor | None,
-                     outcomes: tuple[torch.Tensor, torch.Tensor] | None = None):
+                     outcomes: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     timestamps: torch.Tensor | None = None):
         """Upper-layer states after every history step ``[B n d]`` and the state before any item ``[B d]``.
 
         ``outcomes`` (states ``[B n d]``, valid ``[B n]``) adds one token after each step's segment that only later
         steps see (M6RecCTR: whether the user liked that item); the state of step t is read before its own outcome.
+        ``timestamps`` ``[B n]`` (with ``recency_words``) puts the phrase of the gap since the previous step in front
+        of each step's item tokens, inside the step's segment.
         """
         batch, n = item_seq.shape
         seg, seg_mask = self._segments(item_seq)  # [B n S d], [B n S]
@@ -223,6 +267,13 @@ class M6Rec(SequentialRecommender):
         if self.item_id_embedding is not None:
             seg = seg + self._item_ids(item_seq).unsqueeze(2)
         within = torch.zeros(s_tokens, dtype=torch.long, device=item_seq.device)  # 0 = the item, 1 = its outcome
+        recency = self._recency(timestamps, item_seq_len)
+        lead = 0  # tokens in front of the item's own tokens
+        if recency is not None:
+            seg = torch.cat([recency[0].unsqueeze(2), seg], dim=2)
+            seg_mask = torch.cat([recency[1].unsqueeze(2), seg_mask], dim=2)
+            within = torch.cat([within.new_zeros(1), within])
+            lead = 1
         if outcomes is not None:
             seg = torch.cat([seg, outcomes[0].unsqueeze(2)], dim=2)
             seg_mask = torch.cat([seg_mask, outcomes[1].unsqueeze(2) & in_history], dim=2)
@@ -252,7 +303,7 @@ class M6Rec(SequentialRecommender):
             hidden, self.n_lower, self.stack.num_layers, additive_mask(allowed, hidden.dtype), positions
         )
         hidden = self.stack.final_norm(hidden)
-        last_token = n_prefix + steps * width + s_tokens - 1  # the last token of each history segment
+        last_token = n_prefix + steps * width + lead + s_tokens - 1  # the last item token of each history step
         before_any = hidden[:, n_prefix - 1] if n_prefix > 0 else hidden[:, 0]
         return hidden[:, last_token], before_any
 
@@ -260,7 +311,8 @@ class M6Rec(SequentialRecommender):
         """L2-normalised user vector after the whole given history ``[B E]``."""
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        states, before_any = self._user_states(item_seq, item_seq_len, self._user_ids(interaction))
+        states, before_any = self._user_states(item_seq, item_seq_len, self._user_ids(interaction),
+                                               timestamps=self._timestamps(interaction))
         last = self.gather_indexes(states, (item_seq_len - 1).clamp(min=0))
         last = torch.where((item_seq_len > 0).unsqueeze(-1), last, before_any)
         return self._user_head(last)
@@ -301,9 +353,9 @@ class M6Rec(SequentialRecommender):
         return hidden[:, 1:] if has_sink else hidden
 
     # ------------------------------------------------------------------------------ RecBole's contract
-    def forward(self, item_seq, item_seq_len, user_ids=None):
+    def forward(self, item_seq, item_seq_len, user_ids=None, timestamps=None):
         """Upper-layer user states after every history step ``[B n d]``."""
-        states, _ = self._user_states(item_seq, item_seq_len, user_ids)
+        states, _ = self._user_states(item_seq, item_seq_len, user_ids, timestamps=timestamps)
         return states
 
     def calculate_loss(self, interaction):
@@ -322,7 +374,8 @@ class M6Rec(SequentialRecommender):
             targets[rows, item_seq_len - 1] = target
             positions = torch.zeros_like(item_seq, dtype=torch.bool)
             positions[rows, item_seq_len - 1] = True
-        users = self._user_head(self.forward(item_seq, item_seq_len, self._user_ids(interaction))[positions])  # [M E]
+        states = self.forward(item_seq, item_seq_len, self._user_ids(interaction), self._timestamps(interaction))
+        users = self._user_head(states[positions])  # [M E]
         labels = targets[positions]  # [M]
         if self.settings.loss_type == "CE":
             logits = users @ self.item_vectors().t() / self.settings.temperature  # [M n_items]

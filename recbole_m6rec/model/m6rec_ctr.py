@@ -80,14 +80,20 @@ class M6RecCTR(M6Rec):
         return states @ self.options.t()
 
     # --------------------------------------------------------------------------------------------- scoring
-    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids, history_labels=None) -> torch.Tensor:
+    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids, history_labels=None,
+                          times=None) -> torch.Tensor:
         """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len).
 
         ``history_labels`` ``[B n]``: the label of each history item, shown to later steps only (the candidate's
-        own label is never an input)."""
+        own label is never an input). ``times`` (history timestamps ``[B n]``, candidate timestamps ``[B]``) with
+        ``recency_words``: the candidate's phrase is the gap from the last history item to the time it is shown."""
         rows = torch.arange(item_seq.shape[0], device=item_seq.device)
         sequence = F.pad(item_seq, (0, 1))
         sequence[rows, item_seq_len] = candidates
+        timestamps = None
+        if times is not None:
+            timestamps = F.pad(times[0], (0, 1))
+            timestamps[rows, item_seq_len] = times[1].to(timestamps.dtype)
         outcomes = None
         if self.outcome_tokens is not None:
             if history_labels is None:
@@ -96,15 +102,21 @@ class M6RecCTR(M6Rec):
             labels[rows, item_seq_len] = -1  # unknown: the candidate's outcome is what is predicted
             known = labels >= 0
             outcomes = (self.outcome_tokens[labels.clamp(min=0)], known)
-        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids, outcomes)
+        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids, outcomes, timestamps)
         return states
 
     def _history_labels(self, interaction):
         return interaction[self.LABEL_LIST] if self.LABEL_LIST in interaction else None
 
-    def forward(self, item_seq, item_seq_len, candidates, user_ids=None, history_labels=None):
+    def _times(self, interaction):
+        history = self._timestamps(interaction)
+        if history is None:
+            return None
+        return history, interaction[self.TIME_FIELD]
+
+    def forward(self, item_seq, item_seq_len, candidates, user_ids=None, history_labels=None, times=None):
         """Option logits ``[B C]`` of each candidate after its history."""
-        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels)
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels, times)
         rows = torch.arange(item_seq.shape[0], device=item_seq.device)
         return self.option_logits(states[rows, item_seq_len])
 
@@ -115,10 +127,12 @@ class M6RecCTR(M6Rec):
         label = interaction[self.LABEL].long()
         user_ids = self._user_ids(interaction)
         history_labels = self._history_labels(interaction)
+        times = self._times(interaction)
         if not self.settings.train_whole_sequences:
-            return F.cross_entropy(self.forward(item_seq, item_seq_len, candidates, user_ids, history_labels), label)
+            logits = self.forward(item_seq, item_seq_len, candidates, user_ids, history_labels, times)
+            return F.cross_entropy(logits, label)
         # every segment t >= 1 of the window is a candidate after segments < t; the last one is the sample's own
-        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels)  # [B n+1 d]
+        states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels, times)
         batch, n = item_seq.shape
         rows = torch.arange(batch, device=item_seq.device)
         labels = F.pad(interaction[self.LABEL_LIST].long(), (0, 1))
@@ -129,7 +143,7 @@ class M6RecCTR(M6Rec):
 
     def predict(self, interaction):
         logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID],
-                              self._user_ids(interaction), self._history_labels(interaction))
+                              self._user_ids(interaction), self._history_labels(interaction), self._times(interaction))
         return _checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
 
     def full_sort_predict(self, interaction):

@@ -46,6 +46,7 @@ class M6RecSettings:
     loss_type: str
     loss_items: str
     train_whole_sequences: bool
+    recency_words: bool
     item_text_fields: tuple[str, ...]
     item_text_template: str | None
     user_text_fields: tuple[str, ...]
@@ -85,6 +86,7 @@ class M6RecSettings:
             loss_type=_choice("loss_type", get("loss_type", "CE"), LOSS_TYPES),
             loss_items=_choice("loss_items", get("loss_items", "all"), LOSS_ITEMS),
             train_whole_sequences=bool(get("train_whole_sequences", True)),
+            recency_words=bool(get("recency_words", False)),
             item_text_fields=item_fields,
             item_text_template=get("item_text_template"),
             user_text_fields=tuple(get("user_text_fields", ())),
