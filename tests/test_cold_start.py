@@ -1,9 +1,11 @@
 """The cold-item protocol: held-out items never reach training, every user stays, cold/warm columns add up."""
 
+import json
 import sys
 
 import numpy as np
 import pytest
+import yaml
 from recbole.data import create_dataset, data_preparation
 
 from recbole_m6rec.cold_start import apply_cold_items
@@ -104,3 +106,32 @@ def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
     ids = train._dataset.field2id_token[train._dataset.iid_field]
     cold_ids = [i for i, token in enumerate(ids) if token in set(cold.cold_item_tokens)]
     assert model.item_seen_in_training[cold_ids].sum() == 0 and model.item_seen_in_training.sum() > 500
+
+
+def _result_file(path, model, seed, per_user):
+    path.write_text(json.dumps({"status": "ok", "model": model, "seed": seed, "per_user_test": {"ndcg@10": per_user}}))
+    return str(path)
+
+
+def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
+    from recbole_m6rec.benchmarks.cold_vs_full import compare
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"dataset": "ml-100k", "seeds": [1], "rows": {"Pop": {"model": "Pop"}},
+                                    "common": {**LOO, "cold_items": 0.1}}))
+    cold, (_, _, test) = split("Pop", cold_items=0.1)
+    ds = test._dataset
+    users = ds.field2id_token[ds.uid_field][ds.inter_feat[ds.uid_field].numpy()]
+    targets = ds.field2id_token[ds.iid_field][ds.inter_feat[ds.iid_field].numpy()]
+    is_cold = np.isin(targets, cold.cold_item_tokens)
+    values = np.linspace(0.0, 1.0, len(users))
+    cold_run = _result_file(tmp_path / "cold.json", "M6Rec", 1, {str(u): float(v) for u, v in zip(users, values)})
+    full_run = _result_file(tmp_path / "full.json", "M6Rec", 1, {str(u): 0.5 for u in users})
+    groups = {g["group"]: g for g in compare(cold_run, full_run, str(plan))["groups"]}
+    assert groups["cold"]["users"] == int(is_cold.sum()) > 0
+    assert groups["warm"]["users"] + groups["cold"]["users"] == groups["all"]["users"] == len(users)
+    assert groups["warm"]["cold_split"] == round(float(values[~is_cold].mean()), 4)
+    assert groups["cold"]["ratio"] == round(float(values[is_cold].mean()) / 0.5, 3)
+    other_seed = _result_file(tmp_path / "other.json", "M6Rec", 2, {str(u): 0.5 for u in users})
+    with pytest.raises(ValueError, match="one model and seed"):
+        compare(cold_run, other_seed, str(plan))
