@@ -72,3 +72,35 @@ def test_zero_shot_runs_through_recbole_evaluation(mode, extra, tmp_path, monkey
     assert 0 <= test["ndcg@10"] <= 1 and test["recall@10"] > 0
     if mode == "full":  # the reranked top 20 are popular items: recall@10 is at least a little like Pop's
         assert outcome.per_user_test and len(outcome.per_user_test["ndcg@10"]) > 20
+
+
+def test_text_retriever_reaches_items_without_interactions_and_skips_the_history():
+    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
+        **SLICE, "zero_shot_retriever": "text", "zero_shot_rerank_top_k": 20, "cold_items": 0.2,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}})
+    from recbole_m6rec.cold_start import apply_cold_items
+
+    dataset = create_dataset(config)
+    apply_cold_items(dataset, config)
+    train, _, test = data_preparation(config, dataset)
+    model = M6RecZeroShot(config, train._dataset)
+    vectors = model.text_vectors
+    assert torch.equal(vectors[0], torch.zeros_like(vectors[0]))
+    assert torch.allclose(vectors[1:].norm(dim=1), torch.ones(len(vectors) - 1), atol=1e-5)
+    interaction = next(iter(test))[0]
+    seq, length = interaction["item_id_list"], interaction["item_length"]
+    scores = model.retriever_scores(seq, length)
+    row = int(torch.argmax(length))
+    recent = seq[row, max(0, int(length[row]) - model.history_items):int(length[row])]
+    user = torch.nn.functional.normalize(vectors[recent].sum(0), dim=0)
+    unseen = (model.popularity == 0).nonzero().flatten()[1:]
+    unseen = unseen[~torch.isin(unseen, seq[row])]
+    torch.testing.assert_close(scores[row, unseen], vectors[unseen] @ user)  # the cosine, for untrained items too
+    assert torch.isinf(scores[row, seq[row, :int(length[row])]]).all()  # history items are never candidates
+    top = scores.topk(20, dim=1).indices
+    assert torch.isin(top, unseen).any()  # cold items reach the re-ranked candidates
+    pop = M6RecZeroShot(PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
+        **SLICE, "zero_shot_rerank_top_k": 20, "cold_items": 0.2,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}}),
+        train._dataset)
+    assert not torch.isin(pop.retriever_scores(seq, length).topk(20, dim=1).indices, unseen).any()

@@ -213,6 +213,8 @@ class M6Rec(SequentialRecommender):
         """``[P d]`` lower-layer states of the recency phrases, one mean-pooled vector each (computed once while the
         lower layers are frozen, every call under ``full`` tuning)."""
         if self._recency_states is not None and self.lower_is_frozen:
+            if self._recency_states.device != self.prompt.device:  # the model moved since the table was built
+                self._recency_states = self._recency_states.to(self.prompt.device)
             return self._recency_states
         tokens = self.encoder.tokenize(["[PAD]", *RECENCY_PHRASES])  # row 0 is the padding text by convention
         ids, attention = tokens.input_ids[1:].to(self.prompt.device), tokens.attention_mask[1:].to(self.prompt.device)

@@ -8,7 +8,10 @@ log-likelihood of its text after the user's behaviour text (the M6-Rec paper's z
 The prefix runs once per user; its key/value cache is shared by every candidate of that user, so a candidate
 costs only its own tokens. Sampled evaluation (``eval_args.mode: uni100`` etc.) scores 101 candidates per user;
 full ranking scores every item per user, which is costly on a CPU, so ``zero_shot_rerank_top_k: K`` re-ranks the top
-K of a retriever instead (``zero_shot_retriever: pop``: training popularity) and keeps the retriever's order below.
+K of a retriever instead and keeps the retriever's order below. Retrievers (``zero_shot_retriever``), both untrained:
+``pop`` (training popularity: never reaches an item without interactions) or ``text`` (cosine between the mean of
+the user's recent items and each item, on the language model's own mean-pooled last-layer states, centred: reaches
+every item, cold ones included). The user's history items are never among the K candidates.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ __all__ = ["M6RecZeroShot", "LikelihoodScorer", "RETRIEVERS"]
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("pop",)
+RETRIEVERS = ("pop", "text")
 GENERATIVE_HINT = "smollm2-135m, tiny-random-llama, or a local folder of a Llama-style decoder"
 
 
@@ -58,7 +61,8 @@ class LikelihoodScorer:
             scores.append(self._score_with_cache(len(prefix), cache, first, chunk))
         return torch.cat(scores)
 
-    def _pad(self, candidates: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _pad(candidates: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(c) for c in candidates)
         ids = torch.zeros(len(candidates), width, dtype=torch.long)
         mask = torch.zeros(len(candidates), width, dtype=torch.long)
@@ -126,8 +130,42 @@ class M6RecZeroShot(SequentialRecommender):
         popularity = torch.zeros(self.n_items)
         popularity.index_add_(0, dataset.inter_feat[self.ITEM_ID].long(), torch.ones(len(dataset.inter_feat)))
         self.register_buffer("popularity", popularity, persistent=False)
+        self.text_vectors = self._text_vectors(int(config["zero_shot_batch_size"])) if self.retriever == "text" else None
         # RecBole's trainer builds an optimizer; nothing is ever trained
         self.placeholder = nn.Parameter(torch.zeros(1))
+
+    @torch.no_grad()
+    def _text_vectors(self, batch_size: int) -> torch.Tensor:
+        """``[n_items d]`` centred, L2-normalised mean of each item text's last-layer states (row 0 stays zero).
+
+        The first position (BOS, a decoder's attention sink with a huge norm) is left out of the mean, and the mean
+        item vector is subtracted: raw LM states share one dominant direction, which would make every cosine ~1."""
+        base = self.lm.base_model
+        rows = [self.bos + ids for ids in self.item_token_ids[1:]]
+        vectors = []
+        for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot text retriever: items", unit="batch"):
+            ids, mask = LikelihoodScorer._pad(rows[start:start + batch_size])
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            keep = mask.clone()
+            keep[:, :len(self.bos)] = 0
+            vectors.append((hidden * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1))
+        items = torch.cat(vectors)
+        items = torch.nn.functional.normalize(items - items.mean(0), dim=-1)
+        return torch.cat([torch.zeros(1, items.shape[1]), items])
+
+    def retriever_scores(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
+        """``[B n_items]`` retriever scores in [-1, 1]; the padding item and the user's history items get -inf."""
+        batch = len(item_seq)
+        if self.retriever == "pop":
+            scores = (self.popularity / (self.popularity.max() + 1.0)).expand(batch, -1).clone()
+        else:
+            steps = torch.arange(item_seq.shape[1]).unsqueeze(0)
+            recent = (steps < item_seq_len.unsqueeze(1)) & (steps >= item_seq_len.unsqueeze(1) - self.history_items)
+            user = (self.text_vectors[item_seq] * recent.unsqueeze(-1)).sum(1)
+            scores = torch.nn.functional.normalize(user, dim=-1) @ self.text_vectors.t()
+        known = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, item_seq.long(), True)
+        known[:, 0] = True
+        return scores.masked_fill(known, float("-inf"))
 
     def _tokens(self, text: str, limit: int) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
@@ -171,14 +209,14 @@ class M6RecZeroShot(SequentialRecommender):
                 scores[b, 1:] = row
             scores[:, 0] = torch.finfo(torch.float).min
             return scores
-        # re-rank the retriever's top K; below them the retriever's own order (scaled under any LM score)
-        retriever = self.popularity.expand(batch, -1).clone()
-        retriever[:, 0] = -1.0
+        # re-rank the retriever's top K; below them the retriever's own order (shifted under any LM score)
+        retriever = self.retriever_scores(item_seq, item_seq_len)
         top = retriever.topk(min(int(self.rerank_top_k), self.n_items - 1), dim=1).indices
         lm = self._score_rows(item_seq, item_seq_len, top.tolist())
-        scores = retriever / (retriever.max() + 1.0) - 1e4  # in (-1e4 - 1, -1e4 + 1): always below the top K
+        scores = retriever - 1e4  # in [-1e4 - 1, -1e4 + 1]: always below the top K's mean log-probabilities
         for b in range(batch):
             scores[b, top[b]] = lm[b]
+        scores = scores.nan_to_num(neginf=torch.finfo(torch.float).min)
         scores[:, 0] = torch.finfo(torch.float).min
         return scores
 
