@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from recbole_m6rec.cache import write_report_files
+from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.cold_start import apply_cold_items
 from recbole_m6rec.config import PluginConfig
 
@@ -108,11 +108,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report", default=None, help="folder to write cold_vs_full.json and .md into")
     args = parser.parse_args(argv)
     result = compare(args.cold, args.full, args.cold_plan)
-    command = "python -m recbole_m6rec.benchmarks.cold_vs_full " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = f"Command: `{command.strip()}`\n\n{markdown(result)}\n"
-    print(text)
-    if args.report:
-        write_report_files(args.report, "cold_vs_full", result, text)
+    publish("recbole_m6rec.benchmarks.cold_vs_full", argv, markdown(result), result, args.report, "cold_vs_full")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
-from recbole_m6rec.cache import write_report_files
+from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 from recbole_m6rec.plm import load_plm
@@ -96,14 +95,9 @@ def main(argv=None) -> None:
         lines.append(f"| {name} | {row['segment_tokens']} | {row['ms_per_1000_candidates']:,.0f} | "
                      f"{row['ms_per_1000_candidates'] / joined:.3f} | {row['candidates_timed']} | "
                      f"{row['item_encoding_seconds']}{' (cache)' if row['encoding_from_cache'] else ''} |")
-    command = "python -m recbole_m6rec.benchmarks.ctr_latency " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([f"Command: `{command.strip()}`", "",
-                      f"Model: {args.plm_name_or_path}; machine: {platform.processor() or platform.machine()}, "
-                      f"{torch.get_num_threads()} threads, torch {torch.__version__}", "", *lines, ""])
-    print(text)
-    if args.report:
-        write_report_files(args.report, "latency", rows, text)
-
+    body = "\n".join([f"Model: {args.plm_name_or_path}; machine: {platform.processor() or platform.machine()}, "
+                      f"{torch.get_num_threads()} threads, torch {torch.__version__}", "", *lines])
+    publish("recbole_m6rec.benchmarks.ctr_latency", argv, body, rows, args.report, "latency")
 
 if __name__ == "__main__":
     main()

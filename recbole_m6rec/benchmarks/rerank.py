@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
-from recbole_m6rec.cache import write_report_files
+from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.evaluation import known_item_index, sequential_history_matrix
 from recbole_m6rec.quick_start import load_data_and_model
 
@@ -134,12 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report", default=None, help="folder to write rerank.json and rerank.md into")
     args = parser.parse_args(argv)
     result = rerank(args.retriever, args.ranker, args.top_k)
-    command = "python -m recbole_m6rec.benchmarks.rerank " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = f"Command: `{command.strip()}`\n\n{markdown(result)}\n"
-    print(text)
-    if args.report:
-        write_report_files(args.report, "rerank", result, text)
-
+    publish("recbole_m6rec.benchmarks.rerank", argv, markdown(result), result, args.report, "rerank")
 
 if __name__ == "__main__":
     main()
