@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from recbole_m6rec.benchmarks import publish
+from recbole_m6rec.benchmarks.leaderboard import load_plan
 from recbole_m6rec.cold_start import apply_cold_items
 from recbole_m6rec.config import PluginConfig
 
@@ -61,10 +62,7 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     if cold_run["model"] != full_run["model"] or cold_run["seed"] != full_run["seed"]:
         raise ValueError(f"compare one model and seed: {cold_run['model']} seed {cold_run['seed']} vs "
                          f"{full_run['model']} seed {full_run['seed']}")
-    with open(cold_plan, encoding="utf-8") as handle:
-        import yaml
-
-        plan = yaml.safe_load(handle)
+    plan = load_plan(cold_plan, overrides={}, rows=None, seeds=None)  # the leaderboard's reader and its checks
     if "cold_items" not in plan["common"]:
         raise ValueError(f"'{cold_plan}' has no cold_items setting in common")
     cold_targets, cold_items = _test_targets(plan["common"], plan["dataset"], with_cold=True)
