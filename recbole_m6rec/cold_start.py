@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["ColdItemSplit", "apply_cold_items", "cold_warm_results"]
+__all__ = ["ColdItemSplit", "apply_cold_items", "cold_warm_results", "test_target_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,18 @@ def apply_cold_items(dataset, config) -> ColdItemSplit | None:
     return ColdItemSplit(item_tokens[cold].tolist(), removed, share, seed)
 
 
+def test_target_tokens(test_dataset) -> dict[str, str]:
+    """``{user token: test target item token}`` of a built leave-one-out test dataset."""
+    feat = test_dataset.inter_feat
+    users = test_dataset.field2id_token[test_dataset.uid_field][feat[test_dataset.uid_field].numpy()]
+    items = test_dataset.field2id_token[test_dataset.iid_field][feat[test_dataset.iid_field].numpy()]
+    return dict(zip(map(str, users), map(str, items)))
+
+
 def cold_warm_results(per_user: dict[str, dict[str, float]], test_dataset, split: ColdItemSplit) -> dict[str, float]:
     """``cold_<metric>`` / ``warm_<metric>`` means over test users whose target is a cold / warm item."""
-    feat = test_dataset.inter_feat
-    user_tokens = test_dataset.field2id_token[test_dataset.uid_field]
-    item_tokens = test_dataset.field2id_token[test_dataset.iid_field]
     cold_tokens = set(split.cold_item_tokens)
-    target_is_cold = {str(user_tokens[u]): item_tokens[i] in cold_tokens
-                      for u, i in zip(feat[test_dataset.uid_field].numpy(), feat[test_dataset.iid_field].numpy())}
+    target_is_cold = {user: item in cold_tokens for user, item in test_target_tokens(test_dataset).items()}
     results = {}
     for metric, values in per_user.items():
         for group, wanted in (("cold", True), ("warm", False)):

@@ -20,7 +20,7 @@ import numpy as np
 
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.leaderboard import load_plan
-from recbole_m6rec.cold_start import apply_cold_items
+from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
 from recbole_m6rec.config import PluginConfig
 
 __all__ = ["compare", "main"]
@@ -42,10 +42,7 @@ def _test_targets(settings: dict, dataset: str, with_cold: bool) -> tuple[dict[s
         _, _, test = data_preparation(config, data)
     finally:
         sys.argv = argv
-    feat, built = test._dataset.inter_feat, test._dataset
-    users = built.field2id_token[built.uid_field][feat[built.uid_field].numpy()]
-    items = built.field2id_token[built.iid_field][feat[built.iid_field].numpy()]
-    return dict(zip(map(str, users), map(str, items))), set(split.cold_item_tokens) if split else set()
+    return test_target_tokens(test._dataset), set(split.cold_item_tokens) if split else set()
 
 
 def _load(path: str) -> dict:
