@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from recbole.data import create_dataset, data_preparation
 
@@ -135,3 +136,56 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
     other_seed = _result_file(tmp_path / "other.json", "M6Rec", 2, {str(u): 0.5 for u in users})
     with pytest.raises(ValueError, match="one model and seed"):
         compare(cold_run, other_seed, str(plan))
+
+
+def _tiny_cold_m6rec(tmp_path, **overrides):
+    from recbole_m6rec.model.m6rec import M6Rec
+
+    settings = {**LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": str(tmp_path),
+                "MAX_ITEM_LIST_LENGTH": 10, **overrides}
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+    dataset = create_dataset(config)
+    apply_cold_items(dataset, config)
+    train, _, test = data_preparation(config, dataset)
+    return M6Rec(config, train._dataset), test
+
+
+def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path):
+    model, test = _tiny_cold_m6rec(tmp_path, unseen_item_prior="catalogue")
+    model.eval()
+    unseen = model.item_seen_in_training == 0
+    unseen[0] = False
+    seen = model.item_seen_in_training == 1
+    prior = float(unseen.sum()) / (model.n_items - 1)
+    assert model.unseen_item_prior == pytest.approx(prior)  # this slice's users leave most items unrated
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        mixed = model.full_sort_predict(interaction)
+        raw = model._user_vectors(interaction) @ model.item_vectors().t() / model.settings.temperature
+    # direct computation: p * softmax within the unseen items, (1 - p) * softmax within the seen ones
+    expected_unseen = torch.log(prior * torch.softmax(raw[:, unseen], dim=1))
+    expected_seen = torch.log((1 - prior) * torch.softmax(raw[:, seen], dim=1))
+    assert torch.allclose(mixed[:, unseen], expected_unseen, atol=1e-4)
+    assert torch.allclose(mixed[:, seen], expected_seen, atol=1e-4)
+    assert torch.allclose(torch.logsumexp(mixed[:, unseen], 1), torch.full((len(raw),), np.log(prior)), atol=1e-5)
+    # sampled evaluation scores the same mixture
+    pairs = interaction.copy() if hasattr(interaction, "copy") else interaction
+    item = int(unseen.nonzero()[0])
+    pairs.interaction["item_id"] = torch.full((len(interaction),), item, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.allclose(model.predict(pairs), mixed[:, item], atol=1e-4)
+    off, _ = _tiny_cold_m6rec(tmp_path)
+    off.eval()
+    with torch.no_grad():
+        plain = off._user_vectors(interaction) @ off.item_vectors().t() / off.settings.temperature
+        assert off.unseen_item_prior is None and torch.allclose(off.full_sort_predict(interaction), plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("prior", [0, 1, 1.5, "share", True])
+def test_unseen_item_prior_outside_zero_one_is_an_error(prior):
+    from recbole_m6rec.model.settings import M6RecSettings
+
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={**LOO, "unseen_item_prior": prior})
+    with pytest.raises(ValueError, match=r"unseen_item_prior must be a probability strictly between 0 and 1, "
+                                         r"'catalogue'"):
+        M6RecSettings.from_config(config)

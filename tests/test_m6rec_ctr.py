@@ -225,6 +225,11 @@ def test_option_words_must_be_distinct(data, cache_dir):
         make_model(data, cache_dir, option_words=[" yes", " yes"])
 
 
+def test_unseen_item_prior_is_refused_by_the_point_wise_model(data, cache_dir):
+    with pytest.raises(ValueError, match="unseen_item_prior \\(got 'catalogue'\\) re-weights M6Rec's softmax"):
+        make_model(data, cache_dir, unseen_item_prior="catalogue")
+
+
 def test_full_ranking_is_refused_with_the_modes_that_work(data, cache_dir):
     model = make_model(data, cache_dir)
     with pytest.raises(NotImplementedError, match="labeled"):

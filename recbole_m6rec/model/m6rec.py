@@ -33,7 +33,7 @@ from ..text import build_item_texts, build_user_texts
 from ..text.recency import RECENCY_PHRASES, recency_buckets
 from .backbone import LayerStack, additive_mask, attach_ffn_adapters, segment_causal_mask
 from .segments import ALL_TOKENS, SegmentEncoder, SegmentStates
-from .settings import M6RecSettings
+from .settings import CATALOGUE_PRIOR, M6RecSettings
 
 __all__ = ["M6Rec"]
 
@@ -99,6 +99,7 @@ class M6Rec(SequentialRecommender):
         nn.init.zeros_(self.segment_position.weight)
         nn.init.zeros_(self.token_position.weight)
         self.register_buffer("item_seen_in_training", _items_in_training(dataset, self.n_items), persistent=False)
+        self.unseen_item_prior = _resolve_unseen_prior(s.unseen_item_prior, self.item_seen_in_training)
         if self.item_id_embedding is not None:
             nn.init.normal_(self.item_id_embedding.weight, std=1.0)
 
@@ -392,18 +393,45 @@ class M6Rec(SequentialRecommender):
 
     def predict(self, interaction):
         users = self._user_vectors(interaction)
+        if self.unseen_item_prior is not None:  # the mixture's normalisers need every item's score
+            scores = self._unseen_prior_mixture(users @ self._all_item_vectors().t() / self.settings.temperature)
+            return _checked(scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1), "predict")
         items = self.item_vectors(interaction[self.ITEM_ID])
         return _checked((users * items).sum(-1) / self.settings.temperature, "predict")
 
     def full_sort_predict(self, interaction):
         users = self._user_vectors(interaction)  # [B E]
+        scores = users @ self._all_item_vectors().t() / self.settings.temperature  # [B n_items]
+        return _checked(self._unseen_prior_mixture(scores), "full_sort_predict")
+
+    def _all_item_vectors(self) -> torch.Tensor:
+        """Every item's vector, computed once per evaluation (they change as soon as training resumes)."""
         if self._eval_item_vectors is None or self.training:
             items = self.item_vectors()
             if not self.training:
                 self._eval_item_vectors = items
-        else:
-            items = self._eval_item_vectors
-        return _checked(users @ items.t() / self.settings.temperature, "full_sort_predict")  # [B n_items]
+            return items
+        return self._eval_item_vectors
+
+    def _unseen_prior_mixture(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[B n_items]`` logits -> log-probabilities of a two-group mixture (``unseen_item_prior``), or unchanged.
+
+        Items without a training interaction get ``log p + log_softmax`` within their group, the others
+        ``log (1 - p) + log_softmax`` within theirs. Why: the softmax trained over seen items says nothing about
+        how an unseen item compares with them. Trained down as negatives (``loss_items: all``) they never reach
+        a top K; left out of the loss (``seen``) their scores are uncalibrated and crowd warm users' top K. The
+        prior fixes how much probability they share; their order among themselves is still the model's.
+        """
+        if self.unseen_item_prior is None:
+            return logits
+        seen = self.item_seen_in_training.bool()
+        unseen = ~seen
+        unseen[0] = False  # the padding item belongs to neither group; RecBole never ranks it
+        log_seen = torch.logsumexp(logits.masked_fill(~seen, float("-inf")), dim=1, keepdim=True)
+        log_unseen = torch.logsumexp(logits.masked_fill(~unseen, float("-inf")), dim=1, keepdim=True)
+        prior = self.unseen_item_prior
+        return torch.where(unseen, logits - log_unseen + float(np.log(prior)),
+                           logits - log_seen + float(np.log1p(-prior)))
 
     # ---------------------------------------------------------------------------- caches and checkpoints
     def train(self, mode: bool = True):
@@ -463,6 +491,20 @@ def _items_in_training(dataset, n_items: int) -> torch.Tensor:
         seen[ids(list_field)] = 1.0
     seen[0] = 0.0
     return seen
+
+
+def _resolve_unseen_prior(setting, seen: torch.Tensor) -> float | None:
+    """The mixture weight of items without a training interaction, or None (off, or nothing to mix)."""
+    if setting is None:
+        return None
+    n_unseen, n_seen = int((seen[1:] == 0).sum()), int(seen[1:].sum())
+    if n_unseen == 0 or n_seen == 0:  # one group only: the mixture is the plain softmax
+        logger.info("unseen_item_prior: %d unseen and %d seen items, nothing to mix", n_unseen, n_seen)
+        return None
+    prior = n_unseen / (n_unseen + n_seen) if setting == CATALOGUE_PRIOR else float(setting)
+    logger.info("unseen_item_prior %.4f over %d items without a training interaction (%d with)", prior, n_unseen,
+                n_seen)
+    return prior
 
 
 def _checked(scores: torch.Tensor, where: str) -> torch.Tensor:

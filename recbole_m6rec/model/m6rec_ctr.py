@@ -41,6 +41,11 @@ class M6RecCTR(M6Rec):
         self.LABEL_LIST = self.LABEL + config["LIST_SUFFIX"]
         self.option_words = list(config["option_words"] or [" no", " yes"])
         self.use_history_labels = bool(config["history_labels"])
+        if config["unseen_item_prior"] is not None:
+            raise ValueError(
+                f"unseen_item_prior (got {config['unseen_item_prior']!r}) re-weights M6Rec's softmax over all items; "
+                "M6RecCTR scores each candidate alone with its option tokens: leave it at ~ (off)"
+            )
         if len(self.option_words) < 2:
             raise ValueError(f"option_words needs at least 2 words, one per label (got {self.option_words!r})")
         if self.LABEL not in dataset.inter_feat:

@@ -6,18 +6,30 @@ from dataclasses import dataclass
 
 from .segments import parse_segment_tokens
 
-__all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS"]
+__all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS", "CATALOGUE_PRIOR"]
 
 TUNING_MODES = ("option_adapter", "prompt", "upper", "full")  # M6RecCTR adds "option" (it has option tokens)
 LOSS_TYPES = ("CE", "inbatch")
 ITEM_TOWERS = ("upper", "lower")
 LOSS_ITEMS = ("all", "seen")
+CATALOGUE_PRIOR = "catalogue"  # unseen_item_prior: the share of catalogue items without a training interaction
 
 
 def _choice(name: str, value, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise ValueError(f"{name} must be one of {', '.join(valid)} (got {value!r})")
     return value
+
+
+def _unseen_item_prior(value) -> float | str | None:
+    if value is None or value == CATALOGUE_PRIOR:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(
+            f"unseen_item_prior must be a probability strictly between 0 and 1, '{CATALOGUE_PRIOR}' (the share of "
+            f"items without a training interaction) or ~ for off (got {value!r})"
+        )
+    return float(value)
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -45,6 +57,7 @@ class M6RecSettings:
     use_item_id_embedding: bool
     loss_type: str
     loss_items: str
+    unseen_item_prior: float | str | None
     train_whole_sequences: bool
     recency_words: bool
     item_text_fields: tuple[str, ...]
@@ -85,6 +98,7 @@ class M6RecSettings:
             use_item_id_embedding=bool(get("use_item_id_embedding", False)),
             loss_type=_choice("loss_type", get("loss_type", "CE"), LOSS_TYPES),
             loss_items=_choice("loss_items", get("loss_items", "all"), LOSS_ITEMS),
+            unseen_item_prior=_unseen_item_prior(get("unseen_item_prior")),
             train_whole_sequences=bool(get("train_whole_sequences", True)),
             recency_words=bool(get("recency_words", False)),
             item_text_fields=item_fields,
