@@ -186,6 +186,12 @@ def smaller_is_better(metric: str) -> bool:
     return bool(getattr(metric_class, "smaller", False))
 
 
+def lower_is_better_clause(metrics: list[str]) -> str:
+    """``, lower is better for a, b`` for the metrics RecBole ranks ascending, or nothing when there are none."""
+    lower = [m for m in metrics if smaller_is_better(m)]
+    return f", lower is better for {', '.join(lower)}" if lower else ""
+
+
 def is_accuracy_metric(metric: str) -> bool:
     """Top-k accuracy (NDCG, Recall, ...) and labelled metrics (AUC, LogLoss); not coverage or popularity."""
     from recbole.evaluator.base_metric import TopkMetric
@@ -377,8 +383,8 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",
-        *([f"Beyond accuracy (coverage and popularity bias of the top-k lists; best in bold, lower is better for "
-           f"{', '.join(m for m in beyond if smaller_is_better(m))}):", "",
+        *([f"Beyond accuracy (coverage and popularity bias of the top-k lists; best in bold"
+           f"{lower_is_better_clause(beyond)}):", "",
            markdown_table(summary, beyond, with_costs=False), ""] if beyond else []),
         "## Settings",
         "",
