@@ -231,8 +231,10 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
 
 
 def best_baseline(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> str | None:
-    """The non-M6Rec row with the best mean main metric."""
-    baselines = [e for e in summary if e["runs"] > 0 and not e["row"].startswith(primary) and e.get(main_metric)]
+    """The best row by mean main metric that is not the primary's model: rows named like the primary up to its first
+    '-' (``M6Rec``, ``M6Rec-prior``, ... for ``M6Rec-all-negatives``) are its variants, not baselines."""
+    family = primary.split("-")[0]
+    baselines = [e for e in summary if e["runs"] > 0 and not e["row"].startswith(family) and e.get(main_metric)]
     if not baselines:
         return None
     pick = min if smaller_is_better(main_metric) else max
