@@ -23,7 +23,7 @@ bench-reference: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --rows=M6Rec,SASRec,BPR,Pop --seeds=3 --epochs=10 --stopping_step=3 --report=reports/ml-100k
 
 bench-cold: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --rows=M6Rec,M6Rec-all-negatives,M6Rec-prior,M6Rec-all-negatives-prior,M6Rec-zero-shot,SASRec,BPR,Pop --seeds=1 --epochs=5 --stopping_step=3 --report=reports/cold_ml-100k
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --rows=M6Rec,M6Rec-all-negatives,M6Rec-prior,M6Rec-all-negatives-prior,M6Rec-all-negatives-prior-0.03,M6Rec-all-negatives-prior-0.3,M6Rec-hybrid,M6Rec-hybrid-prior,M6Rec-zero-shot,SASRec,BPR,Pop --seeds=1 --epochs=5 --stopping_step=3 --report=reports/cold_ml-100k
 
 bench-ctr: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --rows=M6RecCTR,DIN,FM,DeepFM,WideDeep,DIEN,M6RecCTR-no-history-labels,M6RecCTR-L1,M6RecCTR-L3,M6RecCTR-option,M6RecCTR-prompt,M6RecCTR-upper --seeds=1 --epochs=5 --stopping_step=2 --report=reports/ctr_ml-100k
