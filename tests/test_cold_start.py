@@ -95,16 +95,22 @@ def test_dataset_too_small_to_hold_out_an_item(tmp_path):
         apply_cold_items(create_dataset(config), config)
 
 
-def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
+def _tiny_cold_m6rec(tmp_path, **overrides):
+    """A tiny random-initialised M6Rec on the cold split: (model, cold split, test loader)."""
     from recbole_m6rec.model.m6rec import M6Rec
 
-    cold, (train, _, _) = split("M6Rec", cold_items=0.1, plm_name_or_path="tiny-random-llama",
-                                use_item_id_embedding=True, text_cache_dir=str(tmp_path), MAX_ITEM_LIST_LENGTH=10)
-    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
-        **LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "use_item_id_embedding": True,
-        "text_cache_dir": str(tmp_path), "MAX_ITEM_LIST_LENGTH": 10})
-    model = M6Rec(config, train._dataset)
-    ids = train._dataset.field2id_token[train._dataset.iid_field]
+    settings = {**LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": str(tmp_path),
+                "MAX_ITEM_LIST_LENGTH": 10, **overrides}
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+    dataset = create_dataset(config)
+    cold = apply_cold_items(dataset, config)
+    train, _, test = data_preparation(config, dataset)
+    return M6Rec(config, train._dataset), cold, test
+
+
+def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
+    model, cold, test = _tiny_cold_m6rec(tmp_path, use_item_id_embedding=True)
+    ids = test._dataset.field2id_token[test._dataset.iid_field]
     cold_ids = [i for i, token in enumerate(ids) if token in set(cold.cold_item_tokens)]
     assert model.item_seen_in_training[cold_ids].sum() == 0 and model.item_seen_in_training.sum() > 500
 
@@ -138,20 +144,8 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
         compare(cold_run, other_seed, str(plan))
 
 
-def _tiny_cold_m6rec(tmp_path, **overrides):
-    from recbole_m6rec.model.m6rec import M6Rec
-
-    settings = {**LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": str(tmp_path),
-                "MAX_ITEM_LIST_LENGTH": 10, **overrides}
-    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
-    dataset = create_dataset(config)
-    apply_cold_items(dataset, config)
-    train, _, test = data_preparation(config, dataset)
-    return M6Rec(config, train._dataset), test
-
-
 def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path):
-    model, test = _tiny_cold_m6rec(tmp_path, unseen_item_prior="catalogue")
+    model, _, test = _tiny_cold_m6rec(tmp_path, unseen_item_prior="catalogue")
     model.eval()
     unseen = model.item_seen_in_training == 0
     unseen[0] = False
@@ -174,7 +168,7 @@ def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path)
     pairs.interaction["item_id"] = torch.full((len(interaction),), item, dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(model.predict(pairs), mixed[:, item], atol=1e-4)
-    off, _ = _tiny_cold_m6rec(tmp_path)
+    off, _, _ = _tiny_cold_m6rec(tmp_path)
     off.eval()
     with torch.no_grad():
         plain = off._user_vectors(interaction) @ off.item_vectors().t() / off.settings.temperature

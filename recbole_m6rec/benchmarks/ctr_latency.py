@@ -99,5 +99,6 @@ def main(argv=None) -> None:
                       f"{torch.get_num_threads()} threads, torch {torch.__version__}", "", *lines])
     publish("recbole_m6rec.benchmarks.ctr_latency", argv, body, rows, args.report, "latency")
 
+
 if __name__ == "__main__":
     main()

@@ -135,5 +135,6 @@ def main(argv=None) -> None:
     result = rerank(args.retriever, args.ranker, args.top_k)
     publish("recbole_m6rec.benchmarks.rerank", argv, markdown(result), result, args.report, "rerank")
 
+
 if __name__ == "__main__":
     main()
