@@ -18,6 +18,7 @@ PLUGIN_MODELS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.model.m6rec:M6Rec",
     "M6RecZeroShot": "recbole_m6rec.model.zero_shot:M6RecZeroShot",
     "M6RecCTR": "recbole_m6rec.model.m6rec_ctr:M6RecCTR",
+    "MostPop": "recbole_m6rec.model.most_pop:MostPop",
 }
 # A plugin model that extends another reads the other's yaml defaults first, then its own.
 PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec"}
