@@ -1,9 +1,13 @@
 """Train and evaluate any RecBole model or plugin model, like RecBole's own ``run_recbole.py``.
 
     python run_recbole.py --model=SASRec --dataset=ml-100k --epochs=10
-    python run_recbole.py --model=M6Rec --dataset=ml-100k --config_files="configs/m6rec_ml-100k.yaml"
+    python run_recbole.py --model=M6Rec --dataset=ml-100k --epochs=10 --learning_rate=0.005
+    python run_recbole.py --model=M6Rec --dataset=ml-100k --config_files="my_settings.yaml"
+    python run_recbole.py --model=M6Rec --dataset=ml-100k --nproc=2
 
-Named flags are RecBole's; every other ``--key=value`` overrides the config, as in RecBole.
+Named flags are RecBole's; every other ``--key=value`` overrides the config, as in RecBole. ``--config_files`` takes
+your own yaml files, separated by spaces; the model's defaults (``recbole_m6rec/properties/model/<Model>.yaml``) and
+the dataset's (``datasets/<name>.yaml``) are read first. Returns RecBole's result dict.
 """
 
 from __future__ import annotations

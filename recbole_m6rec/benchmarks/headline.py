@@ -1,0 +1,252 @@
+"""Write the README's headline tables from the committed report files.
+
+    python -m recbole_m6rec.benchmarks.headline            # rewrite the tables in README.md
+    python -m recbole_m6rec.benchmarks.headline --check    # exit 1 if README.md differs from the reports
+
+A headline table lives between two markers in the README, named after a report folder (a plan's ``--report``):
+
+    <!-- headline:ml-100k metrics=ndcg@10,recall@10 rows=M6Rec,SASRec,BPR,Pop -->
+    ... generated table, replaced on every run ...
+    <!-- /headline:ml-100k -->
+
+Its numbers come from ``<reports>/<plan>/results/*.json``, one file per (row, seed) as the leaderboard writes them:
+for each row, the number of seeds that finished, the mean over those seeds of the best validation result and of the
+test result for each metric named in ``metrics=``, the epochs each seed ran, and the code that produced them (the
+``provenance`` commit, or "no provenance (older code)" for results written before runs recorded it). ``rows=``
+picks and orders rows (default: every row, best mean validation value of the first metric first); without
+``metrics=`` the plan's kind decides (AUC and LogLoss for labelled plans, NDCG@10 and the cold/warm Recall@10 for a
+cold-item plan, else NDCG@10 and Recall@10). Nothing between the markers is kept: edit the reports, not the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["load_results", "headline_table", "render", "main"]
+
+MARKER = re.compile(r"<!-- headline:(?P<plan>[\w.\-]+)(?P<options>[^>]*?)\s*-->(?P<body>.*?)<!-- /headline:(?P=plan) -->",
+                    re.S)
+OPENING = re.compile(r"<!-- headline:([\w.\-]+)")
+# RecBole ranks these ascending (smaller is better); every other metric descending.
+SMALLER_IS_BETTER = {"logloss", "mae", "rmse", "averagepopularity", "giniindex"}
+NO_PROVENANCE = "no provenance (older code)"
+
+
+def _metric_dict(record: dict, *keys: str) -> dict:
+    for key in keys:
+        if isinstance(record.get(key), dict):
+            return {str(k).lower(): v for k, v in record[key].items()}
+    return {}
+
+
+def _normalise(record: dict, path: Path) -> dict:
+    """One result file in either layout the leaderboard has written (``valid``/``test`` with ``extra.epochs_run``, or
+    ``best_valid_result``/``test_result`` with ``epochs_run``)."""
+    row = record.get("row") or record.get("model")
+    if not row:
+        raise ValueError(f"{path}: a result needs 'row' or 'model' (got keys {sorted(record)})")
+    epochs = record.get("epochs_run", (record.get("extra") or {}).get("epochs_run"))
+    return {
+        "row": str(row),
+        "seed": record.get("seed"),
+        "status": record.get("status", "ok"),
+        "valid": _metric_dict(record, "best_valid_result", "valid"),
+        "test": _metric_dict(record, "test_result", "test"),
+        "epochs": epochs,
+        "split": record.get("split_fingerprint"),
+        "provenance": record.get("provenance"),
+        "file": path.name,
+    }
+
+
+def load_results(results_dir: Path | str) -> list[dict]:
+    """Every ``*.json`` in a report's ``results/`` folder, normalised, in file-name order."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"no results folder {results_dir} (a headline marker names a report folder under "
+                                f"the reports directory, e.g. <!-- headline:ml-100k --> reads reports/ml-100k/results)")
+    records = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+        records.append(_normalise(record, path))
+    if not records:
+        raise ValueError(f"{results_dir} holds no result files (*.json)")
+    return records
+
+
+def provenance_label(provenance: dict | None) -> str:
+    """``commit`` (or ``git_commit``), marked when the row's code differed from it: ``dirty_code`` (the row's own
+    files) when recorded, else ``dirty`` / ``git_dirty`` (the whole tree); without a commit, the code hash."""
+    if not provenance:
+        return NO_PROVENANCE
+    commit = provenance.get("commit") or provenance.get("git_commit")
+    code_hash = str(provenance.get("code_hash") or "")[:10]
+    if not commit:
+        return f"code {code_hash} (no git commit)" if code_hash else NO_PROVENANCE
+    label = f"`{str(commit)[:10]}`"
+    if "dirty_code" in provenance and provenance["dirty_code"] is not None:
+        dirty = bool(provenance["dirty_code"])
+    else:
+        dirty = bool(provenance.get("dirty", provenance.get("git_dirty")))
+    if dirty:
+        label += f" + uncommitted changes (code {code_hash})" if code_hash else " + uncommitted changes"
+    if provenance.get("changed_during_run"):
+        label += ", code changed during the run"
+    return label
+
+
+def default_metrics(records: list[dict]) -> list[str]:
+    keys = set().union(*(set(r["valid"]) | set(r["test"]) for r in records))
+    if "auc" in keys:
+        return [m for m in ("auc", "logloss") if m in keys]
+    if "cold_recall@10" in keys:
+        return ["ndcg@10", "cold_recall@10", "warm_ndcg@10"]
+    return ["ndcg@10", "recall@10"]
+
+
+def _is_smaller_better(metric: str) -> bool:
+    name = metric.split("@")[0]
+    return name.removeprefix("cold_").removeprefix("warm_") in SMALLER_IS_BETTER
+
+
+def _mean(values: list) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> list[dict]:
+    """One entry per row: seeds, mean valid and test per metric, epochs per seed, provenance labels."""
+    done = [r for r in records if r["status"] == "ok"]
+    names = list(rows) if rows else list(dict.fromkeys(r["row"] for r in done))
+    summary = []
+    for name in names:
+        mine = sorted((r for r in done if r["row"] == name), key=lambda r: (r["seed"] is None, r["seed"]))
+        summary.append({
+            "row": name,
+            "seeds": [r["seed"] for r in mine],
+            "valid": {m: _mean([r["valid"].get(m) for r in mine]) for m in metrics},
+            "test": {m: _mean([r["test"].get(m) for r in mine]) for m in metrics},
+            "epochs": [r["epochs"] for r in mine],
+            "code": list(dict.fromkeys(provenance_label(r["provenance"]) for r in mine)),
+        })
+    if not rows and metrics:
+        first = metrics[0]
+        sign = 1 if _is_smaller_better(first) else -1
+        summary.sort(key=lambda e: (e["valid"][first] is None, sign * (e["valid"][first] or 0.0)))
+    return summary
+
+
+def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> str:
+    """The markdown that goes between a plan's markers."""
+    summary = summarise(records, metrics, rows)
+    header = ["row", "seeds"] + [f"{part} {m}" for m in metrics for part in ("valid", "test")] + ["epochs run", "code"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in summary:
+        if not entry["seeds"]:
+            cells = [entry["row"], "0"] + ["–"] * (2 * len(metrics)) + ["–", "no finished result"]
+        else:
+            numbers = [_number(entry[part][m]) for m in metrics for part in ("valid", "test")]
+            epochs = ", ".join("?" if e is None else str(e) for e in entry["epochs"])
+            cells = [entry["row"], str(len(entry["seeds"]))] + numbers + [epochs, "; ".join(entry["code"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    splits = sorted({str(r["split"]) for r in records if r["status"] == "ok" and r["split"]})
+    seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
+    failed = [r for r in records if r["status"] != "ok"]
+    footer = (f"Mean over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: valid = the best "
+              f"validation epoch, test = that epoch's model on test. Split fingerprint "
+              f"{', '.join(f'`{s}`' for s in splits) or 'not recorded'}.")
+    if failed:
+        footer += " Failed, left out: " + ", ".join(f"{r['row']} seed {r['seed']}" for r in failed) + "."
+    footer += " Written by `python -m recbole_m6rec.benchmarks.headline`; do not edit by hand."
+    return "\n".join(lines) + "\n\n" + footer
+
+
+def _options(text: str) -> dict[str, list[str]]:
+    options = {}
+    for item in text.split():
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("metrics", "rows") or not value:
+            raise ValueError(f"headline marker option {item!r}: expected metrics=a,b or rows=A,B")
+        options[key] = [v for v in value.split(",") if v]
+    return options
+
+
+def render(readme: str, reports_dir: Path | str) -> str:
+    """``readme`` with every headline block rewritten from ``reports_dir``."""
+    reports_dir = Path(reports_dir)
+    opened = OPENING.findall(readme)
+    closed = {m.group("plan") for m in MARKER.finditer(readme)}
+    unclosed = [p for p in opened if p not in closed]
+    if unclosed:
+        raise ValueError(f"headline marker for {unclosed[0]!r} has no closing <!-- /headline:{unclosed[0]} -->")
+
+    def replace(match: re.Match) -> str:
+        plan = match.group("plan")
+        options = _options(match.group("options"))
+        records = load_results(reports_dir / plan / "results")
+        metrics = [m.lower() for m in options.get("metrics", [])] or default_metrics(records)
+        table = headline_table(plan, records, metrics, options.get("rows"))
+        opening = match.group(0)[: match.start("body") - match.start(0)]
+        return f"{opening}\n{table}\n<!-- /headline:{plan} -->"
+
+    return MARKER.sub(replace, readme)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readme", default="README.md", help="the file with headline markers (default: README.md)")
+    parser.add_argument("--reports", default=None, help="reports folder (default: reports/ next to the README)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 and show the difference if the README's tables differ from the "
+                             "reports")
+    args = parser.parse_args(argv)
+    readme_path = Path(args.readme)
+    reports_dir = Path(args.reports) if args.reports else readme_path.resolve().parent / "reports"
+    current = readme_path.read_text(encoding="utf-8")
+    plans = list(dict.fromkeys(OPENING.findall(current)))
+    if not plans:
+        print(f"{readme_path}: no <!-- headline:<plan> --> markers", file=sys.stderr)
+        return 2
+    try:
+        wanted = render(current, reports_dir)
+    except (OSError, ValueError) as error:
+        print(f"headline: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        if wanted == current:
+            print(f"{readme_path}: headline tables match the reports ({', '.join(plans)})")
+            return 0
+        diff = difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
+                                    f"{readme_path} (as it is)", f"{readme_path} (from the reports)")
+        sys.stderr.writelines(diff)
+        print(f"{readme_path}: headline tables differ from the reports; run "
+              f"python -m recbole_m6rec.benchmarks.headline", file=sys.stderr)
+        return 1
+    if wanted != current:
+        from recbole_m6rec.cache import atomic_write_text
+
+        atomic_write_text(readme_path, wanted)
+    print(f"{readme_path}: {'rewrote' if wanted != current else 'unchanged,'} headline tables for {', '.join(plans)}")
+    for plan in plans:
+        records = load_results(reports_dir / plan / "results")
+        if any(not r["provenance"] for r in records):
+            print(f"  {plan}: {NO_PROVENANCE} in {sum(not r['provenance'] for r in records)} of {len(records)} results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

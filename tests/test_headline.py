@@ -1,0 +1,136 @@
+"""The README's headline tables come from report files: rewriting, and ``--check`` catching a hand-edited number."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recbole_m6rec.benchmarks import headline
+
+PROVENANCE = {"commit": "0123456789abcdef0123", "dirty": False, "code_hash": "feedfacecafe"}
+
+
+def _result(row, seed, valid, test, *, provenance=None, status="ok", new_layout=True, epochs=10):
+    record = {"row": row, "model": row.split("-")[0], "seed": seed, "status": status,
+              "split_fingerprint": "abcd1234abcd1234", "train_seconds": 1.0}
+    if new_layout:
+        record.update(best_valid_result=valid, test_result=test, epochs_run=epochs)
+    else:  # the layout of the reports written before provenance was recorded
+        record.update(valid=valid, test=test, extra={"epochs_run": epochs})
+    if provenance is not None:
+        record["provenance"] = provenance
+    return record
+
+
+def _write(folder, name, record):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(record), encoding="utf-8")
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A README with two headline blocks and a reports folder: 'rank' (two seeds, one row without provenance, one
+    failed run) and 'ctr' (a labelled plan, default metrics)."""
+    rank = tmp_path / "reports" / "rank" / "results"
+    _write(rank, "M6Rec-seed1.json", _result("M6Rec", 1, {"ndcg@10": 0.10, "recall@10": 0.20},
+                                             {"NDCG@10": 0.08, "recall@10": 0.16}, provenance=PROVENANCE))
+    _write(rank, "M6Rec-seed2.json", _result("M6Rec", 2, {"ndcg@10": 0.12, "recall@10": 0.22},
+                                             {"ndcg@10": 0.10, "recall@10": 0.18}, provenance=PROVENANCE, epochs=7))
+    _write(rank, "SASRec-seed1.json", _result("SASRec", 1, {"ndcg@10": 0.11, "recall@10": 0.21},
+                                              {"ndcg@10": 0.09, "recall@10": 0.17}, new_layout=False))
+    _write(rank, "Pop-seed1.json", _result("Pop", 1, {}, {}, status="failed"))
+    ctr = tmp_path / "reports" / "ctr" / "results"
+    _write(ctr, "M6RecCTR-seed1.json", _result("M6RecCTR", 1, {"auc": 0.75, "logloss": 0.58},
+                                               {"auc": 0.78, "logloss": 0.56}, provenance={**PROVENANCE, "dirty": True}))
+    _write(ctr, "DIN-seed1.json", _result("DIN", 1, {"auc": 0.76, "logloss": 0.57}, {"auc": 0.77, "logloss": 0.57}))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\nText before.\n\n"
+        "<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\nold table\n<!-- /headline:rank -->\n\n"
+        "Between.\n\n<!-- headline:ctr -->\n<!-- /headline:ctr -->\n\nText after.\n", encoding="utf-8")
+    return readme
+
+
+def _row(text, name):
+    return next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+
+
+def test_rewrites_the_blocks_from_the_reports(project, capsys):
+    assert headline.main(["--readme", str(project)]) == 0
+    text = project.read_text(encoding="utf-8")
+    assert "old table" not in text
+    assert text.startswith("# Title\n\nText before.\n\n<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\n")
+    assert "Between.\n" in text and text.endswith("Text after.\n")
+    # mean over the two seeds of valid and test, per metric; the code that made them
+    assert _row(text, "M6Rec") == ("| M6Rec | 2 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10, 7 | `0123456789` |")
+    # the older layout (valid/test, extra.epochs_run) without provenance
+    assert _row(text, "SASRec") == ("| SASRec | 1 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10 | "
+                                    "no provenance (older code) |")
+    # rows= orders the rows; a row with no finished result says so; the failed run is named
+    assert text.index("| SASRec |") < text.index("| M6Rec |") < text.index("| Pop |")
+    assert _row(text, "Pop") == "| Pop | 0 | – | – | – | – | – | no finished result |"
+    assert "Failed, left out: Pop seed 1." in text
+    assert "`abcd1234abcd1234`" in text
+    # a labelled plan defaults to AUC and LogLoss, best valid AUC first; a dirty tree is marked
+    assert "| row | seeds | valid auc | test auc | valid logloss | test logloss | epochs run | code |" in text
+    assert text.index("| DIN |") < text.index("| M6RecCTR |")
+    assert "`0123456789` + uncommitted changes (code feedfaceca)" in _row(text, "M6RecCTR")
+    assert "no provenance (older code)" in capsys.readouterr().out
+    # a second run changes nothing, and --check agrees
+    assert headline.main(["--readme", str(project)]) == 0
+    assert project.read_text(encoding="utf-8") == text
+    assert headline.main(["--readme", str(project), "--check"]) == 0
+
+
+def test_check_fails_on_a_hand_edited_number(project, capsys):
+    headline.main(["--readme", str(project)])
+    text = project.read_text(encoding="utf-8")
+    edited = text.replace("| M6Rec | 2 | 0.1100 | 0.0900 |", "| M6Rec | 2 | 0.1100 | 0.0990 |")
+    assert edited != text
+    project.write_text(edited, encoding="utf-8")
+    capsys.readouterr()
+    assert headline.main(["--readme", str(project), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "-| M6Rec | 2 | 0.1100 | 0.0990 |" in err and "+| M6Rec | 2 | 0.1100 | 0.0900 |" in err
+    assert project.read_text(encoding="utf-8") == edited  # --check writes nothing
+    # a new result file also makes the README stale
+    headline.main(["--readme", str(project)])
+    _write(project.parent / "reports" / "ctr" / "results", "FM-seed1.json",
+           _result("FM", 1, {"auc": 0.70, "logloss": 0.6}, {"auc": 0.71, "logloss": 0.6}))
+    assert headline.main(["--readme", str(project), "--check"]) == 1
+
+
+def test_bad_markers_and_missing_reports_are_errors(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- headline:nowhere -->\n<!-- /headline:nowhere -->\n", encoding="utf-8")
+    assert headline.main(["--readme", str(readme)]) == 2
+    assert "no results folder" in capsys.readouterr().err
+    readme.write_text("<!-- headline:rank -->\nno closing marker\n", encoding="utf-8")
+    assert headline.main(["--readme", str(readme)]) == 2
+    assert "has no closing" in capsys.readouterr().err
+    _write(tmp_path / "reports" / "rank" / "results", "A-seed1.json", _result("A", 1, {"ndcg@10": 0.1}, {}))
+    readme.write_text("<!-- headline:rank colour=red -->\n<!-- /headline:rank -->\n", encoding="utf-8")
+    assert headline.main(["--readme", str(readme)]) == 2
+    assert "expected metrics=a,b or rows=A,B" in capsys.readouterr().err
+    readme.write_text("no markers here\n", encoding="utf-8")
+    assert headline.main(["--readme", str(readme), "--check"]) == 2
+
+
+def test_provenance_labels_in_both_layouts():
+    label = headline.provenance_label
+    assert label(None) == label({}) == "no provenance (older code)"
+    assert label(PROVENANCE) == "`0123456789`"
+    # the job's layout: git_commit, git_dirty for the tree, dirty_code for the row's own files
+    job = {"git_commit": "abcdef0123456789", "git_dirty": True, "dirty_code": [], "code_hash": "1234567890abc"}
+    assert label(job) == "`abcdef0123`"  # another file changed, not this row's code
+    assert label({**job, "dirty_code": ["recbole_m6rec/model/m6rec.py"]}) == \
+        "`abcdef0123` + uncommitted changes (code 1234567890)"
+    assert label({**job, "changed_during_run": ["recbole_m6rec/model/m6rec.py"]}).endswith("code changed during the run")
+    assert label({"git_commit": None, "code_hash": "1234567890abc"}) == "code 1234567890 (no git commit)"
+
+
+def test_the_readme_tables_match_the_committed_reports(capsys):
+    """The repository's own README: a hand-edited number, or a report regenerated without rerunning the command,
+    fails here."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert headline.main(["--readme", str(readme), "--check"]) == 0, capsys.readouterr().err
