@@ -1,19 +1,28 @@
-"""Paired significance test over users between two rows of a leaderboard.
+"""Paired comparisons between two rows of a leaderboard: tests, confidence intervals, multiple-comparison correction.
 
-Each run stores every test user's value of the main metric (``per_user_test`` in its result file). For two rows,
-a user's value is averaged over the seeds both rows finished, and the two models are compared user by user:
-Wilcoxon's signed-rank test (no normality assumed; ties at zero difference, common for NDCG@10, are dropped as in
-``scipy.stats.wilcoxon``'s default) and the paired t-test, both two-sided.
+Each run stores every test user's value of the main metric (``per_user_test`` in its result file).
+
+- :func:`paired_test`: a user's value is averaged over the seeds both rows finished, and the two models are compared
+  user by user: Wilcoxon's signed-rank test (no normality assumed; ties at zero difference, common for NDCG@10, are
+  dropped as in ``scipy.stats.wilcoxon``'s default) and the paired t-test, both two-sided.
+- :func:`paired_ratio_ci`: the ratio of the two rows' means (``1.05`` = 5% better) with a 95% bootstrap interval
+  and p-value. Values are keyed ``"<seed>:<user>"`` (:func:`per_user_by_seed`); the bootstrap resamples users, each
+  with its values on every seed, so seeds of one user are not counted as independent evidence.
+- :func:`holm`: Holm-Bonferroni adjusted p-values, for a report that compares the primary row with several others.
+- :func:`auc_ci`, :func:`paired_auc_test`: DeLong's interval for one AUC, and DeLong's test for two AUCs on the same
+  test samples (DeLong, DeLong & Clarke-Pearson, Biometrics 1988), computed with midranks (Sun & Xu, 2014).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["PairedTest", "paired_test", "per_user_means"]
+__all__ = ["PairedTest", "auc_ci", "holm", "paired_auc_test", "paired_ratio_ci", "paired_test",
+           "per_user_by_seed", "per_user_means"]
 
 
 @dataclass
@@ -67,3 +76,139 @@ def paired_test(records: list[dict], row_a: str, row_b: str, metric: str) -> Pai
         wilcoxon_p = float(stats.wilcoxon(x, y).pvalue)
         t_test_p = float(stats.ttest_rel(x, y).pvalue)
     return PairedTest(metric, row_a, row_b, seeds, len(users), float(x.mean()), float(y.mean()), wilcoxon_p, t_test_p)
+
+
+# --- ratio of means with a user bootstrap --------------------------------------------------------------------------
+def per_user_by_seed(records: list[dict], row: str, metric: str) -> dict[str, float]:
+    """A row's per-user value of ``metric`` on every finished seed, keyed ``"<seed>:<user>"`` (for
+    :func:`paired_ratio_ci`)."""
+    return {f"{r['seed']}:{user}": float(value) for r in records
+            if r["row"] == row and r.get("status") == "ok" and metric in (r.get("per_user_test") or {})
+            for user, value in r["per_user_test"][metric].items()}
+
+
+def _user_sums(primary: dict[str, float], baseline: dict[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-user sums over the common ``"<seed>:<user>"`` keys of both rows, and the number of seeds."""
+    keys = sorted(set(primary) & set(baseline))
+    if not keys:
+        raise ValueError(f"no common '<seed>:<user>' keys to pair (primary has {len(primary)} keys, e.g. "
+                         f"{next(iter(primary), None)!r}; baseline has {len(baseline)}, e.g. "
+                         f"{next(iter(baseline), None)!r})")
+    users, seeds, rows = {}, set(), []
+    for key in keys:
+        seed, sep, user = str(key).partition(":")
+        if not sep:
+            raise ValueError(f"key {key!r} is not '<seed>:<user>'")
+        seeds.add(seed)
+        rows.append(users.setdefault(user, len(users)))
+    rows = np.asarray(rows)
+    p = np.array([primary[k] for k in keys], dtype=float)
+    b = np.array([baseline[k] for k in keys], dtype=float)
+    if not (np.isfinite(p).all() and np.isfinite(b).all()):
+        raise ValueError("per-user values must be finite numbers")
+    return np.bincount(rows, p, len(users)), np.bincount(rows, b, len(users)), len(seeds)
+
+
+def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boot: int = 10000,
+                    seed: int = 0) -> dict:
+    """``mean(primary) / mean(baseline)`` over their common ``"<seed>:<user>"`` keys, with a 95% percentile bootstrap
+    interval and a two-sided p-value for ratio = 1.
+
+    Each of ``n_boot`` resamples draws users with replacement, every drawn user bringing its values on all seeds, so
+    the interval reflects how many users there are, not users times seeds. The p-value is the bootstrap's: twice the
+    smaller share of resampled ratios on either side of 1 (so p < 0.05 exactly when 1 is outside the interval, up to
+    resampling noise). A resample whose baseline sum is 0 has ratio inf (1 if the primary's is 0 too).
+    Returns ``ratio, ci_low, ci_high, p_value, n_users, n_seeds``.
+    """
+    if not (isinstance(n_boot, int) and n_boot > 0):
+        raise ValueError(f"n_boot must be a positive int (got {n_boot!r})")
+    p_user, b_user, n_seeds = _user_sums(primary, baseline)
+    if b_user.sum() == 0:
+        raise ValueError("the baseline's mean is 0 on the common keys: the ratio is undefined")
+    n = len(p_user)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // n)  # bounded memory: chunk x n user indices at a time
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        num, den = p_user[idx].sum(axis=1), b_user[idx].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[start:start + len(idx)] = np.where(den > 0, num / den, np.where(num > 0, np.inf, 1.0))
+    # resampled sums of equal values can differ in the last bits: ratios within 1e-12 of 1 count as 1
+    below = np.count_nonzero(ratios <= 1 + 1e-12)
+    above = np.count_nonzero(ratios >= 1 - 1e-12)
+    p_value = min(1.0, 2 * (min(below, above) + 1) / (n_boot + 1))
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return {"ratio": float(p_user.sum() / b_user.sum()), "ci_low": float(low), "ci_high": float(high),
+            "p_value": float(p_value), "n_users": int(n), "n_seeds": int(n_seeds)}
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (step-down; controls the family-wise error rate), in the input's order."""
+    for name, p in p_values.items():
+        if not (isinstance(p, (int, float)) and 0 <= p <= 1):
+            raise ValueError(f"p-value of {name!r} must be a number in [0, 1] (got {p!r})")
+    ordered = sorted(p_values, key=lambda name: p_values[name])
+    m, running, adjusted = len(ordered), 0.0, {}
+    for i, name in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * float(p_values[name])))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in p_values}
+
+
+# --- AUC: DeLong ---------------------------------------------------------------------------------------------------
+def _labels_and_scores(labels, *scores) -> tuple[np.ndarray, list[np.ndarray]]:
+    y = np.asarray(labels)
+    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be a 1-d sequence of 0/1 (got values {np.unique(y)[:5].tolist()})")
+    y = y.astype(bool)
+    if min(y.sum(), (~y).sum()) < 2:
+        raise ValueError(f"DeLong needs at least 2 samples of each class (got {int(y.sum())} positives out of "
+                         f"{len(y)})")
+    out = []
+    for s in scores:
+        s = np.asarray(s, dtype=float)
+        if s.shape != y.shape or not np.isfinite(s).all():
+            raise ValueError(f"scores must be {len(y)} finite numbers, one per label (got shape {s.shape})")
+        out.append(s)
+    return y, out
+
+
+def _delong(y: np.ndarray, scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of each score vector and their DeLong covariance matrix."""
+    pos, neg = [s[y] for s in scores], [s[~y] for s in scores]
+    m, n = len(pos[0]), len(neg[0])
+    v10, v01, aucs = [], [], []
+    for x, z in zip(pos, neg):
+        r_all = stats.rankdata(np.concatenate([x, z]))  # midranks: ties count one half
+        r_x, r_z = stats.rankdata(x), stats.rankdata(z)
+        aucs.append((r_all[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((r_all[:m] - r_x) / n)  # per positive: share of negatives it beats
+        v01.append(1 - (r_all[m:] - r_z) / m)  # per negative: share of positives that beat it
+    cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+    return np.array(aucs), cov
+
+
+def auc_ci(labels, scores, alpha: float = 0.05) -> dict:
+    """AUC with DeLong's ``1 - alpha`` normal interval (clipped to [0, 1]): ``auc, ci_low, ci_high``."""
+    y, (s,) = _labels_and_scores(labels, scores)
+    aucs, cov = _delong(y, [s])
+    half = stats.norm.ppf(1 - alpha / 2) * math.sqrt(max(cov[0, 0], 0.0))
+    auc = float(aucs[0])
+    return {"auc": auc, "ci_low": max(0.0, auc - half), "ci_high": min(1.0, auc + half)}
+
+
+def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
+    """DeLong's test of two AUCs on the same samples: ``auc_a, auc_b, diff`` (a - b) with its ``1 - alpha`` interval
+    ``ci_low, ci_high`` and the two-sided ``p_value`` for diff = 0."""
+    y, (a, b) = _labels_and_scores(labels, scores_a, scores_b)
+    aucs, cov = _delong(y, [a, b])
+    diff = float(aucs[0] - aucs[1])
+    se = math.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0))
+    if se == 0:
+        p_value = 1.0 if diff == 0 else 0.0
+    else:
+        p_value = float(2 * stats.norm.sf(abs(diff) / se))
+    half = stats.norm.ppf(1 - alpha / 2) * se
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "ci_low": diff - half,
+            "ci_high": diff + half, "p_value": p_value}

@@ -1,0 +1,284 @@
+"""Equal-budget hyper-parameter tuning of one leaderboard row with RecBole's own tuner.
+
+A plan gives every row the same budget, and each tuned row its search space::
+
+    tuning: {trials: 8, seed: 2020, algo: random}        # algo: random, bayes (TPE) or exhaustive
+    rows:
+      SASRec: {model: SASRec, search: {learning_rate: [loguniform, 0.0001, 0.01], dropout_prob: [choice, 0.1, 0.5]}}
+
+Kinds: ``[choice, v1, v2, ...]``, ``[uniform, low, high]``, ``[loguniform, low, high]`` (bounds are the values
+themselves, not their logs) and ``[quniform, low, high, q]`` (low and high multiples of q). :func:`tune_row` runs the
+trials through :class:`recbole.trainer.HyperTuning` (hyperopt), selects on the plan's ``common.valid_metric`` on
+validation (bigger is better unless RecBole lists the metric as smaller-is-better, like ``logloss`` or ``rmse``) and
+never looks at test results. ``exhaustive`` runs the points of an all-``choice`` grid once each in a seeded order,
+at most ``trials`` of them (a smaller grid is run whole, in fewer trials).
+
+``search`` is not a RecBole setting: the caller drops it from the row's settings and adds a trial's ``params`` instead
+(a key may not be both fixed in the row and searched). The same plan and seed propose the same parameters (hyperopt's ``HYPEROPT_FMIN_SEED``), and the tuning record
+``<trials_dir>/<row>-tuning.json`` is rewritten atomically after every trial: a rerun after an interruption takes
+the finished trials from it instead of running them again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from recbole_m6rec.cache import atomic_write_text
+
+__all__ = ["ALGOS", "KINDS", "tune_row", "validate_search", "validate_tuning"]
+
+ALGOS = ("random", "bayes", "exhaustive")
+KINDS = {"choice": "[choice, v1, v2, ...]", "uniform": "[uniform, low, high]",
+         "loguniform": "[loguniform, low, high] with 0 < low < high", "quniform": "[quniform, low, high, q]"}
+TUNING_KEYS = {"trials": "a positive int", "seed": "an int", "algo": f"one of {', '.join(ALGOS)}"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+def validate_tuning(plan: dict) -> dict:
+    """The plan's ``tuning`` block, checked, with ``algo`` defaulting to ``random``."""
+    tuning = plan.get("tuning")
+    if not isinstance(tuning, dict):
+        raise ValueError(f"the plan has no `tuning: {{trials: N, seed: S, algo: random}}` block (got {tuning!r})")
+    unknown = sorted(set(tuning) - set(TUNING_KEYS))
+    if unknown:
+        raise ValueError(f"tuning: unknown keys {unknown}; valid keys: {', '.join(TUNING_KEYS)}")
+    tuning = {"algo": "random", **tuning}
+    trials, seed, algo = tuning.get("trials"), tuning.get("seed"), tuning["algo"]
+    if not (isinstance(trials, int) and not isinstance(trials, bool) and trials > 0):
+        raise ValueError(f"tuning.trials must be {TUNING_KEYS['trials']} (got {trials!r})")
+    if not (isinstance(seed, int) and not isinstance(seed, bool)):
+        raise ValueError(f"tuning.seed must be {TUNING_KEYS['seed']} (got {seed!r})")
+    if algo not in ALGOS:
+        raise ValueError(f"tuning.algo must be {TUNING_KEYS['algo']} (got {algo!r})")
+    return tuning
+
+
+def validate_search(row: str, search: Any, algo: str = "random") -> dict[str, list]:
+    """A row's ``search`` block, checked: ``{key: [kind, ...]}`` with plain lists, as written to the tuning record."""
+    if not isinstance(search, dict) or not search:
+        raise ValueError(f"row '{row}': `search` must be a non-empty mapping of key: [kind, ...] (got {search!r})")
+    space = {}
+    for key, spec in search.items():
+        where = f"row '{row}', search key '{key}'"
+        if not isinstance(spec, (list, tuple)) or not spec or not isinstance(spec[0], str) or spec[0] not in KINDS:
+            raise ValueError(f"{where}: got {spec!r}; valid: {'; '.join(KINDS.values())}")
+        kind, args = spec[0], list(spec[1:])
+        if kind == "choice":
+            if not args:
+                raise ValueError(f"{where}: `choice` needs at least one value (got {spec!r})")
+            try:  # plain data only, so the tuning record can store it
+                json.dumps(args, allow_nan=False)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{where}: `choice` values must be numbers, strings, booleans or lists of them "
+                                 f"(got {spec!r}: {error})") from None
+            if len({json.dumps(a, sort_keys=True) for a in args}) < len(args):
+                raise ValueError(f"{where}: `choice` values must differ (got {spec!r})")
+        else:
+            n = 3 if kind == "quniform" else 2
+            if len(args) != n or not all(_is_number(a) for a in args):
+                bad = [a for a in args if not _is_number(a)]
+                hint = (f" ({bad[0]!r} is a {type(bad[0]).__name__}; write 1e-4 as 0.0001 or 1.0e-4 in yaml)"
+                        if bad else "")
+                raise ValueError(f"{where}: got {spec!r}; valid: {KINDS[kind]}, numbers{hint}")
+            low, high = args[0], args[1]
+            if not low < high:
+                raise ValueError(f"{where}: low must be below high (got {spec!r}); valid: {KINDS[kind]}")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"{where}: loguniform bounds must be positive (got {spec!r}); valid: {KINDS[kind]}")
+            if kind == "quniform":
+                q = args[2]
+                if q <= 0 or any(abs(b / q - round(b / q)) > 1e-9 for b in (low, high)):
+                    raise ValueError(f"{where}: q must be positive and low, high multiples of it (got {spec!r}); "
+                                     f"valid: {KINDS[kind]}")
+        space[str(key)] = [kind, *args]
+    if algo == "exhaustive":
+        not_grid = [k for k, spec in space.items() if spec[0] != "choice"]
+        if not_grid:
+            raise ValueError(f"row '{row}': algo 'exhaustive' needs `choice` for every key (not for {not_grid}); "
+                             f"use algo random or bayes for ranges")
+    return space
+
+
+def _hyperopt_space(space: dict[str, list]) -> dict:
+    from hyperopt import hp
+
+    out = {}
+    for key, (kind, *args) in space.items():
+        if kind == "choice":
+            out[key] = hp.choice(key, args)
+        elif kind == "uniform":
+            out[key] = hp.uniform(key, float(args[0]), float(args[1]))
+        elif kind == "loguniform":  # hyperopt's bounds are logs
+            out[key] = hp.loguniform(key, math.log(args[0]), math.log(args[1]))
+        else:
+            out[key] = hp.quniform(key, float(args[0]), float(args[1]), float(args[2]))
+    return out
+
+
+def _plain_value(spec: list, value: Any) -> Any:
+    """A proposed value in the type RecBole expects: the option itself for choice, int for an integer quniform."""
+    kind, *args = spec
+    if kind == "choice":  # hyperopt hands list options back as tuples; give the option exactly as written
+        return next(a for a in args if json.dumps(a) == json.dumps(value))
+    value = float(value)
+    if kind == "quniform":
+        if all(_is_int(a) for a in args):
+            return int(round(value))
+        decimals = max(0, -math.floor(math.log10(args[2]))) + 6
+        return round(value, decimals)
+    return value
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _grid_suggest(space: dict[str, list], seed: int) -> Callable:
+    """A hyperopt ``algo`` for ``HyperTuning`` that proposes each point of an all-``choice`` grid once, in an order
+    shuffled by ``seed``, and nothing once the grid is done. (RecBole 1.2.1's own ``exhaustive`` search draws from a
+    ``numpy.random.RandomState``, which hyperopt 0.2.7's samplers reject: ``'RandomState' object has no attribute
+    'integers'``.)"""
+    import numpy as np
+    from hyperopt.base import miscs_update_idxs_vals
+
+    keys = list(space)
+    grid = list(itertools.product(*(range(len(space[k]) - 1) for k in keys)))
+    order = [grid[i] for i in np.random.default_rng(seed).permutation(len(grid))]
+
+    def suggest(new_ids, domain, trials, _seed):
+        done = {tuple(t["misc"]["vals"][k][0] for k in keys) for t in trials.trials}
+        todo = [point for point in order if point not in done]
+        docs = []
+        for new_id, point in zip(new_ids, todo):
+            misc = {"tid": new_id, "cmd": domain.cmd, "workdir": domain.workdir}
+            miscs_update_idxs_vals([misc], {k: [new_id] for k in keys}, {k: [i] for k, i in zip(keys, point)})
+            docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+        return docs
+
+    return suggest
+
+
+def _smaller_is_better(metric: str) -> bool:
+    from recbole.evaluator.register import smaller_metrics
+
+    return metric.split("@")[0] in smaller_metrics
+
+
+@contextmanager
+def _hyperopt_seed(seed: int):
+    """hyperopt's ``fmin`` (called by ``HyperTuning.run`` without an rstate) seeds itself from this variable."""
+    old = os.environ.get("HYPEROPT_FMIN_SEED")
+    os.environ["HYPEROPT_FMIN_SEED"] = str(seed)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HYPEROPT_FMIN_SEED", None)
+        else:
+            os.environ["HYPEROPT_FMIN_SEED"] = old
+
+
+def _load_previous(path: Path, header: dict) -> list[dict]:
+    """Finished trials of an earlier run with the same space, algo, seed and metric; [] when there is none."""
+    if not path.exists():
+        return []
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if any(previous.get(k) != header[k] for k in ("space", "algo", "seed", "metric")):
+        return []
+    return list(previous.get("trials") or [])
+
+
+def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir: Path) -> dict:
+    """Tune ``row``'s ``search`` space with ``plan['tuning']['trials']`` trials; each calls ``run_trial(params)``.
+
+    ``run_trial`` gets the proposed settings (``{key: value}``) and returns the run's result record: ``status``
+    (``"ok"`` or ``"failed"``), ``best_valid_result`` (lower-case metric names) and ``epochs_run``. A failed trial,
+    or one with a non-finite validation score, counts towards the budget and never wins. Returns (and keeps in
+    ``<trials_dir>/<row>-tuning.json``) ``row, space, metric, algo, seed, trials, best_params, best_valid`` with
+    ``trials = [{index, params, status, valid, epochs_run}]``; raises ``RuntimeError`` when no trial succeeded.
+    """
+    from recbole.trainer import HyperTuning
+
+    if row not in (plan.get("rows") or {}):
+        raise ValueError(f"row '{row}' is not in the plan; rows: {', '.join(plan.get('rows') or {})}")
+    tuning = validate_tuning(plan)
+    if "search" not in (plan["rows"][row] or {}):
+        raise ValueError(f"row '{row}' has no `search` space to tune; add e.g. "
+                         f"`search: {{learning_rate: [loguniform, 0.0001, 0.01]}}` to it, or do not tune it")
+    space = validate_search(row, plan["rows"][row]["search"], tuning["algo"])
+    fixed = sorted(set(space) & set(plan["rows"][row]))
+    if fixed:
+        raise ValueError(f"row '{row}' sets {fixed} both as fixed values and in `search`; keep one of them")
+    metric = str((plan.get("common") or {}).get("valid_metric", "")).lower()
+    if not metric:
+        raise ValueError("the plan's `common.valid_metric` (the tuning's selection metric) is not set")
+    bigger = not _smaller_is_better(metric)
+
+    path = Path(trials_dir) / f"{row}-tuning.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"row": row, "space": space, "metric": metric, "algo": tuning["algo"], "seed": tuning["seed"],
+              "trials": [], "best_params": None, "best_valid": None}
+    previous = _load_previous(path, record)
+
+    def objective(params: dict, _fixed_config_files=None) -> dict:
+        index = len(record["trials"])
+        params = {key: _plain_value(space[key], params[key]) for key in space}
+        old = previous[index] if index < len(previous) else None
+        if old and old.get("params") == params and old.get("status") == "ok" and metric in (old.get("valid") or {}):
+            trial = old
+        else:
+            result = run_trial(dict(params))
+            valid = result.get("best_valid_result", result.get("valid")) or {}  # job records call it `valid`
+            valid = {str(k).lower(): v for k, v in valid.items()}
+            ok = result.get("status") == "ok"
+            if ok and metric not in valid:
+                raise ValueError(f"row '{row}': trial {index} returned no '{metric}' in best_valid_result "
+                                 f"(has: {', '.join(valid) or 'nothing'})")
+            valid = {k: _as_float(v) for k, v in valid.items()}
+            if ok and valid[metric] is None:
+                ok = False  # a NaN/inf score is a failed run, not a candidate
+            trial = {"index": index, "params": params, "status": "ok" if ok else "failed",
+                     "valid": {k: v for k, v in valid.items() if v is not None},
+                     "epochs_run": result.get("epochs_run")}
+        record["trials"].append(trial)
+        score = trial["valid"][metric] if trial["status"] == "ok" else None
+        best = record["best_valid"]
+        if score is not None and (best is None or (score > best if bigger else score < best)):
+            record["best_params"], record["best_valid"] = params, score
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        if score is None:  # never selected: the worst possible score for HyperTuning and hyperopt
+            score = -math.inf if bigger else math.inf
+        return {"model": row, "best_valid_score": score, "valid_score_bigger": bigger,
+                "best_valid_result": trial["valid"], "test_result": None}
+
+    n_trials = tuning["trials"]
+    algo = _grid_suggest(space, tuning["seed"]) if tuning["algo"] == "exhaustive" else tuning["algo"]
+    # early_stop above the budget: every row gets all its trials, however flat its scores
+    tuner = HyperTuning(objective, space=_hyperopt_space(space), algo=algo, max_evals=n_trials,
+                        early_stop=n_trials + 1)
+    with _hyperopt_seed(tuning["seed"]):
+        tuner.run()
+    if record["best_params"] is None:
+        raise RuntimeError(f"row '{row}': none of its {len(record['trials'])} tuning trials succeeded "
+                           f"(see {path})")
+    return record
