@@ -3,6 +3,9 @@
 Writers put data in a temporary file in the destination folder and ``os.replace`` it into place, which is atomic on
 POSIX and Windows. Two processes building the same file race harmlessly: both write complete files and the last
 rename wins.
+
+Tensor caches (token ids, segment states) share one file layout, :func:`save_tensors` / :func:`load_tensors`: the
+format version, the key of the inputs, the settings in plain words, the named tensors and a checksum over them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ __all__ = [
     "atomic_write_text",
     "atomic_torch_save",
     "atomic_directory",
+    "TENSOR_CACHE_FORMAT",
+    "save_tensors",
+    "load_tensors",
 ]
+
+TENSOR_CACHE_FORMAT = 3
+"""Bump when the layout of a tensor cache file or the rules of what goes into one change."""
 
 
 def cache_root() -> Path:
@@ -120,6 +129,39 @@ class atomic_directory:
                 raise
             shutil.rmtree(self.tmp, ignore_errors=True)  # lost the race: the other copy is complete too
         return False
+
+
+def save_tensors(path: Path | str, key: str, tensors: dict[str, torch.Tensor], settings: dict) -> Path:
+    """Write named tensors under ``key`` (a hash of every input they were computed from), atomically."""
+    return atomic_torch_save(path, {"format": TENSOR_CACHE_FORMAT, "key": key, "settings": settings,
+                                    "tensors": dict(tensors), "checksum": tensor_checksum(*tensors.values())})
+
+
+def load_tensors(path: Path | str, key: str, names: tuple[str, ...],
+                 check: Callable[[dict[str, torch.Tensor]], str | None]) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The named tensors of a file written by :func:`save_tensors`, or ``None`` and why the file cannot be used.
+
+    A file is usable when it loads with ``weights_only``, has this format and ``key``, holds every name in ``names``
+    as a tensor, matches its checksum, and ``check`` (the caller's rules on shapes and values) returns no reason.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, garbage or foreign file: all mean "rebuild"
+        return None, f"cannot be loaded: {type(error).__name__}: {error}"
+    if not isinstance(data, dict):
+        return None, f"holds a {type(data).__name__}, not a dict"
+    if data.get("format") != TENSOR_CACHE_FORMAT:
+        return None, f"format {data.get('format')!r}, expected {TENSOR_CACHE_FORMAT}"
+    if data.get("key") != key:
+        return None, "key does not match the inputs and settings"
+    stored = data.get("tensors")
+    if not isinstance(stored, dict) or list(stored) != list(names) \
+            or not all(isinstance(stored[name], torch.Tensor) for name in names):
+        return None, f"does not hold the tensors {list(names)}"
+    if data.get("checksum") != tensor_checksum(*stored.values()):
+        return None, "content checksum does not match (the file was altered or damaged after it was written)"
+    reason = check(stored)
+    return (None, reason) if reason else (stored, "")
 
 
 def write_report_files(folder: Path | str, stem: str, data, markdown_text: str) -> None:

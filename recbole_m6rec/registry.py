@@ -21,7 +21,7 @@ PLUGIN_MODELS: dict[str, str] = {
     "MostPop": "recbole_m6rec.model.most_pop:MostPop",
 }
 # A plugin model that extends another reads the other's yaml defaults first, then its own.
-PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec"}
+PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec", "M6RecZeroShot": "M6Rec"}
 PLUGIN_TRAINERS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
     "M6RecZeroShot": "recbole_m6rec.trainer:M6RecZeroShotTrainer",

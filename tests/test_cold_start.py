@@ -1,7 +1,6 @@
 """The cold-item protocol: held-out items never reach training, every user stays, cold/warm columns add up."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -16,9 +15,7 @@ LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "
        "user_inter_num_interval": "[0,40]", "show_progress": False, "state": "ERROR"}
 
 
-@pytest.fixture(autouse=True)
-def _no_foreign_argv(monkeypatch):
-    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
 
 
 def split(model, **overrides):
@@ -43,7 +40,10 @@ def test_cold_items_never_reach_training_and_every_user_stays(model, extra):
     if model == "SASRec":
         trained |= tokens(ds, ds.iid_field, ds.inter_feat[ds.item_id_list_field].numpy())
     assert not trained & cold_items
-    users = lambda d: tokens(d._dataset, d._dataset.uid_field, d._dataset.inter_feat[d._dataset.uid_field].numpy())
+
+    def users(d):
+        return tokens(d._dataset, d._dataset.uid_field, d._dataset.inter_feat[d._dataset.uid_field].numpy())
+
     assert users(test) == users(full_test)  # every user keeps a test target
     targets = tokens(test._dataset, ds.iid_field, test._dataset.inter_feat[ds.iid_field].numpy())
     assert targets & cold_items  # some test targets are cold: the protocol has something to measure
@@ -108,11 +108,26 @@ def _tiny_cold_m6rec(tmp_path, **overrides):
     return M6Rec(config, train._dataset), cold, test
 
 
-def test_hybrid_m6rec_drops_the_id_embedding_of_cold_items(tmp_path):
+def test_hybrid_m6rec_scores_a_cold_item_by_its_text_alone(tmp_path):
+    """A cold item's ID embedding (trained only as a negative) never reaches a score; a warm item's does."""
     model, cold, test = _tiny_cold_m6rec(tmp_path, use_item_id_embedding=True)
+    model.eval()
     ids = test._dataset.field2id_token[test._dataset.iid_field]
     cold_ids = [i for i, token in enumerate(ids) if token in set(cold.cold_item_tokens)]
-    assert model.item_seen_in_training[cold_ids].sum() == 0 and model.item_seen_in_training.sum() > 500
+    warm_ids = model.cold.seen.nonzero().flatten().tolist()
+    assert cold_ids and len(warm_ids) > 500 and not set(cold_ids) & set(warm_ids)
+    interaction = next(iter(test))[0]
+
+    def scores_after(item: int) -> torch.Tensor:
+        with torch.no_grad():
+            model.item_id_embedding.weight[item] += 1.0
+            model.train().eval()  # drops the cached item vectors
+            return model.full_sort_predict(interaction)
+
+    with torch.no_grad():
+        before = model.full_sort_predict(interaction)
+    assert torch.equal(scores_after(cold_ids[0]), before)
+    assert not torch.allclose(scores_after(warm_ids[0])[:, warm_ids[0]], before[:, warm_ids[0]])
 
 
 def _result_file(path, model, seed, per_user):
@@ -147,11 +162,11 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
 def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path):
     model, _, test = _tiny_cold_m6rec(tmp_path, unseen_item_prior="catalogue")
     model.eval()
-    unseen = model.item_seen_in_training == 0
+    unseen = model.cold.seen == 0
     unseen[0] = False
-    seen = model.item_seen_in_training == 1
+    seen = model.cold.seen == 1
     prior = float(unseen.sum()) / (model.n_items - 1)
-    assert model.unseen_item_prior == pytest.approx(prior)  # this slice's users leave most items unrated
+    assert model.cold.prior == pytest.approx(prior)  # this slice's users leave most items unrated
     interaction = next(iter(test))[0]
     with torch.no_grad():
         mixed = model.full_sort_predict(interaction)
@@ -172,7 +187,7 @@ def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path)
     off.eval()
     with torch.no_grad():
         plain = off._user_vectors(interaction) @ off.item_vectors().t() / off.settings.temperature
-        assert off.unseen_item_prior is None and torch.allclose(off.full_sort_predict(interaction), plain, atol=1e-4)
+        assert off.cold.prior is None and torch.allclose(off.full_sort_predict(interaction), plain, atol=1e-4)
 
 
 @pytest.mark.parametrize("prior", [0, 1, 1.5, "share", True])

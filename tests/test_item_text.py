@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_m6rec.text import PAD_TEXT, build_item_texts, build_user_texts, render_template, tokenize_texts
+from recbole_m6rec.lm.tokenize import tokenize_phrases, tokenize_texts
+from recbole_m6rec.text import PAD_TEXT, build_item_texts, build_user_texts, render_template
 
 ML100K_LOAD_COL = {
     "inter": ["user_id", "item_id", "rating", "timestamp"],
@@ -271,6 +272,22 @@ def test_tokenize_shapes_and_pad_row(tokenizer):
     assert tokens.input_ids[1, : expected[1]].tolist() == tokenizer(TEXTS[1])["input_ids"]
 
 
+def test_bos_goes_in_front_of_every_row_after_truncation_and_into_the_cache(tokenizer, tmp_path):
+    bos = 7  # any id: the tokens the model reads start with it, cached or not
+    plain = tokenize_texts(TEXTS, tokenizer, max_tokens=4)
+    built = tokenize_texts(TEXTS, tokenizer, max_tokens=4, bos_id=bos, cache_dir=tmp_path, tokenizer_id="minilm")
+    cached = tokenize_texts(TEXTS, tokenizer, max_tokens=4, bos_id=bos, cache_dir=tmp_path, tokenizer_id="minilm")
+    for tokens in (built, cached):
+        assert tokens.input_ids.shape == (len(TEXTS), 5) and bool((tokens.input_ids[:, 0] == bos).all())
+        assert torch.equal(tokens.input_ids[:, 1:], plain.input_ids)
+        assert tokens.lengths.tolist() == [2] + [n + 1 for n in plain.lengths[1:].tolist()]  # pad row: BOS + 1
+
+
+def test_phrases_have_no_padding_row(tokenizer):
+    phrases = tokenize_phrases(["[PAD]", "3 days later"], tokenizer, max_tokens=8, bos_id=None)
+    assert phrases.lengths.tolist() == [len(tokenizer("[PAD]")["input_ids"]), len(tokenizer("3 days later")["input_ids"])]
+
+
 def test_tokenize_rejects_bad_max_tokens(tokenizer):
     with pytest.raises(ValueError, match="got 0"):
         tokenize_texts(TEXTS, tokenizer, max_tokens=0)
@@ -283,7 +300,7 @@ def _cache_files(cache_dir: Path) -> list[Path]:
 def test_tokenize_cache(tokenizer, tmp_path, caplog):
     cache_dir = tmp_path / "cache"
     counting = CountingTokenizer(tokenizer)
-    caplog.set_level(logging.INFO, logger="recbole_m6rec.text.tokenize")
+    caplog.set_level(logging.INFO, logger="recbole_m6rec.lm.tokenize")
 
     first = tokenize_texts(TEXTS, counting, 12, cache_dir=cache_dir, tokenizer_id="minilm")
     built_calls = counting.calls
@@ -314,12 +331,9 @@ def test_tokenize_cache(tokenizer, tmp_path, caplog):
         assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
     # a well-formed file under the right name but for other inputs is rebuilt, too
-    from recbole_m6rec.cache import tensor_checksum
-    from recbole_m6rec.text.tokenize import FORMAT_VERSION
+    from recbole_m6rec.cache import save_tensors
 
-    stale = {"format": FORMAT_VERSION, "key": "0" * 64, "input_ids": first.input_ids,
-             "attention_mask": first.attention_mask, "checksum": tensor_checksum(first.input_ids, first.attention_mask)}
-    torch.save(stale, path)
+    save_tensors(path, "0" * 64, {"input_ids": first.input_ids, "attention_mask": first.attention_mask}, {})
     caplog.clear()
     calls = counting.calls
     tokenize_texts(TEXTS, counting, 12, cache_dir=cache_dir, tokenizer_id="minilm")

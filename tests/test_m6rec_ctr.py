@@ -4,38 +4,15 @@ what the score depends on, exact whole-sequence training, late interaction vs th
 import pytest
 import torch
 from recbole.data import create_dataset
-from recbole.utils import init_seed
 
 from recbole_m6rec.config import PluginConfig
-from recbole_m6rec.model.backbone import additive_mask, segment_causal_mask
+from recbole_m6rec.lm import additive_mask, load_plm, pool_mask, segment_causal_mask
 from recbole_m6rec.model.m6rec import M6Rec
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
-from recbole_m6rec.plm import load_plm
 
-from helpers import prepare_data
+from conftest import TINY_SLICE
 
-SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("text-cache"))
-
-
-def make_config(cache_dir, **overrides):
-    settings = {**SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, **overrides}
-    return PluginConfig(model="M6RecCTR", dataset="ml-100k", config_dict=settings)
-
-
-@pytest.fixture(scope="module")
-def data(cache_dir):
-    return prepare_data(make_config(cache_dir))
-
-
-def make_model(data, cache_dir, **overrides):
-    config = make_config(cache_dir, **overrides) if overrides else data[0]
-    init_seed(2020, True)
-    return M6RecCTR(config, data[1]._dataset)
+MODEL = "M6RecCTR"  # the model of conftest's make_config / data / make_model
 
 
 def train_batch(data):
@@ -53,8 +30,8 @@ def test_the_split_is_labelled_and_the_model_is_point_wise(data):
 
 
 # --- the option classifier --------------------------------------------------------------------------------------
-def test_option_logits_are_the_dot_product_with_the_option_tokens(data, cache_dir):
-    model = make_model(data, cache_dir).eval()
+def test_option_logits_are_the_dot_product_with_the_option_tokens(data, make_model):
+    model = make_model().eval()
     tokenizer = load_plm("tiny-random-llama")[0]
     ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" no", " yes")]
     assert torch.equal(model.options, model.stack.word_embeddings.weight[ids])  # starts as the LM's word vectors
@@ -73,8 +50,8 @@ def test_option_logits_are_the_dot_product_with_the_option_tokens(data, cache_di
     assert not any(name.startswith(("user_projection", "item_projection")) for name, _ in model.named_parameters())
 
 
-def test_the_candidate_and_the_history_both_change_the_score(data, cache_dir):
-    model = make_model(data, cache_dir).eval()
+def test_the_candidate_and_the_history_both_change_the_score(data, make_model):
+    model = make_model().eval()
     batch = eval_batch(data)
     seq, length, item = batch["item_id_list"][:8], batch["item_length"][:8], batch["item_id"][:8]
     users = batch["user_id"][:8] if model.user_texts is not None else None
@@ -97,10 +74,10 @@ def test_the_candidate_and_the_history_both_change_the_score(data, cache_dir):
 
 
 @pytest.mark.parametrize("recency_words", [False, True])
-def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir, recency_words):
+def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recency_words):
     """One segment-causal pass over a window gives exactly the logits of every (prefix, next item) sample; with
     recency words each candidate's phrase is the gap from the item before it to its own time."""
-    model = make_model(data, cache_dir, recency_words=recency_words).eval()
+    model = make_model(recency_words=recency_words).eval()
     batch = train_batch(data)
     row = int(torch.argmax(batch["item_length"]))
     seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
@@ -125,9 +102,9 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, cache_dir, recency
         assert torch.isfinite(model.calculate_loss(batch))
 
 
-def test_history_labels_reach_later_steps_only(data, cache_dir):
+def test_history_labels_reach_later_steps_only(data, make_model):
     """The outcome of item t changes the scores of later candidates, never its own (no label leakage)."""
-    model = make_model(data, cache_dir).eval()
+    model = make_model().eval()
     assert model.outcome_tokens is not None
     batch = train_batch(data)
     row = int(torch.argmax(batch["item_length"]))
@@ -146,11 +123,11 @@ def test_history_labels_reach_later_steps_only(data, cache_dir):
     assert bool(((after[t + 1:] - before[t + 1:]).abs().amax(dim=1) > 1e-6).all())
 
 
-def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, cache_dir):
+def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, make_model):
     """All layers online, every token kept: the score is the HF model's own forward over the joined segments."""
-    model = make_model(data, cache_dir, late_interaction_layers=4, segment_tokens="all", n_prompt_tokens=0,
+    model = make_model(late_interaction_layers=4, segment_tokens="all", n_prompt_tokens=0,
                        use_profile=False, tuning="option", history_labels=False).eval()
-    assert model.n_lower == 0
+    assert model.late.n_lower == 0
     _, hf = load_plm("tiny-random-llama")
     wanted = hf.model.state_dict()
     hf.model.load_state_dict({k: v for k, v in model.stack.state_dict().items() if k in wanted})
@@ -161,9 +138,10 @@ def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data,
             n = int(batch["item_length"][b])
             items = torch.cat([batch["item_id_list"][b, :n], batch["item_id"][b:b + 1]])
             ids = model.item_tokens.input_ids[items]  # [n+1 L]
-            valid = model.encoder.pool_mask(model.item_tokens.attention_mask[items])  # M6Rec keeps BOS out
-            ids = torch.nn.functional.pad(ids, (0, model.max_segment_tokens - ids.shape[1]))
-            valid = torch.nn.functional.pad(valid, (0, model.max_segment_tokens - valid.shape[1]))
+            valid = pool_mask(model.item_tokens.attention_mask[items], skip_first=True)  # M6Rec keeps BOS out
+            width = model._item_segments.width
+            ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]))
+            valid = torch.nn.functional.pad(valid, (0, width - valid.shape[1]))
             segments = torch.arange(1, n + 2).repeat_interleave(ids.shape[1]).unsqueeze(0)
             mask = additive_mask(segment_causal_mask(segments, valid.reshape(1, -1)))
             out = hf.model(inputs_embeds=hf.model.embed_tokens(ids.reshape(1, -1)), attention_mask=mask,
@@ -176,19 +154,19 @@ def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data,
 @pytest.mark.parametrize("tuning,adapters,options_trained", [
     ("option_adapter", True, True), ("option", False, True), ("prompt", False, False), ("upper", False, True),
 ])
-def test_gradients_reach_exactly_the_trainable_parameters(data, cache_dir, tuning, adapters, options_trained):
-    model = make_model(data, cache_dir, tuning=tuning)
+def test_gradients_reach_exactly_the_trainable_parameters(data, make_model, tuning, adapters, options_trained):
+    model = make_model(tuning=tuning)
     model.calculate_loss(train_batch(data)).backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {n for n, p in model.named_parameters() if p.grad is not None}
     assert any(".adapter." in n for n in trainable) == adapters
     assert ("options" in trainable) == options_trained
-    assert "prompt" in trainable
-    assert any(n.startswith("stack.layers") and ".adapter." not in n for n in trainable) == (tuning == "upper")
+    assert "late.prompt" in trainable
+    assert any(n.startswith("late.stack.layers") and ".adapter." not in n for n in trainable) == (tuning == "upper")
 
 
-def test_a_training_step_lowers_the_loss(data, cache_dir):
-    model = make_model(data, cache_dir)
+def test_a_training_step_lowers_the_loss(data, make_model):
+    model = make_model()
     batch = train_batch(data)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
     losses = []
@@ -202,9 +180,8 @@ def test_a_training_step_lowers_the_loss(data, cache_dir):
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
-def test_without_labels_it_names_the_threshold_setting(cache_dir):
-    config = PluginConfig(model="M6RecCTR", dataset="ml-100k", config_dict={
-        **SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, "threshold": None,
+def test_without_labels_it_names_the_threshold_setting(make_config):
+    config = make_config(threshold=None, **{
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}, "metrics": ["NDCG"],
         "valid_metric": "NDCG@10"})
     dataset = create_dataset(config)
@@ -214,23 +191,23 @@ def test_without_labels_it_names_the_threshold_setting(cache_dir):
 
 def test_option_tuning_is_refused_for_the_retrieval_model(cache_dir):
     config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
-        **SLICE, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir, "tuning": "option"})
+        **TINY_SLICE, "text_cache_dir": cache_dir, "tuning": "option"})
     dataset = create_dataset(config)
     with pytest.raises(ValueError, match="tuning must be one of option_adapter, prompt, upper, full \\(got 'option'\\)"):
         M6Rec(config, dataset)
 
 
-def test_option_words_must_be_distinct(data, cache_dir):
+def test_option_words_must_be_distinct(data, make_model):
     with pytest.raises(ValueError, match="share their first token"):
-        make_model(data, cache_dir, option_words=[" yes", " yes"])
+        make_model(option_words=[" yes", " yes"])
 
 
-def test_unseen_item_prior_is_refused_by_the_point_wise_model(data, cache_dir):
+def test_unseen_item_prior_is_refused_by_the_point_wise_model(data, make_model):
     with pytest.raises(ValueError, match="unseen_item_prior \\(got 'catalogue'\\) re-weights M6Rec's softmax"):
-        make_model(data, cache_dir, unseen_item_prior="catalogue")
+        make_model(unseen_item_prior="catalogue")
 
 
-def test_full_ranking_is_refused_with_the_modes_that_work(data, cache_dir):
-    model = make_model(data, cache_dir)
+def test_full_ranking_is_refused_with_the_modes_that_work(data, make_model):
+    model = make_model()
     with pytest.raises(NotImplementedError, match="labeled"):
         model.full_sort_predict(eval_batch(data))

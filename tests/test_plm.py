@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_m6rec import plm
-from recbole_m6rec.plm import (
+from recbole_m6rec.lm import loading as plm
+from recbole_m6rec.lm.loading import (
     DEFAULT_PLM,
     KNOWN_PLMS,
     is_generative,
@@ -176,7 +176,7 @@ def smollm2_cache(tmp_path_factory):
     """
     cache = tmp_path_factory.mktemp("plm_cache")
     records = _Records()
-    logger = logging.getLogger("recbole_m6rec.plm")
+    logger = logging.getLogger("recbole_m6rec.lm.loading")
     old_level = logger.level
     logger.addHandler(records)
     logger.setLevel(logging.INFO)

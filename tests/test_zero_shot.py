@@ -1,7 +1,6 @@
 """Zero-shot M6Rec on the tiny random decoder: the score is the mean token log-probability, the shared prefix cache
 changes nothing, encoders are refused, and RecBole's sampled and re-ranked evaluations run."""
 
-import sys
 
 import pytest
 import torch
@@ -9,15 +8,13 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.zero_shot import LikelihoodScorer, M6RecZeroShot
-from recbole_m6rec.plm import load_plm
+from recbole_m6rec.lm import load_plm
 
 SLICE = {"user_inter_num_interval": "[0,21]", "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "state": "ERROR",
          "plm_name_or_path": "tiny-random-llama"}
 
 
-@pytest.fixture(autouse=True)
-def _no_foreign_argv(monkeypatch):
-    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
 
 
 @pytest.fixture(scope="module")

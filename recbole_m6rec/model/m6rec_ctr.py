@@ -9,6 +9,7 @@ each option word (" no" / " yes").
 
 Everything else is M6Rec's: the cached lower-layer segment states, the soft prompt, the FFN adapters, the
 segment/position embeddings and the settings (``properties/model/M6Rec.yaml`` then ``M6RecCTR.yaml``).
+The outcome tokens enter the late interaction as each step's trailing token.
 
 With ``history_labels`` (default on) each history item is followed by an outcome token (liked / not liked) that
 only later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
@@ -26,28 +27,19 @@ from recbole.utils import InputType
 from torch import nn
 from torch.nn import functional as F
 
-from .m6rec import M6Rec, _checked
+from .m6rec import M6Rec, checked
+from .settings import M6RecCTRSettings
 
 __all__ = ["M6RecCTR"]
 
 
 class M6RecCTR(M6Rec):
     input_type = InputType.POINTWISE
-    tuning_modes = ("option_adapter", "option", "prompt", "upper", "full")
-    extra_segments = 1  # the candidate follows the (up to MAX_ITEM_LIST_LENGTH) history segments
+    settings_class = M6RecCTRSettings
 
     def __init__(self, config, dataset):
         self.LABEL = config["LABEL_FIELD"]
         self.LABEL_LIST = self.LABEL + config["LIST_SUFFIX"]
-        self.option_words = list(config["option_words"] or [" no", " yes"])
-        self.use_history_labels = bool(config["history_labels"])
-        if config["unseen_item_prior"] is not None:
-            raise ValueError(
-                f"unseen_item_prior (got {config['unseen_item_prior']!r}) re-weights M6Rec's softmax over all items; "
-                "M6RecCTR scores each candidate alone with its option tokens: leave it at ~ (off)"
-            )
-        if len(self.option_words) < 2:
-            raise ValueError(f"option_words needs at least 2 words, one per label (got {self.option_words!r})")
         if self.LABEL not in dataset.inter_feat:
             raise ValueError(
                 f"M6RecCTR needs a label field '{self.LABEL}' in the interactions: set threshold (e.g. "
@@ -55,17 +47,23 @@ class M6RecCTR(M6Rec):
             )
         super().__init__(config, dataset)
 
+    @property
+    def max_steps(self) -> int:
+        """The candidate follows the (up to MAX_ITEM_LIST_LENGTH) history segments."""
+        return self.max_seq_length + 1
+
     # ------------------------------------------------------------------------------------------- the head
-    def _build_heads(self, d: int, tokenizer) -> None:
+    def build_heads(self, d: int) -> None:
         """The option tokens, initialised from the word vectors of ``option_words`` (first sub-word of each)."""
+        words = self.settings.option_words
         ids = []
-        for word in self.option_words:
-            pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+        for word in words:
+            pieces = self.encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
             if not pieces:
                 raise ValueError(f"option word {word!r} gives no tokens with this tokenizer; pick another word")
             ids.append(pieces[0])
         if len(set(ids)) < len(ids):
-            raise ValueError(f"option_words {self.option_words!r} share their first token; pick distinct words")
+            raise ValueError(f"option_words {list(words)!r} share their first token; pick distinct words")
         with torch.no_grad():
             vectors = self.stack.word_embeddings.weight[torch.tensor(ids)].clone()
         self.options = nn.Parameter(vectors)  # [C d]
@@ -74,10 +72,10 @@ class M6RecCTR(M6Rec):
         # one outcome token per label after each history item (which of its items the user liked), starting as the
         # lower-layer state of the option word, so it enters the upper layers in-distribution
         self.outcome_tokens = None
-        if self.use_history_labels:
-            tokens = self.encoder.tokenize(["[PAD]", *self.option_words])
+        if self.settings.history_labels:
+            tokens = self.encoder.phrases(words)
             with torch.no_grad():
-                states, _ = self.encoder.forward_tokens(tokens.input_ids[1:], tokens.attention_mask[1:])
+                states, _ = self.encoder.forward_tokens(tokens.input_ids, tokens.attention_mask)  # [C S d]
             self.outcome_tokens = nn.Parameter(states[:, 0].clone())  # [C d]
 
     def option_logits(self, states: torch.Tensor) -> torch.Tensor:
@@ -105,10 +103,8 @@ class M6RecCTR(M6Rec):
                 raise ValueError(f"history_labels is on but the batch has no '{self.LABEL_LIST}' field")
             labels = F.pad(history_labels.long(), (0, 1), value=-1)
             labels[rows, item_seq_len] = -1  # unknown: the candidate's outcome is what is predicted
-            known = labels >= 0
-            outcomes = (self.outcome_tokens[labels.clamp(min=0)], known)
-        states, _ = self._user_states(sequence, item_seq_len + 1, user_ids, outcomes, timestamps)
-        return states
+            outcomes = (self.outcome_tokens[labels.clamp(min=0)], labels >= 0)
+        return super().forward(sequence, item_seq_len + 1, user_ids, timestamps, trail=outcomes)[:, 1:]
 
     def _history_labels(self, interaction):
         return interaction[self.LABEL_LIST] if self.LABEL_LIST in interaction else None
@@ -149,7 +145,7 @@ class M6RecCTR(M6Rec):
     def predict(self, interaction):
         logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID],
                               self._user_ids(interaction), self._history_labels(interaction), self._times(interaction))
-        return _checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
+        return checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
 
     def full_sort_predict(self, interaction):
         raise NotImplementedError(

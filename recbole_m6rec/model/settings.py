@@ -1,23 +1,45 @@
-"""M6Rec's own settings, read once from RecBole's config and validated (RecBole returns None for a typo)."""
+"""Each plugin model's settings, read once from RecBole's config and validated (RecBole returns None for a typo).
+
+The model's yaml (``recbole_m6rec/properties/model/<Model>.yaml``, read by :class:`~recbole_m6rec.config.PluginConfig`)
+is the only place that holds default values: a key missing from the config is an error naming that yaml.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
-from .segments import parse_segment_tokens
+from ..lm import ALL_TOKENS
 
-__all__ = ["M6RecSettings", "TUNING_MODES", "LOSS_TYPES", "ITEM_TOWERS", "CATALOGUE_PRIOR"]
+__all__ = ["M6RecSettings", "M6RecCTRSettings", "M6RecZeroShotSettings", "CATALOGUE_PRIOR"]
 
-TUNING_MODES = ("option_adapter", "prompt", "upper", "full")  # M6RecCTR adds "option" (it has option tokens)
-LOSS_TYPES = ("CE", "inbatch")
-ITEM_TOWERS = ("upper", "lower")
-LOSS_ITEMS = ("all", "seen")
 CATALOGUE_PRIOR = "catalogue"  # unseen_item_prior: the share of catalogue items without a training interaction
 
 
 def _choice(name: str, value, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise ValueError(f"{name} must be one of {', '.join(valid)} (got {value!r})")
+    return value
+
+
+def _integer(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False (got {value!r})")
+    return value
+
+
+def _segment_tokens(value) -> int | str:
+    """A positive int (pooled vectors per segment) or ``"all"`` (every token survives)."""
+    if isinstance(value, str) and value.strip().lower() == ALL_TOKENS:
+        return ALL_TOKENS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"segment_tokens must be a positive integer or 'all' (got {value!r})")
     return value
 
 
@@ -32,14 +54,28 @@ def _unseen_item_prior(value) -> float | str | None:
     return float(value)
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
-    return value
+def _temperature(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"temperature must be > 0 (got {value!r})")
+    return float(value)
+
+
+def _fields_list(name: str, value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be a list of field names (got {value!r})")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
 class M6RecSettings:
+    """M6Rec's keys (``properties/model/M6Rec.yaml``); the item and user text keys usually come from the dataset's
+    yaml (``datasets/<name>.yaml``)."""
+
+    YAML: ClassVar[str] = "M6Rec.yaml"
+    TUNING_MODES: ClassVar[tuple[str, ...]] = ("option_adapter", "prompt", "upper", "full")
+
     plm_name_or_path: str
     text_max_tokens: int
     late_interaction_layers: int
@@ -55,54 +91,125 @@ class M6RecSettings:
     item_tower: str
     use_profile: bool
     use_item_id_embedding: bool
+    recency_words: bool
     loss_type: str
     loss_items: str
     unseen_item_prior: float | str | None
     train_whole_sequences: bool
-    recency_words: bool
     item_text_fields: tuple[str, ...]
     item_text_template: str | None
     user_text_fields: tuple[str, ...]
     user_text_template: str | None
 
     @classmethod
-    def from_config(cls, config, tuning_modes: tuple[str, ...] = TUNING_MODES) -> "M6RecSettings":
-        def get(key, default=None):
-            value = config[key] if key in config else None
-            return default if value is None else value
+    def from_config(cls, config):
+        """Every field from ``config`` (a missing key names the yaml that should have set it), validated."""
+        raw = {}
+        for field in fields(cls):
+            if field.name not in config:
+                raise ValueError(
+                    f"{cls.__name__}: '{field.name}' is not in the config; its default lives in "
+                    f"recbole_m6rec/properties/model/{cls._yaml_of(field.name)}, which PluginConfig reads for "
+                    f"plugin models (build the config with PluginConfig(model=...), not RecBole's Config)"
+                )
+            raw[field.name] = config[field.name]
+        return cls(**cls.validate(raw))
 
-        item_fields = tuple(get("item_text_fields", ()))
+    @classmethod
+    def _yaml_of(cls, name: str) -> str:
+        """The yaml of the class that declares field ``name`` (a base class's keys live in the base's yaml)."""
+        for klass in reversed(cls.__mro__):
+            if name in getattr(klass, "__annotations__", {}) and "YAML" in vars(klass):
+                return klass.YAML
+        return cls.YAML
+
+    @classmethod
+    def validate(cls, raw: dict) -> dict:
+        """Raw config values -> checked, normalised field values (ValueError names the value and what is valid)."""
+        item_fields = _fields_list("item_text_fields", raw["item_text_fields"])
         if not item_fields:
             raise ValueError(
                 "M6Rec needs item text: set item_text_fields (e.g. [movie_title, release_year, class]) in the dataset "
                 "yaml or the config, and load those columns with load_col: {item: [...]}"
             )
-        temperature = float(get("temperature", 0.07))
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 (got {temperature!r})")
-        return cls(
-            plm_name_or_path=str(get("plm_name_or_path", "smollm2-135m")),
-            text_max_tokens=_positive_int("text_max_tokens", get("text_max_tokens", 32)),
-            late_interaction_layers=_positive_int("late_interaction_layers", get("late_interaction_layers", 2)),
-            segment_tokens=parse_segment_tokens(get("segment_tokens", 1)),
-            encode_batch_size=_positive_int("encode_batch_size", get("encode_batch_size", 64)),
-            text_cache_dir=get("text_cache_dir"),
-            tuning=_choice("tuning", get("tuning", "option_adapter"), tuning_modes),
-            adapter_rank=_positive_int("adapter_rank", get("adapter_rank", 64)),
-            n_prompt_tokens=_positive_int("n_prompt_tokens", get("n_prompt_tokens", 8), minimum=0),
-            prompt_text=str(get("prompt_text", "")),
-            embedding_size=_positive_int("embedding_size", get("embedding_size", 128)),
-            temperature=temperature,
-            item_tower=_choice("item_tower", get("item_tower", "upper"), ITEM_TOWERS),
-            use_profile=bool(get("use_profile", True)),
-            use_item_id_embedding=bool(get("use_item_id_embedding", False)),
-            loss_type=_choice("loss_type", get("loss_type", "CE"), LOSS_TYPES),
-            loss_items=_choice("loss_items", get("loss_items", "all"), LOSS_ITEMS),
-            unseen_item_prior=_unseen_item_prior(get("unseen_item_prior")),
-            train_whole_sequences=bool(get("train_whole_sequences", True)),
-            recency_words=bool(get("recency_words", False)),
-            item_text_fields=item_fields,
-            item_text_template=get("item_text_template"),
-            user_text_fields=tuple(get("user_text_fields", ())),
-            user_text_template=get("user_text_template"),
-        )
+        return {
+            **raw,
+            "plm_name_or_path": str(raw["plm_name_or_path"]),
+            "text_max_tokens": _integer("text_max_tokens", raw["text_max_tokens"]),
+            "late_interaction_layers": _integer("late_interaction_layers", raw["late_interaction_layers"]),
+            "segment_tokens": _segment_tokens(raw["segment_tokens"]),
+            "encode_batch_size": _integer("encode_batch_size", raw["encode_batch_size"]),
+            "tuning": _choice("tuning", raw["tuning"], cls.TUNING_MODES),
+            "adapter_rank": _integer("adapter_rank", raw["adapter_rank"]),
+            "n_prompt_tokens": _integer("n_prompt_tokens", raw["n_prompt_tokens"], minimum=0),
+            "prompt_text": str(raw["prompt_text"] or ""),
+            "embedding_size": _integer("embedding_size", raw["embedding_size"]),
+            "temperature": _temperature(raw["temperature"]),
+            "item_tower": _choice("item_tower", raw["item_tower"], ("upper", "lower")),
+            "use_profile": _flag("use_profile", raw["use_profile"]),
+            "use_item_id_embedding": _flag("use_item_id_embedding", raw["use_item_id_embedding"]),
+            "recency_words": _flag("recency_words", raw["recency_words"]),
+            "loss_type": _choice("loss_type", raw["loss_type"], ("CE", "inbatch")),
+            "loss_items": _choice("loss_items", raw["loss_items"], ("all", "seen")),
+            "unseen_item_prior": _unseen_item_prior(raw["unseen_item_prior"]),
+            "train_whole_sequences": _flag("train_whole_sequences", raw["train_whole_sequences"]),
+            "item_text_fields": item_fields,
+            "user_text_fields": _fields_list("user_text_fields", raw["user_text_fields"]),
+        }
+
+    @property
+    def lower_is_frozen(self) -> bool:
+        """The lower layers train only under ``full`` tuning; otherwise their segment states are cached."""
+        return self.tuning != "full"
+
+
+@dataclass(frozen=True)
+class M6RecCTRSettings(M6RecSettings):
+    """M6Rec's keys plus M6RecCTR's (``properties/model/M6RecCTR.yaml``, read after M6Rec.yaml)."""
+
+    YAML: ClassVar[str] = "M6RecCTR.yaml"
+    TUNING_MODES: ClassVar[tuple[str, ...]] = ("option_adapter", "option", "prompt", "upper", "full")
+
+    option_words: tuple[str, ...]
+    history_labels: bool
+
+    @classmethod
+    def validate(cls, raw: dict) -> dict:
+        values = super().validate(raw)
+        if values["unseen_item_prior"] is not None:
+            raise ValueError(
+                f"unseen_item_prior (got {raw['unseen_item_prior']!r}) re-weights M6Rec's softmax over all items; "
+                "M6RecCTR scores each candidate alone with its option tokens: leave it at ~ (off)"
+            )
+        words = raw["option_words"]
+        if isinstance(words, str) or not isinstance(words, (list, tuple)) or len(words) < 2 \
+                or not all(isinstance(w, str) for w in words):
+            raise ValueError(f"option_words needs at least 2 words, one per label (got {words!r})")
+        return {**values, "option_words": tuple(words), "history_labels": _flag("history_labels", raw["history_labels"])}
+
+
+@dataclass(frozen=True)
+class M6RecZeroShotSettings(M6RecSettings):
+    """M6Rec's keys (the language model, item text, prompt) plus M6RecZeroShot's
+    (``properties/model/M6RecZeroShot.yaml``, read after M6Rec.yaml)."""
+
+    YAML: ClassVar[str] = "M6RecZeroShot.yaml"
+    RETRIEVERS: ClassVar[tuple[str, ...]] = ("pop", "text")
+
+    zero_shot_history: int
+    zero_shot_batch_size: int
+    zero_shot_rerank_top_k: int | None
+    zero_shot_retriever: str
+
+    @classmethod
+    def validate(cls, raw: dict) -> dict:
+        values = super().validate(raw)
+        top_k = raw["zero_shot_rerank_top_k"]
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"zero_shot_rerank_top_k must be a positive integer or ~ (got {top_k!r})")
+        return {
+            **values,
+            "zero_shot_history": _integer("zero_shot_history", raw["zero_shot_history"]),
+            "zero_shot_batch_size": _integer("zero_shot_batch_size", raw["zero_shot_batch_size"]),
+            "zero_shot_retriever": _choice("zero_shot_retriever", raw["zero_shot_retriever"], cls.RETRIEVERS),
+        }

@@ -25,14 +25,14 @@ from recbole.utils import InputType
 from torch import nn
 from tqdm import tqdm
 
-from ..plm import is_generative, load_plm, plm_fingerprint
+from ..lm import continuation_ids, is_generative, load_plm, masked_mean, plm_fingerprint, pool_mask
 from ..text import build_item_texts
+from .settings import M6RecZeroShotSettings
 
-__all__ = ["M6RecZeroShot", "LikelihoodScorer", "RETRIEVERS"]
+__all__ = ["M6RecZeroShot", "LikelihoodScorer"]
 
 logger = logging.getLogger(__name__)
 
-RETRIEVERS = ("pop", "text")
 GENERATIVE_HINT = "smollm2-135m, tiny-random-llama, or a local folder of a Llama-style decoder"
 
 
@@ -102,7 +102,10 @@ class M6RecZeroShot(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        name = config["plm_name_or_path"]
+
+        # load parameters info
+        self.settings = s = M6RecZeroShotSettings.from_config(config)
+        name = s.plm_name_or_path
         self.tokenizer, lm = load_plm(name)
         # kept outside the module tree: nothing of it is trained, so it stays out of state_dict and checkpoints
         self.__dict__["lm"] = lm
@@ -112,25 +115,18 @@ class M6RecZeroShot(SequentialRecommender):
         for parameter in self.lm.parameters():
             parameter.requires_grad_(False)
         self.plm_id = plm_fingerprint(name)
-        self.history_items = int(config["zero_shot_history"])
-        self.text_max_tokens = int(config["text_max_tokens"])
-        self.rerank_top_k = config["zero_shot_rerank_top_k"]
-        self.retriever = config["zero_shot_retriever"]
-        if self.retriever not in RETRIEVERS:
-            raise ValueError(f"zero_shot_retriever must be one of {', '.join(RETRIEVERS)} (got {self.retriever!r})")
-        if self.rerank_top_k is not None and (isinstance(self.rerank_top_k, bool) or int(self.rerank_top_k) < 1):
-            raise ValueError(f"zero_shot_rerank_top_k must be a positive integer or ~ (got {self.rerank_top_k!r})")
-        self.scorer = LikelihoodScorer(self.lm, int(config["zero_shot_batch_size"]))
-        texts = build_item_texts(dataset, tuple(config["item_text_fields"]), config["item_text_template"])
-        self.item_texts = texts
-        self.item_token_ids = [self._tokens(" " + text + "\n", self.text_max_tokens) for text in texts]
-        self.prompt_ids = self._tokens(config["prompt_text"] + "\n", 10_000)
+        self.history_items = s.zero_shot_history
+        self.scorer = LikelihoodScorer(self.lm, s.zero_shot_batch_size)
+        self.item_texts = build_item_texts(dataset, s.item_text_fields, s.item_text_template)
+        self.item_token_ids = [continuation_ids(self.tokenizer, " " + text + "\n", s.text_max_tokens)
+                               for text in self.item_texts]
+        self.prompt_ids = continuation_ids(self.tokenizer, s.prompt_text + "\n", 10_000)
         bos = self.tokenizer.bos_token_id
         self.bos = [bos] if bos is not None else []
         popularity = torch.zeros(self.n_items)
         popularity.index_add_(0, dataset.inter_feat[self.ITEM_ID].long(), torch.ones(len(dataset.inter_feat)))
         self.register_buffer("popularity", popularity, persistent=False)
-        self.text_vectors = self._text_vectors(int(config["zero_shot_batch_size"])) if self.retriever == "text" else None
+        self.text_vectors = self._text_vectors(s.zero_shot_batch_size) if s.zero_shot_retriever == "text" else None
         # RecBole's trainer builds an optimizer; nothing is ever trained
         self.placeholder = nn.Parameter(torch.zeros(1))
 
@@ -146,9 +142,7 @@ class M6RecZeroShot(SequentialRecommender):
         for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot text retriever: items", unit="batch"):
             ids, mask = LikelihoodScorer._pad(rows[start:start + batch_size])
             hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-            keep = mask.clone()
-            keep[:, :len(self.bos)] = 0
-            vectors.append((hidden * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1))
+            vectors.append(masked_mean(hidden, pool_mask(mask, skip_first=bool(self.bos))))  # as M6Rec pools
         items = torch.cat(vectors)
         items = torch.nn.functional.normalize(items - items.mean(0), dim=-1)
         return torch.cat([torch.zeros(1, items.shape[1]), items])
@@ -156,7 +150,7 @@ class M6RecZeroShot(SequentialRecommender):
     def retriever_scores(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """``[B n_items]`` retriever scores in [-1, 1]; the padding item and the user's history items get -inf."""
         batch = len(item_seq)
-        if self.retriever == "pop":
+        if self.settings.zero_shot_retriever == "pop":
             scores = (self.popularity / (self.popularity.max() + 1.0)).expand(batch, -1).clone()
         else:
             steps = torch.arange(item_seq.shape[1]).unsqueeze(0)
@@ -166,10 +160,6 @@ class M6RecZeroShot(SequentialRecommender):
         known = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, item_seq.long(), True)
         known[:, 0] = True
         return scores.masked_fill(known, float("-inf"))
-
-    def _tokens(self, text: str, limit: int) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:limit]
-        return ids or [self.tokenizer.eos_token_id]
 
     def prefix_for(self, item_seq: torch.Tensor, length: int) -> list[int]:
         history = item_seq[max(0, length - self.history_items):length].tolist()
@@ -201,7 +191,8 @@ class M6RecZeroShot(SequentialRecommender):
     def full_sort_predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         batch = len(item_seq)
-        if self.rerank_top_k is None:
+        top_k = self.settings.zero_shot_rerank_top_k
+        if top_k is None:
             candidates = [list(range(1, self.n_items))] * batch
             scores = torch.full((batch, self.n_items), float("-inf"))
             rows = self._score_rows(item_seq, item_seq_len, candidates)
@@ -211,7 +202,7 @@ class M6RecZeroShot(SequentialRecommender):
             return scores
         # re-rank the retriever's top K; below them the retriever's own order (shifted under any LM score)
         retriever = self.retriever_scores(item_seq, item_seq_len)
-        top = retriever.topk(min(int(self.rerank_top_k), self.n_items - 1), dim=1).indices
+        top = retriever.topk(min(top_k, self.n_items - 1), dim=1).indices
         lm = self._score_rows(item_seq, item_seq_len, top.tolist())
         scores = retriever - 1e4  # in [-1e4 - 1, -1e4 + 1]: always below the top K's mean log-probabilities
         for b in range(batch):

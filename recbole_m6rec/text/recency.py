@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["RECENCY_PHRASES", "recency_buckets"]
+__all__ = ["RECENCY_PHRASES", "recency_buckets", "recency_field"]
 
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
@@ -44,3 +44,14 @@ def recency_buckets(timestamps: torch.Tensor, lengths: torch.Tensor) -> tuple[to
     steps = torch.arange(timestamps.shape[1], device=timestamps.device).unsqueeze(0)
     has_phrase = (steps >= 1) & (steps < lengths.unsqueeze(1))
     return index.masked_fill(~has_phrase, 0), has_phrase
+
+
+def recency_field(config, dataset) -> str:
+    """The batch field of history timestamps (RecBole's ``timestamp_list``); an error when none is loaded."""
+    time_field = config["TIME_FIELD"]
+    if not time_field or time_field not in dataset.field2type:
+        raise ValueError(
+            f"recency_words needs timestamps, but the dataset has no TIME_FIELD '{time_field}': load it "
+            f"(load_col: {{inter: [..., {time_field}]}}) or set recency_words: False"
+        )
+    return time_field + config["LIST_SUFFIX"]

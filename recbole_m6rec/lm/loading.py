@@ -37,7 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .cache import atomic_directory, cache_root, stable_hash
+from ..cache import atomic_directory, cache_root, stable_hash
 
 __all__ = [
     "DEFAULT_PLM",

@@ -1,0 +1,308 @@
+"""Texts -> lower-layer segment states: each item (or user profile) text runs through the language model's first
+layers on its own, once, under ``no_grad``; the result is pooled to ``segment_tokens`` vectors and cached in memory
+and on disk. :meth:`SegmentEncoder.encode` is the one call from id-aligned texts to the states the upper layers read.
+
+Decoders put a huge-norm "attention sink" on their first token (measured on SmolLM2 layer 28: norm ~22,600 vs ~500
+for other tokens), so a decoder segment starts with the tokenizer's BOS (added by :mod:`.tokenize`) and pooling skips
+position 0; encoders mean-pool every valid token, as sentence-transformers do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..cache import cache_root, load_tensors, save_tensors, stable_hash
+from .backbone import LayerStack
+from .loading import load_plm, plm_fingerprint
+from .tokenize import TokenizedTexts, tokenize_phrases, tokenize_texts
+
+__all__ = ["ALL_TOKENS", "SegmentEncoder", "TextSegments", "PhraseTable", "pool_mask", "masked_mean", "chunk_pool"]
+
+logger = logging.getLogger(__name__)
+
+ALL_TOKENS = "all"
+"""``segment_tokens: all``: every token state of a segment enters the upper layers, none is pooled."""
+
+
+# ------------------------------------------------------------------------------------------------------- pooling
+def pool_mask(attention_mask: torch.Tensor, skip_first: bool) -> torch.Tensor:
+    """``[B L]`` tokens that enter pooling: valid ones, minus position 0 (a decoder's sink) when ``skip_first`` and
+    anything else is left."""
+    keep = attention_mask.bool().clone()
+    if skip_first:
+        rest = keep.clone()
+        rest[:, 0] = False
+        has_rest = rest.any(dim=1, keepdim=True)
+        keep = torch.where(has_rest, rest, keep)
+    return keep
+
+
+def masked_mean(hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of the kept token states ``[B L d] -> [B d]`` (a row with nothing kept gives zeros)."""
+    keep = keep.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def chunk_pool(hidden: torch.Tensor, keep: torch.Tensor, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split each row's kept tokens into ``n_chunks`` contiguous chunks and mean-pool each. ``[B L d] -> [B n d]``,
+    with ``[B n]`` True where a chunk holds a token."""
+    counts = keep.sum(dim=1, keepdim=True).clamp(min=1)  # [B 1]
+    rank = keep.long().cumsum(dim=1) - 1  # index of a kept token among kept tokens
+    chunk = torch.where(keep, rank * n_chunks // counts, torch.full_like(rank, n_chunks))  # [B L]; n_chunks = drop
+    one_hot = F.one_hot(chunk, n_chunks + 1)[..., :n_chunks].to(hidden.dtype)  # [B L n]
+    sums = torch.einsum("bln,bld->bnd", one_hot, hidden)
+    sizes = one_hot.sum(dim=1)  # [B n]
+    pooled = sums / sizes.clamp(min=1).unsqueeze(-1)
+    return pooled, sizes > 0
+
+
+# -------------------------------------------------------------------------------------------------- the states
+@dataclass
+class TextSegments:
+    """Id-aligned texts as the upper layers read them: their tokens and, while the lower layers are frozen, their
+    cached lower-layer states. ``width`` is the number of segment slots per text."""
+
+    encoder: "SegmentEncoder"
+    tokens: TokenizedTexts
+    width: int
+    states: torch.Tensor | None = None  # [N S d]
+    mask: torch.Tensor | None = None  # [N S] bool, at least one True per row
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def lookup(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment states ``[*ids S d]`` and mask ``[*ids S]``: cached, or through the lower layers (with gradients
+        if the caller enables them) when nothing is cached."""
+        if self.states is not None:
+            if self.states.device != ids.device:  # the model moved since the states were computed
+                self.states, self.mask = self.states.to(ids.device), self.mask.to(ids.device)
+            return self.states[ids], self.mask[ids]
+        unique, inverse = ids.reshape(-1).unique(return_inverse=True)
+        rows = unique.cpu()
+        length = int(self.tokens.lengths[rows].max())
+        input_ids = self.tokens.input_ids[rows, :length].to(ids.device)
+        attention = self.tokens.attention_mask[rows, :length].to(ids.device)
+        states, mask = self.encoder.fit(*self.encoder.forward_tokens(input_ids, attention), self.width)
+        return states[inverse].reshape(*ids.shape, *states.shape[1:]), mask[inverse].reshape(*ids.shape, -1)
+
+
+class PhraseTable:
+    """``[P d]`` one mean-pooled lower-layer vector per phrase: computed once while the lower layers are frozen,
+    with gradients on every call while they train (``full`` tuning)."""
+
+    def __init__(self, encoder: "SegmentEncoder", phrases: Sequence[str], frozen: bool):
+        self.encoder, self.phrases, self.frozen = encoder, tuple(phrases), frozen
+        self._states: torch.Tensor | None = None
+
+    def __call__(self, device: torch.device) -> torch.Tensor:
+        if self._states is None or not self.frozen:
+            with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
+                table = self.encoder.phrase_vectors(self.phrases)
+            if not self.frozen:
+                return table
+            self._states = table.detach()
+        if self._states.device != device:  # the model moved since the table was built
+            self._states = self._states.to(device)
+        return self._states
+
+
+class SegmentEncoder:
+    """Tokenise texts, run the lower layers, pool, cache. Holds no parameters: ``stack`` belongs to the model."""
+
+    def __init__(
+        self,
+        stack: LayerStack,
+        tokenizer,
+        *,
+        n_lower_layers: int,
+        segment_tokens: int | str,
+        max_tokens: int,
+        plm_id: str,
+        cache_dir: Path | None,
+        batch_size: int = 64,
+    ):
+        self.stack = stack
+        self.tokenizer = tokenizer
+        self.n_lower_layers = n_lower_layers
+        self.segment_tokens = segment_tokens  # a positive int or ALL_TOKENS (validated by the model's settings)
+        self.max_tokens = max_tokens
+        self.plm_id = plm_id
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.batch_size = batch_size
+        self.is_decoder = stack.family.name == "llama"
+        self.bos_id = getattr(tokenizer, "bos_token_id", None) if self.is_decoder else None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @classmethod
+    def load(cls, plm_name_or_path: str, *, upper_layers: int, segment_tokens: int | str, max_tokens: int,
+             cache_dir: str | None, batch_size: int) -> "SegmentEncoder":
+        """Load a language model and split it: all but its last ``upper_layers`` layers encode segments.
+        ``cache_dir`` ~ = ``cache_root()/"text"``."""
+        plm_id = plm_fingerprint(plm_name_or_path)
+        tokenizer, hf_model = load_plm(plm_name_or_path)
+        stack = LayerStack(hf_model)
+        if upper_layers > stack.num_layers:
+            raise ValueError(
+                f"late_interaction_layers must be between 1 and {stack.num_layers}, the number of layers of "
+                f"'{plm_name_or_path}' (got {upper_layers})"
+            )
+        return cls(stack, tokenizer, n_lower_layers=stack.num_layers - upper_layers, segment_tokens=segment_tokens,
+                   max_tokens=max_tokens, plm_id=plm_id, cache_dir=cache_dir or cache_root() / "text",
+                   batch_size=batch_size)
+
+    # ------------------------------------------------------------------------------------------------ tokens
+    def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
+        """Id-aligned texts (row 0 = padding) -> tokens, through the token cache."""
+        tokens_dir = self.cache_dir / "tokens" if self.cache_dir is not None else None
+        return tokenize_texts(texts, self.tokenizer, self.max_tokens, bos_id=self.bos_id, cache_dir=tokens_dir,
+                              tokenizer_id=self.plm_id)
+
+    def phrases(self, texts: Sequence[str]) -> TokenizedTexts:
+        """Texts that are not items (recency phrases, the prompt text, option words) -> tokens."""
+        return tokenize_phrases(texts, self.tokenizer, self.max_tokens, bos_id=self.bos_id)
+
+    # ------------------------------------------------------------------------------------------------ states
+    def lower_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B L]`` tokens -> ``[B L d]`` token states after the lower layers, each row on its own."""
+        return self.stack.encode_segments(input_ids, attention_mask, self.n_lower_layers)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B L d]`` token states -> ``[B S d]`` segment states and ``[B S]`` mask."""
+        keep = pool_mask(attention_mask, self.is_decoder)
+        if self.segment_tokens == ALL_TOKENS:
+            return hidden, keep
+        return chunk_pool(hidden, keep, self.segment_tokens)
+
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower layers + pooling for a batch, with gradients if the caller enables them (``full`` tuning)."""
+        return self.pool(self.lower_layers(input_ids, attention_mask), attention_mask)
+
+    def width(self, tokens: TokenizedTexts) -> int:
+        """Segment slots per text: ``segment_tokens``, or every token position of ``tokens`` with ``all``."""
+        return tokens.input_ids.shape[1] if self.segment_tokens == ALL_TOKENS else self.segment_tokens
+
+    @staticmethod
+    def fit(states: torch.Tensor, mask: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad ``[B S d]`` / ``[B S]`` to ``width`` slots (only ``all`` has fewer: a batch's longest text)."""
+        pad = width - states.shape[1]
+        return F.pad(states, (0, 0, 0, pad)), F.pad(mask, (0, pad))
+
+    def phrase_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[P d]`` one mean-pooled lower-layer vector per phrase, on the model's device."""
+        tokens = self.phrases(texts)
+        device = self.stack.word_embeddings.weight.device
+        ids, attention = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+        return masked_mean(self.lower_layers(ids, attention), pool_mask(attention, self.is_decoder))
+
+    def encode(self, texts: Sequence[str], description: str, frozen: bool = True) -> TextSegments:
+        """Id-aligned texts -> :class:`TextSegments`. With ``frozen`` (the lower layers do not train) the states are
+        computed once, or read from the disk cache when present and intact; otherwise they are computed per batch."""
+        tokens = self.tokenize(texts)
+        segments = TextSegments(self, tokens, self.width(tokens))
+        if frozen:
+            segments.states, segments.mask = self._cached_states(tokens, description)
+        return segments
+
+    def _cached_states(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = stable_hash([
+            self.plm_id, self.n_lower_layers, str(self.segment_tokens), self.is_decoder,
+            tokens.input_ids.tolist(), tokens.attention_mask.tolist(),
+        ])
+        path = self.cache_dir / "segments" / f"{description}-{key[:16]}.pt" if self.cache_dir is not None else None
+        if path is not None and path.exists():
+            loaded, reason = load_tensors(path, key, ("states", "mask"),
+                                          lambda tensors: self._state_problem(tensors, len(tokens)))
+            if loaded is not None:
+                logger.info("segment cache hit: %s", path)
+                self.cache_hits += 1
+                return loaded["states"], loaded["mask"]
+            logger.warning("segment cache file %s is unusable (%s); rebuilding it", path, reason)
+        states, mask = self._compute(tokens, description)
+        self.cache_misses += 1
+        if path is not None and _rank_and_world()[0] == 0:  # one writer; the others hold the same states
+            settings = {"plm": self.plm_id, "lower_layers": self.n_lower_layers,
+                        "segment_tokens": str(self.segment_tokens), "max_tokens": self.max_tokens,
+                        "n_texts": len(tokens)}
+            save_tensors(path, key, {"states": states, "mask": mask}, settings)
+        return states, mask
+
+    @torch.no_grad()
+    def _compute(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode every row; in a multi-process run each rank encodes every ``world``-th row (of the length-sorted
+        order, so shares cost the same) and the shares are gathered, so every rank ends with all rows."""
+        started = time.perf_counter()
+        rank, world = _rank_and_world()
+        # Sort by length so each batch pads little; restore the order afterwards.
+        order = torch.argsort(tokens.lengths, descending=True, stable=True)
+        states, mask = self._encode_rows(tokens, order[rank::world], description, show=rank == 0)
+        if world > 1:
+            states, mask = _gather_shares(states, mask, order, world)
+            order = torch.cat([order[r::world] for r in range(world)])
+        inverse = torch.argsort(order)
+        logger.info("encoded %d %s through %d layers in %.1f s%s", len(tokens), description, self.n_lower_layers,
+                    time.perf_counter() - started, f" ({world} processes)" if world > 1 else "")
+        return states[inverse].contiguous(), mask[inverse].contiguous()
+
+    def _encode_rows(self, tokens: TokenizedTexts, rows: torch.Tensor, description: str,
+                     show: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        modes = {module: module.training for module in self.stack.modules()}
+        self.stack.eval()
+        width = self.width(tokens)
+        states, masks = [], []
+        n = len(rows)
+        bar = tqdm(range(0, n, self.batch_size), desc=f"Encoding {description} ({n})", unit="batch",
+                   disable=not show or n <= self.batch_size)
+        for start in bar:
+            index = rows[start:start + self.batch_size]
+            length = int(tokens.lengths[index].max())
+            pooled, mask = self.fit(*self.forward_tokens(tokens.input_ids[index, :length],
+                                                         tokens.attention_mask[index, :length]), width)
+            states.append(pooled)
+            masks.append(mask)
+        for module, mode in modes.items():  # each module as it was (a loaded model's layers stay in eval mode)
+            module.training = mode
+        if not states:  # more processes than rows: this rank's share is empty
+            return torch.zeros(0, width, self.stack.hidden_size), torch.zeros(0, width, dtype=torch.bool)
+        return torch.cat(states), torch.cat(masks)
+
+    def _state_problem(self, tensors: dict[str, torch.Tensor], n_rows: int) -> str | None:
+        """Why cached segment states cannot be what :meth:`_compute` returns, or None."""
+        states, mask = tensors["states"], tensors["mask"]
+        if states.dim() != 3 or states.shape[0] != n_rows or states.shape[2] != self.stack.hidden_size \
+                or tuple(mask.shape) != tuple(states.shape[:2]) or mask.dtype != torch.bool:
+            return f"wrong shapes {tuple(states.shape)} / {tuple(mask.shape)}"
+        if not bool(mask.any(dim=1).all()) or not bool(torch.isfinite(states).all()):
+            return "empty or non-finite rows"
+        return None
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather_shares(states: torch.Tensor, mask: torch.Tensor, order: torch.Tensor,
+                   world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' shares, concatenated in rank order (rank r holds ``order[r::world]``)."""
+    size = len(order[0::world])  # rank 0 has the largest share
+    pad = size - states.shape[0]
+    states = F.pad(states, (0, 0, 0, 0, 0, pad))
+    mask = F.pad(mask.to(torch.uint8), (0, 0, 0, pad))  # gloo gathers no bool tensors
+    all_states = [torch.empty_like(states) for _ in range(world)]
+    all_masks = [torch.empty_like(mask) for _ in range(world)]
+    torch.distributed.all_gather(all_states, states.contiguous())
+    torch.distributed.all_gather(all_masks, mask.contiguous())
+    counts = [len(order[r::world]) for r in range(world)]
+    return (torch.cat([s[:c] for s, c in zip(all_states, counts)]),
+            torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool())
