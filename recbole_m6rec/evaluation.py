@@ -8,6 +8,9 @@ sequential ones (SASRec, GRU4Rec, M6Rec). Comparing the two kinds under RecBole'
 * ``all``: every model gets the user's known items masked (training items for validation; training + validation
   items for test), the right rule for data without repeat consumption such as MovieLens;
 * ``none``: no model is masked.
+
+The trainer applies the rule (:class:`recbole_m6rec.trainer.RunHooks`); this module holds the pure parts: the rule
+names, the known-item matrices and indices, and the split fingerprint.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 
-__all__ = ["HISTORY_MASK_RULES", "with_history_mask", "split_fingerprint", "sequential_history_matrix",
+__all__ = ["HISTORY_MASK_RULES", "check_history_mask_rule", "split_fingerprint", "sequential_history_matrix",
            "known_item_index"]
 
 HISTORY_MASK_RULES = ("recbole", "all", "none")
@@ -49,41 +52,11 @@ def known_item_index(matrix: csr_matrix, users: np.ndarray) -> tuple[torch.Tenso
     return torch.from_numpy(sub.row).long(), torch.from_numpy(sub.col).long()
 
 
-class _HistoryMaskMixin:
-    """Trainer mixin: replaces the history index RecBole passes to the full-sort evaluation."""
-
-    history_mask_rule = "recbole"
-    history_matrices: dict[int, csr_matrix] = {}
-
-    def _full_sort_batch_eval(self, batched_data):
-        interaction, history_index, positive_u, positive_i = batched_data
-        if self.history_mask_rule == "none":
-            history_index = None
-        elif self.history_mask_rule == "all" and history_index is None:
-            matrix = self.history_matrices.get(id(self._current_eval_data))
-            if matrix is not None:
-                history_index = known_item_index(matrix, interaction[self.config["USER_ID_FIELD"]].cpu().numpy())
-        return super()._full_sort_batch_eval((interaction, history_index, positive_u, positive_i))
-
-    def evaluate(self, eval_data, *args, **kwargs):
-        self._current_eval_data = eval_data
-        return super().evaluate(eval_data, *args, **kwargs)
-
-
-def with_history_mask(trainer_class, rule: str, train_data, valid_data, test_data):
-    """A subclass of ``trainer_class`` applying ``rule`` (see module docstring)."""
+def check_history_mask_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`HISTORY_MASK_RULES`, else a ValueError naming the valid ones."""
     if rule not in HISTORY_MASK_RULES:
         raise ValueError(f"eval_history_mask must be one of {', '.join(HISTORY_MASK_RULES)} (got {rule!r})")
-    if rule == "recbole":
-        return trainer_class
-    matrices = {}
-    dataset = train_data._dataset
-    if rule == "all" and hasattr(dataset, "item_id_list_field"):
-        n_users, n_items = dataset.user_num, dataset.item_num
-        matrices[id(valid_data)] = sequential_history_matrix(n_users, n_items, dataset)
-        matrices[id(test_data)] = sequential_history_matrix(n_users, n_items, dataset, valid_data._dataset)
-    return type(f"{trainer_class.__name__}HistoryMask{rule.title()}", (_HistoryMaskMixin, trainer_class),
-                {"history_mask_rule": rule, "history_matrices": matrices})
+    return rule
 
 
 def _pairs(dataset, with_labels: bool = False) -> list[tuple[str, str]]:

@@ -1,9 +1,13 @@
-"""``run`` and ``load_data_and_model`` for RecBole models and plugin models alike.
+"""RecBole's quick start for RecBole models and plugin models alike.
 
-They follow ``recbole.quick_start.run_recbole`` / ``load_data_and_model`` step by step (same seeding, logs and
-result dict) with these differences: models resolve plugin-first, the best-model reload goes through the
-allow-listed checkpoint loader (torch >= 2.6), anomaly detection is off while training and evaluating, and
-``eval_history_mask`` can put every model under one history-masking rule.
+``run_recbole``, ``objective_function`` (for ``recbole.trainer.HyperTuning``) and ``load_data_and_model`` take
+RecBole's arguments and return what RecBole's functions of the same names return; ``run`` adds ``cmd_args``
+(``--key=value`` overrides) and ``run_pipeline`` returns the facts a report needs as well. They follow RecBole's
+steps (same seeding, logs and result dict) with these differences: models resolve plugin-first, the best-model
+reload goes through the allow-listed checkpoint loader (RecBole's own fails under torch >= 2.6; other
+``torch.load`` calls keep torch's defaults), anomaly detection is off while training and evaluating, the trainer
+is :func:`recbole_m6rec.trainer.build_trainer`'s (so ``eval_history_mask`` can put every model under one
+history-masking rule), and ``sys.argv`` is never read.
 """
 
 from __future__ import annotations
@@ -22,17 +26,15 @@ from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_m6rec import registry
-from recbole_m6rec.checkpoint import load_recbole_checkpoint
+from recbole_m6rec.checkpoint import is_plain_checkpoint, load_recbole_checkpoint
 from recbole_m6rec.cold_start import apply_cold_items, cold_warm_results
-from recbole_m6rec.compat import (anomaly_detection_off, check_stack, with_cpu_distributed,
-                                  with_module_free_other_parameter,
-                                  with_plain_value_collector)
+from recbole_m6rec.compat import anomaly_detection_off, check_stack
 from recbole_m6rec.config import PluginConfig
-from recbole_m6rec.evaluation import split_fingerprint, with_history_mask
-from recbole_m6rec.per_user import with_per_user_record
-from recbole_m6rec.plain_checkpoint import is_plain_checkpoint
+from recbole_m6rec.evaluation import split_fingerprint
+from recbole_m6rec.trainer import build_trainer
 
-__all__ = ["run", "run_distributed", "run_pipeline", "RunOutcome", "load_data_and_model", "load_best_checkpoint"]
+__all__ = ["run", "run_recbole", "objective_function", "run_distributed", "run_pipeline", "RunOutcome",
+           "load_data_and_model", "load_best_checkpoint"]
 
 
 @dataclass
@@ -99,12 +101,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         flops = get_flops(model, dataset, config["device"], logger, transform)
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
-    rule = config["eval_history_mask"] or "recbole"
-    trainer_class = registry.get_trainer(config["MODEL_TYPE"], config["model"])
-    trainer_class = with_history_mask(trainer_class, rule, train_data, valid_data, test_data)
-    trainer_class = with_per_user_record(with_plain_value_collector(with_cpu_distributed(trainer_class)))
-    trainer_class = with_module_free_other_parameter(trainer_class)
-    trainer = trainer_class(config, model)
+    trainer = build_trainer(config, model, train_data, valid_data, test_data)
     distributed = not config["single_spec"]
     if distributed:
         _share_rank0_checkpoint_paths(trainer)
@@ -152,7 +149,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         extra.update(extra_facts, world_size=config["world_size"])
     if cold_split is not None:
         extra.update(cold_split.facts(), **{k: v for k, v in cold_facts.items() if k.endswith("_test_users")})
-    return RunOutcome(result, config, fingerprint, rule, seconds, extra, per_user_test,
+    return RunOutcome(result, config, fingerprint, trainer.history_mask_rule, seconds, extra, per_user_test,
                       trainer.saved_model_file if saved else None)
 
 
@@ -232,6 +229,31 @@ def run(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, cmd_args=cmd_args
     )
     return run_pipeline(config, saved=saved).result
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None) -> dict:
+    """``recbole.quick_start.run_recbole`` for RecBole and plugin models: same arguments, same result dict; with
+    ``queue`` (a multi-process run), rank 0 also puts the result there."""
+    config = PluginConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    result = run_pipeline(config, saved=saved).result
+    if not config["single_spec"] and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:
+    """``recbole.quick_start.objective_function`` for ``recbole.trainer.HyperTuning``, plugin models included (the
+    model and dataset come from the fixed config files or the dict). Returns RecBole's dict: ``model``,
+    ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``. RecBole's also calls
+    ``ray.tune.report``; under ray tune, report the returned ``test_result`` yourself."""
+    logger = getLogger()
+    for handler in logger.handlers[:]:  # as RecBole: each trial logs to its own file
+        logger.removeHandler(handler)
+    config = PluginConfig(config_dict=config_dict, config_file_list=config_file_list)
+    result = run_pipeline(config, saved=saved).result
+    return {"model": config["model"], **result}
 
 
 def load_data_and_model(model_file: str):

@@ -24,8 +24,9 @@ PLUGIN_MODELS: dict[str, str] = {
 PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec", "M6RecZeroShot": "M6Rec"}
 PLUGIN_TRAINERS: dict[str, str] = {
     "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
-    "M6RecZeroShot": "recbole_m6rec.trainer:M6RecZeroShotTrainer",
+    "M6RecZeroShot": "recbole_m6rec.trainer:NoTrainingTrainer",
     "M6RecCTR": "recbole_m6rec.trainer:M6RecTrainer",
+    "MostPop": "recbole_m6rec.trainer:NoTrainingTrainer",
 }
 
 _RECBOLE_MODEL_SUBPACKAGES = (

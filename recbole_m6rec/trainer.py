@@ -1,16 +1,36 @@
-"""M6Rec's trainer: RecBole's ``Trainer`` with whole-sequence training windows and a clearer NaN stop.
+"""The trainer of every run: RecBole's (or a plugin model's) trainer plus one class of named hooks.
 
-RecBole's sequential datasets turn every prefix of every user's training history into one sample (~97k on
-ml-100k). M6Rec computes the state after every step in one causal pass, so it needs only the samples whose
-prefixes tile each history: for a user with ``m`` training samples and ``L = MAX_ITEM_LIST_LENGTH`` these are the
-samples ``m-1, m-1-L, m-1-2L, ...``, whose windows cover every training target exactly once (the causal loss in
-``M6Rec.calculate_loss`` puts a loss at every position). Validation and test data are untouched, so the split is
-RecBole's own.
+:func:`build_trainer` is the only place a run's trainer is made. It takes the trainer class RecBole (or the plugin
+registry) names for the model and subclasses it once with :class:`RunHooks`, whose overrides are the whole
+difference from RecBole, each a named hook of RecBole's ``Trainer``:
 
-Checkpoints are plain data (:mod:`recbole_m6rec.plain_checkpoint`, ``torch.load(weights_only=True)``): the best
-model as RecBole saves it, plus a resume point after every evaluated epoch (``<best file>-last.pth``) holding the
-optimizer, the early-stopping state and every random state, so ``resume_checkpoint`` continues an interrupted run
-to the same final metrics as an uninterrupted one.
+* ``__init__``: multi-process runs on the CPU (RecBole 1.2.1 wraps the model with CUDA-only
+  ``DistributedDataParallel(device_ids=[rank])`` and ``SyncBatchNorm``; here DDP without device ids, BatchNorm
+  statistics per process, buffers broadcast from rank 0 as DDP does by default); the evaluator that keeps per-user
+  metric values (:mod:`recbole_m6rec.per_user`); the collector that does not crash on non-tensor values
+  (:class:`recbole_m6rec.compat.PlainValueCollector`).
+* ``evaluate`` / ``_full_sort_batch_eval``: the ``eval_history_mask`` rule (:mod:`recbole_m6rec.evaluation`) and the
+  user of every full-ranking row, so ``per_user_result`` can name each value's user.
+* ``_save_checkpoint``: submodules left out of ``other_parameter`` (DIN and DIEN list their ``embedding_layer``, a
+  module holding the whole dataset, there; RecBole would pickle the dataset into every checkpoint).
+
+The plugin's own trainer classes, which the registry names for plugin models:
+
+* :class:`M6RecTrainer`: whole-sequence training windows, plain-data checkpoints (:mod:`recbole_m6rec.checkpoint`),
+  a resume point after every evaluated epoch, and a NaN stop that names the last good checkpoint.
+* :class:`NoTrainingTrainer`: for models used as they are (M6RecZeroShot, MostPop): ``fit`` evaluates the
+  validation data once.
+
+**Whole-sequence windows.** RecBole's sequential datasets turn every prefix of every user's training history into
+one sample (~97k on ml-100k). M6Rec computes the state after every step in one causal pass, so it needs only the
+samples whose prefixes tile each history: for a user with ``m`` training samples and
+``L = MAX_ITEM_LIST_LENGTH`` these are the samples ``m-1, m-1-L, m-1-2L, ...``, whose windows cover every training
+target exactly once (the causal loss in ``M6Rec.calculate_loss`` puts a loss at every position). Validation and
+test data are untouched, so the split is RecBole's own.
+
+**Resume points.** Besides the best model, :class:`M6RecTrainer` writes ``<best file>-last.pth`` after every
+evaluated epoch, holding the optimizer, the early-stopping state and every random state, so ``resume_checkpoint``
+continues an interrupted run to the same final metrics as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,12 +43,109 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_m6rec.plain_checkpoint import (capture_rng, load_plain_checkpoint, plain_settings, restore_rng,
-                                            save_plain_checkpoint)
+from recbole_m6rec import registry
+from recbole_m6rec.checkpoint import (capture_rng, load_plain_checkpoint, plain_settings, restore_rng,
+                                      save_plain_checkpoint)
+from recbole_m6rec.compat import PlainValueCollector
+from recbole_m6rec.evaluation import check_history_mask_rule, known_item_index, sequential_history_matrix
+from recbole_m6rec.per_user import PerUserEvaluator
 
-__all__ = ["M6RecTrainer", "M6RecZeroShotTrainer", "whole_sequence_indices", "whole_sequence_loader"]
+__all__ = ["build_trainer", "RunHooks", "PluginTrainer", "M6RecTrainer", "NoTrainingTrainer",
+           "whole_sequence_indices", "whole_sequence_loader"]
 
 
+def build_trainer(config, model, train_data, valid_data, test_data):
+    """The trainer for ``model``: the class the registry names for it (RecBole's for RecBole models), with the
+    run's hooks (:class:`RunHooks`). The data loaders are needed for the ``eval_history_mask: all`` rule."""
+    rule = check_history_mask_rule(config["eval_history_mask"] or "recbole")
+    base = registry.get_trainer(config["MODEL_TYPE"], config["model"])
+
+    class RunTrainer(RunHooks, base):
+        pass
+
+    RunTrainer.__name__ = RunTrainer.__qualname__ = f"{base.__name__}WithRunHooks"
+    return RunTrainer(config, model, rule, _known_items(rule, train_data, valid_data, test_data))
+
+
+def _known_items(rule: str, train_data, valid_data, test_data) -> list:
+    """``[(eval loader, user x item 0/1 matrix of the items to mask)]`` for the ``all`` rule on sequential data
+    (RecBole passes no history index there; general models already get theirs from RecBole)."""
+    dataset = train_data._dataset
+    if rule != "all" or not hasattr(dataset, "item_id_list_field"):
+        return []
+    n_users, n_items = dataset.user_num, dataset.item_num
+    return [(valid_data, sequential_history_matrix(n_users, n_items, dataset)),
+            (test_data, sequential_history_matrix(n_users, n_items, dataset, valid_data._dataset))]
+
+
+class RunHooks:
+    """Hook overrides every run's trainer gets, whatever its model; subclassed once, by :func:`build_trainer`."""
+
+    def __init__(self, config, model, history_mask_rule: str = "recbole", known_items: list | None = None):
+        cpu_ddp = not config["single_spec"] and config["device"].type == "cpu"
+        if cpu_ddp:
+            config["single_spec"] = True  # skip AbstractTrainer's CUDA-only wrapping; done below instead
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_ddp:
+                config["single_spec"] = False
+        if cpu_ddp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.distributed_model = DistributedDataParallel(self.model)
+        self.eval_collector = PlainValueCollector(config)
+        self.evaluator = PerUserEvaluator(config)
+        self.history_mask_rule = history_mask_rule
+        self._known_items = list(known_items or [])
+        self._current_eval_data = None
+        self._evaluated_users: list[torch.Tensor] = []
+        self._uid_field = config["USER_ID_FIELD"]
+
+    def evaluate(self, eval_data, *args, **kwargs):
+        self._current_eval_data = eval_data
+        self._evaluated_users = []
+        return super().evaluate(eval_data, *args, **kwargs)
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, history_index, positive_u, positive_i = batched_data
+        if self.history_mask_rule == "none":
+            history_index = None
+        elif self.history_mask_rule == "all" and history_index is None:
+            matrix = next((m for data, m in self._known_items if data is self._current_eval_data), None)
+            if matrix is not None:
+                history_index = known_item_index(matrix, interaction[self._uid_field].cpu().numpy())
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
+            (interaction, history_index, positive_u, positive_i))
+        self._evaluated_users.append(interaction[self._uid_field].detach().cpu())
+        return interaction, scores, positive_u, positive_i
+
+    def per_user_result(self, user_tokens) -> dict[str, dict[str, float]]:
+        """``{metric: {raw user token: value}}`` for the last full-ranking evaluation ({} after sampled evaluation)."""
+        if not self._evaluated_users or not self.evaluator.last_per_user:
+            return {}
+        users = torch.cat(self._evaluated_users).numpy()
+        result = {}
+        for metric, values in self.evaluator.last_per_user.items():
+            if len(values) != len(users):
+                return {}  # not one row per user (should not happen in full ranking); pair nothing rather than wrong
+            result[metric] = {str(user_tokens[u]): float(v) for u, v in zip(users, values)}
+        return result
+
+    def _save_checkpoint(self, epoch, *args, **kwargs):
+        model = self.model
+        everything = model.other_parameter()
+        if not any(isinstance(value, torch.nn.Module) for value in everything.values()):
+            return super()._save_checkpoint(epoch, *args, **kwargs)
+        # on this model instance only, while the checkpoint is written (a submodule's weights are in state_dict)
+        model.other_parameter = lambda: {k: v for k, v in everything.items() if not isinstance(v, torch.nn.Module)}
+        try:
+            return super()._save_checkpoint(epoch, *args, **kwargs)
+        finally:
+            del model.other_parameter  # the class's method again
+
+
+# --- the plugin's trainers -------------------------------------------------------------------------------------------
 def whole_sequence_indices(user_ids: np.ndarray, max_length: int) -> np.ndarray:
     """Indices of the prefix samples that tile each user's history (samples of a user are in time order)."""
     user_ids = np.asarray(user_ids)
@@ -54,21 +171,23 @@ def whole_sequence_loader(config, train_data) -> TrainDataLoader:
 _RESUME_NEUTRAL_KEYS = {"resume_checkpoint", "checkpoint_dir", "show_progress", "state", "log_wandb"}
 
 
-class M6RecTrainer(Trainer):
+class PluginTrainer(Trainer):
+    """RecBole's ``Trainer`` with plain-data checkpoints and resume points (see the module docstring)."""
+
     def __init__(self, config, model):
         super().__init__(config, model)
         self.resume_file = os.path.splitext(self.saved_model_file)[0] + "-last.pth"
         self._train_loader = None
         self._pending_rng = None
 
+    def epoch_data(self, train_data):
+        """The loader the training epochs iterate over (RecBole's training data itself here)."""
+        return train_data
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         # RecBole sees the real training data (its evaluation collector counts item popularity there, for
-        # AveragePopularity and TailPercentage); only the epochs iterate over the windows.
-        self._train_loader = train_data
-        if self.config["train_whole_sequences"]:
-            self._train_loader = whole_sequence_loader(self.config, train_data)
-            self.logger.info(f"{self.config['model']} trains on {len(self._train_loader._dataset)} whole-sequence "
-                             f"windows instead of {len(train_data._dataset)} prefixes")
+        # AveragePopularity and TailPercentage); only the epochs iterate over epoch_data.
+        self._train_loader = self.epoch_data(train_data)
         if self._pending_rng is not None:
             restore_rng(self._pending_rng, getattr(self._train_loader, "generator", None))
             self._pending_rng = None
@@ -97,7 +216,7 @@ class M6RecTrainer(Trainer):
             "best_valid_result": None if best_result is None else {k: float(v) for k, v in best_result.items()},
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
         }
 
     def _is_writer(self) -> bool:
@@ -139,7 +258,8 @@ class M6RecTrainer(Trainer):
                                 "will not match an uninterrupted run")
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint["other_parameter"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -151,6 +271,18 @@ class M6RecTrainer(Trainer):
         self._pending_rng = checkpoint.get("rng")
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
+
+class M6RecTrainer(PluginTrainer):
+    """M6Rec's and M6RecCTR's trainer: whole-sequence windows (``train_whole_sequences``) and a clearer NaN stop."""
+
+    def epoch_data(self, train_data):
+        if not self.model.settings.train_whole_sequences:
+            return train_data
+        windows = whole_sequence_loader(self.config, train_data)
+        self.logger.info(f"{self.config['model']} trains on {len(windows._dataset)} whole-sequence windows instead "
+                         f"of {len(train_data._dataset)} prefixes")
+        return windows
+
     def _check_nan(self, loss):
         if torch.isnan(loss):
             where = getattr(self, "saved_model_file", None)
@@ -160,8 +292,12 @@ class M6RecTrainer(Trainer):
             )
 
 
-class M6RecZeroShotTrainer(M6RecTrainer):
-    """No training: the language model is used as it is; ``fit`` evaluates the validation data once."""
+class NoTrainingTrainer(PluginTrainer):
+    """No training: the model is used as it is; ``fit`` evaluates the validation data once. No optimizer is built,
+    so a model without trainable parameters needs no placeholder one."""
+
+    def _build_optimizer(self, **kwargs):
+        return None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.eval_collector.data_collect(train_data)
@@ -171,5 +307,5 @@ class M6RecZeroShotTrainer(M6RecTrainer):
             return -1, None
         self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress=show_progress)
         if verbose:
-            self.logger.info(f"zero-shot valid result: {dict(self.best_valid_result)}")
+            self.logger.info(f"{self.config['model']} (no training) valid result: {dict(self.best_valid_result)}")
         return self.best_valid_score, self.best_valid_result

@@ -6,6 +6,7 @@ a documented fallback; the good dataset is built the same way for comparison.
 
 import json
 import logging
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -145,11 +146,10 @@ def test_bad_config_is_a_clear_error(case, tmp_path):
     overrides, message = BAD_CONFIGS[case]
     root = write_dataset(tmp_path)
     if message is None:
-        from recbole_m6rec.evaluation import with_history_mask
+        from recbole_m6rec.evaluation import check_history_mask_rule
 
         with pytest.raises(ValueError, match=r"eval_history_mask must be one of recbole, all, none \(got 'some'\)"):
-            with_history_mask(object, config_for(root, tmp_path / "cache", **overrides)["eval_history_mask"],
-                              None, None, None)
+            check_history_mask_rule(config_for(root, tmp_path / "cache", **overrides)["eval_history_mask"])
         return
     with pytest.raises(ValueError, match=message):
         build_model(root, tmp_path / "cache", **overrides)
@@ -164,3 +164,55 @@ def test_model_folder_that_needs_remote_code_is_refused(tmp_path):
     root = write_dataset(tmp_path / "data")
     with pytest.raises(ValueError, match=r"needs its own Python code .*trust_remote_code stays off"):
         build_model(root, tmp_path / "cache", plm_name_or_path=str(folder))
+
+
+# --- checkpoints: RecBole's pickled format goes through an allow-list; each hostile file is refused -------------------
+def torch_file(path: Path, pickle_bytes: bytes) -> Path:
+    """A file in torch.save's zip layout whose pickle is exactly ``pickle_bytes``."""
+    import torch
+
+    writer = torch._C.PyTorchFileWriter(str(path))
+    writer.write_record("data.pkl", pickle_bytes, len(pickle_bytes))
+    writer.write_record(".format_version", b"1", 1)
+    writer.write_record("version", b"3\n", 2)
+    writer.write_end_of_file()
+    return path
+
+
+def _unicode(text: str) -> bytes:  # BINUNICODE
+    return b"X" + len(text).to_bytes(4, "little") + text.encode()
+
+
+CONFIG = b"crecbole.config.configurator\nConfig\n"  # GLOBAL: an allow-listed class
+HOSTILE_CHECKPOINTS = {
+    # (None, {"_load_cmd_line": None}) BUILD on the class: Config._load_cmd_line = None for the whole process
+    "BUILD on an allowed class": (CONFIG + b"N}" + _unicode("_load_cmd_line") + b"Ns\x86b.",
+                                  r"refusing BUILD on the class recbole.config.configurator.Config"),
+    # {"_load_cmd_line": None} as the class's __dict__ update (the other form of BUILD)
+    "BUILD with a dict state on an allowed class": (CONFIG + b"}" + _unicode("_load_cmd_line") + b"Nsb.",
+                                                    r"refusing BUILD on the class recbole.config.configurator.Config"),
+    "SETITEM on an allowed class": (CONFIG + _unicode("_load_cmd_line") + b"Ns.",
+                                    r"refusing SETITEM on the class recbole.config.configurator.Config"),
+    "foreign global": (b"cos\nsystem\n" + _unicode("echo pwned") + b"\x85R.",
+                       r"refusing to load global 'os.system'"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CHECKPOINTS))
+def test_hostile_checkpoint_is_refused_and_changes_nothing(case, tmp_path):
+    import torch
+    from recbole.config.configurator import Config
+
+    from recbole_m6rec.checkpoint import UnsafeCheckpointError, load_recbole_checkpoint
+
+    payload, message = HOSTILE_CHECKPOINTS[case]
+    path = torch_file(tmp_path / "hostile.pth", b"\x80\x02" + payload)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)  # torch's own weights-only loader refuses it too
+    original = Config.__dict__["_load_cmd_line"]
+    try:
+        with pytest.raises(UnsafeCheckpointError, match=message):
+            load_recbole_checkpoint(path)
+        assert Config.__dict__["_load_cmd_line"] is original  # the class is untouched
+    finally:
+        Config._load_cmd_line = original  # keep the rest of the test run sane even if the loader let it through

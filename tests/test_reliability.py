@@ -12,8 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from recbole_m6rec.checkpoint import load_recbole_checkpoint
-from recbole_m6rec.plain_checkpoint import FORMAT, load_plain_checkpoint
+from recbole_m6rec.checkpoint import FORMAT, load_plain_checkpoint, load_recbole_checkpoint
 
 from helpers import REPO
 
@@ -103,7 +102,7 @@ def test_killed_run_resumes_to_the_same_metrics(runs):
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(runs, tmp_path):
-    from recbole_m6rec.plain_checkpoint import save_plain_checkpoint
+    from recbole_m6rec.checkpoint import save_plain_checkpoint
 
     path = save_plain_checkpoint(tmp_path / "other.pth", model="SASRec", dataset="ml-100k", settings={}, epoch=0)
     done, result = run_m6rec(runs[0], "refused", resume_checkpoint=str(path))
