@@ -7,6 +7,9 @@ it has a header of ``name:type`` columns with RecBole's types; it has at least o
 than RecBole's reader accepts; every column ``load_col``
 asks for is in the header; ``.item`` / ``.user`` ids are unique. Results are remembered per (file, size, mtime),
 so building many configs over one dataset reads each file once.
+
+:func:`check_time_field`: when the run orders interactions by time (a sequential model's histories, or
+``eval_args.order: TO``), the ``.inter`` file has, and ``load_col`` loads, the ``TIME_FIELD`` column.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["check_atomic_files", "ATOMIC_TYPES"]
+__all__ = ["check_atomic_files", "check_time_field", "ATOMIC_TYPES"]
 
 ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 # RecBole reads atomic files with pandas' python engine, which inherits the csv module's field size limit.
@@ -86,3 +89,45 @@ def _check_file(path: Path, suffix: str, encoding: str, separator: str, wanted: 
             shown = ", ".join(f"{value!r} ×{count}" for value, count in repeated[:5])
             raise ValueError(f"'{path}' lists {len(repeated)} {id_field} value(s) more than once ({shown}); each "
                              f"{suffix} needs exactly one row, or its features (and its text) would be ambiguous")
+
+
+def _time_order_reason(config) -> str | None:
+    """Why this run sorts interactions by time, or None when it does not."""
+    from recbole.utils import ModelType
+
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return f"{config['model']} is a sequential model (RecBole orders each user's history by time)"
+    eval_args = config["eval_args"] if isinstance(config["eval_args"], dict) else {}
+    if eval_args.get("order") == "TO":
+        return "eval_args.order is 'TO' (RecBole orders all interactions by time before splitting)"
+    return None
+
+
+def check_time_field(name: str, folder: str | os.PathLike, config) -> None:
+    """Raise a ValueError naming the file and the ways out when the run needs ``TIME_FIELD`` and ``.inter`` lacks it
+    (RecBole itself fails late, inside ``Interaction.sort``: ``[timestamp] is not exist in interaction``)."""
+    reason = _time_order_reason(config)
+    path = Path(folder) / f"{name}.inter"
+    if reason is None or not path.is_file():
+        return
+    time_field = config["TIME_FIELD"]
+    fix = (f"Add a time column to the file, or set TIME_FIELD to a column it has; if the file's row order is the "
+           f"order the interactions happened in, `python -m recbole_m6rec.row_order_time {path} <new_data_path>` "
+           f"writes a copy whose time column is the row number (see datasets/README.md)")
+    if not time_field:
+        raise ValueError(f"TIME_FIELD is not set, but {reason}. Set TIME_FIELD to "
+                         f"the time column of '{path}'")
+    encoding = config["encoding"] or "utf-8"
+    separator = config["field_separator"] or "\t"
+    with open(path, encoding=encoding) as handle:
+        header = handle.readline().lstrip("\ufeff").rstrip("\r\n").split(separator)
+    columns = [column.strip().partition(":")[0] for column in header]
+    if time_field not in columns:
+        raise ValueError(f"'{path}' has no time field '{time_field}' (its columns: {', '.join(columns)}), but "
+                         f"{reason}. {fix}. A general model (e.g. BPR) with eval_args.order 'RO' needs "
+                         "no time field.")
+    load_col = config["load_col"] if isinstance(config["load_col"], dict) else {}
+    if "inter" in load_col and time_field not in (load_col["inter"] or []):
+        raise ValueError(f"load_col.inter {load_col['inter']} leaves out the time field '{time_field}' of '{path}', "
+                         f"but {reason}. Add '{time_field}' to `load_col: {{inter: [...]}}` in the dataset's yaml or "
+                         "your config (RecBole's default, for a dataset without one, loads only user_id and item_id)")

@@ -3,14 +3,17 @@
 Differences from ``recbole.config.Config``, each small and local to this subclass:
 
 * model names resolve plugin-first (:mod:`recbole_m6rec.registry`);
-* a plugin model's commented defaults (``recbole_m6rec/properties/model/<Model>.yaml``) and the dataset's yaml from
-  ``datasets/`` join RecBole's internal layer, so user files, dicts and ``--key=value`` still override them;
+* a plugin model's commented defaults (``recbole_m6rec/properties/model/<Model>.yaml``) and the dataset's yaml
+  (``<name>.yaml`` from the ``dataset_yaml_dirs`` folders, else the built-in ``recbole_m6rec/properties/dataset/``)
+  join RecBole's internal layer, so user files, dicts and ``--key=value`` still override them;
 * ``--key=value`` overrides come from the ``cmd_args`` argument, never from ``sys.argv`` (RecBole reads
   ``sys.argv`` itself, so under pytest or in a notebook foreign flags leak into the config);
 * multi-process runs without CUDA use gloo on the CPU (RecBole 1.2.1 hard-codes NCCL);
 * a dataset with no local files is an error naming where files were looked for, instead of a download attempt,
   and bad atomic files (encoding, header, no rows, duplicate ids) are errors naming the file
   (:mod:`recbole_m6rec.atomic_files`);
+* a sequential model, or ``eval_args.order: TO``, on an ``.inter`` file without the time field is an error naming
+  the file and the ways out, before RecBole fails inside ``Interaction.sort``;
 * for plugin models, an unknown key that is close to a known one (a typo) is an error that names the right key.
 """
 
@@ -25,7 +28,7 @@ import yaml
 from recbole.config import Config
 
 from recbole_m6rec import datasets, registry
-from recbole_m6rec.atomic_files import check_atomic_files
+from recbole_m6rec.atomic_files import check_atomic_files, check_time_field
 
 __all__ = ["PluginConfig", "PLUGIN_PROPERTIES_DIR", "parse_cmd_args"]
 
@@ -68,8 +71,9 @@ class PluginConfig(Config):
                 raise FileNotFoundError(f"config file not found: '{path}'")
         super().__init__(model, dataset, list(config_file_list or []) or None, config_dict)
         self._check_plugin_keys()
-        datasets.check_dataset_files(self.dataset, self.final_config_dict["data_path"])
+        datasets.check_dataset_files(self.dataset, self.final_config_dict["data_path"], self._dataset_yaml_dirs)
         check_atomic_files(self.dataset, self.final_config_dict["data_path"], self)
+        check_time_field(self.dataset, self.final_config_dict["data_path"], self)
 
     # --- overrides of RecBole's loading steps -------------------------------------------------------------------
     def _load_cmd_line(self):
@@ -90,12 +94,13 @@ class PluginConfig(Config):
         if registry.is_plugin_model(model):
             for plugin_yaml in model_yaml_files(model):
                 self._update_internal_config_dict(str(plugin_yaml))
-        dataset_yaml = datasets.dataset_yaml(dataset)
+        self._dataset_yaml_dirs = datasets.yaml_dirs(self.external_config_dict.get("dataset_yaml_dirs"))
+        dataset_yaml = datasets.dataset_yaml(dataset, self._dataset_yaml_dirs)
         if dataset_yaml is not None:
             loaded = self._update_internal_config_dict(str(dataset_yaml)) or {}
             self.parameters["Dataset"] += [key for key in loaded if key not in self.parameters["Dataset"]]
         if "data_path" not in self.external_config_dict:
-            package_path = datasets.package_data_path(dataset)
+            package_path = datasets.package_data_path(dataset, self._dataset_yaml_dirs)
             if package_path is not None:
                 self.internal_config_dict["data_path"] = package_path
 
@@ -134,7 +139,8 @@ class PluginConfig(Config):
             return
         plugin_keys = self._plugin_keys()
         known = set(self.internal_config_dict) | {k for group in self.parameters.values() for k in group}
-        known |= {"model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset"}
+        known |= {"model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset",
+                  "dataset_yaml_dirs"}
         for key in self.external_config_dict:
             if key in known:
                 continue
