@@ -3,7 +3,7 @@
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ML100K_YAML = str(REPO / "datasets" / "ml-100k.yaml")
+ML100K_YAML = str(REPO / "recbole_m6rec" / "properties" / "dataset" / "ml-100k.yaml")
 
 # Quiet, fast, and writing nothing outside the test's working directory.
 QUIET = {"show_progress": False, "state": "WARNING"}
