@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup test demo bench bench-reference bench-cold bench-ctr bench-anomaly clean
+.PHONY: setup test demo bench bench-ablations bench-cold bench-ctr bench-anomaly clean
 
 setup:
 	bash .ci/setup-venv
@@ -12,25 +12,32 @@ setup:
 test: setup
 	$(BIN)/python -m pytest -q --durations=10
 
+# trains and evaluates here, into runs/ (untracked, emptied first); the committed reports/demo_ml-100k is shown
+# next to it as the reference. `make demo RESUME=1` continues an interrupted demo instead.
 demo: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/demo_ml-100k.yaml --report=reports/demo_ml-100k
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/demo_ml-100k.yaml \
+		--report=runs/demo_ml-100k --reference=reports/demo_ml-100k $(if $(RESUME),--resume,--fresh)
 
+# the campaigns behind the committed reports: tuned, converged, 3 seeds (days on 2 cores; see each plan's header).
+# --resume: an interrupted campaign continues where it stopped, rerunning only results whose settings, code, data
+# or libraries changed.
 bench: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k-full
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k --resume
 
-# the committed reference reports (README): 3 seeds and a 10-epoch budget / 1 seed and 5 epochs, for every row (~1.5 h / ~15 min here)
-bench-reference: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --rows=M6Rec,SASRec,BPR,Pop --seeds=3 --epochs=10 --stopping_step=3 --report=reports/ml-100k
+bench-ablations: setup
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ablations_ml-100k.yaml --report=reports/ml-100k-ablations --resume
 
 bench-cold: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --rows=M6Rec,M6Rec-all-negatives,M6Rec-prior,M6Rec-all-negatives-prior,M6Rec-all-negatives-prior-0.03,M6Rec-all-negatives-prior-0.3,M6Rec-hybrid,M6Rec-hybrid-prior,M6Rec-zero-shot,SASRec,BPR,Pop --seeds=1 --epochs=5 --stopping_step=3 --report=reports/cold_ml-100k
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --resume
 
 bench-ctr: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --rows=M6RecCTR,DIN,FM,DeepFM,WideDeep,DIEN,M6RecCTR-no-history-labels,M6RecCTR-L1,M6RecCTR-L3,M6RecCTR-option,M6RecCTR-prompt,M6RecCTR-upper --seeds=1 --epochs=5 --stopping_step=2 --report=reports/ctr_ml-100k
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume
+	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ablations_ml-100k.yaml --report=reports/ctr_ml-100k-ablations --resume
 	$(BIN)/python -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
 
 bench-anomaly: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.anomaly
 
 clean:
-	rm -rf $(VENV) log log_tensorboard saved
+	rm -rf $(VENV) log log_tensorboard saved runs

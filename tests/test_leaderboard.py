@@ -2,11 +2,15 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 import yaml
 
-from recbole_m6rec.benchmarks import leaderboard
+from recbole_m6rec.benchmarks import leaderboard, provenance
+
+
+NOTE = "Hand-written: BPR's numbers here come from a one-epoch budget."
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +20,7 @@ def report(tmp_path_factory):
         "dataset": "ml-100k",
         "seeds": [1, 2],
         "primary": "M6Rec-tiny",
+        "tuning": {"trials": 2, "seed": 1, "algo": "random"},
         "common": {
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
             "user_inter_num_interval": "[0,25]",
@@ -25,8 +30,8 @@ def report(tmp_path_factory):
         "rows": {
             "M6Rec-tiny": {"model": "M6Rec", "plm_name_or_path": "tiny-random-llama",
                            "text_cache_dir": str(folder / "cache"), "MAX_ITEM_LIST_LENGTH": 10},
-            "BPR": {"model": "BPR"},
-            "Pop": {"model": "Pop"},
+            "BPR": {"model": "BPR", "search": {"learning_rate": ["choice", 0.001, 0.01]}},
+            "MostPop": {"model": "MostPop"},
             "Broken": {"model": "M6Rec", "tuning": "no-such-mode", "plm_name_or_path": "tiny-random-llama"},
         },
     }
@@ -34,19 +39,34 @@ def report(tmp_path_factory):
     plan_file.write_text(yaml.safe_dump(plan))
     out = folder / "report"
     first = leaderboard.main([f"--config_files={plan_file}", f"--report={out}"])
-    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    second = leaderboard.main([f"--config_files={plan_file}", f"--report={out}"])
-    return out, first, second, mtimes
+    results = out / "results"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
+    # between the two runs: a hand-written note, a result from older code (no provenance), a result whose recorded
+    # code no longer matches the files
+    (out / "report.md").write_text((out / "report.md").read_text() + NOTE + "\n")
+    old = json.loads((results / "BPR-seed2.json").read_text())
+    old.pop("provenance")
+    (results / "BPR-seed2.json").write_text(json.dumps(old))
+    changed = json.loads((results / "MostPop-seed2.json").read_text())
+    first_file = next(iter(changed["provenance"]["code"]))
+    changed["provenance"]["code"][first_file] = "0" * 16
+    (results / "MostPop-seed2.json").write_text(json.dumps(changed))
+    mtimes.update({p.name: p.stat().st_mtime_ns for p in results.glob("*-seed2.json")})
+    before_second = {p.name: json.loads(p.read_text()) for p in results.glob("*.json")}
+    with pytest.raises(SystemExit, match="--resume"):  # a folder with results is never silently reused
+        leaderboard.main([f"--config_files={plan_file}", f"--report={out}"])
+    second = leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume"])
+    return out, first, second, mtimes, before_second
 
 
 def test_report_files_and_one_row_per_model_and_seed(report):
-    out, first, _, _ = report
+    out, first, _, _, _ = report
     assert first == 1  # the broken row makes the command fail, after everything else ran
     assert (out / "report.md").is_file() and (out / "ndcg_at_10.png").stat().st_size > 1000
     assert (out / "accuracy_vs_time.png").is_file()
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert sorted((r["model"], r["seed"]) for r in rows) == sorted(
-        (m, s) for m in ("M6Rec-tiny", "BPR", "Pop", "Broken") for s in ("1", "2"))
+        (m, s) for m in ("M6Rec-tiny", "BPR", "MostPop", "Broken") for s in ("1", "2"))
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 6 and all(0 < float(r["ndcg@10"]) < 1 and float(r["train_seconds"]) > 0 for r in ok)
     assert {"split_fingerprint", "train_seconds", "recall@10", "ndcg@10", "dataset"} <= set(rows[0])
@@ -61,13 +81,84 @@ def test_every_row_shares_one_split_fingerprint(report):
 
 
 def test_failed_row_is_recorded_and_rerun_reuses_finished_results(report):
-    out, _, second, mtimes = report
+    out, _, second, mtimes, before_second = report
     broken = json.loads((out / "results" / "Broken-seed1.json").read_text())
     assert broken["status"] == "failed" and "tuning must be one of" in broken["error"]
     after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    reused = [name for name in mtimes if not name.startswith("Broken")]
-    assert all(after[name] == mtimes[name] for name in reused)  # finished results were not recomputed
+    finished = [name for name in mtimes if not name.startswith("Broken")]
+    recomputed = {name for name in finished if after[name] != mtimes[name]}
+    planted = {"BPR-seed2.json", "MostPop-seed2.json"}  # no provenance / recorded code differs from the files
+    assert planted <= recomputed
+    # every other rerun had a reason: plugin code changed since that result (others may edit the tree meanwhile)
+    for name in recomputed - planted:
+        assert provenance.stale_reasons(before_second[name]), name
+    assert len(recomputed) < len(finished)  # current results were reused
     assert second == 1
+    for name in recomputed:
+        assert json.loads((out / "results" / name).read_text())["provenance"]["code"]
+
+
+def test_provenance_records_the_code_each_row_ran(report):
+    out = report[0]
+    bpr = json.loads((out / "results" / "BPR-seed1.json").read_text())["provenance"]
+    m6rec = json.loads((out / "results" / "M6Rec-tiny-seed1.json").read_text())["provenance"]
+    assert "recbole_m6rec/model/m6rec.py" in m6rec["code"]
+    assert not any(path.startswith("recbole_m6rec/model/") for path in bpr["code"])  # a baseline never loads M6Rec
+    assert not any(path.startswith("recbole_m6rec/benchmarks/") for path in m6rec["code"])
+    assert bpr["code_hash"] != m6rec["code_hash"] and len(bpr["code_hash"]) == 16
+    assert {"python", "recbole", "torch", "transformers"} <= set(bpr["versions"])
+    assert len(bpr["git_commit"]) == 40 and isinstance(bpr["git_dirty"], bool)
+    assert any(path.endswith("ml-100k.inter") for path in bpr["data"])
+    text = (out / "report.md").read_text()
+    assert bpr["git_commit"][:10] in text and f"recbole {bpr['versions']['recbole']}" in text
+    assert f"`{bpr['code_hash'][:8]}`" in text and f"`{m6rec['code_hash'][:8]}`" in text
+
+
+def test_stale_reasons_name_what_changed(report):
+    from recbole_m6rec.benchmarks.provenance import stale_reasons
+
+    record = json.loads((report[0] / "results" / "BPR-seed1.json").read_text())
+    assert stale_reasons(record) == []
+    assert "older benchmark code" in stale_reasons({**record, "provenance": None})[0]
+    versions = {**record["provenance"]["versions"], "torch": "0.0"}
+    assert stale_reasons(record, versions) == [f"torch {record['provenance']['versions']['torch']} -> 0.0"]
+    path = next(iter(record["provenance"]["code"]))
+    edited = json.loads(json.dumps(record))
+    edited["provenance"]["code"][path] = "f" * 16
+    assert stale_reasons(edited) == [f"code changed: {path}"]
+
+
+def test_epochs_valid_column_and_cap_marks(report):
+    out = report[0]
+    bpr = json.loads((out / "results" / "BPR-seed1.json").read_text())
+    assert bpr["epochs_run"] == 1 and bpr["epoch_cap"] == 1 and bpr["hit_cap"] is True and bpr["best_epoch"] == 0
+    most_pop = json.loads((out / "results" / "MostPop-seed1.json").read_text())
+    assert most_pop["trains"] is False and most_pop["hit_cap"] is False
+    text = (out / "report.md").read_text()
+    assert "| valid ndcg@10 | test recall@10 |" in text
+    assert "1† (0)" in text and "Stopped at its epoch cap" in text and "BPR (seed 1)" in text
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert all(r["valid_ndcg@10"] for r in rows if r["status"] == "ok")
+
+
+def test_tuning_trials_choose_on_valid_and_feed_the_final_seeds(report):
+    out = report[0]
+    tuning = json.loads((out / "tuning" / "BPR-tuning.json").read_text())
+    assert len(tuning["trials"]) == 2 and tuning["metric"] == "ndcg@10"
+    ok = [t for t in tuning["trials"] if t["status"] == "ok"]
+    assert tuning["best_params"] == max(ok, key=lambda t: t["valid"]["ndcg@10"])["params"]
+    final = json.loads((out / "results" / "BPR-seed2.json").read_text())
+    assert final["config_hash"] == leaderboard.job_spec(
+        {**yaml.safe_load((out.parent / "plan.yaml").read_text())}, "BPR", 2, tuning["best_params"])["config_hash"]
+    text = (out / "report.md").read_text()
+    assert "## Tuning" in text and json.dumps(tuning["best_params"]) in text
+
+
+def test_hand_written_notes_survive_regeneration(report):
+    text = (report[0] / "report.md").read_text()
+    assert text.count(leaderboard.NOTES_MARKER) == 1
+    assert text.index(leaderboard.NOTES_MARKER) < text.index(NOTE)
+    assert text.rstrip().endswith(NOTE)
 
 
 def test_rows_on_different_splits_are_refused():
@@ -87,7 +178,8 @@ def test_per_user_values_average_to_recbole_metric_and_feed_a_paired_test(report
         assert len(values) > 100  # one value per test user of the slice (137 users)
         assert abs(sum(values.values()) / len(values) - record["test"]["ndcg@10"]) < 1e-4
     text = (out / "report.md").read_text()
-    assert "M6Rec-tiny vs " in text and "Wilcoxon signed-rank p = " in text
+    assert "Selection on validation ndcg@10: M6Rec-tiny is the best of the M6Rec rows" in text
+    assert "- vs BPR" in text and "Holm p = " in text
     assert "giniindex@20" in text and "itemcoverage@10" in text  # beyond-accuracy table
     header = next(csv.reader(open(out / "results.csv")))
     assert {"ndcg@20", "itemcoverage@10", "giniindex@20"} <= set(header)
@@ -130,3 +222,51 @@ def test_per_user_values_average_to_recbole_for_every_topk_metric(monkeypatch):
     for metric in metrics.values():
         for name, mean in metric.calculate_metric(struct).items():
             assert per_user[name].mean() == pytest.approx(mean, abs=1e-6)
+
+
+def test_sequential_mask_under_all_leaves_out_what_recbole_masks_for_general_models():
+    """``eval_history_mask: all``: a sequential model's full-ranking mask (from its prefix samples) must be, user by
+    user, the set of items RecBole's general-model evaluation masks on the same split (valid: training items; test:
+    training and validation items, the target itself never)."""
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.evaluation import sequential_history_matrix
+    from tests.helpers import QUIET, prepare_data
+
+    settings = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+                "user_inter_num_interval": "[0,60]", "eval_history_mask": "all", **QUIET}
+    _, g_train, g_valid, g_test = prepare_data(PluginConfig(model="BPR", dataset="ml-100k", config_dict=settings))
+    _, s_train, s_valid, s_test = prepare_data(PluginConfig(
+        model="SASRec", dataset="ml-100k", config_dict={**settings, "train_neg_sample_args": None}))
+    general, seq = g_train._dataset, s_train._dataset
+    g_users, g_items = general.field2id_token[general.uid_field], general.field2id_token[general.iid_field]
+    s_users, s_items = seq.field2id_token[seq.uid_field], seq.field2id_token[seq.iid_field]
+    s_row = {token: k for k, token in enumerate(s_users)}
+    for loader, matrix in (
+        (g_valid, sequential_history_matrix(seq.user_num, seq.item_num, seq)),
+        (g_test, sequential_history_matrix(seq.user_num, seq.item_num, seq, s_valid._dataset)),
+    ):
+        compared = 0
+        for uid, history in enumerate(loader.uid2history_item):
+            if history is None:
+                continue
+            recbole_mask = set(g_items[history.numpy()].tolist())
+            plugin_mask = set(s_items[matrix[s_row[g_users[uid]]].indices].tolist())
+            assert plugin_mask == recbole_mask, (g_users[uid], plugin_mask ^ recbole_mask)
+            compared += 1
+        assert compared > 300  # every evaluated user of the slice
+
+
+def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(report, tmp_path):
+    out = report[0]
+    records = leaderboard.load_results(out)
+    summary = leaderboard.summarise(records, ["MostPop", "BPR", "Absent"], ["ndcg@10"], "ndcg@10")
+    lines = leaderboard.reference_lines(summary, out, "ndcg@10")
+    most_pop = next(r for r in records if r["row"] == "MostPop" and r["status"] == "ok")
+    valid, test = most_pop["valid"]["ndcg@10"], most_pop["test"]["ndcg@10"]
+    assert any(line.startswith(f"| MostPop | {valid:.4f} | {test:.4f} | {valid:.4f} | {test:.4f} |") for line in lines)
+    assert any(line.startswith("| Absent | – | – | – | – |") for line in lines)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    leaderboard.prepare_report_dir(copy, resume=False, fresh=True)
+    assert not list((copy / "results").iterdir()) and not (copy / "tuning").exists()
+    assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays

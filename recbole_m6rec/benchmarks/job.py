@@ -3,7 +3,10 @@
     python -m recbole_m6rec.benchmarks.job SPEC.json OUT.json
 
 SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
-whether the run succeeds or fails.
+whether the run succeeds or fails. A finished record holds the results (``valid``: the best epoch's validation
+result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
+``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
+the library versions, the git commit).
 """
 
 from __future__ import annotations
@@ -17,13 +20,44 @@ import time
 import traceback
 from pathlib import Path
 
-from recbole_m6rec.cache import atomic_write_text
+from recbole_m6rec.benchmarks.files import atomic_write_text
+
+
+def best_epoch(checkpoint_file: str | None) -> int | None:
+    """The epoch of the best model, as its checkpoint records it (RecBole's and the plugin's both keep ``epoch``);
+    -1 for a model saved before any training."""
+    if not checkpoint_file:
+        return None
+    import torch
+
+    try:  # our own file, written by this process a moment ago
+        checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint only loses this one fact
+        return None
+    epoch = checkpoint.get("epoch") if isinstance(checkpoint, dict) else None
+    return int(epoch) if epoch is not None else None
+
+
+def training_facts(config, outcome) -> dict:
+    """Epochs run, the best epoch, the cap and whether the run stopped at it (none of these for a model that
+    trains nothing)."""
+    trains = outcome.extra.get("trains", True) and config["epochs"] > 0
+    if not trains:
+        return {"trains": False, "epochs_run": 0, "best_epoch": None, "epoch_cap": None, "hit_cap": False,
+                "stopping_step": None}
+    epochs_run = int(outcome.extra.get("epochs_run", 0))
+    cap = int(config["epochs"])
+    return {"trains": True, "epochs_run": epochs_run, "best_epoch": best_epoch(outcome.checkpoint_file),
+            "epoch_cap": cap, "hit_cap": epochs_run >= cap, "stopping_step": config["stopping_step"]}
 
 
 def run_job(spec: dict) -> dict:
+    from recbole_m6rec.benchmarks import provenance
     from recbole_m6rec.config import PluginConfig
     from recbole_m6rec.quick_start import run_pipeline
 
+    started_at = time.time()
+    data_path = None
     checkpoint_dir = tempfile.mkdtemp(prefix="m6rec-job-")
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
     started = time.perf_counter()
@@ -31,6 +65,7 @@ def run_job(spec: dict) -> dict:
         config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": checkpoint_dir}
         config = PluginConfig(model=spec["model"], dataset=spec["dataset"],
                               config_file_list=spec.get("config_files") or None, config_dict=config_dict)
+        data_path = config["data_path"]
         outcome = run_pipeline(config, saved=True)
         main = config["valid_metric"].lower()
         record.update(
@@ -43,6 +78,7 @@ def run_job(spec: dict) -> dict:
             test=dict(outcome.result["test_result"]),
             valid=dict(outcome.result["best_valid_result"]),
             extra=outcome.extra,
+            **training_facts(config, outcome),
             # each user's value of the main metric, for the report's paired significance test
             per_user_test={main: outcome.per_user_test[main]} if main in outcome.per_user_test else {},
         )
@@ -50,6 +86,8 @@ def run_job(spec: dict) -> dict:
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    # after the run: the plugin modules it imported are in sys.modules now
+    record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
     record["wall_seconds"] = round(time.perf_counter() - started, 2)
     record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return record

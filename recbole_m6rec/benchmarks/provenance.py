@@ -1,0 +1,147 @@
+"""What code, data and libraries produced a leaderboard result, and whether they are still what a rerun would use.
+
+A job records, after its run:
+
+* ``code``: every ``recbole_m6rec`` module the run imported (path relative to the repository, SHA-256 of its
+  content) and ``code_hash``, one hash over them. The registry imports plugin models lazily, so a SASRec or MostPop
+  row never imports M6Rec's files, and a change to M6Rec's code leaves the baselines' results valid. The benchmark
+  modules themselves (``recbole_m6rec/benchmarks/``: the leaderboard, this job runner, the report writer, the tuner)
+  are left out: they choose settings, which the row's settings hash already covers, and write reports; the numbers
+  of a row do not depend on them.
+* ``data``: the dataset's atomic files (SHA-256 each).
+* ``versions``: Python, recbole, torch, transformers, numpy.
+* ``git_commit``, ``git_dirty`` (the working tree differs from that commit) and ``dirty_code`` (which of the row's
+  own code files differ from it), for the reader; reuse is decided by the hashes, not by the commit.
+* ``changed_during_run``: code files modified after the job started; such a result is never reused, since the file
+  the run loaded may not be the one that was hashed.
+
+:func:`stale_reasons` says why a finished result cannot be reused; a result without provenance never can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import recbole_m6rec
+
+__all__ = ["REPO_ROOT", "code_files", "collect", "library_versions", "stale_reasons", "short"]
+
+PACKAGE_DIR = Path(recbole_m6rec.__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+BENCHMARK_PACKAGE = "recbole_m6rec.benchmarks"
+CHECKED_LIBRARIES = ("python", "recbole", "torch", "transformers")  # a result from other versions is rerun
+
+
+def _file_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def combined_hash(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
+
+
+def short(code_hash: str | None) -> str:
+    return (code_hash or "none")[:8]
+
+
+def code_files(modules: dict | None = None) -> dict[str, str]:
+    """``{path relative to the repository: content hash}`` of the plugin modules loaded in this process."""
+    modules = sys.modules if modules is None else modules
+    files = {}
+    for name, module in list(modules.items()):
+        if name != "recbole_m6rec" and not name.startswith("recbole_m6rec."):
+            continue
+        if name == BENCHMARK_PACKAGE or name.startswith(BENCHMARK_PACKAGE + "."):
+            continue
+        path = getattr(module, "__file__", None)
+        if not path:  # a namespace package: no file of its own
+            continue
+        path = Path(path).resolve()
+        relative = path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
+        files[relative] = _file_hash(path)
+    return dict(sorted(files.items()))
+
+
+def data_files(data_path: str, dataset: str) -> dict[str, str]:
+    folder = Path(data_path) / dataset
+    return {str(path): _file_hash(path) for path in sorted(folder.glob(f"{dataset}.*")) if path.is_file()}
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import recbole
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "recbole": recbole.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": numpy.__version__}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_state(paths: list[str] | None = None) -> dict:
+    """``git_commit``, ``git_dirty`` (any change to the working tree) and ``dirty_code`` (changed among ``paths``)."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None, "dirty_code": None}
+    status = _git("status", "--porcelain") or ""
+    dirty_code = []
+    if paths:
+        changed = _git("status", "--porcelain", "--", *paths) or ""
+        dirty_code = sorted(line[3:].strip() for line in changed.splitlines() if line.strip())
+    return {"git_commit": commit.strip(), "git_dirty": bool(status.strip()), "dirty_code": dirty_code}
+
+
+def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
+    """The provenance of the run this process just finished (see the module docstring)."""
+    code = code_files()
+    changed = sorted(path for path in code
+                     if (REPO_ROOT / path).is_file() and os.stat(REPO_ROOT / path).st_mtime > started_at)
+    return {
+        "package_version": recbole_m6rec.__version__,
+        "code_hash": combined_hash(code),
+        "code": code,
+        "data": data_files(data_path, dataset) if data_path else {},
+        "versions": library_versions(),
+        **git_state(list(code)),
+        "changed_during_run": changed,
+    }
+
+
+def stale_reasons(record: dict, versions: dict | None = None) -> list[str]:
+    """Why ``record`` was produced by something other than what a rerun would use now ([] when it is current)."""
+    provenance = record.get("provenance")
+    if not provenance or not provenance.get("code"):
+        return ["it records no provenance (code, data and library versions): produced by older benchmark code"]
+    reasons = []
+    if provenance.get("changed_during_run"):
+        reasons.append(f"code changed while it ran: {', '.join(provenance['changed_during_run'])}")
+    now = versions or library_versions()
+    for library in CHECKED_LIBRARIES:
+        if provenance.get("versions", {}).get(library) != now.get(library):
+            reasons.append(f"{library} {provenance.get('versions', {}).get(library)} -> {now.get(library)}")
+    for kind, files in (("code", provenance["code"]), ("data", provenance.get("data") or {})):
+        changed = []
+        for path, digest in files.items():
+            full = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+            current = _file_hash(full)
+            if current != digest:
+                changed.append(path if current is not None else f"{path} (gone)")
+        if changed:
+            reasons.append(f"{kind} changed: {', '.join(changed)}")
+    return reasons
