@@ -72,7 +72,10 @@ def code_files(modules: dict | None = None) -> dict[str, str]:
 
 
 def data_files(data_path: str, dataset: str) -> dict[str, str]:
-    folder = Path(data_path) / dataset
+    """The dataset's atomic files; ``data_path`` as RecBole's config holds it (the dataset's own folder)."""
+    folder = Path(data_path)
+    if not any(folder.glob(f"{dataset}.*")):
+        folder = folder / dataset
     return {str(path): _file_hash(path) for path in sorted(folder.glob(f"{dataset}.*")) if path.is_file()}
 
 
