@@ -140,7 +140,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_recbole_checkpoint(path)
 
 
-# --- anomaly detection (DESIGN.md §4 #9) ------------------------------------------------------------------------
+# --- anomaly detection (RecBole's sine.py switches it on at import) ---------------------------------------------
 def test_anomaly_detection_is_off_while_training(workdir, monkeypatch):
     import recbole.model.sequential_recommender.sine  # noqa: F401  (switches anomaly detection on at import)
     from recbole.trainer import Trainer
