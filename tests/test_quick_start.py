@@ -67,12 +67,21 @@ def test_recbole_hyper_tuning_runs_a_plugin_model(workdir, monkeypatch):
     fixed.write_text("model: M6Rec\ndataset: ml-100k\n" + "".join(
         f"{key}: {value!r}\n" if isinstance(value, str) else f"{key}: {value}\n"
         for key, value in {**TINY_M6REC, "text_cache_dir": str(workdir / "cache")}.items()))
+    trials = []
+
+    def recorded_objective(config_dict, config_file_list):
+        result = objective_function(config_dict, config_file_list)
+        trials.append((dict(config_dict), result))
+        return result
+
     # random search: RecBole 1.2.1's exhaustive search fails on hyperopt 0.2.7
-    tuning = HyperTuning(objective_function, space={"learning_rate": hp.loguniform("learning_rate", -9, -4)},
+    tuning = HyperTuning(recorded_objective, space={"learning_rate": hp.loguniform("learning_rate", -9, -4)},
                          fixed_config_file_list=[str(fixed)], algo="random", max_evals=2)
     tuning.run()
-    assert len(tuning.params2result) == 2 and tuning.model == "M6Rec"
-    results = list(tuning.params2result.values())
-    assert all({"model", *RESULT_KEYS} <= set(result) for result in results)
-    assert results[0]["test_result"] != results[1]["test_result"]  # the tuned setting reached the model
-    assert tuning.params2str(tuning.best_params) in tuning.params2result
+    assert len(trials) == 2 and tuning.model == "M6Rec"
+    assert all(set(result) == {"model", *RESULT_KEYS} and result["model"] == "M6Rec" for _, result in trials)
+    # the tuned setting reached each run: its best-model checkpoint trained with that learning rate
+    checkpoints = [torch.load(path, weights_only=True) for path in (workdir / "saved").glob("M6Rec-*[0-9].pth")]
+    tried = sorted(params["learning_rate"] for params, _ in trials)
+    assert sorted(c["optimizer"]["param_groups"][0]["lr"] for c in checkpoints) == pytest.approx(tried)
+    assert tuning.best_params["learning_rate"] in tried
