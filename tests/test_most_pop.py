@@ -75,6 +75,9 @@ def test_ndcg_on_the_leave_one_out_split_is_most_popular_level():
     from recbole_m6rec.quick_start import run_pipeline
 
     outcome = run_pipeline(PluginConfig(model="MostPop", dataset="ml-100k", config_dict=LOO), saved=False)
-    # measured: valid 0.0345, test 0.0333 (RecBole's Pop on this split: 0.024-0.035, moving with the seed)
-    for result in (outcome.result["best_valid_result"], outcome.result["test_result"]):
-        assert 0.03 < result["ndcg@10"] < 0.05, result
+    # A direct count on the raw ml-100k file (each user's last two interactions held out, the user's known items
+    # masked) gives valid 0.0345 and test 0.0449 (RecBole's Pop on this split: 0.024-0.035, moving with the seed).
+    # Run without the best-model reload: evaluating valid must not change what test sees (RecBole writes -inf into
+    # the score tensor a model returns; a view of MostPop's score buffer once carried that into the test ranking).
+    assert outcome.result["best_valid_result"]["ndcg@10"] == pytest.approx(0.0345, abs=5e-4)
+    assert outcome.result["test_result"]["ndcg@10"] == pytest.approx(0.0449, abs=5e-4)

@@ -68,7 +68,9 @@ class MostPop(GeneralRecommender):
 
     def full_sort_predict(self, interaction):
         batch_user_num = interaction[self.USER_ID].shape[0]
-        return self.item_score.unsqueeze(0).expand(batch_user_num, -1).reshape(-1)  # [B * n_items]
+        # a copy: RecBole writes -inf into the returned scores (padding, history), which must never reach the buffer
+        # (for a one-user batch, ``expand(...).reshape(-1)`` would be a view of it)
+        return self.item_score.repeat(batch_user_num)  # [B * n_items]
 
     def report_facts(self) -> dict:
         return {"trains": False}
