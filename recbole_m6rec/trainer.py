@@ -164,7 +164,8 @@ def whole_sequence_loader(config, train_data) -> TrainDataLoader:
     uid_field = dataset.uid_field
     keep = whole_sequence_indices(dataset.inter_feat[uid_field].numpy(), config["MAX_ITEM_LIST_LENGTH"])
     windows = dataset.copy(dataset.inter_feat[torch.from_numpy(keep)])
-    return TrainDataLoader(config, windows, None, shuffle=config["shuffle"])
+    # RecBole's training sampler (None without train_neg_sample_args) gives each window its NEG_ITEM_ID
+    return TrainDataLoader(config, windows, train_data._sampler, shuffle=config["shuffle"])
 
 
 # settings that may differ between an interrupted run and its resumption without changing the result

@@ -32,6 +32,7 @@ from ..text import build_item_texts, build_user_texts
 from ..text.recency import RECENCY_PHRASES, recency_buckets, recency_field
 from .cold_items import ColdItems
 from .late_interaction import LateInteraction
+from .losses import bpr_loss, draw_negatives, draw_shared_negatives, negative_pool, sampled_softmax_loss
 from .settings import M6RecSettings
 
 __all__ = ["M6Rec", "checked"]
@@ -40,7 +41,9 @@ logger = logging.getLogger(__name__)
 
 
 class M6Rec(SequentialRecommender):
-    input_type = InputType.POINTWISE
+    # RecBole's pair-wise format: with train_neg_sample_args (loss_type BPR) each sample gets a NEG_ITEM_ID; without
+    # it the training data are the samples as they are
+    input_type = InputType.PAIRWISE
     settings_class = M6RecSettings
 
     def __init__(self, config, dataset):
@@ -138,16 +141,53 @@ class M6Rec(SequentialRecommender):
         states = self.forward(item_seq, item_seq_len, self._user_ids(interaction), self._timestamps(interaction))
         users = self._user_head(states[:, 1:][positions])  # [M E]
         labels = targets[positions]  # [M]
-        if self.settings.loss_type == "CE":
+        loss_type = self.settings.loss_type
+        if loss_type == "CE":
             logits = users @ self.item_vectors().t() / self.settings.temperature  # [M n_items]
             logits[:, 0] = float("-inf")  # the padding item is never a target
             if self.settings.loss_items == "seen":  # items with no training interaction are not in the catalogue yet
                 logits = self.cold.only_seen(logits)
             return F.cross_entropy(logits, labels)
-        # in-batch contrastive: the batch's distinct target items are the candidates
-        unique, column = labels.unique(return_inverse=True)
-        logits = users @ self.item_vectors(unique).t() / self.settings.temperature  # [M U]
-        return F.cross_entropy(logits, column)
+        if loss_type == "inbatch":  # contrastive: the batch's distinct target items are the candidates
+            unique, column = labels.unique(return_inverse=True)
+            logits = users @ self.item_vectors(unique).t() / self.settings.temperature  # [M U]
+            return F.cross_entropy(logits, column)
+        temperature = self.settings.temperature
+        if loss_type == "BPR":
+            last = torch.zeros_like(positions)
+            last[rows, item_seq_len - 1] = True  # the position that predicts the sample's target
+            negatives = self._bpr_negatives(interaction, labels, last[positions])  # [M]
+            positive, negative = self._vectors_once(labels, negatives)  # [M E] each
+            return bpr_loss((users * positive).sum(-1) / temperature, (users * negative).sum(-1) / temperature)
+        # sampled_softmax: the target against negatives shared by the batch's positions
+        shared = draw_shared_negatives(self._negative_pool(), self.settings.softmax_negatives, labels.device)  # [K]
+        positive, negative = self._vectors_once(labels, shared)  # [M E], [K E]
+        return sampled_softmax_loss((users * positive).sum(-1) / temperature, users @ negative.t() / temperature,
+                                    shared.unsqueeze(0) == labels.unsqueeze(1))  # [M], [M K], [M K]
+
+    def _vectors_once(self, *item_ids: torch.Tensor) -> list[torch.Tensor]:
+        """Item vectors ``[N_i E]`` for each ``[N_i]`` id tensor, each distinct item's vector computed once."""
+        unique, index = torch.cat(item_ids).unique(return_inverse=True)
+        return list(self.item_vectors(unique)[index].split([len(ids) for ids in item_ids]))
+
+    def _negative_pool(self) -> torch.Tensor:
+        """Ids of the items that may be sampled negatives (:mod:`.losses`)."""
+        return negative_pool(self.n_items, self.cold.seen if self.settings.loss_items == "seen" else None)
+
+    def _bpr_negatives(self, interaction, labels: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``[M]`` one negative per scored position: RecBole's ``NEG_ITEM_ID`` where the position predicts the
+        sample's target (``last``, ``[M]``, one per row in row order), drawn here for the window's other positions."""
+        if self.NEG_ITEM_ID not in interaction:
+            raise ValueError(
+                f"loss_type BPR needs RecBole's sampled negatives in the batch (no '{self.NEG_ITEM_ID}' field); train "
+                "through RecBole's data loader with train_neg_sample_args set"
+            )
+        negatives = draw_negatives(self._negative_pool(), labels)  # [M]
+        recbole = interaction[self.NEG_ITEM_ID]  # [B]
+        if self.settings.loss_items == "seen":  # RecBole draws from every item; a cold one is drawn again here
+            recbole = torch.where(self.cold.seen[recbole].bool(), recbole, negatives[last])
+        negatives[last] = recbole
+        return negatives
 
     def predict(self, interaction):
         users = self._user_vectors(interaction)  # [B E]

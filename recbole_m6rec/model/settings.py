@@ -11,9 +11,10 @@ from typing import ClassVar
 
 from ..lm import ALL_TOKENS
 
-__all__ = ["M6RecSettings", "M6RecCTRSettings", "M6RecZeroShotSettings", "CATALOGUE_PRIOR"]
+__all__ = ["M6RecSettings", "M6RecCTRSettings", "M6RecZeroShotSettings", "CATALOGUE_PRIOR", "LOSS_TYPES"]
 
 CATALOGUE_PRIOR = "catalogue"  # unseen_item_prior: the share of catalogue items without a training interaction
+LOSS_TYPES = ("CE", "inbatch", "BPR", "sampled_softmax")
 
 
 def _choice(name: str, value, valid: tuple[str, ...]) -> str:
@@ -60,6 +61,48 @@ def _temperature(value) -> float:
     return float(value)
 
 
+def _recbole_negatives(value) -> dict | None:
+    """RecBole's ``train_neg_sample_args`` as given (None when RecBole reads it as no sampling)."""
+    if value is None or value == "None":
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"train_neg_sample_args must be a dict or ~ (got {value!r})")
+    if value.get("distribution") in (None, "none", "None"):
+        return None
+    return dict(value)
+
+
+def _check_negatives(loss_type: str, negatives: dict | None) -> None:
+    """``loss_type`` and RecBole's sampled negatives agree: BPR takes them, every other loss takes none."""
+    if loss_type != "BPR":
+        if negatives is not None:
+            own = "sampled_softmax draws its own (softmax_negatives)" if loss_type == "sampled_softmax" else \
+                "use loss_type BPR for RecBole's sampled negatives"
+            raise ValueError(
+                f"loss_type {loss_type} takes no negatives from RecBole's sampler (got train_neg_sample_args: "
+                f"{negatives}); set train_neg_sample_args: ~ ({own})"
+            )
+        return
+    if negatives is None:
+        raise ValueError(
+            "loss_type BPR needs RecBole's sampled negatives (got train_neg_sample_args: ~); set "
+            "train_neg_sample_args: {distribution: uniform, sample_num: 1}"
+        )
+    if negatives.get("distribution") != "uniform":
+        raise ValueError(
+            f"loss_type BPR samples negatives uniformly (got train_neg_sample_args.distribution: "
+            f"{negatives.get('distribution')!r}); valid: uniform (popularity sampling would need a logQ correction)"
+        )
+    num = negatives.get("sample_num")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"train_neg_sample_args.sample_num must be an integer >= 1 (got {num!r})")
+    if negatives.get("dynamic", False):
+        raise ValueError(
+            f"loss_type BPR takes uniform negatives only (got train_neg_sample_args.dynamic: "
+            f"{negatives.get('dynamic')!r}); valid: False"
+        )
+
+
 def _fields_list(name: str, value) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -75,6 +118,7 @@ class M6RecSettings:
 
     YAML: ClassVar[str] = "M6Rec.yaml"
     TUNING_MODES: ClassVar[tuple[str, ...]] = ("option_adapter", "prompt", "upper", "full")
+    CHECKS_NEGATIVES: ClassVar[bool] = True  # loss_type and train_neg_sample_args must agree
 
     plm_name_or_path: str
     text_max_tokens: int
@@ -93,6 +137,8 @@ class M6RecSettings:
     use_item_id_embedding: bool
     recency_words: bool
     loss_type: str
+    softmax_negatives: int
+    train_neg_sample_args: dict | None
     loss_items: str
     unseen_item_prior: float | str | None
     train_whole_sequences: bool
@@ -132,6 +178,10 @@ class M6RecSettings:
                 "M6Rec needs item text: set item_text_fields (e.g. [movie_title, release_year, class]) in the dataset "
                 "yaml or the config, and load those columns with load_col: {item: [...]}"
             )
+        loss_type = _choice("loss_type", raw["loss_type"], LOSS_TYPES)
+        negatives = _recbole_negatives(raw["train_neg_sample_args"])
+        if cls.CHECKS_NEGATIVES:
+            _check_negatives(loss_type, negatives)
         return {
             **raw,
             "plm_name_or_path": str(raw["plm_name_or_path"]),
@@ -149,7 +199,9 @@ class M6RecSettings:
             "use_profile": _flag("use_profile", raw["use_profile"]),
             "use_item_id_embedding": _flag("use_item_id_embedding", raw["use_item_id_embedding"]),
             "recency_words": _flag("recency_words", raw["recency_words"]),
-            "loss_type": _choice("loss_type", raw["loss_type"], ("CE", "inbatch")),
+            "loss_type": loss_type,
+            "softmax_negatives": _integer("softmax_negatives", raw["softmax_negatives"]),
+            "train_neg_sample_args": negatives,
             "loss_items": _choice("loss_items", raw["loss_items"], ("all", "seen")),
             "unseen_item_prior": _unseen_item_prior(raw["unseen_item_prior"]),
             "train_whole_sequences": _flag("train_whole_sequences", raw["train_whole_sequences"]),
@@ -169,6 +221,7 @@ class M6RecCTRSettings(M6RecSettings):
 
     YAML: ClassVar[str] = "M6RecCTR.yaml"
     TUNING_MODES: ClassVar[tuple[str, ...]] = ("option_adapter", "option", "prompt", "upper", "full")
+    CHECKS_NEGATIVES: ClassVar[bool] = False  # its option classifier ignores loss_type (RecBole negatives: label 0)
 
     option_words: tuple[str, ...]
     history_labels: bool
