@@ -38,7 +38,7 @@ def run_script(tmp_path, name, *extra):
 
 def items_cache(folder):
     (path,) = (folder / "cache" / "segments").glob("items-*.pt")
-    return torch.load(path, weights_only=True)
+    return torch.load(path, weights_only=True)["tensors"]
 
 
 def test_two_cpu_processes_train_in_sync_like_one(tmp_path):

@@ -84,7 +84,8 @@ def test_plugin_checkpoints_are_plain_data(runs):
         checkpoint = torch.load(path, weights_only=True)  # no allow-list, no trust needed
         assert checkpoint["format"] == FORMAT and checkpoint["model"] == "M6Rec"
         assert checkpoint["settings"]["plm_name_or_path"] == "tiny-random-llama"
-        assert not any(key.startswith("backbone.") and "adapter" not in key for key in checkpoint["state_dict"])
+        backbone_keys = [key for key in checkpoint["state_dict"] if key.startswith("late.stack.")]
+        assert backbone_keys and all(".adapter." in key for key in backbone_keys)  # frozen weights stay out
     assert load_plain_checkpoint(last)["epoch"] == 3 and "rng" in load_plain_checkpoint(last)
     assert load_recbole_checkpoint(best)["format"] == FORMAT  # the pipeline's best-model reload reads it too
 
@@ -161,8 +162,8 @@ def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path):
     (items_file,) = (cache_dir / "segments").glob("items-*.pt")
     good = items_file.read_bytes()
     payload = torch.load(items_file, weights_only=True)
-    altered = {**payload, "states": payload["states"].clone()}
-    altered["states"][5, 0, 3] += 0.25  # same shape, same key: only the checksum can tell
+    altered = {**payload, "tensors": {**payload["tensors"], "states": payload["tensors"]["states"].clone()}}
+    altered["tensors"]["states"][5, 0, 3] += 0.25  # same shape, same key: only the checksum can tell
     stale = {**payload, "key": "0" * 64}
     damages = {"garbage": b"not a tensor file", "truncated": good[: len(good) // 2], "altered": altered,
                "stale": stale}
