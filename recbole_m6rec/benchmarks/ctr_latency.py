@@ -22,7 +22,7 @@ from recbole.utils import init_seed
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
-from recbole_m6rec.plm import load_plm
+from recbole_m6rec.lm import load_plm
 
 __all__ = ["measure", "main"]
 
