@@ -41,7 +41,7 @@ class MostPop(GeneralRecommender):
     r"""Most popular items first, by training interactions; ties by internal item id (smaller first)."""
 
     input_type = InputType.POINTWISE
-    type = ModelType.TRADITIONAL  # built from the data; RecBole's TraditionalTrainer runs one no-op epoch
+    type = ModelType.TRADITIONAL  # built from the data, nothing to train (the plugin's NoTrainingTrainer)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -54,14 +54,13 @@ class MostPop(GeneralRecommender):
         score[order] = np.arange(self.n_items - 1, -1, -1, dtype=np.float32)
         self.register_buffer("item_count", torch.from_numpy(counts.astype(np.int64)))  # [n_items]
         self.register_buffer("item_score", torch.from_numpy(score))  # [n_items]
-        # RecBole's trainers build an optimizer over the parameters: one that never changes a score
-        self.fake_loss = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self):
         pass
 
     def calculate_loss(self, interaction):
-        return self.fake_loss * 0.0
+        raise RuntimeError("MostPop is counted from the training data, not trained; run it with its trainer "
+                           "(recbole_m6rec.trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks")
 
     def predict(self, interaction):
         return self.item_score[interaction[self.ITEM_ID]]  # [B]
