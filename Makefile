@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup test demo bench bench-ablations bench-cold bench-ctr bench-anomaly clean
+.PHONY: setup test demo bench bench-ablations bench-cold bench-ctr bench-anomaly bench-gpu clean
 
 setup:
 	bash .ci/setup-venv
@@ -35,6 +35,14 @@ bench-ctr: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume
 	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ablations_ml-100k.yaml --report=reports/ctr_ml-100k-ablations --resume
 	$(BIN)/python -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
+
+# the results 2 CPU cores cannot produce (ml-1m, the joined CTR model, zero-shot full ranking), on one large GPU in
+# about 8 minutes (see recbole_m6rec/benchmarks/gpu_campaign.py). No setup step: on a GPU machine, name its Python
+# with PYTHON=...; a second try continues (--resume). `make bench-gpu TINY=1` is the CPU check (~1-4 min).
+bench-gpu: PYTHON ?= $(BIN)/python
+bench-gpu:
+	$(PYTHON) -m recbole_m6rec.benchmarks.gpu_campaign --out=$(or $(OUT),$(if $(TINY),runs/gpu-tiny,reports/gpu)) \
+		--budget_s=$(or $(BUDGET_S),480) $(if $(TINY),--tiny --fresh,--resume)
 
 bench-anomaly: setup
 	$(BIN)/python -m recbole_m6rec.benchmarks.anomaly

@@ -51,6 +51,25 @@ def training_facts(config, outcome) -> dict:
             "epoch_cap": cap, "hit_cap": epochs_run >= cap, "stopping_step": config["stopping_step"]}
 
 
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def apply_torch_settings(config_dict: dict) -> None:
+    """Two process-wide torch settings a plan may give, for which RecBole has no key: ``amp_dtype``, the dtype of
+    the autocast that RecBole's ``enable_amp`` puts around each training step (torch's default on CUDA is float16,
+    which needs loss scaling; ``bfloat16`` does not), and ``float32_matmul_precision`` (``high``: float32 matrix
+    products may use TF32 on CUDA). Being settings, both count in the result's settings hash."""
+    import torch
+
+    dtype = config_dict.get("amp_dtype")
+    if dtype is not None:
+        if dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)} (got {dtype!r})")
+        torch.set_autocast_dtype("cuda", getattr(torch, dtype))
+    if config_dict.get("float32_matmul_precision") is not None:
+        torch.set_float32_matmul_precision(config_dict["float32_matmul_precision"])
+
+
 def run_job(spec: dict) -> dict:
     from recbole_m6rec.benchmarks import provenance
     from recbole_m6rec.config import PluginConfig
@@ -63,6 +82,7 @@ def run_job(spec: dict) -> dict:
     started = time.perf_counter()
     try:
         config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": checkpoint_dir}
+        apply_torch_settings(config_dict)
         config = PluginConfig(model=spec["model"], dataset=spec["dataset"],
                               config_file_list=spec.get("config_files") or None, config_dict=config_dict)
         data_path = config["data_path"]

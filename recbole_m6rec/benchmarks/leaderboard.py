@@ -15,7 +15,8 @@ error and the others go on. A report folder that already holds results is refuse
 finished results that are still current) or ``--fresh`` (delete them first) is given. A finished result is reused
 only when its settings hash matches and the code, data and library versions it recorded are unchanged; otherwise
 it reruns and the log says why. Rows whose split fingerprints differ are refused: one table, one split.
-``report.md`` keeps everything below :data:`NOTES_MARKER` when it is rewritten.
+A plan's optional ``method`` (text) is printed under the command. ``report.md`` keeps everything below
+:data:`NOTES_MARKER` when it is rewritten.
 Extra ``--key=value`` arguments override ``common``.
 """
 
@@ -122,8 +123,11 @@ def reuse_verdict(previous: dict, spec: dict) -> str | None:
     return "; ".join(reasons) if reasons else None
 
 
-def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True) -> dict:
-    """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process."""
+def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None) -> dict:
+    """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
+    With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
+    budget ran out; not a crash). Each job's temporary files (checkpoints) live in a folder removed after it, so
+    a stopped job leaves nothing behind."""
     label = f"[{index}] {spec['row']} seed {spec['seed']}"
     if out.exists() and resume:
         try:
@@ -140,14 +144,23 @@ def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True) -> dict
         json.dump(spec, handle)
         spec_path = handle.name
     started = time.perf_counter()
+    returncode = None
     try:
-        completed = subprocess.run([sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)])
+        with tempfile.TemporaryDirectory(prefix="m6rec-job-") as scratch:
+            returncode = subprocess.run([sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)],
+                                        env={**os.environ, "TMPDIR": scratch}, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:  # subprocess.run has killed the job
+        pass
     finally:
         os.unlink(spec_path)
     record = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
     if record.get("config_hash") != spec["config_hash"]:  # the job died before writing (killed, out of memory)
-        record = {**{k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}, "status": "failed",
-                  "error": f"job process exited with code {completed.returncode} without a result"}
+        record = {k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}
+        if returncode is None:
+            record.update(status="cut", budget_seconds=round(timeout, 1),
+                          error=f"stopped by its time budget after {timeout:.0f} s, before it finished")
+        else:
+            record.update(status="failed", error=f"job process exited with code {returncode} without a result")
         atomic_write_text(out, json.dumps(record, indent=1))
     status = record["status"] if record["status"] != "ok" else f"ok, test {json.dumps(record.get('test'))}"
     print(f"{label}: {status} ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -337,7 +350,8 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         if e["runs"] == 0:
-            lines.append(f"| {e['row']} | 0 | " + " | ".join(["failed"] * (len(header) - 2)) + " |")
+            status = "/".join(sorted({r.get("status", "failed") for r in e["failed"]})) or "failed"
+            lines.append(f"| {e['row']} | 0 | " + " | ".join([status] * (len(header) - 2)) + " |")
             continue
         cells = [e["row"], str(e["runs"])]
         if with_valid:
@@ -655,6 +669,7 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "",
         f"Command: `{command}`",
         "",
+        *([str(plan["method"]).strip(), ""] if plan.get("method") else []),
         "Provenance (per run in `results/<row>-seed<N>.json`, key `provenance`):",
         "",
         *provenance_lines(records),
@@ -700,7 +715,8 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         f"Environment: {environment()}",
     ]
     if failed:
-        text += ["", "## Failed runs", ""] + [f"- {r['row']} seed {r['seed']}: {r.get('error', '')}" for r in failed]
+        text += ["", "## Runs without a result", ""] + [f"- {r['row']} seed {r['seed']} ({r.get('status')}): "
+                                                         f"{r.get('error', '')}" for r in failed]
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
     atomic_write_text(report_dir / "report.md", report)
     return report
