@@ -1,14 +1,17 @@
 """Zero-shot M6Rec on the tiny random decoder: the score is the mean token log-probability, the shared prefix cache
 changes nothing, encoders are refused, and RecBole's sampled and re-ranked evaluations run."""
 
+import dataclasses
+import re
+import sys
 
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_m6rec.config import PluginConfig
-from recbole_m6rec.model.zero_shot import LikelihoodScorer, M6RecZeroShot
 from recbole_m6rec.lm import load_plm
+from recbole_m6rec.model.zero_shot import LikelihoodScorer, M6RecZeroShot
 
 SLICE = {"user_inter_num_interval": "[0,21]", "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "state": "ERROR",
          "plm_name_or_path": "tiny-random-llama"}
@@ -101,3 +104,57 @@ def test_text_retriever_reaches_items_without_interactions_and_skips_the_history
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}}),
         train._dataset)
     assert not torch.isin(pop.retriever_scores(seq, length).topk(20, dim=1).indices, unseen).any()
+
+
+FULL_RANKING = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}}
+
+
+@pytest.fixture(scope="module")
+def poisoned():
+    """A zero-shot model whose language model returns NaN (its final norm's weight is NaN), and one test user."""
+    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={**SLICE, **FULL_RANKING})
+    argv, sys.argv = sys.argv, [sys.argv[0]]
+    try:
+        train, _, test = data_preparation(config, create_dataset(config))
+    finally:
+        sys.argv = argv
+    model = M6RecZeroShot(config, train._dataset)
+    with torch.no_grad():
+        model.lm.model.norm.weight.fill_(float("nan"))
+    return model, next(iter(test))[0][:1]
+
+
+@pytest.mark.parametrize("path,top_k,retriever", [
+    ("predict", None, "pop"),
+    ("full_sort_predict", None, "pop"),
+    ("full_sort_predict (re-rank)", 20, "pop"),
+    ("full_sort_predict (re-rank)", 20, "text"),
+])
+def test_nan_from_the_language_model_is_an_error_in_every_scoring_path(poisoned, path, top_k, retriever):
+    """NaN scores are never ranked: once turned into 0.0 they sat above every mean log-probability (< 0)."""
+    model, users = poisoned
+    model.settings = dataclasses.replace(model.settings, zero_shot_rerank_top_k=top_k, zero_shot_retriever=retriever)
+    if retriever == "text":  # the retriever's item vectors come from the language model too
+        model.text_vectors = torch.full((model.n_items, 4), float("nan"))
+    scores = model.predict if path == "predict" else model.full_sort_predict
+    # every candidate of the user; with the text retriever, every item it scores (NaN too) that is not masked
+    expected = 1 if path == "predict" else model.n_items - 1 if top_k is None else 20 if retriever == "pop" \
+        else "[0-9]+"
+    with pytest.raises(FloatingPointError, match=rf"M6RecZeroShot\.{re.escape(path)} produced {expected} non-finite"):
+        scores(users)
+
+
+def test_masked_items_are_not_mistaken_for_model_failures():
+    """The re-rank path masks the padding item and the history with -inf: those stay last, and are no error."""
+    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
+        **SLICE, **FULL_RANKING, "zero_shot_rerank_top_k": 20})
+    train, _, test = data_preparation(config, create_dataset(config))
+    model = M6RecZeroShot(config, train._dataset)
+    users = next(iter(test))[0][:2]
+    scores = model.full_sort_predict(users)
+    lowest = torch.finfo(torch.float).min
+    assert bool(torch.isfinite(scores).all()) and bool((scores[:, 0] == lowest).all())
+    for row in range(2):
+        history = users["item_id_list"][row, :int(users["item_length"][row])]
+        assert bool((scores[row, history] == lowest).all())
+        assert bool((scores[row].topk(20).values > -1e3).all())  # the re-ranked top 20 carry log-probabilities

@@ -186,7 +186,7 @@ class M6RecZeroShot(SequentialRecommender):
             first = rows[0]
             scores[rows] = self._score_rows(item_seq[first:first + 1], item_seq_len[first:first + 1],
                                             [items[rows].tolist()])[0]
-        return scores
+        return finite(scores, "predict")
 
     def full_sort_predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -198,18 +198,20 @@ class M6RecZeroShot(SequentialRecommender):
             rows = self._score_rows(item_seq, item_seq_len, candidates)
             for b, row in enumerate(tqdm(rows, desc="zero-shot full ranking", disable=True)):
                 scores[b, 1:] = row
+            finite(scores[:, 1:], "full_sort_predict")
             scores[:, 0] = torch.finfo(torch.float).min
             return scores
         # re-rank the retriever's top K; below them the retriever's own order (shifted under any LM score)
         retriever = self.retriever_scores(item_seq, item_seq_len)
+        masked = torch.isneginf(retriever)  # the padding item and the user's history: never candidates
         top = retriever.topk(min(top_k, self.n_items - 1), dim=1).indices
         lm = self._score_rows(item_seq, item_seq_len, top.tolist())
         scores = retriever - 1e4  # in [-1e4 - 1, -1e4 + 1]: always below the top K's mean log-probabilities
         for b in range(batch):
             scores[b, top[b]] = lm[b]
-        scores = scores.nan_to_num(neginf=torch.finfo(torch.float).min)
-        scores[:, 0] = torch.finfo(torch.float).min
-        return scores
+        # only the masked items may be non-finite; a NaN or inf of the retriever or the language model is an error
+        scores = finite(scores.masked_fill(masked, 0.0), "full_sort_predict (re-rank)")
+        return scores.masked_fill(masked, torch.finfo(torch.float).min)
 
     # checkpoints: nothing trained, only the language model's identity
     def other_parameter(self):
@@ -219,3 +221,13 @@ class M6RecZeroShot(SequentialRecommender):
         if para and para.get("plm_fingerprint") != self.plm_id:
             raise ValueError(f"checkpoint was made with language model '{para.get('plm_fingerprint')}', this model "
                              f"loads '{self.plm_id}'")
+
+
+def finite(scores: torch.Tensor, where: str) -> torch.Tensor:
+    """Non-finite scores are an error: ``torch.topk`` ranks NaN first, and a NaN turned into a number would put an
+    item the language model failed on above every real mean log-probability."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise FloatingPointError(f"M6RecZeroShot.{where} produced {bad} non-finite scores (NaN or inf from the "
+                                 "language model or the retriever); refusing to rank them")
+    return scores
