@@ -10,6 +10,7 @@ format version, the key of the inputs, the settings in plain words, the named te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ __all__ = [
     "TENSOR_CACHE_FORMAT",
     "save_tensors",
     "load_tensors",
+    "source_digest",
 ]
 
 TENSOR_CACHE_FORMAT = 3
@@ -53,6 +55,16 @@ def stable_hash(parts: Iterable[Any]) -> str:
     for part in parts:
         digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
         digest.update(b"\x1e")  # record separator: ["ab", "c"] and ["a", "bc"] must differ
+    return digest.hexdigest()
+
+
+@functools.cache
+def source_digest(folder: Path) -> str:
+    """SHA-256 over the names and contents of the ``.py`` files in ``folder``: part of a cache key, so that numbers
+    computed by other code (another version of the modules that compute them) are never read back."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.py")):
+        digest.update(path.name.encode() + b"\x1e" + path.read_bytes() + b"\x1e")
     return digest.hexdigest()
 
 
@@ -147,13 +159,13 @@ def load_tensors(path: Path | str, key: str, names: tuple[str, ...],
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, garbage or foreign file: all mean "rebuild"
-        return None, f"cannot be loaded: {type(error).__name__}: {error}"
+        return None, f"unreadable: {type(error).__name__}: {error}"
     if not isinstance(data, dict):
         return None, f"holds a {type(data).__name__}, not a dict"
     if data.get("format") != TENSOR_CACHE_FORMAT:
         return None, f"format {data.get('format')!r}, expected {TENSOR_CACHE_FORMAT}"
     if data.get("key") != key:
-        return None, "key does not match the inputs and settings"
+        return None, "written by other settings: its key does not match the inputs and settings"
     stored = data.get("tensors")
     if not isinstance(stored, dict) or list(stored) != list(names) \
             or not all(isinstance(stored[name], torch.Tensor) for name in names):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -274,3 +277,120 @@ def test_truncated_weights_are_detected(tmp_path):
     assert plm._safetensors_ok(path)
     path.write_bytes(path.read_bytes()[:-100])
     assert not plm._safetensors_ok(path)
+
+
+# ------------------------------------------------------------------------------------------- folder fingerprints
+def _save_tiny_llama(folder: Path, seed: int) -> None:
+    """A 2-layer random Llama with the MiniLM tokenizer, saved as a plain Hugging Face folder."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = load_tokenizer("minilm-l6")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _overwrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """Rewrite a file in place (same inode) with other bytes of the same size, then set its mtime back."""
+    before = path.stat()
+    assert len(data) == before.st_size and data != path.read_bytes()
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_folder_fingerprint_covers_the_weights_contents_and_stale_states_are_not_reused(tmp_path):
+    from recbole_m6rec.lm import SegmentEncoder
+
+    folder, other = tmp_path / "model", tmp_path / "other"
+    _save_tiny_llama(folder, seed=0)
+    _save_tiny_llama(other, seed=1)  # same shapes, so a safetensors file of the same size
+    weights = folder / "model.safetensors"
+    texts = ["Toy Story (1995). Genres: Animation Children's Comedy", "Heat (1995). Genres: Action Crime Thriller"]
+
+    def encode():
+        encoder = SegmentEncoder.load(str(folder), upper_layers=1, segment_tokens=1, max_tokens=16,
+                                      cache_dir=tmp_path / "cache", batch_size=2)
+        return encoder, encoder.encode(texts, "items").states
+
+    first_id = plm_fingerprint(str(folder))
+    encoder, before = encode()
+    assert encoder.plm_id == first_id and encoder.cache_misses == 1
+    assert encode()[0].cache_hits == 1  # unchanged folder: the cached states are reused
+
+    _overwrite_keeping_size_and_mtime(weights, (other / "model.safetensors").read_bytes())
+    assert plm_fingerprint(str(folder)) != first_id
+    encoder, after = encode()
+    assert encoder.cache_misses == 1 and encoder.cache_hits == 0  # the other weights' states are computed again
+    assert not torch.allclose(after, before)
+
+
+def test_file_digest_memo_never_outlives_a_change_of_contents(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECBOLE_M6REC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(plm, "_DIGESTS", {})
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 4096)
+    first = plm.file_digest(path)
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest()
+    assert plm._DIGESTS == {}  # changed within RACY_SECONDS of hashing: not memoised, hashed on every call
+
+    monkeypatch.setattr(plm, "RACY_SECONDS", 0.0)  # now memoise it, in this process and on disk
+    time.sleep(0.05)  # past the clock tick of the write
+    assert plm.file_digest(path) == first and len(plm._DIGESTS) == 1
+    assert list(json.loads(plm._digest_memo_path().read_text()).values()) == [first]
+
+    time.sleep(0.05)
+    _overwrite_keeping_size_and_mtime(path, b"b" * 4096)  # same inode, size and mtime; ctime moved
+    second = plm.file_digest(path)
+    assert second == hashlib.sha256(b"b" * 4096).hexdigest()
+    monkeypatch.setattr(plm, "_DIGESTS", {})  # a fresh process reads the on-disk memo: the same rule holds
+    assert plm.file_digest(path) == second
+    assert list(json.loads(plm._digest_memo_path().read_text()).values()) == [second]  # the stale entry is gone
+
+
+# ------------------------------------------------------------------------------------------------ segment-cache keys
+TEXTS = ["[PAD]", "Toy Story (1995). Genres: Animation Children's Comedy", "Heat (1995)", "Fargo (1996). Genres: Crime",
+         "Casino (1995). Genres: Drama Crime Thriller, a long title that pads the others"]
+
+
+def _encoder(cache_dir: Path, batch_size: int):
+    from recbole_m6rec.lm import SegmentEncoder
+
+    return SegmentEncoder.load("tiny-random-llama", upper_layers=2, segment_tokens=1, max_tokens=24,
+                               cache_dir=cache_dir, batch_size=batch_size)
+
+
+def test_segment_cache_key_covers_the_batches_and_the_code(tmp_path, monkeypatch):
+    """A text padded to another width (another encode_batch_size) comes out slightly different, and other code may
+    compute other states: neither may be read back as this setting's states."""
+    from recbole_m6rec.lm import segments
+
+    first = _encoder(tmp_path, batch_size=2)
+    states = first.encode(TEXTS, "items").states
+    assert (first.cache_hits, first.cache_misses) == (0, 1)
+    again = _encoder(tmp_path, batch_size=2)
+    assert torch.equal(again.encode(TEXTS, "items").states, states) and again.cache_hits == 1
+
+    other_batches = _encoder(tmp_path, batch_size=4)
+    other_batches.encode(TEXTS, "items")
+    assert (other_batches.cache_hits, other_batches.cache_misses) == (0, 1)
+
+    monkeypatch.setattr(segments, "source_digest", lambda folder: "other code")
+    other_code = _encoder(tmp_path, batch_size=2)
+    other_code.encode(TEXTS, "items")
+    assert (other_code.cache_hits, other_code.cache_misses) == (0, 1)
+    assert len(list((tmp_path / "segments").glob("items-*.pt"))) == 3
+
+
+def test_encoding_is_deterministic_for_one_batch_size(tmp_path):
+    """Without a cache, the same settings give bit-identical states run to run."""
+    one, two = _encoder(None, batch_size=2), _encoder(None, batch_size=2)
+    one.cache_dir = two.cache_dir = None
+    assert torch.equal(one.encode(TEXTS, "items").states, two.encode(TEXTS, "items").states)

@@ -15,6 +15,7 @@ causal mask (it only does that when the mask is ``None``), so callers fully cont
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import logging
@@ -37,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ..cache import atomic_directory, cache_root, stable_hash
+from ..cache import atomic_directory, atomic_write_text, cache_root, stable_hash
 
 __all__ = [
     "DEFAULT_PLM",
@@ -367,11 +368,12 @@ def is_generative(model: PreTrainedModel) -> bool:
 
 
 def plm_fingerprint(name_or_path: str) -> str:
-    """Stable short id of a model for cache keys; never loads the model.
+    """Stable short id of a model for cache keys and checkpoint checks; never loads the model.
 
     Tiny models: their short name. ``smollm2-135m``: its converted folder's name (keyed by the GGUF file and the
     transformers major version; the folder need not exist yet). Folders: ``<name>-<hash>`` over config.json's
-    contents plus the names and sizes of weight and tokenizer files.
+    contents plus the name and the SHA-256 of the contents of every weight and tokenizer file, so a file rewritten
+    with other bytes of the same size gives another id (see :func:`file_digest` for what is memoised).
     """
     name_or_path = str(name_or_path)
     if name_or_path.startswith("tiny-random-") and name_or_path in KNOWN_PLMS:
@@ -384,6 +386,69 @@ def plm_fingerprint(name_or_path: str) -> str:
     except ValueError as err:
         raise ValueError(f"config.json in folder '{folder}' is not valid JSON: {err}") from err
     files = _weight_files(folder) + [folder / n for n in _TOKENIZER_FILES if (folder / n).is_file()]
-    listing = sorted((p.name, p.stat().st_size) for p in files)
+    listing = sorted((p.name, file_digest(p)) for p in files)
     label = name_or_path if name_or_path in KNOWN_PLMS else folder.resolve().name
     return f"{label}-{stable_hash([config, listing])[:16]}"
+
+
+# ---------------------------------------------------------------------------------------------- content digests
+RACY_SECONDS = 2.0
+"""A digest is memoised only for a file last changed this long before hashing began (see :func:`file_digest`)."""
+
+_DIGESTS: dict[str, str] = {}  # in-process memo, on top of the on-disk one
+
+
+def _digest_memo_path() -> Path:
+    return cache_root() / "plm" / "file-digests.json"
+
+
+def _stat_key(path: Path) -> tuple[str, os.stat_result]:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+    return key, stat
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's contents, memoised in this process and in ``cache_root()/"plm"/"file-digests.json"``.
+
+    The memo is keyed by (path, device, inode, size, mtime_ns, ctime_ns). Every write to a file, and every
+    ``utime`` that sets its mtime back, sets its ctime to the current time, and no call sets a ctime back, so a
+    change of content after the digest was taken changes the key. One gap remains: timestamps are coarse (a clock
+    tick, up to ~10 ms), so a file written again within the tick in which it was hashed keeps its key. As git does
+    for its index ("racily clean" entries), a digest is therefore memoised only when the file's mtime and ctime
+    are more than :data:`RACY_SECONDS` older than the moment hashing began; a fresher file is hashed on every call.
+    """
+    path = Path(path)
+    key, stat = _stat_key(path)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    memo_path = _digest_memo_path()
+    memo = _read_digest_memo(memo_path)
+    if key in memo:
+        _DIGESTS[key] = memo[key]
+        return memo[key]
+    started_ns = time.time_ns()
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    settled = max(stat.st_mtime_ns, stat.st_ctime_ns) < started_ns - int(RACY_SECONDS * 1e9)
+    if settled and _stat_key(path)[0] == key:  # unchanged while it was read
+        _DIGESTS[key] = value
+        here = key.rsplit("|", 5)[0]  # this file's older entries are stale: drop them
+        memo = {k: v for k, v in _read_digest_memo(memo_path).items() if k.rsplit("|", 5)[0] != here}
+        memo[key] = value
+        try:
+            atomic_write_text(memo_path, json.dumps(memo, indent=0, sort_keys=True))
+        except OSError as err:  # a read-only cache folder costs a re-hash next time, nothing else
+            logger.debug("could not write %s: %s", memo_path, err)
+    return value
+
+
+def _read_digest_memo(path: Path) -> dict[str, str]:
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import transformers
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..cache import cache_root, load_tensors, save_tensors, stable_hash
+from ..cache import cache_root, load_tensors, save_tensors, source_digest, stable_hash
 from .backbone import LayerStack
 from .loading import load_plm, plm_fingerprint
 from .tokenize import TokenizedTexts, tokenize_phrases, tokenize_texts
@@ -214,9 +215,12 @@ class SegmentEncoder:
         return segments
 
     def _cached_states(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # everything that changes the numbers: the model, the split, the tokens, the batches (a text padded to another
+        # width comes out different by up to ~1e-4 on SmolLM2), the code that computes the states, and torch's kernels
         key = stable_hash([
             self.plm_id, self.n_lower_layers, str(self.segment_tokens), self.is_decoder,
-            tokens.input_ids.tolist(), tokens.attention_mask.tolist(),
+            tokens.input_ids.tolist(), tokens.attention_mask.tolist(), self.batch_size,
+            source_digest(Path(__file__).parent), str(torch.__version__), transformers.__version__,
         ])
         path = self.cache_dir / "segments" / f"{description}-{key[:16]}.pt" if self.cache_dir is not None else None
         if path is not None and path.exists():
@@ -232,22 +236,27 @@ class SegmentEncoder:
         if path is not None and _rank_and_world()[0] == 0:  # one writer; the others hold the same states
             settings = {"plm": self.plm_id, "lower_layers": self.n_lower_layers,
                         "segment_tokens": str(self.segment_tokens), "max_tokens": self.max_tokens,
-                        "n_texts": len(tokens)}
+                        "n_texts": len(tokens), "batch_size": self.batch_size,
+                        "code": source_digest(Path(__file__).parent)[:16], "torch": str(torch.__version__),
+                        "transformers": transformers.__version__}
             save_tensors(path, key, {"states": states, "mask": mask}, settings)
         return states, mask
 
     @torch.no_grad()
     def _compute(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode every row; in a multi-process run each rank encodes every ``world``-th row (of the length-sorted
-        order, so shares cost the same) and the shares are gathered, so every rank ends with all rows."""
+        """Encode every row, in batches of ``batch_size`` rows of the length-sorted order (so each batch pads
+        little). In a multi-process run each rank encodes every ``world``-th of those batches and the shares are
+        gathered, so every rank ends with all rows; a text meets the same batch, padded to the same width, however
+        many processes encode, so the states do not depend on the number of processes."""
         started = time.perf_counter()
         rank, world = _rank_and_world()
-        # Sort by length so each batch pads little; restore the order afterwards.
         order = torch.argsort(tokens.lengths, descending=True, stable=True)
-        states, mask = self._encode_rows(tokens, order[rank::world], description, show=rank == 0)
+        batches = list(order.split(self.batch_size))
+        shares = [torch.cat(batches[r::world]) if batches[r::world] else order[:0] for r in range(world)]
+        states, mask = self._encode_rows(tokens, shares[rank], description, show=rank == 0)
         if world > 1:
-            states, mask = _gather_shares(states, mask, order, world)
-            order = torch.cat([order[r::world] for r in range(world)])
+            states, mask = _gather_shares(states, mask, [len(share) for share in shares])
+            order = torch.cat(shares)
         inverse = torch.argsort(order)
         logger.info("encoded %d %s through %d layers in %.1f s%s", len(tokens), description, self.n_lower_layers,
                     time.perf_counter() - started, f" ({world} processes)" if world > 1 else "")
@@ -292,17 +301,15 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather_shares(states: torch.Tensor, mask: torch.Tensor, order: torch.Tensor,
-                   world: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' shares, concatenated in rank order (rank r holds ``order[r::world]``)."""
-    size = len(order[0::world])  # rank 0 has the largest share
-    pad = size - states.shape[0]
+def _gather_shares(states: torch.Tensor, mask: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ranks' shares, concatenated in rank order (rank r holds ``counts[r]`` rows)."""
+    world = len(counts)
+    pad = max(counts) - states.shape[0]
     states = F.pad(states, (0, 0, 0, 0, 0, pad))
     mask = F.pad(mask.to(torch.uint8), (0, 0, 0, pad))  # gloo gathers no bool tensors
     all_states = [torch.empty_like(states) for _ in range(world)]
     all_masks = [torch.empty_like(mask) for _ in range(world)]
     torch.distributed.all_gather(all_states, states.contiguous())
     torch.distributed.all_gather(all_masks, mask.contiguous())
-    counts = [len(order[r::world]) for r in range(world)]
     return (torch.cat([s[:c] for s, c in zip(all_states, counts)]),
             torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool())

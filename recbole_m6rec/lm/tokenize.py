@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from ..cache import TENSOR_CACHE_FORMAT, load_tensors, save_tensors, stable_hash
+from ..cache import TENSOR_CACHE_FORMAT, load_tensors, save_tensors, source_digest, stable_hash
 from ..text.item_text import PAD_TEXT
 
 __all__ = ["TokenizedTexts", "tokenize_texts", "tokenize_phrases", "continuation_ids", "token_cache_path"]
@@ -77,8 +77,9 @@ def tokenize_texts(
 
     With ``cache_dir``, the result is stored in ``cache_dir/tokens-<key[:16]>.pt``, keyed on the texts,
     ``tokenizer_id`` (give the model path or name: two vocabularies of the same class and size must not share a
-    file), the tokenizer's class, size and pad id, ``max_tokens``, ``bos_id`` and ``add_special_tokens``. A file that
-    cannot be read or does not match is rebuilt (with a warning) and replaced atomically.
+    file), the tokenizer's class, size and pad id, ``max_tokens``, ``bos_id``, ``add_special_tokens`` and the source
+    of the ``lm`` package (tokens made by other code are never read back). A file that cannot be read or does not
+    match is rebuilt (with a warning) and replaced atomically.
     """
     texts = _checked_texts(texts, max_tokens)
     pad_id = _pad_id(tokenizer)
@@ -86,7 +87,7 @@ def tokenize_texts(
         return _tokenize(texts, tokenizer, max_tokens, add_special_tokens, pad_id, bos_id, pad_row=True)
 
     key = stable_hash([texts, tokenizer_id, type(tokenizer).__name__, len(tokenizer), pad_id, max_tokens, bos_id,
-                       add_special_tokens, TENSOR_CACHE_FORMAT])
+                       add_special_tokens, TENSOR_CACHE_FORMAT, source_digest(Path(__file__).parent)])
     path = token_cache_path(cache_dir, key)
     width = max_tokens + (bos_id is not None)
     if path.exists():
