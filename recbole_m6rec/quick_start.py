@@ -21,7 +21,7 @@ from logging import getLogger
 from typing import Sequence
 
 import torch
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
@@ -30,6 +30,7 @@ from recbole_m6rec.checkpoint import is_plain_checkpoint, load_recbole_checkpoin
 from recbole_m6rec.cold_start import apply_cold_items, cold_warm_results
 from recbole_m6rec.compat import anomaly_detection_off, check_stack
 from recbole_m6rec.config import PluginConfig
+from recbole_m6rec.data import create_dataset  # RecBole's, plus the raw time range
 from recbole_m6rec.evaluation import split_fingerprint
 from recbole_m6rec.trainer import build_trainer
 

@@ -22,10 +22,13 @@ SMALL_SASREC = {
 
 
 def prepare_data(config):
-    """``(config, train, valid, test)`` from RecBole's own data steps, with pytest's argv out of RecBole's sight."""
+    """``(config, train, valid, test)`` from RecBole's own data steps, through the plugin's ``create_dataset`` (as
+    ``run_pipeline``: RecBole's dataset plus the raw time range), with pytest's argv out of RecBole's sight."""
     import sys
 
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
+
+    from recbole_m6rec.data import create_dataset
 
     argv, sys.argv = sys.argv, [sys.argv[0]]
     try:

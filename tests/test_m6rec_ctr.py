@@ -95,7 +95,7 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recenc
             alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users, prefix_labels, shown)
             torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
     if recency_words:  # the time the candidate is shown is an input
-        later = (times, batch["timestamp"][row:row + 1] + 90 * 86400.0)
+        later = (times, batch["timestamp"][row:row + 1] + 90 * 86400.0 / model.seconds_per_time_unit)  # 90 days
         with torch.no_grad():
             moved = model(seq, length, batch["item_id"][row:row + 1], users, labels, later)
         assert not torch.allclose(moved, whole[int(length)].unsqueeze(0))

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from ..lm import PhraseTable, SegmentEncoder
 from ..text import build_item_texts, build_user_texts
-from ..text.recency import RECENCY_PHRASES, recency_buckets, recency_field
+from ..text.recency import RECENCY_PHRASES, recency_buckets, recency_field, seconds_per_time_unit
 from .cold_items import ColdItems
 from .late_interaction import LateInteraction
 from .losses import bpr_loss, draw_negatives, draw_shared_negatives, negative_pool, sampled_softmax_loss
@@ -54,6 +54,8 @@ class M6Rec(SequentialRecommender):
         self.USER_ID = config["USER_ID_FIELD"]
         self.TIME_FIELD = config["TIME_FIELD"]
         self.TIME_LIST = recency_field(config, dataset) if s.recency_words else None
+        # seconds per unit of the batches' times: RecBole may have min-max scaled them (normalize_all)
+        self.seconds_per_time_unit = seconds_per_time_unit(config, dataset) if s.recency_words else None
         self.item_texts = build_item_texts(dataset, s.item_text_fields, s.item_text_template)
         self.user_texts = (build_user_texts(dataset, s.user_text_fields, s.user_text_template)
                            if s.use_profile and s.user_text_fields else None)
@@ -254,7 +256,7 @@ class M6Rec(SequentialRecommender):
             return None
         if timestamps is None:
             raise ValueError(f"recency_words is on but the batch has no '{self.TIME_LIST}' field")
-        index, valid = recency_buckets(timestamps, item_seq_len)
+        index, valid = recency_buckets(timestamps, item_seq_len, self.seconds_per_time_unit)
         return self.recency(self.late.prompt.device)[index], valid
 
     # ---------------------------------------------------------------------------- caches and checkpoints

@@ -4,13 +4,20 @@ Each history item after the first gets the phrase for the gap since the item bef
 item, not the time before the last one ("3 days before"), because whole-sequence training reads the user state after
 every step in one causal pass: a phrase relative to the window's last item would show step t the time of later items.
 The gaps add up to the same information. Gaps fall into a fixed list of phrases, so every phrase is encoded once.
+
+Gaps are in seconds of the raw time field. RecBole's ``normalize_all`` (its ml-100k default) or a ``normalize_field``
+naming the time field min-max scales the timestamps to [0, 1] before a model sees them; the scaling is affine, so
+``seconds = normalised gap * (max - min)`` of the raw field, a range :func:`recbole_m6rec.data.create_dataset`
+records (:func:`seconds_per_time_unit`). Normalised float32 times carry about 1e-7 of that range: ~2 s on ml-100k.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["RECENCY_PHRASES", "recency_buckets", "recency_field"]
+from ..data import time_field_is_normalised
+
+__all__ = ["RECENCY_PHRASES", "recency_buckets", "recency_field", "seconds_per_time_unit"]
 
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
@@ -32,13 +39,15 @@ RECENCY_PHRASES: tuple[str, ...] = tuple(phrase for _, phrase in _TABLE)
 _BOUNDS = torch.tensor([bound for bound, _ in _TABLE[:-1]], dtype=torch.float64)
 
 
-def recency_buckets(timestamps: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def recency_buckets(timestamps: torch.Tensor, lengths: torch.Tensor,
+                    seconds_per_unit: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Phrase index ``[B n]`` of each history step's gap since the step before, and whether it has one ``[B n]``.
 
-    ``timestamps`` ``[B n]`` (seconds, RecBole's ``timestamp_list``), ``lengths`` ``[B]``. The first step and padding
-    have no phrase. Out-of-order timestamps (a negative gap) count as "minutes later".
+    ``timestamps`` ``[B n]`` (RecBole's ``timestamp_list``, in units of ``seconds_per_unit`` seconds: 1 for raw
+    times, see :func:`seconds_per_time_unit`), ``lengths`` ``[B]``. The first step and padding have no phrase.
+    Out-of-order timestamps (a negative gap) count as "minutes later".
     """
-    gaps = (timestamps[:, 1:].double() - timestamps[:, :-1].double()).clamp(min=0)
+    gaps = (timestamps[:, 1:].double() - timestamps[:, :-1].double()).clamp(min=0) * seconds_per_unit
     index = torch.bucketize(gaps, _BOUNDS.to(gaps.device), right=True)
     index = torch.cat([torch.zeros_like(index[:, :1]), index], dim=1)
     steps = torch.arange(timestamps.shape[1], device=timestamps.device).unsqueeze(0)
@@ -55,3 +64,25 @@ def recency_field(config, dataset) -> str:
             f"(load_col: {{inter: [..., {time_field}]}}) or set recency_words: False"
         )
     return time_field + config["LIST_SUFFIX"]
+
+
+def seconds_per_time_unit(config, dataset) -> float:
+    """Seconds in one unit of ``TIME_FIELD`` as the model's batches carry it: the raw range ``max - min`` when RecBole
+    normalised the field (recorded by :func:`recbole_m6rec.data.create_dataset`), 1 when it did not.
+
+    A dataset whose time field was normalised without that record (built by ``recbole.data.create_dataset``) is an
+    error: its gaps would all read as "minutes later"."""
+    if hasattr(dataset, "raw_time_range"):
+        low_high = dataset.raw_time_range
+        return 1.0 if low_high is None else float(low_high[1] - low_high[0])
+    if time_field_is_normalised(config, dataset.field2type):
+        setting = "normalize_field" if config["normalize_field"] else "normalize_all"
+        raise ValueError(
+            f"recency_words needs time gaps in seconds, but RecBole's {setting} scaled the time field "
+            f"'{config['TIME_FIELD']}' to [0, 1] and this dataset ({type(dataset).__name__}, built by "
+            "recbole.data.create_dataset) did not record its raw range. Build the dataset with "
+            "recbole_m6rec.data.create_dataset (recbole_m6rec.quick_start's run_pipeline and load_data_and_model do), "
+            f"or keep the time field out of normalisation (normalize_all: False, or a normalize_field list without "
+            f"'{config['TIME_FIELD']}')"
+        )
+    return 1.0
