@@ -134,7 +134,7 @@ BAD_CONFIGS = {
     "typo in a plugin key": ({"late_interaction_layer": 2}, r"unknown config key 'late_interaction_layer' .*did you "
                                                             r"mean 'late_interaction_layers'"),
     "unknown tuning": ({"tuning": "lora"}, r"tuning must be one of option_adapter, prompt, upper, full \(got 'lora'\)"),
-    "unknown loss": ({"loss_type": "BPR"}, r"loss_type must be one of .*\(got 'BPR'\)"),
+    "unknown loss": ({"loss_type": "hinge"}, r"loss_type must be one of .*\(got 'hinge'\)"),
     "bad segment_tokens": ({"segment_tokens": 0}, r"segment_tokens must be a positive integer or 'all' \(got 0\)"),
     "too many upper layers": ({"late_interaction_layers": 99}, r"late_interaction_layers.*99"),
     "unknown history mask": ({"eval_history_mask": "some"}, None),  # checked when the trainer is built

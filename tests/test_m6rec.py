@@ -233,7 +233,7 @@ def test_recency_words_need_a_time_field(data, make_model):
     "overrides,message",
     [
         ({"tuning": "lora"}, "tuning must be one of option_adapter, prompt, upper, full"),
-        ({"loss_type": "BPR"}, "loss_type must be one of CE, inbatch"),
+        ({"loss_type": "hinge"}, "loss_type must be one of CE, inbatch, BPR, sampled_softmax"),
         ({"segment_tokens": 0}, "segment_tokens must be a positive integer or 'all'"),
         ({"segment_tokens": "some"}, "segment_tokens"),
         ({"late_interaction_layers": 5}, "between 1 and 4"),
