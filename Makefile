@@ -4,13 +4,21 @@
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: setup test demo bench bench-ablations bench-cold bench-ctr bench-anomaly bench-gpu clean
+.PHONY: setup test lint format demo bench bench-ablations bench-cold bench-ctr bench-anomaly bench-gpu clean
 
 setup:
 	bash .ci/setup-venv
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q --durations=10
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # trains and evaluates here, into runs/ (untracked, emptied first); the committed reports/demo_ml-100k is shown
 # next to it as the reference. `make demo RESUME=1` continues an interrupted demo instead.

@@ -57,15 +57,19 @@ def _check_file(path: Path, suffix: str, encoding: str, separator: str, wanted: 
         ) from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
-        raise ValueError(f"'{path}' is empty: an atomic file needs a header line of `name:type` columns "
-                         f"(types: {', '.join(ATOMIC_TYPES)}) and at least one row; see datasets/README.md")
+        raise ValueError(
+            f"'{path}' is empty: an atomic file needs a header line of `name:type` columns "
+            f"(types: {', '.join(ATOMIC_TYPES)}) and at least one row; see datasets/README.md"
+        )
     header = lines[0].lstrip("\ufeff").split(separator)
     columns = []
     for column in header:
         field, _, kind = column.strip().partition(":")
         if not field or kind not in ATOMIC_TYPES:
-            raise ValueError(f"'{path}': header column {column!r} is not `name:type` with a type in "
-                             f"{', '.join(ATOMIC_TYPES)} (header: {lines[0]!r}; field_separator {separator!r})")
+            raise ValueError(
+                f"'{path}': header column {column!r} is not `name:type` with a type in "
+                f"{', '.join(ATOMIC_TYPES)} (header: {lines[0]!r}; field_separator {separator!r})"
+            )
         columns.append(field)
     rows = [line for line in lines[1:] if line.strip()]
     if not rows:
@@ -76,19 +80,24 @@ def _check_file(path: Path, suffix: str, encoding: str, separator: str, wanted: 
             if longest > MAX_FIELD_CHARS:
                 raise ValueError(
                     f"'{path}' line {number} has a field of {longest:,} characters; RecBole's reader accepts at most "
-                    f"{MAX_FIELD_CHARS:,}. Shorten it (M6Rec reads only the first text_max_tokens tokens anyway)")
+                    f"{MAX_FIELD_CHARS:,}. Shorten it (M6Rec reads only the first text_max_tokens tokens anyway)"
+                )
     missing = [field for field in wanted if field not in columns]
     if missing:
-        raise ValueError(f"load_col asks for {missing} from '{path}', whose columns are {columns}; fix the "
-                         f"`load_col: {{{suffix}: [...]}}` setting or the file's header")
+        raise ValueError(
+            f"load_col asks for {missing} from '{path}', whose columns are {columns}; fix the "
+            f"`load_col: {{{suffix}: [...]}}` setting or the file's header"
+        )
     if id_field is not None and id_field in columns:
         position = columns.index(id_field)
         ids = Counter(row.split(separator)[position] if len(row.split(separator)) > position else "" for row in rows)
         repeated = [(value, count) for value, count in ids.items() if count > 1]
         if repeated:
             shown = ", ".join(f"{value!r} ×{count}" for value, count in repeated[:5])
-            raise ValueError(f"'{path}' lists {len(repeated)} {id_field} value(s) more than once ({shown}); each "
-                             f"{suffix} needs exactly one row, or its features (and its text) would be ambiguous")
+            raise ValueError(
+                f"'{path}' lists {len(repeated)} {id_field} value(s) more than once ({shown}); each "
+                f"{suffix} needs exactly one row, or its features (and its text) would be ambiguous"
+            )
 
 
 def _time_order_reason(config) -> str | None:
@@ -111,23 +120,28 @@ def check_time_field(name: str, folder: str | os.PathLike, config) -> None:
     if reason is None or not path.is_file():
         return
     time_field = config["TIME_FIELD"]
-    fix = (f"Add a time column to the file, or set TIME_FIELD to a column it has; if the file's row order is the "
-           f"order the interactions happened in, `python -m recbole_m6rec.row_order_time {path} <new_data_path>` "
-           f"writes a copy whose time column is the row number (see datasets/README.md)")
+    fix = (
+        f"Add a time column to the file, or set TIME_FIELD to a column it has; if the file's row order is the "
+        f"order the interactions happened in, `python -m recbole_m6rec.row_order_time {path} <new_data_path>` "
+        f"writes a copy whose time column is the row number (see datasets/README.md)"
+    )
     if not time_field:
-        raise ValueError(f"TIME_FIELD is not set, but {reason}. Set TIME_FIELD to "
-                         f"the time column of '{path}'")
+        raise ValueError(f"TIME_FIELD is not set, but {reason}. Set TIME_FIELD to " f"the time column of '{path}'")
     encoding = config["encoding"] or "utf-8"
     separator = config["field_separator"] or "\t"
     with open(path, encoding=encoding) as handle:
         header = handle.readline().lstrip("\ufeff").rstrip("\r\n").split(separator)
     columns = [column.strip().partition(":")[0] for column in header]
     if time_field not in columns:
-        raise ValueError(f"'{path}' has no time field '{time_field}' (its columns: {', '.join(columns)}), but "
-                         f"{reason}. {fix}. A general model (e.g. BPR) with eval_args.order 'RO' needs "
-                         "no time field.")
+        raise ValueError(
+            f"'{path}' has no time field '{time_field}' (its columns: {', '.join(columns)}), but "
+            f"{reason}. {fix}. A general model (e.g. BPR) with eval_args.order 'RO' needs "
+            "no time field."
+        )
     load_col = config["load_col"] if isinstance(config["load_col"], dict) else {}
     if "inter" in load_col and time_field not in (load_col["inter"] or []):
-        raise ValueError(f"load_col.inter {load_col['inter']} leaves out the time field '{time_field}' of '{path}', "
-                         f"but {reason}. Add '{time_field}' to `load_col: {{inter: [...]}}` in the dataset's yaml or "
-                         "your config (RecBole's default, for a dataset without one, loads only user_id and item_id)")
+        raise ValueError(
+            f"load_col.inter {load_col['inter']} leaves out the time field '{time_field}' of '{path}', "
+            f"but {reason}. Add '{time_field}' to `load_col: {{inter: [...]}}` in the dataset's yaml or "
+            "your config (RecBole's default, for a dataset without one, loads only user_id and item_id)"
+        )

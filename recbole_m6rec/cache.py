@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -145,12 +146,21 @@ class atomic_directory:
 
 def save_tensors(path: Path | str, key: str, tensors: dict[str, torch.Tensor], settings: dict) -> Path:
     """Write named tensors under ``key`` (a hash of every input they were computed from), atomically."""
-    return atomic_torch_save(path, {"format": TENSOR_CACHE_FORMAT, "key": key, "settings": settings,
-                                    "tensors": dict(tensors), "checksum": tensor_checksum(*tensors.values())})
+    return atomic_torch_save(
+        path,
+        {
+            "format": TENSOR_CACHE_FORMAT,
+            "key": key,
+            "settings": settings,
+            "tensors": dict(tensors),
+            "checksum": tensor_checksum(*tensors.values()),
+        },
+    )
 
 
-def load_tensors(path: Path | str, key: str, names: tuple[str, ...],
-                 check: Callable[[dict[str, torch.Tensor]], str | None]) -> tuple[dict[str, torch.Tensor] | None, str]:
+def load_tensors(
+    path: Path | str, key: str, names: tuple[str, ...], check: Callable[[dict[str, torch.Tensor]], str | None]
+) -> tuple[dict[str, torch.Tensor] | None, str]:
     """The named tensors of a file written by :func:`save_tensors`, or ``None`` and why the file cannot be used.
 
     A file is usable when it loads with ``weights_only``, has this format and ``key``, holds every name in ``names``
@@ -167,8 +177,11 @@ def load_tensors(path: Path | str, key: str, names: tuple[str, ...],
     if data.get("key") != key:
         return None, "written by other settings: its key does not match the inputs and settings"
     stored = data.get("tensors")
-    if not isinstance(stored, dict) or list(stored) != list(names) \
-            or not all(isinstance(stored[name], torch.Tensor) for name in names):
+    if (
+        not isinstance(stored, dict)
+        or list(stored) != list(names)
+        or not all(isinstance(stored[name], torch.Tensor) for name in names)
+    ):
         return None, f"does not hold the tensors {list(names)}"
     if data.get("checksum") != tensor_checksum(*stored.values()):
         return None, "content checksum does not match (the file was altered or damaged after it was written)"

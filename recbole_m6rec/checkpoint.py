@@ -37,8 +37,18 @@ import torch
 
 from recbole_m6rec.cache import atomic_torch_save
 
-__all__ = ["FORMAT", "plain_settings", "capture_rng", "restore_rng", "save_plain_checkpoint", "load_plain_checkpoint",
-           "is_plain_checkpoint", "load_recbole_checkpoint", "RecBoleCheckpointUnpickler", "UnsafeCheckpointError"]
+__all__ = [
+    "FORMAT",
+    "plain_settings",
+    "capture_rng",
+    "restore_rng",
+    "save_plain_checkpoint",
+    "load_plain_checkpoint",
+    "is_plain_checkpoint",
+    "load_recbole_checkpoint",
+    "RecBoleCheckpointUnpickler",
+    "UnsafeCheckpointError",
+]
 
 # --- plain checkpoints ---------------------------------------------------------------------------------------------
 FORMAT = "recbole_m6rec.checkpoint/1"
@@ -54,8 +64,10 @@ def _plain(value: Any, where: str) -> Any:
         return [_plain(v, f"{where}[{k}]") for k, v in enumerate(value)]
     if isinstance(value, dict):
         return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"setting '{where}' holds a {type(value).__name__} ({value!r}); plugin checkpoints keep only "
-                    "strings, numbers, booleans, lists and dicts")
+    raise TypeError(
+        f"setting '{where}' holds a {type(value).__name__} ({value!r}); plugin checkpoints keep only "
+        "strings, numbers, booleans, lists and dicts"
+    )
 
 
 def plain_settings(config) -> dict:
@@ -68,8 +80,12 @@ def capture_rng(loader_generator: torch.Generator | None = None) -> dict:
     python_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"key": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
-                  "has_gauss": int(numpy_state[3]), "gauss": float(numpy_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "gauss": float(numpy_state[4]),
+        },
         "python": [python_state[0], list(python_state[1]), python_state[2]],
     }
     if loader_generator is not None:
@@ -103,8 +119,10 @@ def load_plain_checkpoint(path: str | os.PathLike, map_location: Any = None) -> 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-        raise ValueError(f"'{path}' is not a plain recbole_m6rec checkpoint (truncated, corrupt, or written by "
-                         f"RecBole's own trainer): {error}") from error
+        raise ValueError(
+            f"'{path}' is not a plain recbole_m6rec checkpoint (truncated, corrupt, or written by "
+            f"RecBole's own trainer): {error}"
+        ) from error
     if not is_plain_checkpoint(checkpoint):
         raise ValueError(f"'{path}' is not a recbole_m6rec checkpoint (format {FORMAT} expected)")
     return checkpoint

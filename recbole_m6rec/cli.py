@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["build_parser", "main", "console_main"]
 
@@ -43,9 +43,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     if args.nproc != 1 or args.world_size > 0:
-        return run_distributed(args.model, args.dataset, args.nproc, config_file_list=config_file_list,
-                               cmd_args=argv, world_size=args.world_size, ip=args.ip, port=args.port,
-                               group_offset=args.group_offset)
+        return run_distributed(
+            args.model,
+            args.dataset,
+            args.nproc,
+            config_file_list=config_file_list,
+            cmd_args=argv,
+            world_size=args.world_size,
+            ip=args.ip,
+            port=args.port,
+            group_offset=args.group_offset,
+        )
     return run(args.model, args.dataset, config_file_list=config_file_list, cmd_args=argv)
 
 

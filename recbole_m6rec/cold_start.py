@@ -31,8 +31,12 @@ class ColdItemSplit:
         self.seed = seed
 
     def facts(self) -> dict:
-        return {"cold_items": len(self.cold_item_tokens), "cold_share": self.share, "cold_items_seed": self.seed,
-                "cold_interactions_removed": self.removed_interactions}
+        return {
+            "cold_items": len(self.cold_item_tokens),
+            "cold_share": self.share,
+            "cold_items_seed": self.seed,
+            "cold_interactions_removed": self.removed_interactions,
+        }
 
 
 def _check_protocol(config) -> float:
@@ -42,8 +46,10 @@ def _check_protocol(config) -> float:
     split = (config["eval_args"] or {}).get("split") or {}
     order = (config["eval_args"] or {}).get("order")
     if split != {"LS": "valid_and_test"} or order != "TO":
-        raise ValueError("cold_items needs the leave-one-out protocol: eval_args split {LS: valid_and_test}, order TO "
-                         f"(got split {split}, order {order})")
+        raise ValueError(
+            "cold_items needs the leave-one-out protocol: eval_args split {LS: valid_and_test}, order TO "
+            f"(got split {split}, order {order})"
+        )
     return float(share)
 
 
@@ -59,9 +65,11 @@ def apply_cold_items(dataset, config) -> ColdItemSplit | None:
     present = np.unique(feat[iid].to_numpy())
     n_cold = int(round(share * len(present)))
     if n_cold < 1 or n_cold >= len(present):
-        raise ValueError(f"cold_items={share} of the {len(present)} items with interactions in '{dataset.dataset_name}' "
-                         f"holds out {n_cold} items; the dataset is too small for this share (need at least one cold "
-                         "and one warm item)")
+        raise ValueError(
+            f"cold_items={share} of the {len(present)} items with interactions in '{dataset.dataset_name}' "
+            f"holds out {n_cold} items; the dataset is too small for this share (need at least one cold "
+            "and one warm item)"
+        )
     # seeded by cold_items_seed over raw tokens in sorted order: the same items for every model and run
     by_token = present[np.argsort(item_tokens[present])]
     cold = np.sort(np.random.default_rng(seed).choice(by_token, size=n_cold, replace=False))
@@ -69,16 +77,21 @@ def apply_cold_items(dataset, config) -> ColdItemSplit | None:
     order = np.lexsort((np.arange(len(feat)), feat[time].to_numpy(), feat[uid].to_numpy()))
     users_sorted = feat[uid].to_numpy()[order]
     from_end = np.empty(len(feat), dtype=np.int64)
-    ends = np.r_[np.flatnonzero(np.diff(users_sorted)) , len(users_sorted) - 1]
+    ends = np.r_[np.flatnonzero(np.diff(users_sorted)), len(users_sorted) - 1]
     starts = np.r_[0, ends[:-1] + 1]
     for start, end in zip(starts, ends):
-        from_end[order[start:end + 1]] = np.arange(end - start, -1, -1)
+        from_end[order[start : end + 1]] = np.arange(end - start, -1, -1)
     is_cold = np.isin(feat[iid].to_numpy(), cold)
     keep = ~is_cold | (from_end <= 1)
     dataset.inter_feat = feat[keep].reset_index(drop=True)
     removed = int((~keep).sum())
-    logger.info("cold items: %d of %d items held out (seed %d); %d training interactions removed", n_cold,
-                len(present), seed, removed)
+    logger.info(
+        "cold items: %d of %d items held out (seed %d); %d training interactions removed",
+        n_cold,
+        len(present),
+        seed,
+        removed,
+    )
     return ColdItemSplit(item_tokens[cold].tolist(), removed, share, seed)
 
 

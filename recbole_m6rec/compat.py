@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from recbole.evaluator import Collector
@@ -65,6 +65,7 @@ def check_stack() -> None:
         problems.append(f"pandas {pandas.__version__} (RecBole 1.2.1 needs pandas<3: token_seq loading breaks)")
     if problems:
         raise RuntimeError(
-            "unsupported package versions for RecBole 1.2.1: " + "; ".join(problems)
+            "unsupported package versions for RecBole 1.2.1: "
+            + "; ".join(problems)
             + ". Install the tested stack with: pip install -e . (see README)"
         )

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from recbole.config import Config
@@ -116,7 +116,9 @@ class PluginConfig(Config):
         config = self.final_config_dict
         if not torch.distributed.is_initialized():
             torch.distributed.init_process_group(
-                backend="gloo", rank=config["local_rank"] + config.get("offset", 0), world_size=config["world_size"],
+                backend="gloo",
+                rank=config["local_rank"] + config.get("offset", 0),
+                world_size=config["world_size"],
                 init_method=f"tcp://{config['ip']}:{config['port']}",
             )
         config["device"] = torch.device("cpu")
@@ -139,8 +141,17 @@ class PluginConfig(Config):
             return
         plugin_keys = self._plugin_keys()
         known = set(self.internal_config_dict) | {k for group in self.parameters.values() for k in group}
-        known |= {"model", "dataset", "config_files", "nproc", "ip", "port", "world_size", "group_offset",
-                  "dataset_yaml_dirs"}
+        known |= {
+            "model",
+            "dataset",
+            "config_files",
+            "nproc",
+            "ip",
+            "port",
+            "world_size",
+            "group_offset",
+            "dataset_yaml_dirs",
+        }
         for key in self.external_config_dict:
             if key in known:
                 continue

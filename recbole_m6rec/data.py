@@ -51,8 +51,11 @@ class RawTimeRange:
     def _normalize(self):
         self.raw_time_range = None
         field = self.time_field
-        if time_field_is_normalised(self.config, self.field2type) and self.inter_feat is not None \
-                and field in self.inter_feat:
+        if (
+            time_field_is_normalised(self.config, self.field2type)
+            and self.inter_feat is not None
+            and field in self.inter_feat
+        ):
             values = self.inter_feat[field].values
             self.raw_time_range = (float(min(values)), float(max(values)))  # as RecBole's norm() takes them
         super()._normalize()
@@ -68,7 +71,8 @@ def dataset_class(config) -> type:
     per RecBole class, as a module attribute, so a pickled dataset loads again."""
     module = importlib.import_module("recbole.data.dataset")
     base = getattr(module, config["model"] + "Dataset", None) or getattr(
-        module, _RECBOLE_CLASS_OF_TYPE[config["MODEL_TYPE"]])
+        module, _RECBOLE_CLASS_OF_TYPE[config["MODEL_TYPE"]]
+    )
     return _with_raw_time_range(base)
 
 
@@ -86,8 +90,11 @@ _PREFIX = "RawTimeRange"
 
 def __getattr__(name: str):
     """``RawTimeRange<RecBole class>`` on demand: what ``pickle`` looks up when it loads a saved dataset."""
-    base = getattr(importlib.import_module("recbole.data.dataset"), name[len(_PREFIX):], None) \
-        if name.startswith(_PREFIX) and name != _PREFIX else None
+    base = (
+        getattr(importlib.import_module("recbole.data.dataset"), name[len(_PREFIX) :], None)
+        if name.startswith(_PREFIX) and name != _PREFIX
+        else None
+    )
     if not isinstance(base, type):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return _with_raw_time_range(base)

@@ -21,8 +21,13 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 
-__all__ = ["HISTORY_MASK_RULES", "check_history_mask_rule", "split_fingerprint", "sequential_history_matrix",
-           "known_item_index"]
+__all__ = [
+    "HISTORY_MASK_RULES",
+    "check_history_mask_rule",
+    "split_fingerprint",
+    "sequential_history_matrix",
+    "known_item_index",
+]
 
 HISTORY_MASK_RULES = ("recbole", "all", "none")
 
@@ -40,8 +45,9 @@ def sequential_history_matrix(n_users: int, n_items: int, *datasets) -> csr_matr
         cols.append(feat[dataset.iid_field].numpy())
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     keep = cols > 0
-    matrix = csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
-                        shape=(n_users, n_items))
+    matrix = csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])), shape=(n_users, n_items)
+    )
     matrix.data[:] = 1.0
     return matrix
 

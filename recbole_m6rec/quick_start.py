@@ -16,9 +16,9 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from logging import getLogger
-from typing import Sequence
 
 import torch
 from recbole.data import data_preparation
@@ -34,8 +34,16 @@ from recbole_m6rec.data import create_dataset  # RecBole's, plus the raw time ra
 from recbole_m6rec.evaluation import split_fingerprint
 from recbole_m6rec.trainer import build_trainer
 
-__all__ = ["run", "run_recbole", "objective_function", "run_distributed", "run_pipeline", "RunOutcome",
-           "load_data_and_model", "load_best_checkpoint"]
+__all__ = [
+    "run",
+    "run_recbole",
+    "objective_function",
+    "run_distributed",
+    "run_pipeline",
+    "RunOutcome",
+    "load_data_and_model",
+    "load_best_checkpoint",
+]
 
 
 @dataclass
@@ -108,8 +116,10 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         _share_rank0_checkpoint_paths(trainer)
     if config["resume_checkpoint"]:
         if not hasattr(trainer, "resume_file"):
-            raise ValueError(f"resume_checkpoint works for the plugin's models ({', '.join(registry.PLUGIN_MODELS)}); "
-                             f"{config['model']}'s RecBole trainer writes checkpoints torch >= 2.6 cannot resume from")
+            raise ValueError(
+                f"resume_checkpoint works for the plugin's models ({', '.join(registry.PLUGIN_MODELS)}); "
+                f"{config['model']}'s RecBole trainer writes checkpoints torch >= 2.6 cannot resume from"
+            )
         trainer.resume_checkpoint(config["resume_checkpoint"])
     with anomaly_detection_off():
         started = time.perf_counter()
@@ -150,8 +160,16 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         extra.update(extra_facts, world_size=config["world_size"])
     if cold_split is not None:
         extra.update(cold_split.facts(), **{k: v for k, v in cold_facts.items() if k.endswith("_test_users")})
-    return RunOutcome(result, config, fingerprint, trainer.history_mask_rule, seconds, extra, per_user_test,
-                      trainer.saved_model_file if saved else None)
+    return RunOutcome(
+        result,
+        config,
+        fingerprint,
+        trainer.history_mask_rule,
+        seconds,
+        extra,
+        per_user_test,
+        trainer.saved_model_file if saved else None,
+    )
 
 
 def _share_rank0_checkpoint_paths(trainer) -> None:
@@ -173,14 +191,20 @@ def _check_ranks_in_sync(model) -> bool:
     digests = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(digests, digest.hexdigest())
     if len(set(digests)) > 1:
-        raise RuntimeError(f"ranks finished training with different parameters ({digests}): gradients were not "
-                           "synchronised")
+        raise RuntimeError(
+            f"ranks finished training with different parameters ({digests}): gradients were not " "synchronised"
+        )
     return True
 
 
 def _distributed_worker(rank: int, model, dataset, config_file_list, config_dict, cmd_args, queue) -> None:
-    config = PluginConfig(model=model, dataset=dataset, config_file_list=config_file_list,
-                          config_dict={**config_dict, "local_rank": rank}, cmd_args=cmd_args)
+    config = PluginConfig(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict={**config_dict, "local_rank": rank},
+        cmd_args=cmd_args,
+    )
     try:
         outcome = run_pipeline(config)
         if rank == 0:
@@ -208,11 +232,21 @@ def run_distributed(
     import torch.multiprocessing as mp
 
     world_size = nproc if world_size == -1 else world_size
-    config_dict = {**(config_dict or {}), "world_size": world_size, "ip": ip, "port": str(port), "nproc": nproc,
-                   "offset": group_offset}
+    config_dict = {
+        **(config_dict or {}),
+        "world_size": world_size,
+        "ip": ip,
+        "port": str(port),
+        "nproc": nproc,
+        "offset": group_offset,
+    }
     queue = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_distributed_worker, args=(model, dataset, config_file_list, config_dict, list(cmd_args or []), queue),
-             nprocs=nproc, join=True)
+    mp.spawn(
+        _distributed_worker,
+        args=(model, dataset, config_file_list, config_dict, list(cmd_args or []), queue),
+        nprocs=nproc,
+        join=True,
+    )
     return queue.get() if group_offset == 0 and not queue.empty() else None
 
 
@@ -265,8 +299,9 @@ def load_data_and_model(model_file: str):
     check_stack()
     checkpoint = load_recbole_checkpoint(model_file)
     if is_plain_checkpoint(checkpoint):  # the plugin's format: settings, not a pickled Config
-        config = PluginConfig(model=checkpoint["model"], dataset=checkpoint["dataset"],
-                              config_dict=checkpoint["settings"])
+        config = PluginConfig(
+            model=checkpoint["model"], dataset=checkpoint["dataset"], config_dict=checkpoint["settings"]
+        )
     else:
         config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])

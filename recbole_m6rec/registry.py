@@ -8,10 +8,18 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from functools import lru_cache
+from functools import cache
 
-__all__ = ["PLUGIN_MODELS", "PLUGIN_TRAINERS", "PLUGIN_MODEL_BASES", "get_model", "get_trainer", "all_model_names",
-           "is_plugin_model", "plugin_model_lineage"]
+__all__ = [
+    "PLUGIN_MODELS",
+    "PLUGIN_TRAINERS",
+    "PLUGIN_MODEL_BASES",
+    "get_model",
+    "get_trainer",
+    "all_model_names",
+    "is_plugin_model",
+    "plugin_model_lineage",
+]
 
 # name -> "module:attribute"; imported lazily so that `import recbole_m6rec` stays light.
 PLUGIN_MODELS: dict[str, str] = {
@@ -55,7 +63,7 @@ def plugin_model_lineage(name: str) -> list[str]:
     return lineage
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_model_names() -> tuple[str, ...]:
     """Plugin model names plus RecBole's, read from module file names (RecBole names a model's module after it)."""
     names = set(PLUGIN_MODELS)

@@ -30,14 +30,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["add_row_order_time", "main"]
 
 
-def add_row_order_time(inter_path: str | Path, data_path: str | Path, field: str = "timestamp",
-                       encoding: str = "utf-8", separator: str = "\t") -> Path:
+def add_row_order_time(
+    inter_path: str | Path,
+    data_path: str | Path,
+    field: str = "timestamp",
+    encoding: str = "utf-8",
+    separator: str = "\t",
+) -> Path:
     """Write ``<data_path>/<name>/<name>.inter``: ``inter_path`` with ``field`` = row number; returns its path."""
     source = Path(inter_path)
     if source.suffix != ".inter" or not source.is_file():
@@ -45,17 +50,19 @@ def add_row_order_time(inter_path: str | Path, data_path: str | Path, field: str
     name = source.stem
     target_dir = Path(data_path) / name
     if target_dir.resolve() == source.parent.resolve():
-        raise ValueError(f"'{target_dir}' is the input's own folder: give another data_path, so that "
-                         f"'{source}' is kept as it is")
+        raise ValueError(
+            f"'{target_dir}' is the input's own folder: give another data_path, so that " f"'{source}' is kept as it is"
+        )
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name
-    with open(source, encoding=encoding, newline=None) as reader, \
-            open(target, "w", encoding=encoding, newline="\n") as writer:
+    with (
+        open(source, encoding=encoding, newline=None) as reader,
+        open(target, "w", encoding=encoding, newline="\n") as writer,
+    ):
         header_line = reader.readline().rstrip("\n")
         header = header_line.lstrip("\ufeff").split(separator)
         if field in [column.strip().partition(":")[0] for column in header]:
-            raise ValueError(f"'{source}' already has a '{field}' column (header: {header_line!r}); "
-                             "nothing to add")
+            raise ValueError(f"'{source}' already has a '{field}' column (header: {header_line!r}); " "nothing to add")
         writer.write(f"{header_line}{separator}{field}:float\n")
         row = 0
         for number, line in enumerate(reader, start=2):
@@ -64,8 +71,10 @@ def add_row_order_time(inter_path: str | Path, data_path: str | Path, field: str
                 continue
             fields = line.split(separator)
             if len(fields) != len(header):
-                raise ValueError(f"'{source}' line {number} has {len(fields)} fields, the header {len(header)}: "
-                                 f"{line!r}. Fix the row first (the time value would land in the wrong column)")
+                raise ValueError(
+                    f"'{source}' line {number} has {len(fields)} fields, the header {len(header)}: "
+                    f"{line!r}. Fix the row first (the time value would land in the wrong column)"
+                )
             row += 1
             writer.write(f"{line}{separator}{row}\n")
     for suffix in (".item", ".user"):
@@ -76,8 +85,11 @@ def add_row_order_time(inter_path: str | Path, data_path: str | Path, field: str
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recbole_m6rec.row_order_time", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_m6rec.row_order_time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("inter", help="the <name>.inter file without a time column")
     parser.add_argument("data_path", help="where to write <name>/<name>.inter (and copies of .item, .user)")
     parser.add_argument("--field", default="timestamp", help="name of the new column (RecBole's TIME_FIELD)")
@@ -87,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     target = add_row_order_time(args.inter, args.data_path, args.field, args.encoding, args.field_separator)
     name = target.stem
     time_setting = "" if args.field == "timestamp" else f" --TIME_FIELD={args.field}"
-    print(f"wrote '{target}' (time = row number). Run with --dataset={name} --data_path={Path(args.data_path)}"
-          f"{time_setting}, and load the column: `load_col: {{inter: [..., {args.field}]}}`")
+    print(
+        f"wrote '{target}' (time = row number). Run with --dataset={name} --data_path={Path(args.data_path)}"
+        f"{time_setting}, and load the column: `load_col: {{inter: [..., {args.field}]}}`"
+    )
 
 
 if __name__ == "__main__":

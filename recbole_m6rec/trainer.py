@@ -44,14 +44,26 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_m6rec import registry
-from recbole_m6rec.checkpoint import (capture_rng, load_plain_checkpoint, plain_settings, restore_rng,
-                                      save_plain_checkpoint)
+from recbole_m6rec.checkpoint import (
+    capture_rng,
+    load_plain_checkpoint,
+    plain_settings,
+    restore_rng,
+    save_plain_checkpoint,
+)
 from recbole_m6rec.compat import PlainValueCollector
 from recbole_m6rec.evaluation import check_history_mask_rule, known_item_index, sequential_history_matrix
 from recbole_m6rec.per_user import PerUserEvaluator
 
-__all__ = ["build_trainer", "RunHooks", "PluginTrainer", "M6RecTrainer", "NoTrainingTrainer",
-           "whole_sequence_indices", "whole_sequence_loader"]
+__all__ = [
+    "build_trainer",
+    "RunHooks",
+    "PluginTrainer",
+    "M6RecTrainer",
+    "NoTrainingTrainer",
+    "whole_sequence_indices",
+    "whole_sequence_loader",
+]
 
 
 def build_trainer(config, model, train_data, valid_data, test_data):
@@ -74,8 +86,10 @@ def _known_items(rule: str, train_data, valid_data, test_data) -> list:
     if rule != "all" or not hasattr(dataset, "item_id_list_field"):
         return []
     n_users, n_items = dataset.user_num, dataset.item_num
-    return [(valid_data, sequential_history_matrix(n_users, n_items, dataset)),
-            (test_data, sequential_history_matrix(n_users, n_items, dataset, valid_data._dataset))]
+    return [
+        (valid_data, sequential_history_matrix(n_users, n_items, dataset)),
+        (test_data, sequential_history_matrix(n_users, n_items, dataset, valid_data._dataset)),
+    ]
 
 
 class RunHooks:
@@ -116,7 +130,8 @@ class RunHooks:
             if matrix is not None:
                 history_index = known_item_index(matrix, interaction[self._uid_field].cpu().numpy())
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(
-            (interaction, history_index, positive_u, positive_i))
+            (interaction, history_index, positive_u, positive_i)
+        )
         self._evaluated_users.append(interaction[self._uid_field].detach().cpu())
         return interaction, scores, positive_u, positive_i
 
@@ -237,26 +252,35 @@ class PluginTrainer(Trainer):
             return
         loader_generator = getattr(self._train_loader, "generator", None)
         save_plain_checkpoint(
-            self.resume_file, **self._training_state(epoch), best_file=self.saved_model_file,
+            self.resume_file,
+            **self._training_state(epoch),
+            best_file=self.saved_model_file,
             train_loss={int(k): float(v) for k, v in self.train_loss_dict.items()},
             rng=capture_rng(loader_generator),
         )
         if verbose:
-            self.logger.info(set_color("Resume point", "blue") + f": {self.resume_file} (epoch {epoch}; continue "
-                             f"with --resume_checkpoint={self.resume_file})")
+            self.logger.info(
+                set_color("Resume point", "blue") + f": {self.resume_file} (epoch {epoch}; continue "
+                f"with --resume_checkpoint={self.resume_file})"
+            )
 
     def resume_checkpoint(self, resume_file):
         """Continue from a resume point (or a best-model checkpoint, then without its random states)."""
         checkpoint = load_plain_checkpoint(resume_file, map_location=self.device)
         if checkpoint["model"] != self.config["model"] or checkpoint["dataset"] != self.config["dataset"]:
-            raise ValueError(f"'{resume_file}' holds {checkpoint['model']} on {checkpoint['dataset']}; this run is "
-                             f"{self.config['model']} on {self.config['dataset']}")
+            raise ValueError(
+                f"'{resume_file}' holds {checkpoint['model']} on {checkpoint['dataset']}; this run is "
+                f"{self.config['model']} on {self.config['dataset']}"
+            )
         saved, current = checkpoint["settings"], plain_settings(self.config)
-        changed = sorted(k for k in set(saved) | set(current)
-                         if k not in _RESUME_NEUTRAL_KEYS and saved.get(k) != current.get(k))
+        changed = sorted(
+            k for k in set(saved) | set(current) if k not in _RESUME_NEUTRAL_KEYS and saved.get(k) != current.get(k)
+        )
         if changed:
-            self.logger.warning(f"resuming with settings that differ from the checkpoint's: {changed}; the result "
-                                "will not match an uninterrupted run")
+            self.logger.warning(
+                f"resuming with settings that differ from the checkpoint's: {changed}; the result "
+                "will not match an uninterrupted run"
+            )
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint["other_parameter"])
         if self.optimizer is not None:
@@ -280,8 +304,10 @@ class M6RecTrainer(PluginTrainer):
         if not self.model.settings.train_whole_sequences:
             return train_data
         windows = whole_sequence_loader(self.config, train_data)
-        self.logger.info(f"{self.config['model']} trains on {len(windows._dataset)} whole-sequence windows instead "
-                         f"of {len(train_data._dataset)} prefixes")
+        self.logger.info(
+            f"{self.config['model']} trains on {len(windows._dataset)} whole-sequence windows instead "
+            f"of {len(train_data._dataset)} prefixes"
+        )
         return windows
 
     def _check_nan(self, loss):

@@ -14,8 +14,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 # A slice of ml-100k: users with at most 40 interactions keep the tests fast.
-TINY_SLICE = {"user_inter_num_interval": "[0,40]", "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False,
-              "plm_name_or_path": "tiny-random-llama"}
+TINY_SLICE = {
+    "user_inter_num_interval": "[0,40]",
+    "MAX_ITEM_LIST_LENGTH": 20,
+    "show_progress": False,
+    "plm_name_or_path": "tiny-random-llama",
+}
 
 
 @pytest.fixture

@@ -11,8 +11,12 @@ from recbole.data import create_dataset, data_preparation
 from recbole_m6rec.cold_start import apply_cold_items
 from recbole_m6rec.config import PluginConfig
 
-LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-       "user_inter_num_interval": "[0,40]", "show_progress": False, "state": "ERROR"}
+LOO = {
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+    "user_inter_num_interval": "[0,40]",
+    "show_progress": False,
+    "state": "ERROR",
+}
 
 
 pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
@@ -60,9 +64,20 @@ def test_pop_cannot_recommend_cold_items_and_the_columns_add_up(tmp_path, monkey
     from recbole_m6rec.quick_start import run_pipeline
 
     monkeypatch.chdir(tmp_path)
-    config = PluginConfig(model="Pop", dataset="ml-100k", config_dict={
-        **LOO, "cold_items": 0.1, "epochs": 1, "eval_history_mask": "all", "metrics": ["Recall", "NDCG"],
-        "topk": [10], "valid_metric": "NDCG@10", "checkpoint_dir": str(tmp_path)})
+    config = PluginConfig(
+        model="Pop",
+        dataset="ml-100k",
+        config_dict={
+            **LOO,
+            "cold_items": 0.1,
+            "epochs": 1,
+            "eval_history_mask": "all",
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "checkpoint_dir": str(tmp_path),
+        },
+    )
     outcome = run_pipeline(config)
     test = outcome.result["test_result"]
     n_cold, n_warm = outcome.extra["cold_test_users"], outcome.extra["warm_test_users"]
@@ -86,12 +101,22 @@ def test_cold_items_needs_leave_one_out():
 def test_dataset_too_small_to_hold_out_an_item(tmp_path):
     folder = tmp_path / "three"
     folder.mkdir()
-    (folder / "three.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(
-        f"u{u}\t{i}\t{u * 10 + i}\n" for u in range(5) for i in range(3)))
+    (folder / "three.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n"
+        + "".join(f"u{u}\t{i}\t{u * 10 + i}\n" for u in range(5) for i in range(3))
+    )
     with pytest.raises(ValueError, match=r"holds out 0 items; the dataset is too small"):
-        config = PluginConfig(model="BPR", dataset="three", config_dict={
-            **LOO, "data_path": str(tmp_path), "cold_items": 0.1, "user_inter_num_interval": None,
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+        config = PluginConfig(
+            model="BPR",
+            dataset="three",
+            config_dict={
+                **LOO,
+                "data_path": str(tmp_path),
+                "cold_items": 0.1,
+                "user_inter_num_interval": None,
+                "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            },
+        )
         apply_cold_items(create_dataset(config), config)
 
 
@@ -99,8 +124,14 @@ def _tiny_cold_m6rec(tmp_path, **overrides):
     """A tiny random-initialised M6Rec on the cold split: (model, cold split, test loader)."""
     from recbole_m6rec.model.m6rec import M6Rec
 
-    settings = {**LOO, "cold_items": 0.1, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": str(tmp_path),
-                "MAX_ITEM_LIST_LENGTH": 10, **overrides}
+    settings = {
+        **LOO,
+        "cold_items": 0.1,
+        "plm_name_or_path": "tiny-random-llama",
+        "text_cache_dir": str(tmp_path),
+        "MAX_ITEM_LIST_LENGTH": 10,
+        **overrides,
+    }
     config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
     dataset = create_dataset(config)
     cold = apply_cold_items(dataset, config)
@@ -139,8 +170,16 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
     from recbole_m6rec.benchmarks.cold_vs_full import compare
 
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"dataset": "ml-100k", "seeds": [1], "rows": {"Pop": {"model": "Pop"}},
-                                    "common": {**LOO, "cold_items": 0.1}}))
+    plan.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": "ml-100k",
+                "seeds": [1],
+                "rows": {"Pop": {"model": "Pop"}},
+                "common": {**LOO, "cold_items": 0.1},
+            }
+        )
+    )
     cold, (_, _, test) = split("Pop", cold_items=0.1)
     ds = test._dataset
     users = ds.field2id_token[ds.uid_field][ds.inter_feat[ds.uid_field].numpy()]
@@ -195,6 +234,7 @@ def test_unseen_item_prior_outside_zero_one_is_an_error(prior):
     from recbole_m6rec.model.settings import M6RecSettings
 
     config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={**LOO, "unseen_item_prior": prior})
-    with pytest.raises(ValueError, match=r"unseen_item_prior must be a probability strictly between 0 and 1, "
-                                         r"'catalogue'"):
+    with pytest.raises(
+        ValueError, match=r"unseen_item_prior must be a probability strictly between 0 and 1, " r"'catalogue'"
+    ):
         M6RecSettings.from_config(config)

@@ -2,18 +2,20 @@
 LogLoss from RecBole's evaluator, and re-ranking a retriever's top-K (tiny backbones, a slice of ml-100k)."""
 
 import pytest
+from helpers import QUIET
 
 from recbole_m6rec.benchmarks.rerank import rerank
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.quick_start import run_pipeline
 
-from helpers import QUIET
-
-SLICE = {"user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 10, "epochs": 2, "stopping_step": 100,
-         **QUIET}
-LABELLED = {"threshold": {"rating": 4}, "train_neg_sample_args": None, "metrics": ["AUC", "LogLoss"],
-            "valid_metric": "AUC",
-            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "labeled", "group_by": "user"}}
+SLICE = {"user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 10, "epochs": 2, "stopping_step": 100, **QUIET}
+LABELLED = {
+    "threshold": {"rating": 4},
+    "train_neg_sample_args": None,
+    "metrics": ["AUC", "LogLoss"],
+    "valid_metric": "AUC",
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "labeled", "group_by": "user"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,16 @@ def workdir(tmp_path_factory, request):
 
 
 def run(model, workdir, **settings):
-    config = PluginConfig(model=model, dataset="ml-100k", config_dict={
-        **SLICE, "checkpoint_dir": str(workdir / "saved"), "text_cache_dir": str(workdir / "cache"), **settings})
+    config = PluginConfig(
+        model=model,
+        dataset="ml-100k",
+        config_dict={
+            **SLICE,
+            "checkpoint_dir": str(workdir / "saved"),
+            "text_cache_dir": str(workdir / "cache"),
+            **settings,
+        },
+    )
     return run_pipeline(config, saved=True)
 
 
@@ -61,7 +71,13 @@ def test_reranking_the_top_10_keeps_recall_and_reports_liked_and_disliked_target
 
 def test_reranking_refuses_checkpoints_of_different_splits(ctr, workdir):
     # dropping ratings below 3 changes some users' last interaction, so their test targets differ
-    retriever = run("M6Rec", workdir, plm_name_or_path="tiny-random-llama", eval_history_mask="all",
-                    val_interval={"rating": "[3,inf)"}, epochs=1)
+    retriever = run(
+        "M6Rec",
+        workdir,
+        plm_name_or_path="tiny-random-llama",
+        eval_history_mask="all",
+        val_interval={"rating": "[3,inf)"},
+        epochs=1,
+    )
     with pytest.raises(ValueError, match="different splits"):
         rerank(retriever.checkpoint_file, ctr.checkpoint_file, top_k=10)

@@ -13,9 +13,18 @@ from recbole_m6rec.row_order_time import add_row_order_time
 from recbole_m6rec.row_order_time import main as row_order_time_main
 
 QUIET = {"show_progress": False, "state": "WARNING"}
-TINY_SASREC = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1, "MAX_ITEM_LIST_LENGTH": 10,
-               "epochs": 1, "train_batch_size": 256, "train_neg_sample_args": None, "loss_type": "CE",
-               "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}}
+TINY_SASREC = {
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "epochs": 1,
+    "train_batch_size": 256,
+    "train_neg_sample_args": None,
+    "loss_type": "CE",
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
+}
 
 
 @pytest.fixture
@@ -46,6 +55,7 @@ def write_untimed(data_path, name="toy", users=20, per_user=8, items=40, seed=0)
 
 # --- where dataset yamls come from -----------------------------------------------------------------------------
 
+
 def test_builtin_dataset_yamls_are_package_data():
     assert datasets.DATASETS_DIR.parent.parent.name == "recbole_m6rec"
     assert datasets.dataset_yaml("ml-100k") == datasets.DATASETS_DIR / "ml-100k.yaml"
@@ -57,7 +67,8 @@ def test_own_dataset_yaml_comes_from_dataset_yaml_dirs(workdir):
     (workdir / "settings").mkdir()
     (workdir / "settings" / "toy.yaml").write_text(
         "load_col:\n  inter: [user_id, item_id]\n  item: [item_id, title]\nitem_text_fields: [title]\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     config = PluginConfig(model="BPR", dataset="toy", cmd_args=["--data_path=data", "--dataset_yaml_dirs=settings"])
     assert config["item_text_fields"] == ["title"]
     assert config["load_col"]["inter"] == ["user_id", "item_id"]
@@ -71,6 +82,7 @@ def test_missing_dataset_yaml_dir_is_named(workdir):
 
 
 # --- no time field ----------------------------------------------------------------------------------------------
+
 
 def test_sequential_model_without_time_field_is_a_clear_error(workdir):
     write_untimed(workdir / "data")
@@ -86,32 +98,40 @@ def test_sequential_model_without_time_field_is_a_clear_error(workdir):
 def test_time_ordered_split_without_time_field_is_a_clear_error(workdir):
     write_untimed(workdir / "data")
     with pytest.raises(ValueError, match="eval_args.order is 'TO'"):
-        PluginConfig(model="BPR", dataset="toy",
-                     config_dict={"data_path": "data", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO"}})
+        PluginConfig(
+            model="BPR",
+            dataset="toy",
+            config_dict={"data_path": "data", "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO"}},
+        )
     config = PluginConfig(model="BPR", dataset="toy", config_dict={"data_path": "data"})  # RO: needs no time
     assert config["eval_args"]["order"] == "RO"
 
 
 def test_load_col_leaving_out_the_time_field_is_a_clear_error(workdir):
     with pytest.raises(ValueError, match=r"leaves out the time field 'timestamp'"):
-        PluginConfig(model="SASRec", dataset="ml-100k",
-                     config_dict={**TINY_SASREC, "load_col": {"inter": ["user_id", "item_id"]}})
+        PluginConfig(
+            model="SASRec",
+            dataset="ml-100k",
+            config_dict={**TINY_SASREC, "load_col": {"inter": ["user_id", "item_id"]}},
+        )
 
 
 # --- row_order_time -----------------------------------------------------------------------------------------------
 
+
 def test_row_order_time_numbers_the_rows(tmp_path, capsys):
     source = tmp_path / "raw" / "shop"
     source.mkdir(parents=True)
-    (source / "shop.inter").write_text("user_id:token\titem_id:token\r\nb\tx\r\n\r\na\ty\r\nb\tz\r\n",
-                                       encoding="utf-8")
+    (source / "shop.inter").write_text("user_id:token\titem_id:token\r\nb\tx\r\n\r\na\ty\r\nb\tz\r\n", encoding="utf-8")
     (source / "shop.item").write_text("item_id:token\ttitle:token_seq\nx\tan x\n", encoding="utf-8")
     row_order_time_main([str(source / "shop.inter"), str(tmp_path / "ordered")])
     written = tmp_path / "ordered" / "shop" / "shop.inter"
     assert written.read_text(encoding="utf-8") == (
-        "user_id:token\titem_id:token\ttimestamp:float\nb\tx\t1\na\ty\t2\nb\tz\t3\n")
+        "user_id:token\titem_id:token\ttimestamp:float\nb\tx\t1\na\ty\t2\nb\tz\t3\n"
+    )
     assert (tmp_path / "ordered" / "shop" / "shop.item").read_text(encoding="utf-8") == (
-        source / "shop.item").read_text(encoding="utf-8")
+        source / "shop.item"
+    ).read_text(encoding="utf-8")
     assert "--dataset=shop" in capsys.readouterr().out
     with pytest.raises(ValueError, match="already has a 'timestamp' column"):
         add_row_order_time(written, tmp_path / "again")
@@ -134,8 +154,9 @@ def test_sasrec_runs_on_row_order_data_and_histories_follow_the_file(workdir):
     order = write_untimed(workdir / "raw")
     add_row_order_time(workdir / "raw" / "toy" / "toy.inter", workdir / "data")
     (workdir / "settings").mkdir()
-    (workdir / "settings" / "toy.yaml").write_text("load_col:\n  inter: [user_id, item_id, rating, timestamp]\n",
-                                                   encoding="utf-8")
+    (workdir / "settings" / "toy.yaml").write_text(
+        "load_col:\n  inter: [user_id, item_id, rating, timestamp]\n", encoding="utf-8"
+    )
     settings = {"data_path": "data", "dataset_yaml_dirs": "settings", **TINY_SASREC, **QUIET}
 
     # leave-one-out on the converted file: each user's test example is that user's rows in file order
@@ -147,7 +168,7 @@ def test_sasrec_runs_on_row_order_data_and_histories_follow_the_file(workdir):
         length = int(feat["item_length"][row])
         history = tokens["item_id"][feat["item_id_list"][row, :length].numpy()].tolist()
         target = tokens["item_id"][int(feat["item_id"][row])]
-        assert history + [target] == order[user][-(length + 1):], user
+        assert history + [target] == order[user][-(length + 1) :], user
     assert len(users) == len(order)
 
     result = run("SASRec", "toy", config_dict=settings, saved=False)

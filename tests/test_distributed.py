@@ -11,12 +11,20 @@ import subprocess
 import sys
 
 import torch
-
 from helpers import REPO
 
-ARGS = ["--model=M6Rec", "--dataset=ml-100k", "--plm_name_or_path=tiny-random-llama",
-        "--user_inter_num_interval=[0,30]", "--MAX_ITEM_LIST_LENGTH=10", "--epochs=2", "--train_batch_size=1024",
-        "--learning_rate=0.01", "--eval_history_mask=all", "--show_progress=False"]
+ARGS = [
+    "--model=M6Rec",
+    "--dataset=ml-100k",
+    "--plm_name_or_path=tiny-random-llama",
+    "--user_inter_num_interval=[0,30]",
+    "--MAX_ITEM_LIST_LENGTH=10",
+    "--epochs=2",
+    "--train_batch_size=1024",
+    "--learning_rate=0.01",
+    "--eval_history_mask=all",
+    "--show_progress=False",
+]
 
 
 def free_port() -> int:
@@ -28,8 +36,13 @@ def free_port() -> int:
 def run_script(tmp_path, name, *extra):
     folder = tmp_path / name
     folder.mkdir()
-    done = subprocess.run([sys.executable, str(REPO / "run_recbole.py"), *ARGS, f"--text_cache_dir={folder / 'cache'}",
-                           *extra], cwd=folder, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole.py"), *ARGS, f"--text_cache_dir={folder / 'cache'}", *extra],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     output = done.stdout + done.stderr
     losses = [float(x) for x in re.findall(r"train loss: ([0-9.]+)", output)]

@@ -47,8 +47,13 @@ def test_tiny_mode_writes_the_three_report_folders(tiny):
 def test_joined_ctr_row_runs_every_layer_over_every_token(tiny):
     out, _ = tiny
     records = {r["row"]: r for r in leaderboard.load_results(out / "ctr_ml-100k")}
-    settings = yaml.safe_load((out / "ctr_ml-100k" / "report.md").read_text().split("Per-row overrides")[1]
-                              .split("```yaml")[1].split("```")[0])
+    settings = yaml.safe_load(
+        (out / "ctr_ml-100k" / "report.md")
+        .read_text()
+        .split("Per-row overrides")[1]
+        .split("```yaml")[1]
+        .split("```")[0]
+    )
     assert settings["M6RecCTR-joined"]["late_interaction_layers"] == 4  # every layer of the tiny backbone
     assert settings["M6RecCTR-joined"]["segment_tokens"] == "all"
     assert [settings[row]["late_interaction_layers"] for row in ("M6RecCTR-L1", "M6RecCTR", "M6RecCTR-L3")] == [1, 2, 3]
@@ -70,15 +75,20 @@ def test_zero_shot_part_ranks_every_item(tiny):
 
 def cut_plan(row_budget: float) -> dict:
     return {
-        "dataset": "ml-100k", "seeds": [1],
-        "common": {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full",
-                                 "group_by": "user"},
-                   "user_inter_num_interval": "[5,25]", "metrics": ["Recall", "NDCG"], "topk": [10],
-                   "valid_metric": "NDCG@10", "eval_history_mask": "all", "show_progress": False,
-                   "state": "WARNING"},
+        "dataset": "ml-100k",
+        "seeds": [1],
+        "common": {
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            "user_inter_num_interval": "[5,25]",
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "eval_history_mask": "all",
+            "show_progress": False,
+            "state": "WARNING",
+        },
         # BPR-slow: hundreds of evaluated epochs, far longer than its share of the budget
-        "rows": {"MostPop": {"model": "MostPop"},
-                 "BPR-slow": {"model": "BPR", "epochs": 400, "stopping_step": 400}},
+        "rows": {"MostPop": {"model": "MostPop"}, "BPR-slow": {"model": "BPR", "epochs": 400, "stopping_step": 400}},
         "campaign": {"budget": 1.0, "workers": 2, "row_budget": {"MostPop": 1.0, "BPR-slow": row_budget}},
     }
 
@@ -111,8 +121,16 @@ def test_a_row_past_its_budget_is_cut_and_the_others_reported(tmp_path):
 
 
 def test_full_campaign_refuses_a_machine_without_cuda(tmp_path, monkeypatch):
-    cpu = {"cuda": False, "torch": "2.9.0+cpu", "torch_cuda": None, "devices": 0, "name": None, "memory_gib": None,
-           "cuda_visible_devices": None, "cpu_cores": 2}
+    cpu = {
+        "cuda": False,
+        "torch": "2.9.0+cpu",
+        "torch_cuda": None,
+        "devices": 0,
+        "name": None,
+        "memory_gib": None,
+        "cuda_visible_devices": None,
+        "cpu_cores": 2,
+    }
     monkeypatch.setattr(gpu_campaign, "device_summary", lambda: cpu)
     with pytest.raises(SystemExit, match=r"no CUDA device: torch 2\.9\.0\+cpu \(built without CUDA\).*--allow_cpu"):
         gpu_campaign.main([f"--out={tmp_path / 'refused'}"])

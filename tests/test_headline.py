@@ -11,8 +11,14 @@ PROVENANCE = {"commit": "0123456789abcdef0123", "dirty": False, "code_hash": "fe
 
 
 def _result(row, seed, valid, test, *, provenance=None, status="ok", new_layout=True, epochs=10):
-    record = {"row": row, "model": row.split("-")[0], "seed": seed, "status": status,
-              "split_fingerprint": "abcd1234abcd1234", "train_seconds": 1.0}
+    record = {
+        "row": row,
+        "model": row.split("-")[0],
+        "seed": seed,
+        "status": status,
+        "split_fingerprint": "abcd1234abcd1234",
+        "train_seconds": 1.0,
+    }
     if new_layout:
         record.update(best_valid_result=valid, test_result=test, epochs_run=epochs)
     else:  # the layout of the reports written before provenance was recorded
@@ -32,22 +38,57 @@ def project(tmp_path):
     """A README with two headline blocks and a reports folder: 'rank' (two seeds, one row without provenance, one
     failed run) and 'ctr' (a labelled plan, default metrics)."""
     rank = tmp_path / "reports" / "rank" / "results"
-    _write(rank, "M6Rec-seed1.json", _result("M6Rec", 1, {"ndcg@10": 0.10, "recall@10": 0.20},
-                                             {"NDCG@10": 0.08, "recall@10": 0.16}, provenance=PROVENANCE))
-    _write(rank, "M6Rec-seed2.json", _result("M6Rec", 2, {"ndcg@10": 0.12, "recall@10": 0.22},
-                                             {"ndcg@10": 0.10, "recall@10": 0.18}, provenance=PROVENANCE, epochs=7))
-    _write(rank, "SASRec-seed1.json", _result("SASRec", 1, {"ndcg@10": 0.11, "recall@10": 0.21},
-                                              {"ndcg@10": 0.09, "recall@10": 0.17}, new_layout=False))
+    _write(
+        rank,
+        "M6Rec-seed1.json",
+        _result(
+            "M6Rec",
+            1,
+            {"ndcg@10": 0.10, "recall@10": 0.20},
+            {"NDCG@10": 0.08, "recall@10": 0.16},
+            provenance=PROVENANCE,
+        ),
+    )
+    _write(
+        rank,
+        "M6Rec-seed2.json",
+        _result(
+            "M6Rec",
+            2,
+            {"ndcg@10": 0.12, "recall@10": 0.22},
+            {"ndcg@10": 0.10, "recall@10": 0.18},
+            provenance=PROVENANCE,
+            epochs=7,
+        ),
+    )
+    _write(
+        rank,
+        "SASRec-seed1.json",
+        _result(
+            "SASRec", 1, {"ndcg@10": 0.11, "recall@10": 0.21}, {"ndcg@10": 0.09, "recall@10": 0.17}, new_layout=False
+        ),
+    )
     _write(rank, "Pop-seed1.json", _result("Pop", 1, {}, {}, status="failed"))
     ctr = tmp_path / "reports" / "ctr" / "results"
-    _write(ctr, "M6RecCTR-seed1.json", _result("M6RecCTR", 1, {"auc": 0.75, "logloss": 0.58},
-                                               {"auc": 0.78, "logloss": 0.56}, provenance={**PROVENANCE, "dirty": True}))
+    _write(
+        ctr,
+        "M6RecCTR-seed1.json",
+        _result(
+            "M6RecCTR",
+            1,
+            {"auc": 0.75, "logloss": 0.58},
+            {"auc": 0.78, "logloss": 0.56},
+            provenance={**PROVENANCE, "dirty": True},
+        ),
+    )
     _write(ctr, "DIN-seed1.json", _result("DIN", 1, {"auc": 0.76, "logloss": 0.57}, {"auc": 0.77, "logloss": 0.57}))
     readme = tmp_path / "README.md"
     readme.write_text(
         "# Title\n\nText before.\n\n"
         "<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\nold table\n<!-- /headline:rank -->\n\n"
-        "Between.\n\n<!-- headline:ctr -->\n<!-- /headline:ctr -->\n\nText after.\n", encoding="utf-8")
+        "Between.\n\n<!-- headline:ctr -->\n<!-- /headline:ctr -->\n\nText after.\n",
+        encoding="utf-8",
+    )
     return readme
 
 
@@ -59,13 +100,16 @@ def test_rewrites_the_blocks_from_the_reports(project, capsys):
     assert headline.main(["--readme", str(project)]) == 0
     text = project.read_text(encoding="utf-8")
     assert "old table" not in text
-    assert text.startswith("# Title\n\nText before.\n\n<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\n")
+    assert text.startswith(
+        "# Title\n\nText before.\n\n<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\n"
+    )
     assert "Between.\n" in text and text.endswith("Text after.\n")
     # mean over the two seeds of valid and test, per metric; the code that made them
     assert _row(text, "M6Rec") == ("| M6Rec | 2 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10, 7 | `0123456789` |")
     # the older layout (valid/test, extra.epochs_run) without provenance
-    assert _row(text, "SASRec") == ("| SASRec | 1 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10 | "
-                                    "no provenance (older code) |")
+    assert _row(text, "SASRec") == (
+        "| SASRec | 1 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10 | " "no provenance (older code) |"
+    )
     # rows= orders the rows; a row with no finished result says so; the failed run is named
     assert text.index("| SASRec |") < text.index("| M6Rec |") < text.index("| Pop |")
     assert _row(text, "Pop") == "| Pop | 0 | – | – | – | – | – | no finished result |"
@@ -95,8 +139,11 @@ def test_check_fails_on_a_hand_edited_number(project, capsys):
     assert project.read_text(encoding="utf-8") == edited  # --check writes nothing
     # a new result file also makes the README stale
     headline.main(["--readme", str(project)])
-    _write(project.parent / "reports" / "ctr" / "results", "FM-seed1.json",
-           _result("FM", 1, {"auc": 0.70, "logloss": 0.6}, {"auc": 0.71, "logloss": 0.6}))
+    _write(
+        project.parent / "reports" / "ctr" / "results",
+        "FM-seed1.json",
+        _result("FM", 1, {"auc": 0.70, "logloss": 0.6}, {"auc": 0.71, "logloss": 0.6}),
+    )
     assert headline.main(["--readme", str(project), "--check"]) == 1
 
 
@@ -123,9 +170,13 @@ def test_provenance_labels_in_both_layouts():
     # the job's layout: git_commit, git_dirty for the tree, dirty_code for the row's own files
     job = {"git_commit": "abcdef0123456789", "git_dirty": True, "dirty_code": [], "code_hash": "1234567890abc"}
     assert label(job) == "`abcdef0123`"  # another file changed, not this row's code
-    assert label({**job, "dirty_code": ["recbole_m6rec/model/m6rec.py"]}) == \
-        "`abcdef0123` + uncommitted changes (code 1234567890)"
-    assert label({**job, "changed_during_run": ["recbole_m6rec/model/m6rec.py"]}).endswith("code changed during the run")
+    assert (
+        label({**job, "dirty_code": ["recbole_m6rec/model/m6rec.py"]})
+        == "`abcdef0123` + uncommitted changes (code 1234567890)"
+    )
+    assert label({**job, "changed_during_run": ["recbole_m6rec/model/m6rec.py"]}).endswith(
+        "code changed during the run"
+    )
     assert label({"git_commit": None, "code_hash": "1234567890abc"}) == "code 1234567890 (no git commit)"
 
 

@@ -42,9 +42,17 @@ def write_dataset(root: Path, item: bytes | None = None, inter: str | None = Non
 
 
 def config_for(root: str, cache: Path, **overrides) -> PluginConfig:
-    settings = {"data_path": root, "load_col": LOAD_COL, "item_text_fields": ["title", "year"],
-                "plm_name_or_path": "tiny-random-llama", "text_cache_dir": str(cache), "MAX_ITEM_LIST_LENGTH": 5,
-                "state": "ERROR", "show_progress": False, **overrides}
+    settings = {
+        "data_path": root,
+        "load_col": LOAD_COL,
+        "item_text_fields": ["title", "year"],
+        "plm_name_or_path": "tiny-random-llama",
+        "text_cache_dir": str(cache),
+        "MAX_ITEM_LIST_LENGTH": 5,
+        "state": "ERROR",
+        "show_progress": False,
+        **overrides,
+    }
     return PluginConfig(model="M6Rec", dataset="toy", config_dict=settings)
 
 
@@ -62,20 +70,30 @@ def _no_foreign_argv(monkeypatch):
 BAD_FILES = {
     "broken encoding": (
         {"item": (ITEM_HEADER + "3\tMovie \udcff title\t1993\n").encode("utf-8", "surrogateescape")},
-        r"toy.item' is not valid utf-8: byte b'\\xff' at line 2 .*set `encoding: <the file's encoding>`"),
+        r"toy.item' is not valid utf-8: byte b'\\xff' at line 2 .*set `encoding: <the file's encoding>`",
+    ),
     "empty file": ({"item": b""}, r"toy.item' is empty: an atomic file needs a header line"),
     "header but no rows": ({"inter": INTER_HEADER}, r"toy.inter' has a header but no rows"),
-    "unknown column type": ({"item": b"item_id:token\ttitle:text\n1\tA\n"},
-                            r"header column 'title:text' is not `name:type` with a type in token, token_seq"),
-    "missing column": ({"item": ("item_id:token\tyear:token\n" + "1\t1991\n").encode()},
-                       r"load_col asks for \['title'\] from '.*toy.item', whose columns are \['item_id', 'year'\]"),
-    "field over the reader's limit": ({"item": (ITEM_HEADER + "1\t" + "x" * 200_000 + "\t1991\n").encode()},
-                                      r"toy.item' line 2 has a field of 200,000 characters; RecBole's reader accepts "
-                                      r"at most 131,072"),
-    "duplicate item ids": ({"item": (ITEM_HEADER + "".join(good_item_rows()) + "4\tAnother title\t2000\n").encode()},
-                           r"toy.item' lists 1 item_id value\(s\) more than once \('4' ×2\)"),
-    "duplicate user ids": ({"user": b"user_id:token\tage:token\nu1\t20\nu1\t30\n"},
-                           r"toy.user' lists 1 user_id value\(s\) more than once \('u1' ×2\)"),
+    "unknown column type": (
+        {"item": b"item_id:token\ttitle:text\n1\tA\n"},
+        r"header column 'title:text' is not `name:type` with a type in token, token_seq",
+    ),
+    "missing column": (
+        {"item": ("item_id:token\tyear:token\n" + "1\t1991\n").encode()},
+        r"load_col asks for \['title'\] from '.*toy.item', whose columns are \['item_id', 'year'\]",
+    ),
+    "field over the reader's limit": (
+        {"item": (ITEM_HEADER + "1\t" + "x" * 200_000 + "\t1991\n").encode()},
+        r"toy.item' line 2 has a field of 200,000 characters; RecBole's reader accepts " r"at most 131,072",
+    ),
+    "duplicate item ids": (
+        {"item": (ITEM_HEADER + "".join(good_item_rows()) + "4\tAnother title\t2000\n").encode()},
+        r"toy.item' lists 1 item_id value\(s\) more than once \('4' ×2\)",
+    ),
+    "duplicate user ids": (
+        {"user": b"user_id:token\tage:token\nu1\t20\nu1\t30\n"},
+        r"toy.user' lists 1 user_id value\(s\) more than once \('u1' ×2\)",
+    ),
 }
 
 
@@ -96,17 +114,21 @@ def test_bad_file_error_comes_before_any_recbole_parsing_for_baselines_too(tmp_p
 # --- texts: documented fallbacks ------------------------------------------------------------------------------------
 def test_extra_columns_are_ignored(tmp_path):
     base = build_model(write_dataset(tmp_path / "a"), tmp_path / "cache")
-    wide_item = ("item_id:token\tjunk:float\ttitle:token_seq\tyear:token\tnotes:token_seq\n" + "".join(
-        f"{i}\t{i * 0.5}\tMovie number {i}\t{1990 + i}\tignored words\n" for i in range(1, 9))).encode()
+    wide_item = (
+        "item_id:token\tjunk:float\ttitle:token_seq\tyear:token\tnotes:token_seq\n"
+        + "".join(f"{i}\t{i * 0.5}\tMovie number {i}\t{1990 + i}\tignored words\n" for i in range(1, 9))
+    ).encode()
     wide_inter = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "".join(
-        f"u{u}\t{i}\t3\t{u * 100 + i}\n" for u in range(1, 7) for i in range(1, 9))
+        f"u{u}\t{i}\t3\t{u * 100 + i}\n" for u in range(1, 7) for i in range(1, 9)
+    )
     wide = build_model(write_dataset(tmp_path / "b", item=wide_item, inter=wide_inter), tmp_path / "cache")
     assert wide.item_texts == base.item_texts and wide.item_texts[1] == "Movie number 1. 1991"
 
 
 def test_empty_texts_fall_back_to_the_item_id_with_one_warning(tmp_path, caplog):
-    item = (ITEM_HEADER + "".join(f"{i}\t \t \n" if i in (2, 5) else f"{i}\tMovie {i}\t{1990 + i}\n"
-                                  for i in range(1, 9))).encode()
+    item = (
+        ITEM_HEADER + "".join(f"{i}\t \t \n" if i in (2, 5) else f"{i}\tMovie {i}\t{1990 + i}\n" for i in range(1, 9))
+    ).encode()
     caplog.set_level(logging.WARNING)
     model = build_model(write_dataset(tmp_path, item=item), tmp_path / "cache")
     raw = model.item_texts
@@ -131,8 +153,10 @@ def test_text_field_that_is_not_loaded_lists_the_loaded_ones(tmp_path):
 
 # --- configs ----------------------------------------------------------------------------------------------------------
 BAD_CONFIGS = {
-    "typo in a plugin key": ({"late_interaction_layer": 2}, r"unknown config key 'late_interaction_layer' .*did you "
-                                                            r"mean 'late_interaction_layers'"),
+    "typo in a plugin key": (
+        {"late_interaction_layer": 2},
+        r"unknown config key 'late_interaction_layer' .*did you " r"mean 'late_interaction_layers'",
+    ),
     "unknown tuning": ({"tuning": "lora"}, r"tuning must be one of option_adapter, prompt, upper, full \(got 'lora'\)"),
     "unknown loss": ({"loss_type": "hinge"}, r"loss_type must be one of .*\(got 'hinge'\)"),
     "bad segment_tokens": ({"segment_tokens": 0}, r"segment_tokens must be a positive integer or 'all' \(got 0\)"),
@@ -158,8 +182,9 @@ def test_bad_config_is_a_clear_error(case, tmp_path):
 def test_model_folder_that_needs_remote_code_is_refused(tmp_path):
     folder = tmp_path / "custom-model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "my-arch", "auto_map": {"AutoModel": "modeling_my_arch.MyModel"}}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "my-arch", "auto_map": {"AutoModel": "modeling_my_arch.MyModel"}})
+    )
     (folder / "modeling_my_arch.py").write_text("raise SystemExit('remote code ran')\n")
     root = write_dataset(tmp_path / "data")
     with pytest.raises(ValueError, match=r"needs its own Python code .*trust_remote_code stays off"):
@@ -186,15 +211,20 @@ def _unicode(text: str) -> bytes:  # BINUNICODE
 CONFIG = b"crecbole.config.configurator\nConfig\n"  # GLOBAL: an allow-listed class
 HOSTILE_CHECKPOINTS = {
     # (None, {"_load_cmd_line": None}) BUILD on the class: Config._load_cmd_line = None for the whole process
-    "BUILD on an allowed class": (CONFIG + b"N}" + _unicode("_load_cmd_line") + b"Ns\x86b.",
-                                  r"refusing BUILD on the class recbole.config.configurator.Config"),
+    "BUILD on an allowed class": (
+        CONFIG + b"N}" + _unicode("_load_cmd_line") + b"Ns\x86b.",
+        r"refusing BUILD on the class recbole.config.configurator.Config",
+    ),
     # {"_load_cmd_line": None} as the class's __dict__ update (the other form of BUILD)
-    "BUILD with a dict state on an allowed class": (CONFIG + b"}" + _unicode("_load_cmd_line") + b"Nsb.",
-                                                    r"refusing BUILD on the class recbole.config.configurator.Config"),
-    "SETITEM on an allowed class": (CONFIG + _unicode("_load_cmd_line") + b"Ns.",
-                                    r"refusing SETITEM on the class recbole.config.configurator.Config"),
-    "foreign global": (b"cos\nsystem\n" + _unicode("echo pwned") + b"\x85R.",
-                       r"refusing to load global 'os.system'"),
+    "BUILD with a dict state on an allowed class": (
+        CONFIG + b"}" + _unicode("_load_cmd_line") + b"Nsb.",
+        r"refusing BUILD on the class recbole.config.configurator.Config",
+    ),
+    "SETITEM on an allowed class": (
+        CONFIG + _unicode("_load_cmd_line") + b"Ns.",
+        r"refusing SETITEM on the class recbole.config.configurator.Config",
+    ),
+    "foreign global": (b"cos\nsystem\n" + _unicode("echo pwned") + b"\x85R.", r"refusing to load global 'os.system'"),
 }
 
 

@@ -285,7 +285,10 @@ def test_bos_goes_in_front_of_every_row_after_truncation_and_into_the_cache(toke
 
 def test_phrases_have_no_padding_row(tokenizer):
     phrases = tokenize_phrases(["[PAD]", "3 days later"], tokenizer, max_tokens=8, bos_id=None)
-    assert phrases.lengths.tolist() == [len(tokenizer("[PAD]")["input_ids"]), len(tokenizer("3 days later")["input_ids"])]
+    assert phrases.lengths.tolist() == [
+        len(tokenizer("[PAD]")["input_ids"]),
+        len(tokenizer("3 days later")["input_ids"]),
+    ]
 
 
 def test_tokenize_rejects_bad_max_tokens(tokenizer):

@@ -9,7 +9,6 @@ import yaml
 
 from recbole_m6rec.benchmarks import leaderboard, provenance
 
-
 NOTE = "Hand-written: BPR's numbers here come from a one-epoch budget."
 
 
@@ -24,12 +23,21 @@ def report(tmp_path_factory):
         "common": {
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
             "user_inter_num_interval": "[0,25]",
-            "metrics": ["Recall", "MRR", "NDCG", "Hit", "ItemCoverage", "GiniIndex"], "topk": [10, 20], "valid_metric": "NDCG@10",
-            "eval_history_mask": "all", "epochs": 1, "show_progress": False, "state": "WARNING",
+            "metrics": ["Recall", "MRR", "NDCG", "Hit", "ItemCoverage", "GiniIndex"],
+            "topk": [10, 20],
+            "valid_metric": "NDCG@10",
+            "eval_history_mask": "all",
+            "epochs": 1,
+            "show_progress": False,
+            "state": "WARNING",
         },
         "rows": {
-            "M6Rec-tiny": {"model": "M6Rec", "plm_name_or_path": "tiny-random-llama",
-                           "text_cache_dir": str(folder / "cache"), "MAX_ITEM_LIST_LENGTH": 10},
+            "M6Rec-tiny": {
+                "model": "M6Rec",
+                "plm_name_or_path": "tiny-random-llama",
+                "text_cache_dir": str(folder / "cache"),
+                "MAX_ITEM_LIST_LENGTH": 10,
+            },
             "BPR": {"model": "BPR", "search": {"learning_rate": ["choice", 0.001, 0.01]}},
             "MostPop": {"model": "MostPop"},
             "Broken": {"model": "M6Rec", "tuning": "no-such-mode", "plm_name_or_path": "tiny-random-llama"},
@@ -66,7 +74,8 @@ def test_report_files_and_one_row_per_model_and_seed(report):
     assert (out / "accuracy_vs_time.png").is_file()
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert sorted((r["model"], r["seed"]) for r in rows) == sorted(
-        (m, s) for m in ("M6Rec-tiny", "BPR", "MostPop", "Broken") for s in ("1", "2"))
+        (m, s) for m in ("M6Rec-tiny", "BPR", "MostPop", "Broken") for s in ("1", "2")
+    )
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 6 and all(0 < float(r["ndcg@10"]) < 1 and float(r["train_seconds"]) > 0 for r in ok)
     assert {"split_fingerprint", "train_seconds", "recall@10", "ndcg@10", "dataset"} <= set(rows[0])
@@ -148,8 +157,12 @@ def test_tuning_trials_choose_on_valid_and_feed_the_final_seeds(report):
     ok = [t for t in tuning["trials"] if t["status"] == "ok"]
     assert tuning["best_params"] == max(ok, key=lambda t: t["valid"]["ndcg@10"])["params"]
     final = json.loads((out / "results" / "BPR-seed2.json").read_text())
-    assert final["config_hash"] == leaderboard.job_spec(
-        {**yaml.safe_load((out.parent / "plan.yaml").read_text())}, "BPR", 2, tuning["best_params"])["config_hash"]
+    assert (
+        final["config_hash"]
+        == leaderboard.job_spec(
+            {**yaml.safe_load((out.parent / "plan.yaml").read_text())}, "BPR", 2, tuning["best_params"]
+        )["config_hash"]
+    )
     text = (out / "report.md").read_text()
     assert "## Tuning" in text and json.dumps(tuning["best_params"]) in text
 
@@ -232,11 +245,16 @@ def test_sequential_mask_under_all_leaves_out_what_recbole_masks_for_general_mod
     from recbole_m6rec.evaluation import sequential_history_matrix
     from tests.helpers import QUIET, prepare_data
 
-    settings = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-                "user_inter_num_interval": "[0,60]", "eval_history_mask": "all", **QUIET}
+    settings = {
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "user_inter_num_interval": "[0,60]",
+        "eval_history_mask": "all",
+        **QUIET,
+    }
     _, g_train, g_valid, g_test = prepare_data(PluginConfig(model="BPR", dataset="ml-100k", config_dict=settings))
-    _, s_train, s_valid, s_test = prepare_data(PluginConfig(
-        model="SASRec", dataset="ml-100k", config_dict={**settings, "train_neg_sample_args": None}))
+    _, s_train, s_valid, s_test = prepare_data(
+        PluginConfig(model="SASRec", dataset="ml-100k", config_dict={**settings, "train_neg_sample_args": None})
+    )
     general, seq = g_train._dataset, s_train._dataset
     g_users, g_items = general.field2id_token[general.uid_field], general.field2id_token[general.iid_field]
     s_users, s_items = seq.field2id_token[seq.uid_field], seq.field2id_token[seq.iid_field]

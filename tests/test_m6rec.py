@@ -25,8 +25,13 @@ def first_batch(loader):
 # --- shapes, loss, gradients -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "plm,segment_tokens",
-    [("tiny-random-llama", 1), ("tiny-random-llama", 3), ("tiny-random-llama", "all"), ("tiny-random-bert", 1),
-     ("tiny-random-bert", 3)],
+    [
+        ("tiny-random-llama", 1),
+        ("tiny-random-llama", 3),
+        ("tiny-random-llama", "all"),
+        ("tiny-random-bert", 1),
+        ("tiny-random-bert", 3),
+    ],
 )
 def test_shapes_and_finite_loss(data, make_model, plm, segment_tokens):
     model = make_model(plm_name_or_path=plm, segment_tokens=segment_tokens)
@@ -54,7 +59,9 @@ def test_gradients_reach_exactly_the_trainable_parameters(data, make_model, tuni
     if tuning in ("option_adapter", "prompt"):
         assert backbone_trainable == set()
     elif tuning == "upper":
-        assert backbone_trainable and all(n.startswith(tuple(upper)) or n.startswith("late.stack.norm") for n in backbone_trainable)
+        assert backbone_trainable and all(
+            n.startswith(tuple(upper)) or n.startswith("late.stack.norm") for n in backbone_trainable
+        )
     else:
         assert "late.stack.embed_tokens.weight" in backbone_trainable
     assert any(".adapter." in n for n in trainable) == (tuning == "option_adapter")
@@ -79,7 +86,9 @@ def test_cached_segment_states_equal_a_fresh_computation(data, make_model):
     tokens = model.item_tokens
     length = int(tokens.lengths[ids].max())
     with torch.no_grad():
-        fresh, fresh_mask = model.encoder.forward_tokens(tokens.input_ids[ids, :length], tokens.attention_mask[ids, :length])
+        fresh, fresh_mask = model.encoder.forward_tokens(
+            tokens.input_ids[ids, :length], tokens.attention_mask[ids, :length]
+        )
     cached, cached_mask = model._item_segments.lookup(ids)
     assert torch.equal(cached_mask, fresh_mask)
     assert torch.allclose(cached, fresh, atol=1e-5)
@@ -181,8 +190,10 @@ def test_recency_buckets_name_the_gap_since_the_previous_item():
     day = 86400.0
     times = torch.tensor([[0, 60, 5 * 3600, 2.5 * day, 12 * day, 500 * day, 0], [7 * day, 0, 0, 0, 0, 0, 0]])
     index, has_phrase = recency_buckets(times, torch.tensor([6, 1]))
-    words = [[RECENCY_PHRASES[i] if h else None for i, h in zip(row, hrow)]
-             for row, hrow in zip(index.tolist(), has_phrase.tolist())]
+    words = [
+        [RECENCY_PHRASES[i] if h else None for i, h in zip(row, hrow)]
+        for row, hrow in zip(index.tolist(), has_phrase.tolist())
+    ]
     assert words[0] == [None, "minutes later", "hours later", "2 days later", "1 week later", "1 year later", None]
     assert words[1] == [None] * 7  # one item: nothing before it; padding never has a phrase
 
@@ -294,9 +305,15 @@ def _windows_of_users(users, histories, lengths, targets):
     """An Interaction of windows: ``histories`` as lists of item ids, padded to MAX_ITEM_LIST_LENGTH (20)."""
     seq = torch.zeros(len(histories), 20, dtype=torch.long)
     for row, history in enumerate(histories):
-        seq[row, :len(history)] = torch.as_tensor(history)
-    return Interaction({"user_id": torch.as_tensor(users), "item_id_list": seq,
-                        "item_length": torch.as_tensor(lengths), "item_id": torch.as_tensor(targets)})
+        seq[row, : len(history)] = torch.as_tensor(history)
+    return Interaction(
+        {
+            "user_id": torch.as_tensor(users),
+            "item_id_list": seq,
+            "item_length": torch.as_tensor(lengths),
+            "item_id": torch.as_tensor(targets),
+        }
+    )
 
 
 def test_whole_window_training_predicts_each_item_from_the_items_before_it(make_model):
@@ -309,11 +326,15 @@ def test_whole_window_training_predicts_each_item_from_the_items_before_it(make_
     user = 5
     with torch.no_grad():
         # window items[:q] with target items[q]: its loss is the mean of the terms of positions 0..q-1
-        sums = [q * float(whole.calculate_loss(_windows_of_users([user], [items[:q]], [q], [items[q]])))
-                for q in range(1, len(items))]
+        sums = [
+            q * float(whole.calculate_loss(_windows_of_users([user], [items[:q]], [q], [items[q]])))
+            for q in range(1, len(items))
+        ]
         terms = [sums[0]] + [b - a for a, b in zip(sums, sums[1:])]
-        alone = [float(prefix.calculate_loss(_windows_of_users([user], [items[:t + 1]], [t + 1], [items[t + 1]])))
-                 for t in range(len(items) - 1)]
+        alone = [
+            float(prefix.calculate_loss(_windows_of_users([user], [items[: t + 1]], [t + 1], [items[t + 1]])))
+            for t in range(len(items) - 1)
+        ]
     assert terms == pytest.approx(alone, rel=1e-4, abs=1e-4)
 
 
@@ -333,7 +354,7 @@ def test_whole_sequence_windows_give_every_training_target_one_loss_term_with_it
         for j in range(k - n + 1, k + 1):  # a user's samples are consecutive rows, in time order
             assert feat["user_id"][j] == feat["user_id"][k]
             in_window = n - (k - j)  # the window's items before sample j's target
-            history = feat["item_id_list"][j][:int(feat["item_length"][j])][-in_window:]
+            history = feat["item_id_list"][j][: int(feat["item_length"][j])][-in_window:]
             samples.append((int(feat["user_id"][j]), history.tolist(), int(feat["item_id"][j])))
             covered.append(j)
     assert sorted(covered) == list(range(len(feat)))  # every training sample once

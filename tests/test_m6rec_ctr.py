@@ -3,14 +3,13 @@ what the score depends on, exact whole-sequence training, late interaction vs th
 
 import pytest
 import torch
+from conftest import TINY_SLICE
 from recbole.data import create_dataset
 
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.lm import additive_mask, load_plm, pool_mask, segment_causal_mask
 from recbole_m6rec.model.m6rec import M6Rec
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
-
-from conftest import TINY_SLICE
 
 MODEL = "M6RecCTR"  # the model of conftest's make_config / data / make_model
 
@@ -80,24 +79,28 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recenc
     model = make_model(recency_words=recency_words).eval()
     batch = train_batch(data)
     row = int(torch.argmax(batch["item_length"]))
-    seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
-    users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
-    labels = batch["label_list"][row:row + 1]
-    times = batch["timestamp_list"][row:row + 1]
-    window_times = (times, batch["timestamp"][row:row + 1]) if recency_words else None
+    seq, length = batch["item_id_list"][row : row + 1], batch["item_length"][row : row + 1]
+    users = batch["user_id"][row : row + 1] if model.user_texts is not None else None
+    labels = batch["label_list"][row : row + 1]
+    times = batch["timestamp_list"][row : row + 1]
+    window_times = (times, batch["timestamp"][row : row + 1]) if recency_words else None
     with torch.no_grad():
-        states = model._candidate_states(seq, length, batch["item_id"][row:row + 1], users, labels, window_times)
+        states = model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, labels, window_times)
         whole = model.option_logits(states[0])  # [n+1 C]
         for t in (1, int(length) // 2, int(length) - 1):
-            prefix, prefix_labels, prefix_times = torch.zeros_like(seq), torch.zeros_like(labels), torch.zeros_like(times)
+            prefix, prefix_labels, prefix_times = (
+                torch.zeros_like(seq),
+                torch.zeros_like(labels),
+                torch.zeros_like(times),
+            )
             prefix[0, :t], prefix_labels[0, :t], prefix_times[0, :t] = seq[0, :t], labels[0, :t], times[0, :t]
-            shown = (prefix_times, times[0, t:t + 1]) if recency_words else None
-            alone = model(prefix, torch.tensor([t]), seq[0, t:t + 1], users, prefix_labels, shown)
+            shown = (prefix_times, times[0, t : t + 1]) if recency_words else None
+            alone = model(prefix, torch.tensor([t]), seq[0, t : t + 1], users, prefix_labels, shown)
             torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
     if recency_words:  # the time the candidate is shown is an input
-        later = (times, batch["timestamp"][row:row + 1] + 90 * 86400.0 / model.seconds_per_time_unit)  # 90 days
+        later = (times, batch["timestamp"][row : row + 1] + 90 * 86400.0 / model.seconds_per_time_unit)  # 90 days
         with torch.no_grad():
-            moved = model(seq, length, batch["item_id"][row:row + 1], users, labels, later)
+            moved = model(seq, length, batch["item_id"][row : row + 1], users, labels, later)
         assert not torch.allclose(moved, whole[int(length)].unsqueeze(0))
         assert torch.isfinite(model.calculate_loss(batch))
 
@@ -108,25 +111,33 @@ def test_history_labels_reach_later_steps_only(data, make_model):
     assert model.outcome_tokens is not None
     batch = train_batch(data)
     row = int(torch.argmax(batch["item_length"]))
-    seq, length = batch["item_id_list"][row:row + 1], batch["item_length"][row:row + 1]
-    users = batch["user_id"][row:row + 1] if model.user_texts is not None else None
-    labels = batch["label_list"][row:row + 1]
+    seq, length = batch["item_id_list"][row : row + 1], batch["item_length"][row : row + 1]
+    users = batch["user_id"][row : row + 1] if model.user_texts is not None else None
+    labels = batch["label_list"][row : row + 1]
     flipped = labels.clone()
     t = int(length) // 2
     flipped[0, t] = 1 - flipped[0, t]
     with torch.no_grad():
-        before = model.option_logits(model._candidate_states(seq, length, batch["item_id"][row:row + 1], users,
-                                                             labels)[0])
-        after = model.option_logits(model._candidate_states(seq, length, batch["item_id"][row:row + 1], users,
-                                                            flipped)[0])
-    torch.testing.assert_close(after[:t + 1], before[:t + 1])
-    assert bool(((after[t + 1:] - before[t + 1:]).abs().amax(dim=1) > 1e-6).all())
+        before = model.option_logits(
+            model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, labels)[0]
+        )
+        after = model.option_logits(
+            model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, flipped)[0]
+        )
+    torch.testing.assert_close(after[: t + 1], before[: t + 1])
+    assert bool(((after[t + 1 :] - before[t + 1 :]).abs().amax(dim=1) > 1e-6).all())
 
 
 def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, make_model):
     """All layers online, every token kept: the score is the HF model's own forward over the joined segments."""
-    model = make_model(late_interaction_layers=4, segment_tokens="all", n_prompt_tokens=0,
-                       use_profile=False, tuning="option", history_labels=False).eval()
+    model = make_model(
+        late_interaction_layers=4,
+        segment_tokens="all",
+        n_prompt_tokens=0,
+        use_profile=False,
+        tuning="option",
+        history_labels=False,
+    ).eval()
     assert model.late.n_lower == 0
     _, hf = load_plm("tiny-random-llama")
     wanted = hf.model.state_dict()
@@ -136,7 +147,7 @@ def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data,
         scores = model.predict(batch)[:4]
         for b in range(4):
             n = int(batch["item_length"][b])
-            items = torch.cat([batch["item_id_list"][b, :n], batch["item_id"][b:b + 1]])
+            items = torch.cat([batch["item_id_list"][b, :n], batch["item_id"][b : b + 1]])
             ids = model.item_tokens.input_ids[items]  # [n+1 L]
             valid = pool_mask(model.item_tokens.attention_mask[items], skip_first=True)  # M6Rec keeps BOS out
             width = model._item_segments.width
@@ -144,16 +155,25 @@ def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data,
             valid = torch.nn.functional.pad(valid, (0, width - valid.shape[1]))
             segments = torch.arange(1, n + 2).repeat_interleave(ids.shape[1]).unsqueeze(0)
             mask = additive_mask(segment_causal_mask(segments, valid.reshape(1, -1)))
-            out = hf.model(inputs_embeds=hf.model.embed_tokens(ids.reshape(1, -1)), attention_mask=mask,
-                           position_ids=torch.arange(ids.numel()).unsqueeze(0)).last_hidden_state
+            out = hf.model(
+                inputs_embeds=hf.model.embed_tokens(ids.reshape(1, -1)),
+                attention_mask=mask,
+                position_ids=torch.arange(ids.numel()).unsqueeze(0),
+            ).last_hidden_state
             expected = torch.softmax(out[0, -1] @ model.options.t(), -1)[1]
             torch.testing.assert_close(scores[b], expected, rtol=1e-4, atol=1e-5)
 
 
 # --- tuning modes -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("tuning,adapters,options_trained", [
-    ("option_adapter", True, True), ("option", False, True), ("prompt", False, False), ("upper", False, True),
-])
+@pytest.mark.parametrize(
+    "tuning,adapters,options_trained",
+    [
+        ("option_adapter", True, True),
+        ("option", False, True),
+        ("prompt", False, False),
+        ("upper", False, True),
+    ],
+)
 def test_gradients_reach_exactly_the_trainable_parameters(data, make_model, tuning, adapters, options_trained):
     model = make_model(tuning=tuning)
     model.calculate_loss(train_batch(data)).backward()
@@ -181,19 +201,27 @@ def test_a_training_step_lowers_the_loss(data, make_model):
 
 # --- bad input --------------------------------------------------------------------------------------------------
 def test_without_labels_it_names_the_threshold_setting(make_config):
-    config = make_config(threshold=None, **{
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}, "metrics": ["NDCG"],
-        "valid_metric": "NDCG@10"})
+    config = make_config(
+        threshold=None,
+        **{
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+            "metrics": ["NDCG"],
+            "valid_metric": "NDCG@10",
+        },
+    )
     dataset = create_dataset(config)
     with pytest.raises(ValueError, match="threshold"):
         M6RecCTR(config, dataset)
 
 
 def test_option_tuning_is_refused_for_the_retrieval_model(cache_dir):
-    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
-        **TINY_SLICE, "text_cache_dir": cache_dir, "tuning": "option"})
+    config = PluginConfig(
+        model="M6Rec", dataset="ml-100k", config_dict={**TINY_SLICE, "text_cache_dir": cache_dir, "tuning": "option"}
+    )
     dataset = create_dataset(config)
-    with pytest.raises(ValueError, match="tuning must be one of option_adapter, prompt, upper, full \\(got 'option'\\)"):
+    with pytest.raises(
+        ValueError, match="tuning must be one of option_adapter, prompt, upper, full \\(got 'option'\\)"
+    ):
         M6Rec(config, dataset)
 
 

@@ -11,8 +11,12 @@ from recbole_m6rec.quick_start import run_pipeline
 SLICE = {
     "user_inter_num_interval": "[0,60]",  # users with at most 60 ratings: a smaller, faster slice
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-    "metrics": ["Recall", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
-    "eval_history_mask": "all", "show_progress": False, "state": "WARNING",
+    "metrics": ["Recall", "NDCG"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+    "eval_history_mask": "all",
+    "show_progress": False,
+    "state": "WARNING",
 }
 
 
@@ -24,8 +28,9 @@ def outcomes(tmp_path_factory):
         results = {}
         # ~450 users make ~450 training windows: small batches give M6Rec ~110 optimiser steps in 4 epochs
         for model, extra in (("M6Rec", {"epochs": 4, "train_batch_size": 16}), ("Pop", {"epochs": 1})):
-            config = PluginConfig(model=model, dataset="ml-100k",
-                                  config_dict={**SLICE, **extra, "checkpoint_dir": str(folder / "saved")})
+            config = PluginConfig(
+                model=model, dataset="ml-100k", config_dict={**SLICE, **extra, "checkpoint_dir": str(folder / "saved")}
+            )
             results[model] = run_pipeline(config, saved=True)
     finally:
         sys.argv = argv

@@ -89,8 +89,13 @@ def test_gradients_reach_exactly_the_trainable_parameters(make_model, windows, l
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
     nonzero = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert {"late.prompt", "user_projection.weight", "item_projection.weight", "candidate_embedding",
-            "item_id_embedding.weight"} <= nonzero
+    assert {
+        "late.prompt",
+        "user_projection.weight",
+        "item_projection.weight",
+        "candidate_embedding",
+        "item_id_embedding.weight",
+    } <= nonzero
 
 
 # --- the losses equal a direct computation ------------------------------------------------------------------------
@@ -133,15 +138,19 @@ def test_sampled_softmax_equals_a_direct_computation(make_model, windows, monkey
     targets = list(dict.fromkeys(target for _, _, target in positions))
     others = [i for i in range(1, model.n_items) if i not in targets][:3]
     shared = targets[:2] + others
-    monkeypatch.setattr(sys.modules[type(model).__module__], "draw_shared_negatives",
-                        lambda pool, k, device: torch.tensor(shared[:k], device=device))
+    monkeypatch.setattr(
+        sys.modules[type(model).__module__],
+        "draw_shared_negatives",
+        lambda pool, k, device: torch.tensor(shared[:k], device=device),
+    )
     with torch.no_grad():
         value = float(model.calculate_loss(batch))
     users, items = _direct_scores(model, batch)
     terms = []
     for row, t, target in positions:
-        logits = [float(users[row, t + 1] @ items[target]) / model.settings.temperature] + \
-            [float(users[row, t + 1] @ items[j]) / model.settings.temperature for j in shared if j != target]
+        logits = [float(users[row, t + 1] @ items[target]) / model.settings.temperature] + [
+            float(users[row, t + 1] @ items[j]) / model.settings.temperature for j in shared if j != target
+        ]
         terms.append(-logits[0] + math.log(sum(math.exp(x) for x in logits)))
     assert value == pytest.approx(sum(terms) / len(terms), rel=1e-5)
 
@@ -169,8 +178,9 @@ def test_drawn_negatives_are_never_the_target_nor_the_padding_item():
         losses.draw_negatives(torch.tensor([5]), targets)
 
 
-def test_model_negatives_are_never_the_target_nor_padding_and_only_seen_items_under_seen(make_model, windows,
-                                                                                           monkeypatch):
+def test_model_negatives_are_never_the_target_nor_padding_and_only_seen_items_under_seen(
+    make_model, windows, monkeypatch
+):
     model = make_model(**BPR, loss_items="seen")
     seen = model.cold.seen.bool()
     cold = (~seen).nonzero().flatten()
@@ -185,8 +195,9 @@ def test_model_negatives_are_never_the_target_nor_padding_and_only_seen_items_un
     assert not bool((negatives == labels).any()) and not bool((negatives == 0).any())
     assert bool(seen[negatives].all())  # RecBole's cold negatives were drawn again among the seen items
 
-    softmax = make_model(loss_type="sampled_softmax", loss_items="seen", softmax_negatives=int(seen.sum()),
-                         **NO_NEGATIVES)
+    softmax = make_model(
+        loss_type="sampled_softmax", loss_items="seen", softmax_negatives=int(seen.sum()), **NO_NEGATIVES
+    )
     shared_spy = Spy(monkeypatch, sys.modules[type(model).__module__], "draw_shared_negatives")
     softmax.calculate_loss(batch)
     assert sorted(shared_spy.calls[0].tolist()) == seen.nonzero().flatten().tolist()
@@ -203,21 +214,36 @@ def test_same_seed_same_loss_and_the_draws_follow_the_generator(make_model, wind
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        ({"loss_type": "BPR", **NO_NEGATIVES}, r"loss_type BPR needs RecBole's sampled negatives \(got "
-                                               r"train_neg_sample_args: ~\); set train_neg_sample_args: "
-                                               r"\{distribution: uniform, sample_num: 1\}"),
-        ({"loss_type": "CE", "train_neg_sample_args": NEGATIVES}, r"loss_type CE takes no negatives from RecBole's "
-                                                                  r"sampler .*set train_neg_sample_args: ~"),
-        ({"loss_type": "sampled_softmax", "train_neg_sample_args": NEGATIVES},
-         r"loss_type sampled_softmax takes no negatives .*softmax_negatives"),
-        ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 0}},
-         r"train_neg_sample_args.sample_num must be an integer >= 1 \(got 0\)"),
-        ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "popularity", "sample_num": 1}},
-         r"distribution: 'popularity'\); valid: uniform"),
-        ({"loss_type": "sampled_softmax", "softmax_negatives": 0, **NO_NEGATIVES},
-         r"softmax_negatives must be an integer >= 1 \(got 0\)"),
-        ({"loss_type": "hinge", **NO_NEGATIVES}, r"loss_type must be one of CE, inbatch, BPR, sampled_softmax "
-                                                 r"\(got 'hinge'\)"),
+        (
+            {"loss_type": "BPR", **NO_NEGATIVES},
+            r"loss_type BPR needs RecBole's sampled negatives \(got "
+            r"train_neg_sample_args: ~\); set train_neg_sample_args: "
+            r"\{distribution: uniform, sample_num: 1\}",
+        ),
+        (
+            {"loss_type": "CE", "train_neg_sample_args": NEGATIVES},
+            r"loss_type CE takes no negatives from RecBole's " r"sampler .*set train_neg_sample_args: ~",
+        ),
+        (
+            {"loss_type": "sampled_softmax", "train_neg_sample_args": NEGATIVES},
+            r"loss_type sampled_softmax takes no negatives .*softmax_negatives",
+        ),
+        (
+            {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 0}},
+            r"train_neg_sample_args.sample_num must be an integer >= 1 \(got 0\)",
+        ),
+        (
+            {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "popularity", "sample_num": 1}},
+            r"distribution: 'popularity'\); valid: uniform",
+        ),
+        (
+            {"loss_type": "sampled_softmax", "softmax_negatives": 0, **NO_NEGATIVES},
+            r"softmax_negatives must be an integer >= 1 \(got 0\)",
+        ),
+        (
+            {"loss_type": "hinge", **NO_NEGATIVES},
+            r"loss_type must be one of CE, inbatch, BPR, sampled_softmax " r"\(got 'hinge'\)",
+        ),
     ],
 )
 def test_inconsistent_loss_settings_are_clear_errors(make_model, overrides, message):
@@ -226,7 +252,7 @@ def test_inconsistent_loss_settings_are_clear_errors(make_model, overrides, mess
 
 
 def test_more_softmax_negatives_than_items_is_a_clear_error(make_model, windows):
-    model = make_model(loss_type="sampled_softmax", softmax_negatives=10 ** 6, **NO_NEGATIVES)
+    model = make_model(loss_type="sampled_softmax", softmax_negatives=10**6, **NO_NEGATIVES)
     with pytest.raises(ValueError, match=rf"at most .* {model.n_items - 1} \(got 1000000\)"):
         model.calculate_loss(windows)
 
@@ -246,11 +272,25 @@ def test_a_recbole_run_with_bpr_trains_and_evaluates(tmp_path, cache_dir, no_for
     monkeypatch.chdir(tmp_path)  # RecBole writes its log folder into the working directory
     negatives = Spy(monkeypatch, M6Rec, "_bpr_negatives")
     trained = Spy(monkeypatch, M6Rec, "calculate_loss")
-    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={
-        **BPR, "plm_name_or_path": "tiny-random-llama", "text_cache_dir": cache_dir,
-        "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 20, "epochs": 1, "train_batch_size": 32,
-        "show_progress": False, "state": "WARNING", "checkpoint_dir": str(tmp_path / "saved"),
-        "metrics": ["Recall", "NDCG"], "topk": [10], "valid_metric": "NDCG@10"})
+    config = PluginConfig(
+        model="M6Rec",
+        dataset="ml-100k",
+        config_dict={
+            **BPR,
+            "plm_name_or_path": "tiny-random-llama",
+            "text_cache_dir": cache_dir,
+            "user_inter_num_interval": "[0,30]",
+            "MAX_ITEM_LIST_LENGTH": 20,
+            "epochs": 1,
+            "train_batch_size": 32,
+            "show_progress": False,
+            "state": "WARNING",
+            "checkpoint_dir": str(tmp_path / "saved"),
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+        },
+    )
     result = run_pipeline(config, saved=False).result
     assert len(trained.calls) == len(negatives.calls) > 1  # every training step scored sampled negatives
     assert all(torch.isfinite(loss) for loss in trained.calls)

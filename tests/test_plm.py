@@ -285,9 +285,17 @@ def _save_tiny_llama(folder: Path, seed: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer("minilm-l6")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
@@ -316,8 +324,9 @@ def test_folder_fingerprint_covers_the_weights_contents_and_stale_states_are_not
     texts = ["Toy Story (1995). Genres: Animation Children's Comedy", "Heat (1995). Genres: Action Crime Thriller"]
 
     def encode():
-        encoder = SegmentEncoder.load(str(folder), upper_layers=1, segment_tokens=1, max_tokens=16,
-                                      cache_dir=tmp_path / "cache", batch_size=2)
+        encoder = SegmentEncoder.load(
+            str(folder), upper_layers=1, segment_tokens=1, max_tokens=16, cache_dir=tmp_path / "cache", batch_size=2
+        )
         return encoder, encoder.encode(texts, "items").states
 
     first_id = plm_fingerprint(str(folder))
@@ -356,15 +365,21 @@ def test_file_digest_memo_never_outlives_a_change_of_contents(tmp_path, monkeypa
 
 
 # ------------------------------------------------------------------------------------------------ segment-cache keys
-TEXTS = ["[PAD]", "Toy Story (1995). Genres: Animation Children's Comedy", "Heat (1995)", "Fargo (1996). Genres: Crime",
-         "Casino (1995). Genres: Drama Crime Thriller, a long title that pads the others"]
+TEXTS = [
+    "[PAD]",
+    "Toy Story (1995). Genres: Animation Children's Comedy",
+    "Heat (1995)",
+    "Fargo (1996). Genres: Crime",
+    "Casino (1995). Genres: Drama Crime Thriller, a long title that pads the others",
+]
 
 
 def _encoder(cache_dir: Path, batch_size: int):
     from recbole_m6rec.lm import SegmentEncoder
 
-    return SegmentEncoder.load("tiny-random-llama", upper_layers=2, segment_tokens=1, max_tokens=24,
-                               cache_dir=cache_dir, batch_size=batch_size)
+    return SegmentEncoder.load(
+        "tiny-random-llama", upper_layers=2, segment_tokens=1, max_tokens=24, cache_dir=cache_dir, batch_size=batch_size
+    )
 
 
 def test_segment_cache_key_covers_the_batches_and_the_code(tmp_path, monkeypatch):

@@ -25,8 +25,14 @@ from recbole_m6rec.text.recency import RECENCY_PHRASES, recency_buckets, seconds
 pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
 
 DAY = 86400.0
-BOUNDS = [3600.0, DAY] + [d * DAY for d in range(2, 8)] + [w * 7 * DAY for w in range(2, 5)] + [30 * DAY] + \
-    [m * 30 * DAY for m in range(2, 13)] + [730 * DAY, 1095 * DAY]  # recency.py's bucket edges
+BOUNDS = (
+    [3600.0, DAY]
+    + [d * DAY for d in range(2, 8)]
+    + [w * 7 * DAY for w in range(2, 5)]
+    + [30 * DAY]
+    + [m * 30 * DAY for m in range(2, 13)]
+    + [730 * DAY, 1095 * DAY]
+)  # recency.py's bucket edges
 
 
 def _config(**overrides) -> PluginConfig:
@@ -41,8 +47,9 @@ def _raw_inter(config) -> pd.DataFrame:
 
 # --- the conversion -----------------------------------------------------------------------------------------------
 def test_normalised_gaps_times_the_raw_range_are_the_raw_gaps():
-    raw = torch.tensor([[1000.0, 1060.0, 1000 + 5 * 3600, 1000 + 2.5 * DAY, 1000 + 12 * DAY, 1000 + 500 * DAY]],
-                       dtype=torch.float64)
+    raw = torch.tensor(
+        [[1000.0, 1060.0, 1000 + 5 * 3600, 1000 + 2.5 * DAY, 1000 + 12 * DAY, 1000 + 500 * DAY]], dtype=torch.float64
+    )
     low, high = 500.0, 1000 + 600 * DAY
     normalised = ((raw - low) / (high - low)).float()  # as RecBole's batches carry them
     lengths = torch.tensor([6])
@@ -55,13 +62,16 @@ def test_normalised_gaps_times_the_raw_range_are_the_raw_gaps():
     assert set(unconverted[0, 1:].tolist()) == {RECENCY_PHRASES.index("minutes later")}  # what the bug showed
 
 
-@pytest.mark.parametrize("settings,ftype,normalised", [
-    ({"normalize_all": True, "normalize_field": None}, FeatureType.FLOAT, True),
-    ({"normalize_all": False, "normalize_field": None}, FeatureType.FLOAT, False),
-    ({"normalize_all": False, "normalize_field": ["rating"]}, FeatureType.FLOAT, False),
-    ({"normalize_all": False, "normalize_field": ["timestamp"]}, FeatureType.FLOAT, True),
-    ({"normalize_all": True, "normalize_field": None}, FeatureType.TOKEN, False),  # RecBole scales floats only
-])
+@pytest.mark.parametrize(
+    "settings,ftype,normalised",
+    [
+        ({"normalize_all": True, "normalize_field": None}, FeatureType.FLOAT, True),
+        ({"normalize_all": False, "normalize_field": None}, FeatureType.FLOAT, False),
+        ({"normalize_all": False, "normalize_field": ["rating"]}, FeatureType.FLOAT, False),
+        ({"normalize_all": False, "normalize_field": ["timestamp"]}, FeatureType.FLOAT, True),
+        ({"normalize_all": True, "normalize_field": None}, FeatureType.TOKEN, False),  # RecBole scales floats only
+    ],
+)
 def test_which_settings_normalise_the_time_field(settings, ftype, normalised):
     config = {"TIME_FIELD": "timestamp", **settings}
     assert time_field_is_normalised(config, {"timestamp": ftype}) is normalised
@@ -72,8 +82,11 @@ def test_seconds_per_time_unit_comes_from_the_recorded_range_or_is_an_error():
     floats = {"timestamp": FeatureType.FLOAT}
     assert seconds_per_time_unit(config, SimpleNamespace(raw_time_range=(10.0, 110.0), field2type=floats)) == 100.0
     assert seconds_per_time_unit(config, SimpleNamespace(raw_time_range=None, field2type=floats)) == 1.0
-    with pytest.raises(ValueError, match=r"normalize_all scaled the time field 'timestamp'.*"
-                                         r"recbole_m6rec\.data\.create_dataset.*normalize_field"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalize_all scaled the time field 'timestamp'.*"
+        r"recbole_m6rec\.data\.create_dataset.*normalize_field",
+    ):
         seconds_per_time_unit(config, SimpleNamespace(field2type=floats))
     raw_seconds = {**config, "normalize_all": False}
     assert seconds_per_time_unit(raw_seconds, SimpleNamespace(field2type=floats)) == 1.0
@@ -109,8 +122,11 @@ def test_the_plugin_dataset_is_recboles_plus_the_raw_time_range():
 
 def test_a_normalised_dataset_without_the_range_is_a_clear_error(tmp_path):
     config = _config(recency_words=True, text_cache_dir=str(tmp_path))
-    with pytest.raises(ValueError, match=r"normalize_all scaled the time field 'timestamp' to \[0, 1\].*"
-                                         r"recbole_m6rec\.data\.create_dataset.*normalize_field"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalize_all scaled the time field 'timestamp' to \[0, 1\].*"
+        r"recbole_m6rec\.data\.create_dataset.*normalize_field",
+    ):
         m6rec_module.M6Rec(config, recbole_create_dataset(config))
     raw_seconds = _config(recency_words=True, text_cache_dir=str(tmp_path), normalize_all=False)
     assert m6rec_module.M6Rec(raw_seconds, recbole_create_dataset(raw_seconds)).seconds_per_time_unit == 1.0
@@ -123,8 +139,9 @@ def test_recency_phrases_through_the_pipeline_vary_and_match_the_raw_gaps(tmp_pa
     from recbole_m6rec.quick_start import load_data_and_model, run_pipeline
 
     monkeypatch.chdir(tmp_path)
-    config = _config(recency_words=True, epochs=1, text_cache_dir=str(tmp_path / "cache"),
-                     checkpoint_dir=str(tmp_path / "saved"))
+    config = _config(
+        recency_words=True, epochs=1, text_cache_dir=str(tmp_path / "cache"), checkpoint_dir=str(tmp_path / "saved")
+    )
     outcome = run_pipeline(config)
     _, model, dataset, _, _, test = load_data_and_model(outcome.checkpoint_file)
     assert model.seconds_per_time_unit == dataset.raw_time_range[1] - dataset.raw_time_range[0] > 100 * DAY
@@ -142,7 +159,7 @@ def test_recency_phrases_through_the_pipeline_vary_and_match_the_raw_gaps(tmp_pa
     batch = next(iter(test))[0]
     with torch.no_grad():
         model.full_sort_predict(batch)
-    (times, lengths, index, has_phrase), = seen
+    ((times, lengths, index, has_phrase),) = seen
     assert torch.equal(times, batch["timestamp_list"])
 
     phrases = {RECENCY_PHRASES[i] for i in index[has_phrase].tolist()}
@@ -158,7 +175,7 @@ def test_recency_phrases_through_the_pipeline_vary_and_match_the_raw_gaps(tmp_pa
     raw = _raw_inter(config).set_index(["user_id", "item_id"])["timestamp"]
     raw_times = torch.tensor([float(raw.loc[(user, item)]) for item in items], dtype=torch.float64)
     raw_gaps = raw_times[1:] - raw_times[:-1]
-    model_gaps = (times[row, 1:n].double() - times[row, :n - 1].double()) * model.seconds_per_time_unit
+    model_gaps = (times[row, 1:n].double() - times[row, : n - 1].double()) * model.seconds_per_time_unit
     torch.testing.assert_close(model_gaps, raw_gaps.clamp(min=0), rtol=0, atol=5.0)  # float32 [0, 1]: ~2 s
     expected, _ = recency_buckets(raw_times.unsqueeze(0), torch.tensor([n]))
     clear = torch.tensor([min(abs(g - b) for b in BOUNDS) > 5.0 for g in raw_gaps.tolist()])  # not at an edge

@@ -11,16 +11,21 @@ import textwrap
 
 import pytest
 import torch
+from helpers import REPO
 
 from recbole_m6rec.checkpoint import FORMAT, load_plain_checkpoint, load_recbole_checkpoint
 
-from helpers import REPO
-
 # 4 epochs, early stopping off, a slice of ml-100k users: ~30 s per run with the tiny model.
 SETTINGS = {
-    "plm_name_or_path": "tiny-random-llama", "user_inter_num_interval": "[0,30]", "MAX_ITEM_LIST_LENGTH": 10,
-    "epochs": 4, "stopping_step": 100, "train_batch_size": 32, "eval_history_mask": "all",
-    "show_progress": False, "state": "WARNING",
+    "plm_name_or_path": "tiny-random-llama",
+    "user_inter_num_interval": "[0,30]",
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "epochs": 4,
+    "stopping_step": 100,
+    "train_batch_size": 32,
+    "eval_history_mask": "all",
+    "show_progress": False,
+    "state": "WARNING",
 }
 
 # Runs one M6Rec training in a fresh process; with KILL_AT=n the process SIGKILLs itself inside the n-th training
@@ -49,12 +54,20 @@ RUNNER = textwrap.dedent("""
 
 
 def run_m6rec(tmp_path, name, kill_at=0, **overrides):
-    settings = {**SETTINGS, "text_cache_dir": str(tmp_path / "cache"),
-                "checkpoint_dir": str(tmp_path / f"saved-{name}"), **overrides}
+    settings = {
+        **SETTINGS,
+        "text_cache_dir": str(tmp_path / "cache"),
+        "checkpoint_dir": str(tmp_path / f"saved-{name}"),
+        **overrides,
+    }
     out = tmp_path / f"{name}.json"
-    completed = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(settings), str(out), str(kill_at)],
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-                               text=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", RUNNER, json.dumps(settings), str(out), str(kill_at)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     return completed, (json.loads(out.read_text()) if out.exists() else None)
 
 
@@ -95,8 +108,9 @@ def test_killed_run_resumes_to_the_same_metrics(runs):
     assert killed.returncode == -9 and killed_result is None  # really killed mid-epoch
     (resume_point,) = (tmp_path / "saved-killed").glob("M6Rec-*-last.pth")
     assert load_plain_checkpoint(resume_point)["epoch"] == 1  # epochs 0 and 1 finished before the kill
-    done, resumed = run_m6rec(tmp_path, "resumed", resume_checkpoint=str(resume_point),
-                              checkpoint_dir=str(tmp_path / "saved-killed"))
+    done, resumed = run_m6rec(
+        tmp_path, "resumed", resume_checkpoint=str(resume_point), checkpoint_dir=str(tmp_path / "saved-killed")
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
     assert resumed["epochs"] == 4
@@ -135,8 +149,9 @@ def encode_items(cache_dir, background=False):
     command = [sys.executable, "-c", ENCODER, json.dumps(settings)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if background:
-        return subprocess.Popen(command, cwd=cache_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(
+            command, cwd=cache_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     done = subprocess.run(command, cwd=cache_dir.parent, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
@@ -165,10 +180,13 @@ def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path):
     altered = {**payload, "tensors": {**payload["tensors"], "states": payload["tensors"]["states"].clone()}}
     altered["tensors"]["states"][5, 0, 3] += 0.25  # same shape, same key: only the checksum can tell
     stale = {**payload, "key": "0" * 64}
-    damages = {"garbage": b"not a tensor file", "truncated": good[: len(good) // 2], "altered": altered,
-               "stale": stale}
-    reasons = {"garbage": "unreadable", "truncated": "unreadable", "altered": "content checksum does not match",
-               "stale": "written by other settings"}
+    damages = {"garbage": b"not a tensor file", "truncated": good[: len(good) // 2], "altered": altered, "stale": stale}
+    reasons = {
+        "garbage": "unreadable",
+        "truncated": "unreadable",
+        "altered": "content checksum does not match",
+        "stale": "written by other settings",
+    }
     for name, damage in damages.items():
         if isinstance(damage, bytes):
             items_file.write_bytes(damage)

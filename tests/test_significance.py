@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from recbole_m6rec.benchmarks.significance import (
-    auc_ci, holm, paired_auc_test, paired_ratio_ci, per_user_by_seed)
+from recbole_m6rec.benchmarks.significance import auc_ci, holm, paired_auc_test, paired_ratio_ci, per_user_by_seed
 
 
 def keyed(values: np.ndarray, seeds=(2020, 2021, 2022)) -> dict[str, float]:
@@ -82,8 +81,9 @@ def test_repeating_a_user_on_more_seeds_adds_no_evidence():
     rng = np.random.default_rng(5)
     prim, base = rng.uniform(0, 1, size=(1, 80)) + 0.05, rng.uniform(0, 1, size=(1, 80))
     one = paired_ratio_ci(keyed(prim, (1,)), keyed(base, (1,)), n_boot=3000, seed=7)
-    three = paired_ratio_ci(keyed(np.repeat(prim, 3, 0), (1, 2, 3)), keyed(np.repeat(base, 3, 0), (1, 2, 3)),
-                            n_boot=3000, seed=7)
+    three = paired_ratio_ci(
+        keyed(np.repeat(prim, 3, 0), (1, 2, 3)), keyed(np.repeat(base, 3, 0), (1, 2, 3)), n_boot=3000, seed=7
+    )
     for key in ("ratio", "ci_low", "ci_high", "p_value"):
         assert three[key] == pytest.approx(one[key], rel=1e-9)
     assert (one["n_seeds"], three["n_seeds"], three["n_users"]) == (1, 3, 80)

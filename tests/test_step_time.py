@@ -25,9 +25,28 @@ def test_padded_catalogue_reuses_the_real_items_segment_states(data, make_model)
 
 def test_the_benchmark_writes_one_row_per_catalogue_and_loss_and_its_command(tmp_path, no_foreign_argv):
     folder = tmp_path / "report"
-    argv = [f"--report={folder}", "--plm", "tiny-random-llama", "--sizes", "1682", "3000", "--losses", "CE", "BPR",
-            "sampled_softmax", "--negatives", "16", "--warmup", "0", "--steps", "1", "--batch-size", "8",
-            "--max-history", "10"]
+    argv = [
+        f"--report={folder}",
+        "--plm",
+        "tiny-random-llama",
+        "--sizes",
+        "1682",
+        "3000",
+        "--losses",
+        "CE",
+        "BPR",
+        "sampled_softmax",
+        "--negatives",
+        "16",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-history",
+        "10",
+    ]
     step_time.main(argv)
     record = json.loads((folder / "results.json").read_text())
     rows = {(r["items"], r["loss"]): r for r in record["results"]}

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import QUIET, SMALL_SASREC, prepare_data
 from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
@@ -13,12 +14,12 @@ from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.registry import get_model
 from recbole_m6rec.trainer import RunHooks, build_trainer
 
-from helpers import QUIET, SMALL_SASREC, prepare_data
-
 
 @pytest.fixture(scope="module")
 def sasrec_data():
-    return prepare_data(PluginConfig(model="SASRec", dataset="ml-100k", config_dict={**SMALL_SASREC, **QUIET, "topk": [10, 50]}))
+    return prepare_data(
+        PluginConfig(model="SASRec", dataset="ml-100k", config_dict={**SMALL_SASREC, **QUIET, "topk": [10, 50]})
+    )
 
 
 def trainer_for(data, rule, tmp_path):

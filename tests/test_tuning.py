@@ -13,12 +13,20 @@ BEST_LR = 0.003
 
 
 def make_plan(trials=12, seed=2020, algo="random", metric="NDCG@10", search=None):
-    search = search or {"learning_rate": ["loguniform", 0.0001, 0.01], "dropout_prob": ["choice", 0.1, 0.3, 0.5],
-                        "adapter_rank": ["choice", 64, 256], "n_layers": ["quniform", 1, 4, 1],
-                        "weight_decay": ["uniform", 0.0, 0.1]}
-    return {"dataset": "ml-100k", "seeds": [2020], "common": {"valid_metric": metric},
-            "tuning": {"trials": trials, "seed": seed, "algo": algo},
-            "rows": {"M": {"model": "M6Rec", "search": search}, "Pop": {"model": "Pop"}}}
+    search = search or {
+        "learning_rate": ["loguniform", 0.0001, 0.01],
+        "dropout_prob": ["choice", 0.1, 0.3, 0.5],
+        "adapter_rank": ["choice", 64, 256],
+        "n_layers": ["quniform", 1, 4, 1],
+        "weight_decay": ["uniform", 0.0, 0.1],
+    }
+    return {
+        "dataset": "ml-100k",
+        "seeds": [2020],
+        "common": {"valid_metric": metric},
+        "tuning": {"trials": trials, "seed": seed, "algo": algo},
+        "rows": {"M": {"model": "M6Rec", "search": search}, "Pop": {"model": "Pop"}},
+    }
 
 
 class Objective:
@@ -36,8 +44,12 @@ class Objective:
         score -= 0.01 * (params.get("dropout_prob", 0.3) - 0.3) ** 2
         if len(self.calls) - 1 in self.fail_on:  # a failed run: its (stale) valid score must never win
             return {"status": "failed", "best_valid_result": {self.metric: 99.0}, "epochs_run": 0}
-        return {"status": "ok", "best_valid_result": {self.metric.upper(): self.sign * score, "recall@10": 0.1},
-                "test_result": {self.metric: -1.0}, "epochs_run": 3}
+        return {
+            "status": "ok",
+            "best_valid_result": {self.metric.upper(): self.sign * score, "recall@10": 0.1},
+            "test_result": {self.metric: -1.0},
+            "epochs_run": 3,
+        }
 
 
 def params_of(result):
@@ -52,8 +64,10 @@ def test_finds_near_the_optimum_and_reports_the_best_valid_trial(tmp_path, algo)
     best = max(result["trials"], key=lambda t: t["valid"]["ndcg@10"])
     assert result["best_params"] == best["params"] and result["best_valid"] == best["valid"]["ndcg@10"]
     assert (result["row"], result["metric"], result["algo"], result["seed"]) == ("M", "ndcg@10", algo, 2020)
-    assert result["trials"][0]["valid"] == {"ndcg@10": pytest.approx(result["trials"][0]["valid"]["ndcg@10"]),
-                                            "recall@10": 0.1}  # valid only: tuning never records test results
+    assert result["trials"][0]["valid"] == {
+        "ndcg@10": pytest.approx(result["trials"][0]["valid"]["ndcg@10"]),
+        "recall@10": 0.1,
+    }  # valid only: tuning never records test results
     assert json.loads((tmp_path / "M-tuning.json").read_text()) == result
 
 
@@ -98,10 +112,15 @@ def test_a_changed_space_does_not_reuse_the_record(tmp_path):
 
 
 def test_values_have_the_types_recbole_expects(tmp_path):
-    search = {"learning_rate": ["loguniform", 0.0001, 0.01], "adapter_rank": ["choice", 64, 256],
-              "n_layers": ["quniform", 1, 4, 1], "dropout_prob": ["quniform", 0.1, 0.5, 0.1],
-              "weight_decay": ["uniform", 0, 1], "hidden_sizes": ["choice", [64, 64], [128]],
-              "loss_type": ["choice", "CE", "BPR"]}
+    search = {
+        "learning_rate": ["loguniform", 0.0001, 0.01],
+        "adapter_rank": ["choice", 64, 256],
+        "n_layers": ["quniform", 1, 4, 1],
+        "dropout_prob": ["quniform", 0.1, 0.5, 0.1],
+        "weight_decay": ["uniform", 0, 1],
+        "hidden_sizes": ["choice", [64, 64], [128]],
+        "loss_type": ["choice", "CE", "BPR"],
+    }
     objective = Objective()
     result = tune_row(make_plan(trials=20, search=search), "M", objective, tmp_path)
     for params in objective.calls:  # what run_trial receives
@@ -128,41 +147,52 @@ def test_failed_trials_count_towards_the_budget_and_never_win(tmp_path):
 
 def test_a_flat_objective_still_gets_the_whole_budget(tmp_path):
     """RecBole's HyperTuning stops after 10 trials without progress by default; a row's budget is not cut short."""
-    result = tune_row(make_plan(trials=14), "M", lambda params: {"status": "ok", "best_valid_result": {"ndcg@10": 0.1}},
-                      tmp_path)
+    result = tune_row(
+        make_plan(trials=14), "M", lambda params: {"status": "ok", "best_valid_result": {"ndcg@10": 0.1}}, tmp_path
+    )
     assert len(result["trials"]) == 14 and result["best_params"] == result["trials"][0]["params"]
 
 
 def test_exhaustive_runs_a_small_grid_once_and_caps_a_large_one_at_the_budget(tmp_path):
     small = {"adapter_rank": ["choice", 64, 256], "dropout_prob": ["choice", 0.1, 0.5]}
     result = tune_row(make_plan(trials=8, algo="exhaustive", search=small), "M", Objective(), tmp_path / "small")
-    assert sorted(map(str, params_of(result))) == sorted(map(str, [
-        {"adapter_rank": r, "dropout_prob": d} for r in (64, 256) for d in (0.1, 0.5)]))
+    assert sorted(map(str, params_of(result))) == sorted(
+        map(str, [{"adapter_rank": r, "dropout_prob": d} for r in (64, 256) for d in (0.1, 0.5)])
+    )
     large = {"learning_rate": ["choice", 0.0001, 0.001, 0.01], "dropout_prob": ["choice", 0.1, 0.3, 0.5]}
     result = tune_row(make_plan(trials=4, algo="exhaustive", search=large), "M", Objective(), tmp_path / "large")
     assert len(result["trials"]) == 4 and len({str(p) for p in params_of(result)}) == 4
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda p: p["rows"]["M"].pop("search"), "row 'M' has no `search`"),
-    (lambda p: p.pop("tuning"), "no `tuning:"),
-    (lambda p: p["tuning"].update(trials=0), r"tuning.trials must be a positive int \(got 0\)"),
-    (lambda p: p["tuning"].update(algo="grid"), "tuning.algo must be one of random, bayes, exhaustive"),
-    (lambda p: p["tuning"].update(budget=3), r"unknown keys \['budget'\]"),
-    (lambda p: p["rows"]["M"]["search"].update(learning_rate=["logunif", 1e-4, 1e-2]),
-     r"row 'M', search key 'learning_rate': got \['logunif'.*valid: \[choice"),
-    (lambda p: p["rows"]["M"]["search"].update(learning_rate=["loguniform", "1e-4", 0.01]),
-     "'1e-4' is a str; write 1e-4 as 0.0001"),
-    (lambda p: p["rows"]["M"]["search"].update(learning_rate=["loguniform", 0, 0.01]),
-     "search key 'learning_rate': loguniform bounds must be positive"),
-    (lambda p: p["rows"]["M"]["search"].update(n_layers=["quniform", 1, 4]), r"valid: \[quniform, low, high, q\]"),
-    (lambda p: p["rows"]["M"]["search"].update(n_layers=["quniform", 1, 4, 2]), "multiples of it"),
-    (lambda p: p["rows"]["M"]["search"].update(dropout_prob=["choice"]), "at least one value"),
-    (lambda p: p["tuning"].update(algo="exhaustive"), "algo 'exhaustive' needs `choice` for every key"),
-    (lambda p: p["rows"]["M"]["search"].update(adapter_rank=["choice", {64}]), "values must be numbers, strings"),
-    (lambda p: p["rows"]["M"].update(adapter_rank=64), r"row 'M' sets \['adapter_rank'\] both as fixed values"),
-    (lambda p: p["common"].pop("valid_metric"), "valid_metric"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda p: p["rows"]["M"].pop("search"), "row 'M' has no `search`"),
+        (lambda p: p.pop("tuning"), "no `tuning:"),
+        (lambda p: p["tuning"].update(trials=0), r"tuning.trials must be a positive int \(got 0\)"),
+        (lambda p: p["tuning"].update(algo="grid"), "tuning.algo must be one of random, bayes, exhaustive"),
+        (lambda p: p["tuning"].update(budget=3), r"unknown keys \['budget'\]"),
+        (
+            lambda p: p["rows"]["M"]["search"].update(learning_rate=["logunif", 1e-4, 1e-2]),
+            r"row 'M', search key 'learning_rate': got \['logunif'.*valid: \[choice",
+        ),
+        (
+            lambda p: p["rows"]["M"]["search"].update(learning_rate=["loguniform", "1e-4", 0.01]),
+            "'1e-4' is a str; write 1e-4 as 0.0001",
+        ),
+        (
+            lambda p: p["rows"]["M"]["search"].update(learning_rate=["loguniform", 0, 0.01]),
+            "search key 'learning_rate': loguniform bounds must be positive",
+        ),
+        (lambda p: p["rows"]["M"]["search"].update(n_layers=["quniform", 1, 4]), r"valid: \[quniform, low, high, q\]"),
+        (lambda p: p["rows"]["M"]["search"].update(n_layers=["quniform", 1, 4, 2]), "multiples of it"),
+        (lambda p: p["rows"]["M"]["search"].update(dropout_prob=["choice"]), "at least one value"),
+        (lambda p: p["tuning"].update(algo="exhaustive"), "algo 'exhaustive' needs `choice` for every key"),
+        (lambda p: p["rows"]["M"]["search"].update(adapter_rank=["choice", {64}]), "values must be numbers, strings"),
+        (lambda p: p["rows"]["M"].update(adapter_rank=64), r"row 'M' sets \['adapter_rank'\] both as fixed values"),
+        (lambda p: p["common"].pop("valid_metric"), "valid_metric"),
+    ],
+)
 def test_plan_errors_name_the_row_key_and_value(tmp_path, change, message):
     plan = make_plan()
     change(plan)
@@ -182,13 +212,21 @@ def test_a_real_recbole_run_as_the_objective(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])  # and reads sys.argv
 
     def run_trial(params):
-        config = {"model": "BPR", "dataset": "ml-100k", "epochs": 1, "user_inter_num_interval": "[0,30]",
-                  "valid_metric": "NDCG@10", **QUIET, **params}
+        config = {
+            "model": "BPR",
+            "dataset": "ml-100k",
+            "epochs": 1,
+            "user_inter_num_interval": "[0,30]",
+            "valid_metric": "NDCG@10",
+            **QUIET,
+            **params,
+        }
         out = objective_function(config_dict=config, config_file_list=[ML100K_YAML], saved=False)
         return {"status": "ok", "best_valid_result": dict(out["best_valid_result"]), "epochs_run": 1}
 
-    plan = make_plan(trials=2, search={"learning_rate": ["loguniform", 0.0001, 0.01],
-                                       "embedding_size": ["choice", 16, 32]})
+    plan = make_plan(
+        trials=2, search={"learning_rate": ["loguniform", 0.0001, 0.01], "embedding_size": ["choice", 16, 32]}
+    )
     result = tune_row(plan, "M", run_trial, tmp_path / "trials")
     assert [t["status"] for t in result["trials"]] == ["ok", "ok"]
     assert all(0 <= t["valid"]["ndcg@10"] <= 1 and "recall@10" in t["valid"] for t in result["trials"])

@@ -13,8 +13,13 @@ from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.lm import load_plm
 from recbole_m6rec.model.zero_shot import LikelihoodScorer, M6RecZeroShot
 
-SLICE = {"user_inter_num_interval": "[0,21]", "MAX_ITEM_LIST_LENGTH": 10, "show_progress": False, "state": "ERROR",
-         "plm_name_or_path": "tiny-random-llama"}
+SLICE = {
+    "user_inter_num_interval": "[0,21]",
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "show_progress": False,
+    "state": "ERROR",
+    "plm_name_or_path": "tiny-random-llama",
+}
 
 
 pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
@@ -40,8 +45,10 @@ def test_score_is_the_mean_token_log_probability(tiny_lm):
 def test_cached_prefix_scoring_equals_uncached(tiny_lm):
     tokenizer, lm = tiny_lm
     prefix = tokenizer("Here is a history: Heat (1995)\nCasino (1995)\n")["input_ids"]
-    candidates = [tokenizer(text, add_special_tokens=False)["input_ids"]
-                  for text in [" Toy Story\n", " Star Wars (1977). Genres: Action Sci-Fi\n", " Fargo\n", " a\n"]]
+    candidates = [
+        tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in [" Toy Story\n", " Star Wars (1977). Genres: Action Sci-Fi\n", " Fargo\n", " a\n"]
+    ]
     scorer = LikelihoodScorer(lm, batch_size=3)  # two chunks: the cache is copied per chunk
     cached, uncached = scorer.score(prefix, candidates), scorer.score(prefix, candidates, use_cache=False)
     assert torch.allclose(cached, uncached, atol=1e-5)
@@ -49,11 +56,15 @@ def test_cached_prefix_scoring_equals_uncached(tiny_lm):
 
 
 def test_zero_shot_needs_a_generative_model():
-    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
-        **SLICE, "plm_name_or_path": "tiny-random-bert"})
+    config = PluginConfig(
+        model="M6RecZeroShot", dataset="ml-100k", config_dict={**SLICE, "plm_name_or_path": "tiny-random-bert"}
+    )
     dataset = create_dataset(config)
-    with pytest.raises(ValueError, match=r"needs a generative language model; 'tiny-random-bert' is an encoder.*"
-                                         r"smollm2-135m, tiny-random-llama"):
+    with pytest.raises(
+        ValueError,
+        match=r"needs a generative language model; 'tiny-random-bert' is an encoder.*"
+        r"smollm2-135m, tiny-random-llama",
+    ):
         M6RecZeroShot(config, dataset)
 
 
@@ -62,10 +73,20 @@ def test_zero_shot_runs_through_recbole_evaluation(mode, extra, tmp_path, monkey
     from recbole_m6rec.quick_start import run_pipeline
 
     monkeypatch.chdir(tmp_path)
-    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
-        **SLICE, **extra, "checkpoint_dir": str(tmp_path), "epochs": 50, "metrics": ["Recall", "NDCG"], "topk": [10],
-        "valid_metric": "NDCG@10",
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode, "group_by": "user"}})
+    config = PluginConfig(
+        model="M6RecZeroShot",
+        dataset="ml-100k",
+        config_dict={
+            **SLICE,
+            **extra,
+            "checkpoint_dir": str(tmp_path),
+            "epochs": 50,
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode, "group_by": "user"},
+        },
+    )
     outcome = run_pipeline(config)
     test = outcome.result["test_result"]
     assert outcome.extra["epochs_run"] == 0  # nothing trained, whatever `epochs` says
@@ -75,9 +96,17 @@ def test_zero_shot_runs_through_recbole_evaluation(mode, extra, tmp_path, monkey
 
 
 def test_text_retriever_reaches_items_without_interactions_and_skips_the_history():
-    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
-        **SLICE, "zero_shot_retriever": "text", "zero_shot_rerank_top_k": 20, "cold_items": 0.2,
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}})
+    config = PluginConfig(
+        model="M6RecZeroShot",
+        dataset="ml-100k",
+        config_dict={
+            **SLICE,
+            "zero_shot_retriever": "text",
+            "zero_shot_rerank_top_k": 20,
+            "cold_items": 0.2,
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        },
+    )
     from recbole_m6rec.cold_start import apply_cold_items
 
     dataset = create_dataset(config)
@@ -91,18 +120,27 @@ def test_text_retriever_reaches_items_without_interactions_and_skips_the_history
     seq, length = interaction["item_id_list"], interaction["item_length"]
     scores = model.retriever_scores(seq, length)
     row = int(torch.argmax(length))
-    recent = seq[row, max(0, int(length[row]) - model.history_items):int(length[row])]
+    recent = seq[row, max(0, int(length[row]) - model.history_items) : int(length[row])]
     user = torch.nn.functional.normalize(vectors[recent].sum(0), dim=0)
     unseen = (model.popularity == 0).nonzero().flatten()[1:]
     unseen = unseen[~torch.isin(unseen, seq[row])]
     torch.testing.assert_close(scores[row, unseen], vectors[unseen] @ user)  # the cosine, for untrained items too
-    assert torch.isinf(scores[row, seq[row, :int(length[row])]]).all()  # history items are never candidates
+    assert torch.isinf(scores[row, seq[row, : int(length[row])]]).all()  # history items are never candidates
     top = scores.topk(20, dim=1).indices
     assert torch.isin(top, unseen).any()  # cold items reach the re-ranked candidates
-    pop = M6RecZeroShot(PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
-        **SLICE, "zero_shot_rerank_top_k": 20, "cold_items": 0.2,
-        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"}}),
-        train._dataset)
+    pop = M6RecZeroShot(
+        PluginConfig(
+            model="M6RecZeroShot",
+            dataset="ml-100k",
+            config_dict={
+                **SLICE,
+                "zero_shot_rerank_top_k": 20,
+                "cold_items": 0.2,
+                "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            },
+        ),
+        train._dataset,
+    )
     assert not torch.isin(pop.retriever_scores(seq, length).topk(20, dim=1).indices, unseen).any()
 
 
@@ -124,12 +162,15 @@ def poisoned():
     return model, next(iter(test))[0][:1]
 
 
-@pytest.mark.parametrize("path,top_k,retriever", [
-    ("predict", None, "pop"),
-    ("full_sort_predict", None, "pop"),
-    ("full_sort_predict (re-rank)", 20, "pop"),
-    ("full_sort_predict (re-rank)", 20, "text"),
-])
+@pytest.mark.parametrize(
+    "path,top_k,retriever",
+    [
+        ("predict", None, "pop"),
+        ("full_sort_predict", None, "pop"),
+        ("full_sort_predict (re-rank)", 20, "pop"),
+        ("full_sort_predict (re-rank)", 20, "text"),
+    ],
+)
 def test_nan_from_the_language_model_is_an_error_in_every_scoring_path(poisoned, path, top_k, retriever):
     """NaN scores are never ranked: once turned into 0.0 they sat above every mean log-probability (< 0)."""
     model, users = poisoned
@@ -138,16 +179,18 @@ def test_nan_from_the_language_model_is_an_error_in_every_scoring_path(poisoned,
         model.text_vectors = torch.full((model.n_items, 4), float("nan"))
     scores = model.predict if path == "predict" else model.full_sort_predict
     # every candidate of the user; with the text retriever, every item it scores (NaN too) that is not masked
-    expected = 1 if path == "predict" else model.n_items - 1 if top_k is None else 20 if retriever == "pop" \
-        else "[0-9]+"
+    expected = (
+        1 if path == "predict" else model.n_items - 1 if top_k is None else 20 if retriever == "pop" else "[0-9]+"
+    )
     with pytest.raises(FloatingPointError, match=rf"M6RecZeroShot\.{re.escape(path)} produced {expected} non-finite"):
         scores(users)
 
 
 def test_masked_items_are_not_mistaken_for_model_failures():
     """The re-rank path masks the padding item and the history with -inf: those stay last, and are no error."""
-    config = PluginConfig(model="M6RecZeroShot", dataset="ml-100k", config_dict={
-        **SLICE, **FULL_RANKING, "zero_shot_rerank_top_k": 20})
+    config = PluginConfig(
+        model="M6RecZeroShot", dataset="ml-100k", config_dict={**SLICE, **FULL_RANKING, "zero_shot_rerank_top_k": 20}
+    )
     train, _, test = data_preparation(config, create_dataset(config))
     model = M6RecZeroShot(config, train._dataset)
     users = next(iter(test))[0][:2]
@@ -155,6 +198,6 @@ def test_masked_items_are_not_mistaken_for_model_failures():
     lowest = torch.finfo(torch.float).min
     assert bool(torch.isfinite(scores).all()) and bool((scores[:, 0] == lowest).all())
     for row in range(2):
-        history = users["item_id_list"][row, :int(users["item_length"][row])]
+        history = users["item_id_list"][row, : int(users["item_length"][row])]
         assert bool((scores[row, history] == lowest).all())
         assert bool((scores[row].topk(20).values > -1e3).all())  # the re-ranked top 20 carry log-probabilities

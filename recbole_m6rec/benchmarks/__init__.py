@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def publish(module: str, argv: Sequence[str] | None, body: str, data: Any, report: str | None, stem: str) -> str:

@@ -20,8 +20,11 @@ def time_epochs(model_name: str, anomaly: bool, epochs: int) -> list[float]:
     from recbole_m6rec import registry
     from recbole_m6rec.config import PluginConfig
 
-    config = PluginConfig(model=model_name, dataset="ml-100k",
-                          config_dict={"train_neg_sample_args": None, "show_progress": False, "state": "WARNING"})
+    config = PluginConfig(
+        model=model_name,
+        dataset="ml-100k",
+        config_dict={"train_neg_sample_args": None, "show_progress": False, "state": "WARNING"},
+    )
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, _ = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
@@ -51,11 +54,16 @@ def main(argv=None) -> int:
     for anomaly in (False, True):
         seconds = time_epochs(args.model, anomaly, args.epochs)
         rows.append((anomaly, sum(seconds) / len(seconds)))
-        print(f"{args.model} anomaly detection {'on ' if anomaly else 'off'}: "
-              f"{rows[-1][1]:.1f} s/epoch ({', '.join(f'{s:.1f}' for s in seconds)})", flush=True)
+        print(
+            f"{args.model} anomaly detection {'on ' if anomaly else 'off'}: "
+            f"{rows[-1][1]:.1f} s/epoch ({', '.join(f'{s:.1f}' for s in seconds)})",
+            flush=True,
+        )
     off, on = rows[0][1], rows[1][1]
-    print(f"\n| {args.model}, ml-100k, 1 process | s/epoch |\n|---|---|\n| anomaly detection on (stock) | {on:.1f} |\n"
-          f"| anomaly detection off (fixed) | {off:.1f} |\n| slowdown | {on / off:.2f}x |")
+    print(
+        f"\n| {args.model}, ml-100k, 1 process | s/epoch |\n|---|---|\n| anomaly detection on (stock) | {on:.1f} |\n"
+        f"| anomaly detection off (fixed) | {off:.1f} |\n| slowdown | {on / off:.2f}x |"
+    )
     return 0
 
 

@@ -49,16 +49,20 @@ def _load(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         record = json.load(handle)
     if record.get("status") != "ok" or not record.get("per_user_test"):
-        raise ValueError(f"'{path}' is not a finished leaderboard result with per-user test values "
-                         f"(status {record.get('status')!r}); rerun its report")
+        raise ValueError(
+            f"'{path}' is not a finished leaderboard result with per-user test values "
+            f"(status {record.get('status')!r}); rerun its report"
+        )
     return record
 
 
 def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     cold_run, full_run = _load(cold_path), _load(full_path)
     if cold_run["model"] != full_run["model"] or cold_run["seed"] != full_run["seed"]:
-        raise ValueError(f"compare one model and seed: {cold_run['model']} seed {cold_run['seed']} vs "
-                         f"{full_run['model']} seed {full_run['seed']}")
+        raise ValueError(
+            f"compare one model and seed: {cold_run['model']} seed {cold_run['seed']} vs "
+            f"{full_run['model']} seed {full_run['seed']}"
+        )
     plan = load_plan(cold_plan, overrides={}, rows=None, seeds=None)  # the leaderboard's reader and its checks
     if "cold_items" not in plan["common"]:
         raise ValueError(f"'{cold_plan}' has no cold_items setting in common")
@@ -66,32 +70,54 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     full_targets, _ = _test_targets(plan["common"], plan["dataset"], with_cold=False)
     differing = [u for u in cold_targets if full_targets.get(u) != cold_targets[u]]
     if differing or set(full_targets) != set(cold_targets):
-        raise ValueError(f"the two splits give different test targets for {len(differing)} users "
-                         f"(e.g. {differing[:3]}); they are not comparable")
-    result = {"model": cold_run["model"], "seed": cold_run["seed"], "cold_result": cold_path,
-              "full_result": full_path, "cold_plan": cold_plan, "groups": []}
+        raise ValueError(
+            f"the two splits give different test targets for {len(differing)} users "
+            f"(e.g. {differing[:3]}); they are not comparable"
+        )
+    result = {
+        "model": cold_run["model"],
+        "seed": cold_run["seed"],
+        "cold_result": cold_path,
+        "full_result": full_path,
+        "cold_plan": cold_plan,
+        "groups": [],
+    }
     for metric in sorted(set(cold_run["per_user_test"]) & set(full_run["per_user_test"])):
         cold_values, full_values = cold_run["per_user_test"][metric], full_run["per_user_test"][metric]
         for group in ("warm", "cold", "all"):
-            users = [u for u, item in cold_targets.items()
-                     if group == "all" or (item in cold_items) == (group == "cold")]
+            users = [
+                u for u, item in cold_targets.items() if group == "all" or (item in cold_items) == (group == "cold")
+            ]
             users = [u for u in users if u in cold_values and u in full_values]
             on_cold = float(np.mean([cold_values[u] for u in users])) if users else float("nan")
             on_full = float(np.mean([full_values[u] for u in users])) if users else float("nan")
-            result["groups"].append({"metric": metric, "group": group, "users": len(users),
-                                     "cold_split": round(on_cold, 4), "full_data": round(on_full, 4),
-                                     "ratio": round(on_cold / on_full, 3) if on_full else float("nan")})
+            result["groups"].append(
+                {
+                    "metric": metric,
+                    "group": group,
+                    "users": len(users),
+                    "cold_split": round(on_cold, 4),
+                    "full_data": round(on_full, 4),
+                    "ratio": round(on_cold / on_full, 3) if on_full else float("nan"),
+                }
+            )
     return result
 
 
 def markdown(result: dict) -> str:
-    lines = [f"{result['model']}, seed {result['seed']}: trained without the cold items "
-             f"(`{result['cold_result']}`) vs trained on the full data (`{result['full_result']}`); the same test "
-             "target for every user in both splits (checked).", "",
-             "| metric | test users | users | cold-item split | full data | ratio |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"{result['model']}, seed {result['seed']}: trained without the cold items "
+        f"(`{result['cold_result']}`) vs trained on the full data (`{result['full_result']}`); the same test "
+        "target for every user in both splits (checked).",
+        "",
+        "| metric | test users | users | cold-item split | full data | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for g in result["groups"]:
-        lines.append(f"| {g['metric']} | {g['group']} | {g['users']} | {g['cold_split']:.4f} | {g['full_data']:.4f} "
-                     f"| {g['ratio']:.3f}× |")
+        lines.append(
+            f"| {g['metric']} | {g['group']} | {g['users']} | {g['cold_split']:.4f} | {g['full_data']:.4f} "
+            f"| {g['ratio']:.3f}× |"
+        )
     return "\n".join(lines)
 
 

@@ -21,8 +21,8 @@ from recbole.utils import init_seed
 
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.config import PluginConfig
-from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 from recbole_m6rec.lm import load_plm
+from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 
 __all__ = ["measure", "main"]
 
@@ -35,11 +35,20 @@ def _settings(online_layers: int | None, plm: str) -> dict:
     return {"late_interaction_layers": online_layers, "segment_tokens": 1}
 
 
-def measure(online_layers: int | None, n_candidates: int, plm: str, dataset: str = "ml-100k",
-            batch_size: int = 64) -> dict:
-    config = PluginConfig(model="M6RecCTR", dataset=dataset, config_dict={
-        "plm_name_or_path": plm, "eval_batch_size": batch_size, "show_progress": False, "state": "WARNING",
-        **_settings(online_layers, plm)})
+def measure(
+    online_layers: int | None, n_candidates: int, plm: str, dataset: str = "ml-100k", batch_size: int = 64
+) -> dict:
+    config = PluginConfig(
+        model="M6RecCTR",
+        dataset=dataset,
+        config_dict={
+            "plm_name_or_path": plm,
+            "eval_batch_size": batch_size,
+            "show_progress": False,
+            "state": "WARNING",
+            **_settings(online_layers, plm),
+        },
+    )
     init_seed(2020, True)
     data = create_dataset(config)
     _, _, test = data_preparation(config, data)
@@ -84,19 +93,33 @@ def main(argv=None) -> None:
     rows = []
     for layers in [int(x) for x in args.layers.split(",") if x] + [None]:
         n = args.joined_candidates if layers is None else args.candidates
-        print(f"timing {'every layer on the joined text' if layers is None else f'{layers} online layer(s)'} "
-              f"on {n} candidates ...", flush=True)
+        print(
+            f"timing {'every layer on the joined text' if layers is None else f'{layers} online layer(s)'} "
+            f"on {n} candidates ...",
+            flush=True,
+        )
         rows.append(measure(layers, n, args.plm_name_or_path))
     joined = rows[-1]["ms_per_1000_candidates"]
-    lines = ["| online layers | tokens per segment | ms per 1,000 candidates | share of the joined model | "
-             "candidates timed | one-time item encoding (s) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| online layers | tokens per segment | ms per 1,000 candidates | share of the joined model | "
+        "candidates timed | one-time item encoding (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         name = f"all {row['online_layers']} (joined text)" if row["joined_text"] else str(row["online_layers"])
-        lines.append(f"| {name} | {row['segment_tokens']} | {row['ms_per_1000_candidates']:,.0f} | "
-                     f"{row['ms_per_1000_candidates'] / joined:.3f} | {row['candidates_timed']} | "
-                     f"{row['item_encoding_seconds']}{' (cache)' if row['encoding_from_cache'] else ''} |")
-    body = "\n".join([f"Model: {args.plm_name_or_path}; machine: {platform.processor() or platform.machine()}, "
-                      f"{torch.get_num_threads()} threads, torch {torch.__version__}", "", *lines])
+        lines.append(
+            f"| {name} | {row['segment_tokens']} | {row['ms_per_1000_candidates']:,.0f} | "
+            f"{row['ms_per_1000_candidates'] / joined:.3f} | {row['candidates_timed']} | "
+            f"{row['item_encoding_seconds']}{' (cache)' if row['encoding_from_cache'] else ''} |"
+        )
+    body = "\n".join(
+        [
+            f"Model: {args.plm_name_or_path}; machine: {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+            "",
+            *lines,
+        ]
+    )
     publish("recbole_m6rec.benchmarks.ctr_latency", argv, body, rows, args.report, "latency")
 
 

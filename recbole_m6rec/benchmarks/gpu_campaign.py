@@ -33,9 +33,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import yaml
 
@@ -43,8 +43,17 @@ from recbole_m6rec.benchmarks import leaderboard
 from recbole_m6rec.benchmarks.files import atomic_write_text
 from recbole_m6rec.benchmarks.provenance import REPO_ROOT
 
-__all__ = ["PARTS", "ALL_LAYERS", "main", "load_part", "run_part", "device_summary", "device_refusal",
-           "modules_off_device", "layer_comparison"]
+__all__ = [
+    "PARTS",
+    "ALL_LAYERS",
+    "main",
+    "load_part",
+    "run_part",
+    "device_summary",
+    "device_refusal",
+    "modules_off_device",
+    "layer_comparison",
+]
 
 CONFIGS_DIR = REPO_ROOT / "configs"
 PARTS = {  # report folder under --out: plan
@@ -65,8 +74,10 @@ def load_part(path: Path | str, tiny: bool, overrides: dict | None = None) -> di
     campaign = plan.get("campaign") or {}
     missing = [key for key in ("budget", "workers", "row_budget") if key not in campaign]
     if missing:
-        raise ValueError(f"plan '{path}' needs a campaign block with {missing} (budget: share of --budget_s for the "
-                         "part, workers: rows at once, row_budget: {row: share of --budget_s})")
+        raise ValueError(
+            f"plan '{path}' needs a campaign block with {missing} (budget: share of --budget_s for the "
+            "part, workers: rows at once, row_budget: {row: share of --budget_s})"
+        )
     unbudgeted = [row for row in plan["rows"] if row not in campaign["row_budget"]]
     if unbudgeted:
         raise ValueError(f"plan '{path}': rows {unbudgeted} have no row_budget (a share of --budget_s)")
@@ -79,10 +90,11 @@ def load_part(path: Path | str, tiny: bool, overrides: dict | None = None) -> di
             plan["rows"][name] = {**plan["rows"][name], **extra}
         if small.get("method"):
             plan["method"] = f"{plan.get('method', '').strip()} {small['method'].strip()}".strip()
-    for name, row in plan["rows"].items():
+    for row in plan["rows"].values():
         if row.get("late_interaction_layers") == ALL_LAYERS:
-            row["late_interaction_layers"] = backbone_layers(row.get("plm_name_or_path")
-                                                             or plan["common"].get("plm_name_or_path"))
+            row["late_interaction_layers"] = backbone_layers(
+                row.get("plm_name_or_path") or plan["common"].get("plm_name_or_path")
+            )
     return plan
 
 
@@ -104,11 +116,16 @@ def device_summary() -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    return {"cuda": cuda, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "devices": torch.cuda.device_count() if cuda else 0,
-            "name": torch.cuda.get_device_name(0) if cuda else None,
-            "memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "cpu_cores": os.cpu_count()}
+    return {
+        "cuda": cuda,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "devices": torch.cuda.device_count() if cuda else 0,
+        "name": torch.cuda.get_device_name(0) if cuda else None,
+        "memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpu_cores": os.cpu_count(),
+    }
 
 
 def device_refusal(device: dict) -> str | None:
@@ -117,17 +134,21 @@ def device_refusal(device: dict) -> str | None:
         return None
     build = f"built with CUDA {device['torch_cuda']}" if device["torch_cuda"] else "built without CUDA"
     visible = device["cuda_visible_devices"]
-    return (f"no CUDA device: torch {device['torch']} ({build}) reports torch.cuda.is_available() = False "
-            f"(CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}; {device['cpu_cores']} CPU "
-            "cores). This campaign is sized for one large GPU in about 8 minutes; on this machine its budgets "
-            "would cut most rows. Run --tiny for the CPU check of the command, or pass --allow_cpu to run the full "
-            "campaign here anyway.")
+    return (
+        f"no CUDA device: torch {device['torch']} ({build}) reports torch.cuda.is_available() = False "
+        f"(CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}; {device['cpu_cores']} CPU "
+        "cores). This campaign is sized for one large GPU in about 8 minutes; on this machine its budgets "
+        "would cut most rows. Run --tiny for the CPU check of the command, or pass --allow_cpu to run the full "
+        "campaign here anyway."
+    )
 
 
 def describe(device: dict) -> str:
     if device["cuda"]:
-        return (f"{device['name']} ({device['memory_gib']} GiB; {device['devices']} visible), torch {device['torch']} "
-                f"with CUDA {device['torch_cuda']}, {device['cpu_cores']} CPU cores")
+        return (
+            f"{device['name']} ({device['memory_gib']} GiB; {device['devices']} visible), torch {device['torch']} "
+            f"with CUDA {device['torch_cuda']}, {device['cpu_cores']} CPU cores"
+        )
     return f"CPU only ({device['cpu_cores']} cores), torch {device['torch']}"
 
 
@@ -159,24 +180,37 @@ def model_device_problem(model_name: str, plan: dict, device: str) -> str | None
 
     argv, sys.argv = sys.argv, [sys.argv[0]]  # RecBole reads sys.argv
     try:
-        config = PluginConfig(model=model_name, dataset=plan["dataset"], config_dict={
-            "user_inter_num_interval": "[0,20]", "item_inter_num_interval": "[8,inf)",
-            "plm_name_or_path": "tiny-random-llama", "state": "ERROR", "show_progress": False})
+        config = PluginConfig(
+            model=model_name,
+            dataset=plan["dataset"],
+            config_dict={
+                "user_inter_num_interval": "[0,20]",
+                "item_inter_num_interval": "[8,inf)",
+                "plm_name_or_path": "tiny-random-llama",
+                "state": "ERROR",
+                "show_progress": False,
+            },
+        )
         model = get_model(model_name)(config, create_dataset(config)).to(device)
     finally:
         sys.argv = argv
     left = modules_off_device(model, device)
     if not left:
         return None
-    return (f"{model_name} keeps modules off {device} after .to({device}): {'; '.join(left)}. Its scoring would run "
-            "on the CPU, far past any GPU budget, so it was not started (the model must move its language model "
-            "with the module and build its tensors on that device).")
+    return (
+        f"{model_name} keeps modules off {device} after .to({device}): {'; '.join(left)}. Its scoring would run "
+        "on the CPU, far past any GPU budget, so it was not started (the model must move its language model "
+        "with the module and build its tensors on that device)."
+    )
 
 
 # --- one part -----------------------------------------------------------------------------------------------------
 def _not_run(spec: dict, out: Path, status: str, error: str) -> dict:
-    record = {**{k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}, "status": status,
-              "error": error}
+    record = {
+        **{k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")},
+        "status": status,
+        "error": error,
+    }
     atomic_write_text(out, json.dumps(record, indent=1))
     return record
 
@@ -189,9 +223,17 @@ def _reusable(spec: dict, out: Path) -> dict | None:
     return previous if leaderboard.reuse_verdict(previous, spec) is None else None
 
 
-def run_part(name: str, plan: dict, report_dir: Path, budget_s: float, started: float, command: str,
-             resume: bool = True, refused: dict[str, str] | None = None,
-             clock: Callable[[], float] = time.monotonic) -> list[dict]:
+def run_part(
+    name: str,
+    plan: dict,
+    report_dir: Path,
+    budget_s: float,
+    started: float,
+    command: str,
+    resume: bool = True,
+    refused: dict[str, str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[dict]:
     """Run one plan's rows within their budgets (see the module docstring) and write its report; returns the
     records in the plan's row order. ``refused``: ``{model: why}`` for models not to start (recorded ``skipped``)."""
     campaign = plan["campaign"]
@@ -218,11 +260,16 @@ def run_part(name: str, plan: dict, report_dir: Path, budget_s: float, started: 
                 records[job] = previous
                 return
             print(f"{label}: not started, {max(limit, 0):.0f} s left of the part's budget", flush=True)
-            records[job] = _not_run(spec, out, "cut", f"not started: the part's time budget "
-                                    f"({float(campaign['budget']) * budget_s:.0f} s) was spent")
+            records[job] = _not_run(
+                spec,
+                out,
+                "cut",
+                f"not started: the part's time budget " f"({float(campaign['budget']) * budget_s:.0f} s) was spent",
+            )
             return
-        records[job] = leaderboard.run_or_reuse(spec, out, f"{name}, {label.split('] ')[1]}, limit {limit:.0f} s",
-                                                resume, timeout=limit)
+        records[job] = leaderboard.run_or_reuse(
+            spec, out, f"{name}, {label.split('] ')[1]}, limit {limit:.0f} s", resume, timeout=limit
+        )
 
     with ThreadPoolExecutor(max_workers=int(campaign["workers"]), thread_name_prefix=name) as pool:
         for future in [pool.submit(run_one, job) for job in order]:
@@ -236,6 +283,7 @@ def run_part(name: str, plan: dict, report_dir: Path, budget_s: float, started: 
 def layer_comparison(plan: dict, records: list[dict], metric: str = "auc") -> list[str]:
     """Each row's test ``metric`` relative to the joined row (every layer online over every token), by online
     layers: the late-interaction table's line."""
+
     def layers(row: str):
         return plan["rows"][row].get("late_interaction_layers", plan["common"].get("late_interaction_layers", 2))
 
@@ -244,37 +292,57 @@ def layer_comparison(plan: dict, records: list[dict], metric: str = "auc") -> li
     if not joined or joined[0] not in done:
         return [f"- Joined model: no finished result, so no comparison ({joined[0] if joined else 'no joined row'})."]
     reference = done[joined[0]]["test"][metric]
-    lines = [f"- {joined[0]} ({layers(joined[0])} online layers, every token): test {metric.upper()} "
-             f"{reference:.4f}."]
+    lines = [
+        f"- {joined[0]} ({layers(joined[0])} online layers, every token): test {metric.upper()} " f"{reference:.4f}."
+    ]
     for row in sorted((r for r in plan["rows"] if r != joined[0]), key=layers):
         if row not in done:
             lines.append(f"- {row} ({layers(row)} online layers): no finished result.")
             continue
         value = done[row]["test"][metric]
         gap = 100 * (value - reference) / reference
-        lines.append(f"- {row} ({layers(row)} online layer{'s' if layers(row) != 1 else ''}): test "
-                     f"{metric.upper()} {value:.4f}, {abs(gap):.1f}% {'above' if gap > 0 else 'below'} the joined "
-                     "model's.")
+        lines.append(
+            f"- {row} ({layers(row)} online layer{'s' if layers(row) != 1 else ''}): test "
+            f"{metric.upper()} {value:.4f}, {abs(gap):.1f}% {'above' if gap > 0 else 'below'} the joined "
+            "model's."
+        )
     return lines
 
 
-def summary_text(command: str, device: dict, budget_s: float, wall: float, parts: dict[str, tuple[dict, list]],
-                 tiny: bool) -> str:
-    lines = ["# GPU campaign", "", f"Command: `{command}`", "", f"Device: {describe(device)}.", "",
-             f"Budget: {budget_s:.0f} s for the whole campaign (parts at the same time); wall time {wall:.0f} s."
-             + (" Tiny mode: the CPU check of the command, not results." if tiny else ""), ""]
+def summary_text(
+    command: str, device: dict, budget_s: float, wall: float, parts: dict[str, tuple[dict, list]], tiny: bool
+) -> str:
+    lines = [
+        "# GPU campaign",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Device: {describe(device)}.",
+        "",
+        f"Budget: {budget_s:.0f} s for the whole campaign (parts at the same time); wall time {wall:.0f} s."
+        + (" Tiny mode: the CPU check of the command, not results." if tiny else ""),
+        "",
+    ]
     for name, (plan, records) in parts.items():
         campaign = plan["campaign"]
-        lines += [f"## {name}", "", f"Report: [{name}/report.md]({name}/report.md); part budget "
-                  f"{float(campaign['budget']) * budget_s:.0f} s, {campaign['workers']} rows at a time.", "",
-                  "| row | status | row budget s | wall s | epochs (cap) | valid | test |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {name}",
+            "",
+            f"Report: [{name}/report.md]({name}/report.md); part budget "
+            f"{float(campaign['budget']) * budget_s:.0f} s, {campaign['workers']} rows at a time.",
+            "",
+            "| row | status | row budget s | wall s | epochs (cap) | valid | test |",
+            "|---|---|---|---|---|---|---|",
+        ]
         main_metric = str(plan["common"].get("valid_metric", "")).lower()
         for r in records:
             valid, test = (r.get("valid") or {}).get(main_metric), (r.get("test") or {}).get(main_metric)
             epochs = f"{r.get('epochs_run')} ({r.get('epoch_cap')})" if r.get("trains") else "–"
-            lines.append(f"| {r['row']} | {r['status']} | {float(campaign['row_budget'][r['row']]) * budget_s:.0f} | "
-                         f"{r.get('wall_seconds', '–')} | {epochs if r['status'] == 'ok' else '–'} | "
-                         f"{'–' if valid is None else f'{valid:.4f}'} | {'–' if test is None else f'{test:.4f}'} |")
+            lines.append(
+                f"| {r['row']} | {r['status']} | {float(campaign['row_budget'][r['row']]) * budget_s:.0f} | "
+                f"{r.get('wall_seconds', '–')} | {epochs if r['status'] == 'ok' else '–'} | "
+                f"{'–' if valid is None else f'{valid:.4f}'} | {'–' if test is None else f'{test:.4f}'} |"
+            )
         if name.startswith("ctr"):
             lines += ["", *layer_comparison(plan, records)]
         lines.append("")
@@ -286,8 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for the parts' report folders and campaign.md")
-    parser.add_argument("--budget_s", type=float, default=DEFAULT_BUDGET_S,
-                        help="wall-clock seconds for the whole campaign; every part and row gets its share")
+    parser.add_argument(
+        "--budget_s",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help="wall-clock seconds for the whole campaign; every part and row gets its share",
+    )
     parser.add_argument("--tiny", action="store_true", help="the CPU check: each plan's tiny settings")
     parser.add_argument("--allow_cpu", action="store_true", help="run the full campaign without CUDA anyway")
     parser.add_argument("--parts", default=None, help=f"comma-separated subset of {', '.join(PARTS)}")
@@ -303,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     refusal = device_refusal(device)
     if refusal and not (args.tiny or args.allow_cpu):
         raise SystemExit(refusal)
-    print(f"gpu campaign on {describe(device)}; budget {args.budget_s:.0f} s{' (tiny)' if args.tiny else ''}",
-          flush=True)
+    print(
+        f"gpu campaign on {describe(device)}; budget {args.budget_s:.0f} s{' (tiny)' if args.tiny else ''}", flush=True
+    )
     out = Path(args.out)
     plans = {part: load_part(CONFIGS_DIR / PARTS[part], args.tiny) for part in parts}
     for part in parts:
@@ -325,8 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 problem = model_device_problem(model, plan, "cuda")
                 if problem:
                     refused[model] = problem
-        results[part] = run_part(part, plan, out / part, args.budget_s, started, command, resume=True,
-                                 refused=refused)
+        results[part] = run_part(part, plan, out / part, args.budget_s, started, command, resume=True, refused=refused)
 
     threads = [threading.Thread(target=run, args=(part,), name=part) for part in parts]
     for thread in threads:
@@ -334,15 +406,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     for thread in threads:
         thread.join()
     missing = [part for part in parts if part not in results]
-    text = summary_text(command, device, args.budget_s, time.monotonic() - started,
-                        {part: (plans[part], results[part]) for part in parts if part in results}, args.tiny)
+    text = summary_text(
+        command,
+        device,
+        args.budget_s,
+        time.monotonic() - started,
+        {part: (plans[part], results[part]) for part in parts if part in results},
+        args.tiny,
+    )
     if missing:
         text += f"\nParts that stopped with an error before their report: {', '.join(missing)} (see the log).\n"
     atomic_write_text(out / "campaign.md", text)
-    atomic_write_text(out / "campaign.json", json.dumps({
-        "command": command, "device": device, "budget_s": args.budget_s, "tiny": args.tiny,
-        "parts": {part: [{k: r.get(k) for k in ("row", "seed", "status", "wall_seconds", "error")}
-                         for r in results.get(part, [])] for part in parts}}, indent=1))
+    atomic_write_text(
+        out / "campaign.json",
+        json.dumps(
+            {
+                "command": command,
+                "device": device,
+                "budget_s": args.budget_s,
+                "tiny": args.tiny,
+                "parts": {
+                    part: [
+                        {k: r.get(k) for k in ("row", "seed", "status", "wall_seconds", "error")}
+                        for r in results.get(part, [])
+                    ]
+                    for part in parts
+                },
+            },
+            indent=1,
+        ),
+    )
     print(text, flush=True)
     records = [r for part in results.values() for r in part]
     return 0 if not missing and all(r.get("status") == "ok" for r in records) else 1

@@ -26,13 +26,14 @@ import json
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["load_results", "headline_table", "render", "main"]
 
-MARKER = re.compile(r"<!-- headline:(?P<plan>[\w.\-]+)(?P<options>[^>]*?)\s*-->(?P<body>.*?)<!-- /headline:(?P=plan) -->",
-                    re.S)
+MARKER = re.compile(
+    r"<!-- headline:(?P<plan>[\w.\-]+)(?P<options>[^>]*?)\s*-->(?P<body>.*?)<!-- /headline:(?P=plan) -->", re.S
+)
 OPENING = re.compile(r"<!-- headline:([\w.\-]+)")
 # RecBole ranks these ascending (smaller is better); every other metric descending.
 SMALLER_IS_BETTER = {"logloss", "mae", "rmse", "averagepopularity", "giniindex"}
@@ -70,8 +71,10 @@ def load_results(results_dir: Path | str) -> list[dict]:
     """Every ``*.json`` in a report's ``results/`` folder, normalised, in file-name order."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"no results folder {results_dir} (a headline marker names a report folder under "
-                                f"the reports directory, e.g. <!-- headline:ml-100k --> reads reports/ml-100k/results)")
+        raise FileNotFoundError(
+            f"no results folder {results_dir} (a headline marker names a report folder under "
+            f"the reports directory, e.g. <!-- headline:ml-100k --> reads reports/ml-100k/results)"
+        )
     records = []
     for path in sorted(results_dir.glob("*.json")):
         try:
@@ -135,14 +138,16 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
     summary = []
     for name in names:
         mine = sorted((r for r in done if r["row"] == name), key=lambda r: (r["seed"] is None, r["seed"]))
-        summary.append({
-            "row": name,
-            "seeds": [r["seed"] for r in mine],
-            "valid": {m: _mean([r["valid"].get(m) for r in mine]) for m in metrics},
-            "test": {m: _mean([r["test"].get(m) for r in mine]) for m in metrics},
-            "epochs": [r["epochs"] for r in mine],
-            "code": list(dict.fromkeys(provenance_label(r["provenance"]) for r in mine)),
-        })
+        summary.append(
+            {
+                "row": name,
+                "seeds": [r["seed"] for r in mine],
+                "valid": {m: _mean([r["valid"].get(m) for r in mine]) for m in metrics},
+                "test": {m: _mean([r["test"].get(m) for r in mine]) for m in metrics},
+                "epochs": [r["epochs"] for r in mine],
+                "code": list(dict.fromkeys(provenance_label(r["provenance"]) for r in mine)),
+            }
+        )
     if not rows and metrics:
         first = metrics[0]
         sign = 1 if _is_smaller_better(first) else -1
@@ -166,9 +171,11 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
     splits = sorted({str(r["split"]) for r in records if r["status"] == "ok" and r["split"]})
     seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
     failed = [r for r in records if r["status"] != "ok"]
-    footer = (f"Mean over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: valid = the best "
-              f"validation epoch, test = that epoch's model on test. Split fingerprint "
-              f"{', '.join(f'`{s}`' for s in splits) or 'not recorded'}.")
+    footer = (
+        f"Mean over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: valid = the best "
+        f"validation epoch, test = that epoch's model on test. Split fingerprint "
+        f"{', '.join(f'`{s}`' for s in splits) or 'not recorded'}."
+    )
     if failed:
         footer += " Failed, left out: " + ", ".join(f"{r['row']} seed {r['seed']}" for r in failed) + "."
     footer += " Written by `python -m recbole_m6rec.benchmarks.headline`; do not edit by hand."
@@ -210,9 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readme", default="README.md", help="the file with headline markers (default: README.md)")
     parser.add_argument("--reports", default=None, help="reports folder (default: reports/ next to the README)")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 and show the difference if the README's tables differ from the "
-                             "reports")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and show the difference if the README's tables differ from the " "reports",
+    )
     args = parser.parse_args(argv)
     readme_path = Path(args.readme)
     reports_dir = Path(args.reports) if args.reports else readme_path.resolve().parent / "reports"
@@ -230,11 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wanted == current:
             print(f"{readme_path}: headline tables match the reports ({', '.join(plans)})")
             return 0
-        diff = difflib.unified_diff(current.splitlines(keepends=True), wanted.splitlines(keepends=True),
-                                    f"{readme_path} (as it is)", f"{readme_path} (from the reports)")
+        diff = difflib.unified_diff(
+            current.splitlines(keepends=True),
+            wanted.splitlines(keepends=True),
+            f"{readme_path} (as it is)",
+            f"{readme_path} (from the reports)",
+        )
         sys.stderr.writelines(diff)
-        print(f"{readme_path}: headline tables differ from the reports; run "
-              f"python -m recbole_m6rec.benchmarks.headline", file=sys.stderr)
+        print(
+            f"{readme_path}: headline tables differ from the reports; run "
+            f"python -m recbole_m6rec.benchmarks.headline",
+            file=sys.stderr,
+        )
         return 1
     if wanted != current:
         from recbole_m6rec.cache import atomic_write_text

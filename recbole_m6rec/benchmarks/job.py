@@ -43,12 +43,24 @@ def training_facts(config, outcome) -> dict:
     trains nothing)."""
     trains = outcome.extra.get("trains", True) and config["epochs"] > 0
     if not trains:
-        return {"trains": False, "epochs_run": 0, "best_epoch": None, "epoch_cap": None, "hit_cap": False,
-                "stopping_step": None}
+        return {
+            "trains": False,
+            "epochs_run": 0,
+            "best_epoch": None,
+            "epoch_cap": None,
+            "hit_cap": False,
+            "stopping_step": None,
+        }
     epochs_run = int(outcome.extra.get("epochs_run", 0))
     cap = int(config["epochs"])
-    return {"trains": True, "epochs_run": epochs_run, "best_epoch": best_epoch(outcome.checkpoint_file),
-            "epoch_cap": cap, "hit_cap": epochs_run >= cap, "stopping_step": config["stopping_step"]}
+    return {
+        "trains": True,
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch(outcome.checkpoint_file),
+        "epoch_cap": cap,
+        "hit_cap": epochs_run >= cap,
+        "stopping_step": config["stopping_step"],
+    }
 
 
 AMP_DTYPES = ("bfloat16", "float16")
@@ -83,8 +95,12 @@ def run_job(spec: dict) -> dict:
     try:
         config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": checkpoint_dir}
         apply_torch_settings(config_dict)
-        config = PluginConfig(model=spec["model"], dataset=spec["dataset"],
-                              config_file_list=spec.get("config_files") or None, config_dict=config_dict)
+        config = PluginConfig(
+            model=spec["model"],
+            dataset=spec["dataset"],
+            config_file_list=spec.get("config_files") or None,
+            config_dict=config_dict,
+        )
         data_path = config["data_path"]
         outcome = run_pipeline(config, saved=True)
         main = config["valid_metric"].lower()

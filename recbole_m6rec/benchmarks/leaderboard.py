@@ -34,8 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -47,9 +47,27 @@ from recbole_m6rec.datasets import DATASETS_DIR
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
 ROW_KEYS_NOT_SETTINGS = ("model", "search")  # a row's keys that are not RecBole settings
-BASE_COLUMNS = ["model", "recbole_model", "seed", "dataset", "split_fingerprint", "history_mask", "status",
-                "train_seconds", "test_seconds", "item_encoding_seconds", "peak_rss_mb", "epochs_run", "best_epoch",
-                "epoch_cap", "hit_cap", "code_hash", "git_commit", "git_dirty", "error"]
+BASE_COLUMNS = [
+    "model",
+    "recbole_model",
+    "seed",
+    "dataset",
+    "split_fingerprint",
+    "history_mask",
+    "status",
+    "train_seconds",
+    "test_seconds",
+    "item_encoding_seconds",
+    "peak_rss_mb",
+    "epochs_run",
+    "best_epoch",
+    "epoch_cap",
+    "hit_cap",
+    "code_hash",
+    "git_commit",
+    "git_dirty",
+    "error",
+]
 NOTES_MARKER = "<!-- Notes below this line are written by hand and kept when the report is regenerated. -->"
 REPORT_FILES = ("report.md", "results.csv")  # written by this command; kept (with the notes) by --fresh
 
@@ -102,14 +120,21 @@ def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) ->
     row = plan["rows"][name]
     model = row["model"]
     config_dict = {**plan["common"], **row_settings(row), **(overrides or {})}
-    spec = {"row": name, "model": model, "dataset": plan["dataset"], "seed": seed, "config_dict": config_dict,
-            "config_files": plan.get("config_files") or []}
+    spec = {
+        "row": name,
+        "model": model,
+        "dataset": plan["dataset"],
+        "seed": seed,
+        "config_dict": config_dict,
+        "config_files": plan.get("config_files") or [],
+    }
     # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
     model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
-    defaults = [path.read_text(encoding="utf-8") if path.is_file() else "" for path in (
-        PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")]
-    spec["config_hash"] = stable_hash([model, plan["dataset"], seed, config_dict, spec["config_files"],
-                                       defaults])[:16]
+    defaults = [
+        path.read_text(encoding="utf-8") if path.is_file() else ""
+        for path in (PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")
+    ]
+    spec["config_hash"] = stable_hash([model, plan["dataset"], seed, config_dict, spec["config_files"], defaults])[:16]
     return spec
 
 
@@ -147,8 +172,11 @@ def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout
     returncode = None
     try:
         with tempfile.TemporaryDirectory(prefix="m6rec-job-") as scratch:
-            returncode = subprocess.run([sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)],
-                                        env={**os.environ, "TMPDIR": scratch}, timeout=timeout).returncode
+            returncode = subprocess.run(
+                [sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)],
+                env={**os.environ, "TMPDIR": scratch},
+                timeout=timeout,
+            ).returncode
     except subprocess.TimeoutExpired:  # subprocess.run has killed the job
         pass
     finally:
@@ -157,8 +185,11 @@ def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout
     if record.get("config_hash") != spec["config_hash"]:  # the job died before writing (killed, out of memory)
         record = {k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}
         if returncode is None:
-            record.update(status="cut", budget_seconds=round(timeout, 1),
-                          error=f"stopped by its time budget after {timeout:.0f} s, before it finished")
+            record.update(
+                status="cut",
+                budget_seconds=round(timeout, 1),
+                error=f"stopped by its time budget after {timeout:.0f} s, before it finished",
+            )
         else:
             record.update(status="failed", error=f"job process exited with code {returncode} without a result")
         atomic_write_text(out, json.dumps(record, indent=1))
@@ -175,8 +206,11 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
     if not searched:
         return {}
     if "tuning" not in plan:
-        print(f"rows {', '.join(searched)} declare a search space, but the plan has no `tuning` block: they run "
-              "untuned, with the settings they list", flush=True)
+        print(
+            f"rows {', '.join(searched)} declare a search space, but the plan has no `tuning` block: they run "
+            "untuned, with the settings they list",
+            flush=True,
+        )
         return {}
     try:
         from recbole_m6rec.benchmarks.tuning import tune_row
@@ -196,8 +230,11 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
             record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
-        print(f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "
-              f"{plan['tuning'].get('trials')} trials", flush=True)
+        print(
+            f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "
+            f"{plan['tuning'].get('trials')} trials",
+            flush=True,
+        )
         try:
             record = tune_row(plan, name, run_trial, trials_dir)
         except (RuntimeError, ValueError) as error:
@@ -233,7 +270,7 @@ def check_one_split(records: list[dict]) -> str:
 def metric_names(records: list[dict]) -> list[str]:
     names: list[str] = []
     for record in records:
-        for name in (record.get("test") or {}):
+        for name in record.get("test") or {}:
             if name not in names:
                 names.append(name)
     return names
@@ -250,14 +287,31 @@ def results_csv(records: list[dict], metrics: list[str], main_metric: str) -> st
     for r in records:
         extra = r.get("extra") or {}
         origin = r.get("provenance") or {}
-        writer.writerow([r["row"], r["model"], r["seed"], r["dataset"], r.get("split_fingerprint", ""),
-                         r.get("history_mask", ""), r["status"], r.get("train_seconds", ""), r.get("test_seconds", ""),
-                         extra.get("item_encoding_seconds", ""), r.get("peak_rss_mb", ""), _epochs_run(r),
-                         r.get("best_epoch", ""), r.get("epoch_cap", ""), r.get("hit_cap", ""),
-                         origin.get("code_hash", ""), origin.get("git_commit", ""), origin.get("git_dirty", ""),
-                         r.get("error", "")]
-                        + [(r.get("valid") or {}).get(main_metric, "")]
-                        + [(r.get("test") or {}).get(m, "") for m in metrics])
+        writer.writerow(
+            [
+                r["row"],
+                r["model"],
+                r["seed"],
+                r["dataset"],
+                r.get("split_fingerprint", ""),
+                r.get("history_mask", ""),
+                r["status"],
+                r.get("train_seconds", ""),
+                r.get("test_seconds", ""),
+                extra.get("item_encoding_seconds", ""),
+                r.get("peak_rss_mb", ""),
+                _epochs_run(r),
+                r.get("best_epoch", ""),
+                r.get("epoch_cap", ""),
+                r.get("hit_cap", ""),
+                origin.get("code_hash", ""),
+                origin.get("git_commit", ""),
+                origin.get("git_dirty", ""),
+                r.get("error", ""),
+            ]
+            + [(r.get("valid") or {}).get(main_metric, "")]
+            + [(r.get("test") or {}).get(m, "") for m in metrics]
+        )
     return buffer.getvalue()
 
 
@@ -273,14 +327,20 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         columns["train_seconds"] = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in done]
         columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
         for m, values in columns.items():
-            entry[m] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
-        encodings = [r["extra"].get("item_encoding_seconds") for r in done
-                     if (r.get("extra") or {}).get("item_encoding_seconds") and not r["extra"].get("encoding_from_cache")]
+            entry[m] = (
+                (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
+            )
+        encodings = [
+            r["extra"].get("item_encoding_seconds")
+            for r in done
+            if (r.get("extra") or {}).get("item_encoding_seconds") and not r["extra"].get("encoding_from_cache")
+        ]
         entry["item_encoding_seconds"] = encodings[0] if encodings else None
         shares = [r["extra"].get("trainable_share") for r in done if (r.get("extra") or {}).get("trainable_share")]
         entry["trainable_share"] = shares[0] if shares else None
-        entry["epochs"] = [(r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap")))
-                           for r in done]
+        entry["epochs"] = [
+            (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
+        ]
         entry["code"] = sorted({provenance.short((r.get("provenance") or {}).get("code_hash")) for r in done})
         summary.append(entry)
     return summary
@@ -321,7 +381,7 @@ def epochs_cell(epochs: list[tuple]) -> str:
     if not epochs or not any(trains for trains, *_ in epochs):
         return "–"
     cells = []
-    for trains, run, best, hit_cap in epochs:
+    for _trains, run, best, hit_cap in epochs:
         cells.append(f"{run}{CAP_MARK if hit_cap else ''}" + (f" ({best})" if best is not None else ""))
     return " / ".join(cells)
 
@@ -345,8 +405,13 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
     best = {m: _best(summary, m, m) for m in metrics}
     best_valid = _best(summary, "valid", main_metric) if with_valid else None
     costs = ["train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
-    header = (["model", "seeds"] + ([f"valid {main_metric}"] if with_valid else []) + [f"test {m}" for m in metrics]
-              + (["epochs (best)", "code"] if with_costs else []) + costs)
+    header = (
+        ["model", "seeds"]
+        + ([f"valid {main_metric}"] if with_valid else [])
+        + [f"test {m}" for m in metrics]
+        + (["epochs (best)", "code"] if with_costs else [])
+        + costs
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         if e["runs"] == 0:
@@ -406,16 +471,21 @@ def _is_labelled(plan: dict) -> bool:
 
 def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
     if labelled:
-        return (f"Split fingerprint: `{fingerprint}` (identical for every row, labels included; context and "
-                "sequential models share the leave-one-out split and are scored on the same labelled samples). "
-                "Labelled evaluation: no ranking, so no history masking.")
-    return (f"Split fingerprint: `{fingerprint}` (identical for every row; general and sequential models share the "
-            f"leave-one-out split). History masking rule for every row: `{', '.join(masks)}` "
-            "(see `recbole_m6rec/evaluation.py`).")
+        return (
+            f"Split fingerprint: `{fingerprint}` (identical for every row, labels included; context and "
+            "sequential models share the leave-one-out split and are scored on the same labelled samples). "
+            "Labelled evaluation: no ranking, so no history masking."
+        )
+    return (
+        f"Split fingerprint: `{fingerprint}` (identical for every row; general and sequential models share the "
+        f"leave-one-out split). History masking rule for every row: `{', '.join(masks)}` "
+        "(see `recbole_m6rec/evaluation.py`)."
+    )
 
 
-def significance_lines(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec",
-                       labelled: bool = False) -> list[str]:
+def significance_lines(
+    records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec", labelled: bool = False
+) -> list[str]:
     """The validation-chosen primary against every baseline on test ``main_metric``: ratio of means with a paired
     bootstrap interval over users (each user's values on every seed together), p-values Holm-adjusted over the
     comparisons."""
@@ -430,9 +500,12 @@ def significance_lines(records: list[dict], summary: list[dict], main_metric: st
         return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
 
     def per_user(row: str) -> dict[str, float]:
-        return {f"{r['seed']}:{user}": float(value) for r in records
-                if r["row"] == row and r.get("status") == "ok" and main_metric in (r.get("per_user_test") or {})
-                for user, value in r["per_user_test"][main_metric].items()}
+        return {
+            f"{r['seed']}:{user}": float(value)
+            for r in records
+            if r["row"] == row and r.get("status") == "ok" and main_metric in (r.get("per_user_test") or {})
+            for user, value in r["per_user_test"][main_metric].items()
+        }
 
     mine = per_user(chosen)
     results = {}
@@ -441,33 +514,47 @@ def significance_lines(records: list[dict], summary: list[dict], main_metric: st
         if mine and theirs and set(mine) & set(theirs):
             results[row] = paired_ratio_ci(mine, theirs)
     if not results:
-        reason = (f"labelled evaluation scores one sample per user; {main_metric} is not a per-user metric"
-                  if labelled else "no per-user values to pair (sampled evaluation?)")
+        reason = (
+            f"labelled evaluation scores one sample per user; {main_metric} is not a per-user metric"
+            if labelled
+            else "no per-user values to pair (sampled evaluation?)"
+        )
         return [f"- Paired comparison {chosen} vs baselines: not computed ({reason})."]
     adjusted = holm({row: r["p_value"] for row, r in results.items()})
-    lines = [f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
-             f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"]
+    lines = [
+        f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
+        f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
+    ]
     for row, r in results.items():
         star = " (the best baseline on valid)" if row == best else ""
-        lines.append(f"  - vs {row}{star}: **{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
-                     f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}")
+        lines.append(
+            f"  - vs {row}{star}: **{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
+            f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
+        )
     return lines
 
 
-def ratio_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec", timing_reference: str = "SASRec") -> list[str]:
+def ratio_lines(
+    summary: list[dict], main_metric: str, primary: str = "M6Rec", timing_reference: str = "SASRec"
+) -> list[str]:
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     chosen, baseline = choose_on_valid(summary, main_metric, primary)
     if chosen is None or by_row[chosen].get(main_metric) is None:
         return []
     mine = by_row[chosen]
-    lines = [f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
-             + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
-             + (f", {baseline} the best baseline" if baseline else "") + "; test is reported, never used to choose."]
+    lines = [
+        f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
+        + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
+        + (f", {baseline} the best baseline" if baseline else "")
+        + "; test is reported, never used to choose."
+    ]
     if baseline is not None:
         best = by_row[baseline]
         ratio = mine[main_metric][0] / best[main_metric][0] if best[main_metric][0] else float("inf")
-        lines.append(f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}: "
-                     f"**{ratio:.2f}×** (valid: {mine['valid'][0]:.4f} vs {best['valid'][0]:.4f})")
+        lines.append(
+            f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}: "
+            f"**{ratio:.2f}×** (valid: {mine['valid'][0]:.4f} vs {best['valid'][0]:.4f})"
+        )
     cold_metric = "cold_recall@10"
     if mine.get(cold_metric) is not None:
         for other in (timing_reference, "MostPop"):
@@ -477,8 +564,10 @@ def ratio_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec", t
                 lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: **{ratio}** ({a:.4f} vs {b:.4f})")
     if timing_reference in by_row:
         ratio = mine["train_seconds"][0] / by_row[timing_reference]["train_seconds"][0]
-        lines.append(f"- {chosen} train+eval time / {timing_reference} train+eval time: **{ratio:.2f}×** "
-                     "(item encoding reported separately)")
+        lines.append(
+            f"- {chosen} train+eval time / {timing_reference} train+eval time: **{ratio:.2f}×** "
+            "(item encoding reported separately)"
+        )
     return lines
 
 
@@ -497,15 +586,23 @@ def provenance_lines(records: list[dict]) -> list[str]:
     missing = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if not o.get("code")]
     commits = sorted({(o.get("git_commit") or "unknown")[:10] for o in origins if o.get("code")})
     dirty = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if o.get("dirty_code")]
-    versions = sorted({json.dumps({k: v for k, v in (o.get("versions") or {}).items()}, sort_keys=True)
-                       for o in origins if o.get("code")})
+    versions = sorted(
+        {
+            json.dumps({k: v for k, v in (o.get("versions") or {}).items()}, sort_keys=True)
+            for o in origins
+            if o.get("code")
+        }
+    )
     lines = []
     if commits:
         tree = sum(bool(o.get("git_dirty")) for o in origins if o.get("code"))
-        lines.append(f"- Commit{'s' if len(commits) > 1 else ''}: {', '.join(f'`{c}`' for c in commits)}; working "
-                     f"tree dirty (any uncommitted change) for {tree} of {len(origins) - len(missing)} runs.")
-        lines.append("- Runs whose own code files differ from their commit: "
-                     + (", ".join(dirty) if dirty else "none") + ".")
+        lines.append(
+            f"- Commit{'s' if len(commits) > 1 else ''}: {', '.join(f'`{c}`' for c in commits)}; working "
+            f"tree dirty (any uncommitted change) for {tree} of {len(origins) - len(missing)} runs."
+        )
+        lines.append(
+            "- Runs whose own code files differ from their commit: " + (", ".join(dirty) if dirty else "none") + "."
+        )
     for text in versions:
         lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in json.loads(text).items()) + ".")
     if len(versions) > 1:
@@ -524,29 +621,40 @@ def provenance_lines(records: list[dict]) -> list[str]:
             parts = "; ".join(f"`{(h or 'none')[:8]}`: {', '.join(sorted(rows))}" for h, rows in by_hash.items())
             lines.append(f"  - `{path}`: {parts}")
     elif contents:
-        lines.append("- Every plugin file that two runs share has the same content in both; the `code` column hashes "
-                     "the plugin files each row imported (baselines import none of the language-model code).")
+        lines.append(
+            "- Every plugin file that two runs share has the same content in both; the `code` column hashes "
+            "the plugin files each row imported (baselines import none of the language-model code)."
+        )
     return lines
 
 
 def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
     if not tuned:
         return []
-    lines = ["## Tuning", "", f"Each tuned row's trials at the tuning seed, selected on valid {main_metric}; the "
-             "chosen settings then ran on every seed (already in the per-row settings below).", ""]
+    lines = [
+        "## Tuning",
+        "",
+        f"Each tuned row's trials at the tuning seed, selected on valid {main_metric}; the "
+        "chosen settings then ran on every seed (already in the per-row settings below).",
+        "",
+    ]
     for row, record in tuned.items():
         if record.get("error"):
             lines += [f"- {row}: not tuned ({record['error']}).", ""]
             continue
-        lines.append(f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
-                     f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`")
+        lines.append(
+            f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
+            f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
+        )
         lines.append("")
         lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
         lines.append("|---|---|---|---|---|")
         for trial in record.get("trials", []):
             value = (trial.get("valid") or {}).get(main_metric)
-            lines.append(f"| {trial.get('index')} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
-                         f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |")
+            lines.append(
+                f"| {trial.get('index')} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
+                f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |"
+            )
         lines.append("")
     return lines
 
@@ -560,10 +668,14 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
     reference = [r for r in load_results(reference_dir) if r.get("status") == "ok"]
     if not reference:
         return [f"No finished results in the reference folder `{reference_dir}`."]
-    lines = [f"This run next to the reference in `{reference_dir}` (mean over seeds; the reference may come from "
-             "other code and settings, see its report):", "",
-             f"| model | valid {main_metric} | test {main_metric} | reference valid | reference test | "
-             "train+eval s | reference s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"This run next to the reference in `{reference_dir}` (mean over seeds; the reference may come from "
+        "other code and settings, see its report):",
+        "",
+        f"| model | valid {main_metric} | test {main_metric} | reference valid | reference test | "
+        "train+eval s | reference s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in summary:
         theirs = [r for r in reference if r["row"] == e["row"]]
 
@@ -575,9 +687,15 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
         ref_test = mean([(r.get("test") or {}).get(main_metric) for r in theirs])
         ref_time = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in theirs]
         mine, valid, seconds = e.get(main_metric), e.get("valid"), e.get("train_seconds")
-        cells = [e["row"], f"{valid[0]:.4f}" if valid else "–", f"{mine[0]:.4f}" if mine else "–", ref_valid,
-                 ref_test, f"{seconds[0]:.0f}" if seconds else "–",
-                 f"{statistics.fmean(ref_time):.0f}" if ref_time else "–"]
+        cells = [
+            e["row"],
+            f"{valid[0]:.4f}" if valid else "–",
+            f"{mine[0]:.4f}" if mine else "–",
+            ref_valid,
+            ref_test,
+            f"{seconds[0]:.0f}" if seconds else "–",
+            f"{statistics.fmean(ref_time):.0f}" if ref_time else "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -595,9 +713,11 @@ def environment() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"recbole_m6rec {__version__}, recbole {recbole.__version__}, torch {torch.__version__}, transformers "
-            f"{transformers.__version__}, numpy {numpy.__version__}, pandas {pandas.__version__}, Python "
-            f"{platform.python_version()}; CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    return (
+        f"recbole_m6rec {__version__}, recbole {recbole.__version__}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, numpy {numpy.__version__}, pandas {pandas.__version__}, Python "
+        f"{platform.python_version()}; CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
 
 
 def plots(summary: list[dict], main_metric: str, report_dir: Path) -> list[str]:
@@ -614,7 +734,9 @@ def plots(summary: list[dict], main_metric: str, report_dir: Path) -> list[str]:
     stds = [e[main_metric][1] for e in done]
     written = []
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.2))
-    ax.bar(names, means, yerr=stds, capsize=4, color=["tab:red" if n.startswith("M6Rec") else "tab:blue" for n in names])
+    ax.bar(
+        names, means, yerr=stds, capsize=4, color=["tab:red" if n.startswith("M6Rec") else "tab:blue" for n in names]
+    )
     ax.set_ylabel(f"test {main_metric}")
     ax.set_title(f"test {main_metric} (mean ± std over seeds)")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
@@ -645,12 +767,18 @@ def kept_notes(path: Path) -> str:
     if path.is_file():
         text = path.read_text(encoding="utf-8")
         if NOTES_MARKER in text:
-            return text[text.index(NOTES_MARKER):]
+            return text[text.index(NOTES_MARKER) :]
     return NOTES_MARKER + "\n"
 
 
-def write_report(plan: dict, records: list[dict], report_dir: Path, command: str, tuned: dict | None = None,
-                 reference: Path | None = None) -> str:
+def write_report(
+    plan: dict,
+    records: list[dict],
+    report_dir: Path,
+    command: str,
+    tuned: dict | None = None,
+    reference: Path | None = None,
+) -> str:
     metrics = metric_names(records)
     fingerprint = check_one_split(records)
     main_metric = str(plan["common"].get("valid_metric", metrics[0] if metrics else "")).lower()
@@ -692,9 +820,17 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",
-        *([f"Beyond accuracy (coverage and popularity bias of the top-k lists on test; best in bold"
-           f"{lower_is_better_clause(beyond)}):", "",
-           markdown_table(summary, beyond, with_costs=False), ""] if beyond else []),
+        *(
+            [
+                f"Beyond accuracy (coverage and popularity bias of the top-k lists on test; best in bold"
+                f"{lower_is_better_clause(beyond)}):",
+                "",
+                markdown_table(summary, beyond, with_costs=False),
+                "",
+            ]
+            if beyond
+            else []
+        ),
         *(reference_lines(summary, reference, main_metric) + [""] if reference else []),
         *tuning_lines(tuned or {}, main_metric),
         "## Settings",
@@ -715,8 +851,9 @@ def write_report(plan: dict, records: list[dict], report_dir: Path, command: str
         f"Environment: {environment()}",
     ]
     if failed:
-        text += ["", "## Runs without a result", ""] + [f"- {r['row']} seed {r['seed']} ({r.get('status')}): "
-                                                         f"{r.get('error', '')}" for r in failed]
+        text += ["", "## Runs without a result", ""] + [
+            f"- {r['row']} seed {r['seed']} ({r.get('status')}): " f"{r.get('error', '')}" for r in failed
+        ]
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
     atomic_write_text(report_dir / "report.md", report)
     return report
@@ -730,9 +867,11 @@ def prepare_report_dir(report_dir: Path, resume: bool, fresh: bool) -> None:
             shutil.rmtree(path)
         print(f"{report_dir}: deleted the earlier results (--fresh)", flush=True)
     elif earlier and not resume:
-        raise SystemExit(f"'{report_dir}' already holds results ({', '.join(str(p) for p in earlier)}). Pass "
-                         "--resume to reuse the finished ones that are still current (same settings, code, data "
-                         "and libraries), --fresh to delete them and run everything, or --report=<another folder>.")
+        raise SystemExit(
+            f"'{report_dir}' already holds results ({', '.join(str(p) for p in earlier)}). Pass "
+            "--resume to reuse the finished ones that are still current (same settings, code, data "
+            "and libraries), --fresh to delete them and run everything, or --report=<another folder>."
+        )
     (report_dir / "results").mkdir(parents=True, exist_ok=True)
 
 
@@ -741,17 +880,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="benchmark yaml (dataset, seeds, common, rows)")
     parser.add_argument("--rows", default=None, help="comma-separated subset of the yaml's rows")
-    parser.add_argument("--seeds", default=None,
-                        help="a count N (the plan's first N seeds, if it has that many) or comma-separated seeds")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="a count N (the plan's first N seeds, if it has that many) or comma-separated seeds",
+    )
     parser.add_argument("--report", default=None, help="report folder (default: reports/<yaml name>)")
     resume = parser.add_mutually_exclusive_group()
-    resume.add_argument("--resume", action="store_true",
-                        help="reuse the folder's finished results that are still current (an interrupted run)")
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the folder's finished results that are still current (an interrupted run)",
+    )
     resume.add_argument("--fresh", action="store_true", help="delete the folder's earlier results first")
-    parser.add_argument("--no_tuning", action="store_true",
-                        help="ignore the plan's tuning block: every row runs with the settings it lists")
-    parser.add_argument("--reference", default=None,
-                        help="a report folder (e.g. the committed one) to show next to this run's numbers")
+    parser.add_argument(
+        "--no_tuning",
+        action="store_true",
+        help="ignore the plan's tuning block: every row runs with the settings it lists",
+    )
+    parser.add_argument(
+        "--reference", default=None, help="a report folder (e.g. the committed one) to show next to this run's numbers"
+    )
     args, rest = parser.parse_known_args(argv)
     overrides = {key: yaml.safe_load(value) for key, value in parse_cmd_args(rest).items()}
     rows = args.rows.split(",") if args.rows else None

@@ -85,8 +85,13 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "recbole": recbole.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__}
+    return {
+        "python": platform.python_version(),
+        "recbole": recbole.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+    }
 
 
 def _git(*args: str) -> str | None:
@@ -113,8 +118,9 @@ def git_state(paths: list[str] | None = None) -> dict:
 def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
     """The provenance of the run this process just finished (see the module docstring)."""
     code = code_files()
-    changed = sorted(path for path in code
-                     if (REPO_ROOT / path).is_file() and os.stat(REPO_ROOT / path).st_mtime > started_at)
+    changed = sorted(
+        path for path in code if (REPO_ROOT / path).is_file() and os.stat(REPO_ROOT / path).st_mtime > started_at
+    )
     return {
         "package_version": recbole_m6rec.__version__,
         "code_hash": combined_hash(code),

@@ -41,8 +41,11 @@ def _ranker_samples(ranker, test_data) -> dict[str, dict]:
     samples = {}
     for row, user in enumerate(feat[dataset.uid_field].tolist()):
         samples[tokens[user]] = {
-            "user": user, "seq": feat[ranker.ITEM_SEQ][row], "length": feat[ranker.ITEM_SEQ_LEN][row],
-            "labels": feat[ranker.LABEL_LIST][row], "target": int(feat[ranker.ITEM_ID][row]),
+            "user": user,
+            "seq": feat[ranker.ITEM_SEQ][row],
+            "length": feat[ranker.ITEM_SEQ_LEN][row],
+            "labels": feat[ranker.LABEL_LIST][row],
+            "target": int(feat[ranker.ITEM_ID][row]),
             "label": int(feat[ranker.LABEL][row]),
         }
     return samples
@@ -56,8 +59,9 @@ def rerank(retriever_file: str, ranker_file: str, top_k: int = 20) -> dict:
     ranker.eval()
     samples = _ranker_samples(ranker, k_test)
     item_tokens = r_dataset.field2id_token[r_dataset.iid_field]
-    to_ranker_item = torch.as_tensor([k_dataset.token2id(k_dataset.iid_field, t) if i else 0
-                                      for i, t in enumerate(item_tokens)])
+    to_ranker_item = torch.as_tensor(
+        [k_dataset.token2id(k_dataset.iid_field, t) if i else 0 for i, t in enumerate(item_tokens)]
+    )
     user_tokens = r_dataset.field2id_token[r_dataset.uid_field]
     known = sequential_history_matrix(r_dataset.user_num, r_dataset.item_num, r_train._dataset, r_valid._dataset)
 
@@ -72,56 +76,77 @@ def rerank(retriever_file: str, ranker_file: str, top_k: int = 20) -> dict:
         for b, user in enumerate(users):
             sample = samples.get(user_tokens[user])
             if sample is None:
-                raise ValueError(f"user {user_tokens[user]} has no test sample in the ranker's split; the two "
-                                 "checkpoints come from different splits")
+                raise ValueError(
+                    f"user {user_tokens[user]} has no test sample in the ranker's split; the two "
+                    "checkpoints come from different splits"
+                )
             target = int(to_ranker_item[targets[b]])
             if target != sample["target"]:
-                raise ValueError(f"user {user_tokens[user]}: the retriever's test target {item_tokens[targets[b]]} "
-                                 "differs from the ranker's; the two checkpoints come from different splits")
+                raise ValueError(
+                    f"user {user_tokens[user]}: the retriever's test target {item_tokens[targets[b]]} "
+                    "differs from the ranker's; the two checkpoints come from different splits"
+                )
             candidates = to_ranker_item[top[b]]
-            batch = Interaction({
-                ranker.USER_ID: torch.full((top_k,), sample["user"]),
-                ranker.ITEM_SEQ: sample["seq"].expand(top_k, -1),
-                ranker.ITEM_SEQ_LEN: sample["length"].expand(top_k),
-                ranker.LABEL_LIST: sample["labels"].expand(top_k, -1),
-                ranker.ITEM_ID: candidates,
-            })
+            batch = Interaction(
+                {
+                    ranker.USER_ID: torch.full((top_k,), sample["user"]),
+                    ranker.ITEM_SEQ: sample["seq"].expand(top_k, -1),
+                    ranker.ITEM_SEQ_LEN: sample["length"].expand(top_k),
+                    ranker.LABEL_LIST: sample["labels"].expand(top_k, -1),
+                    ranker.ITEM_ID: candidates,
+                }
+            )
             p_click = ranker.predict(batch)
             reordered = candidates[torch.argsort(p_click, descending=True, stable=True)]
             before = (candidates == target).nonzero()
             after = (reordered == target).nonzero()
-            rows.append({"liked": sample["label"] == 1,
-                         "before": int(before[0, 0]) if len(before) else -1,
-                         "after": int(after[0, 0]) if len(after) else -1,
-                         "top10_changed": len(set(candidates[:10].tolist()) - set(reordered[:10].tolist()))})
+            rows.append(
+                {
+                    "liked": sample["label"] == 1,
+                    "before": int(before[0, 0]) if len(before) else -1,
+                    "after": int(after[0, 0]) if len(after) else -1,
+                    "top10_changed": len(set(candidates[:10].tolist()) - set(reordered[:10].tolist())),
+                }
+            )
     return summarise(rows, top_k)
 
 
 def summarise(rows: list[dict], top_k: int) -> dict:
     result = {"top_k": top_k, "users": len(rows)}
-    for name, group in (("all", rows), ("liked", [r for r in rows if r["liked"]]),
-                        ("not_liked", [r for r in rows if not r["liked"]])):
+    for name, group in (
+        ("all", rows),
+        ("liked", [r for r in rows if r["liked"]]),
+        ("not_liked", [r for r in rows if not r["liked"]]),
+    ):
         before = np.array([_ndcg_and_hit(r["before"]) for r in group]).reshape(-1, 2)
         after = np.array([_ndcg_and_hit(r["after"]) for r in group]).reshape(-1, 2)
-        result[name] = {"users": len(group),
-                        "ndcg@10_before": round(float(before[:, 0].mean()), 4) if len(group) else None,
-                        "ndcg@10_after": round(float(after[:, 0].mean()), 4) if len(group) else None,
-                        "recall@10_before": round(float(before[:, 1].mean()), 4) if len(group) else None,
-                        "recall@10_after": round(float(after[:, 1].mean()), 4) if len(group) else None}
+        result[name] = {
+            "users": len(group),
+            "ndcg@10_before": round(float(before[:, 0].mean()), 4) if len(group) else None,
+            "ndcg@10_after": round(float(after[:, 0].mean()), 4) if len(group) else None,
+            "recall@10_before": round(float(before[:, 1].mean()), 4) if len(group) else None,
+            "recall@10_after": round(float(after[:, 1].mean()), 4) if len(group) else None,
+        }
     result["mean_top10_items_replaced"] = round(float(np.mean([r["top10_changed"] for r in rows])), 2)
     return result
 
 
 def markdown(result: dict) -> str:
-    lines = ["| test users | n | NDCG@10 before | NDCG@10 after | Recall@10 before | Recall@10 after |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| test users | n | NDCG@10 before | NDCG@10 after | Recall@10 before | Recall@10 after |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, label in (("all", "all"), ("liked", "target liked (rating ≥ 4)"), ("not_liked", "target not liked")):
         g = result[name]
-        lines.append(f"| {label} | {g['users']} | {g['ndcg@10_before']} | {g['ndcg@10_after']} | "
-                     f"{g['recall@10_before']} | {g['recall@10_after']} |")
+        lines.append(
+            f"| {label} | {g['users']} | {g['ndcg@10_before']} | {g['ndcg@10_after']} | "
+            f"{g['recall@10_before']} | {g['recall@10_after']} |"
+        )
     lines.append("")
-    lines.append(f"Re-ranked: the retriever's top {result['top_k']}; on average "
-                 f"{result['mean_top10_items_replaced']} of the top 10 items change.")
+    lines.append(
+        f"Re-ranked: the retriever's top {result['top_k']}; on average "
+        f"{result['mean_top10_items_replaced']} of the top 10 items change."
+    )
     return "\n".join(lines)
 
 

@@ -21,8 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["PairedTest", "auc_ci", "holm", "paired_auc_test", "paired_ratio_ci", "paired_test",
-           "per_user_by_seed", "per_user_means"]
+__all__ = [
+    "PairedTest",
+    "auc_ci",
+    "holm",
+    "paired_auc_test",
+    "paired_ratio_ci",
+    "paired_test",
+    "per_user_by_seed",
+    "per_user_means",
+]
 
 
 @dataclass
@@ -39,17 +47,24 @@ class PairedTest:
 
     def sentence(self) -> str:
         diff = self.mean_a - self.mean_b
-        return (f"{self.row_a} vs {self.row_b}, test {self.metric} per user (averaged over seeds "
-                f"{', '.join(map(str, self.seeds))}), {self.n_users} users: {self.mean_a:.4f} vs {self.mean_b:.4f} "
-                f"(difference {diff:+.4f}); Wilcoxon signed-rank p = {self.wilcoxon_p:.3g}, paired t-test "
-                f"p = {self.t_test_p:.3g}")
+        return (
+            f"{self.row_a} vs {self.row_b}, test {self.metric} per user (averaged over seeds "
+            f"{', '.join(map(str, self.seeds))}), {self.n_users} users: {self.mean_a:.4f} vs {self.mean_b:.4f} "
+            f"(difference {diff:+.4f}); Wilcoxon signed-rank p = {self.wilcoxon_p:.3g}, paired t-test "
+            f"p = {self.t_test_p:.3g}"
+        )
 
 
 def per_user_means(records: list[dict], row: str, metric: str, seeds: list) -> dict[str, float]:
     """A row's per-user value of ``metric``, averaged over ``seeds``."""
-    runs = [r["per_user_test"][metric] for r in records
-            if r["row"] == row and r.get("status") == "ok" and r["seed"] in seeds
-            and metric in (r.get("per_user_test") or {})]
+    runs = [
+        r["per_user_test"][metric]
+        for r in records
+        if r["row"] == row
+        and r.get("status") == "ok"
+        and r["seed"] in seeds
+        and metric in (r.get("per_user_test") or {})
+    ]
     if not runs:
         return {}
     users = set(runs[0]).intersection(*runs[1:])
@@ -60,8 +75,11 @@ def paired_test(records: list[dict], row_a: str, row_b: str, metric: str) -> Pai
     """The test on the users and seeds both rows have; None when they share no per-user values."""
 
     def seeds_of(row):
-        return {r["seed"] for r in records if r["row"] == row and r.get("status") == "ok"
-                and metric in (r.get("per_user_test") or {})}
+        return {
+            r["seed"]
+            for r in records
+            if r["row"] == row and r.get("status") == "ok" and metric in (r.get("per_user_test") or {})
+        }
 
     seeds = sorted(seeds_of(row_a) & seeds_of(row_b))
     a, b = per_user_means(records, row_a, metric, seeds), per_user_means(records, row_b, metric, seeds)
@@ -82,18 +100,23 @@ def paired_test(records: list[dict], row_a: str, row_b: str, metric: str) -> Pai
 def per_user_by_seed(records: list[dict], row: str, metric: str) -> dict[str, float]:
     """A row's per-user value of ``metric`` on every finished seed, keyed ``"<seed>:<user>"`` (for
     :func:`paired_ratio_ci`)."""
-    return {f"{r['seed']}:{user}": float(value) for r in records
-            if r["row"] == row and r.get("status") == "ok" and metric in (r.get("per_user_test") or {})
-            for user, value in r["per_user_test"][metric].items()}
+    return {
+        f"{r['seed']}:{user}": float(value)
+        for r in records
+        if r["row"] == row and r.get("status") == "ok" and metric in (r.get("per_user_test") or {})
+        for user, value in r["per_user_test"][metric].items()
+    }
 
 
 def _user_sums(primary: dict[str, float], baseline: dict[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-user sums over the common ``"<seed>:<user>"`` keys of both rows, and the number of seeds."""
     keys = sorted(set(primary) & set(baseline))
     if not keys:
-        raise ValueError(f"no common '<seed>:<user>' keys to pair (primary has {len(primary)} keys, e.g. "
-                         f"{next(iter(primary), None)!r}; baseline has {len(baseline)}, e.g. "
-                         f"{next(iter(baseline), None)!r})")
+        raise ValueError(
+            f"no common '<seed>:<user>' keys to pair (primary has {len(primary)} keys, e.g. "
+            f"{next(iter(primary), None)!r}; baseline has {len(baseline)}, e.g. "
+            f"{next(iter(baseline), None)!r})"
+        )
     users, seeds, rows = {}, set(), []
     for key in keys:
         seed, sep, user = str(key).partition(":")
@@ -109,8 +132,7 @@ def _user_sums(primary: dict[str, float], baseline: dict[str, float]) -> tuple[n
     return np.bincount(rows, p, len(users)), np.bincount(rows, b, len(users)), len(seeds)
 
 
-def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boot: int = 10000,
-                    seed: int = 0) -> dict:
+def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boot: int = 10000, seed: int = 0) -> dict:
     """``mean(primary) / mean(baseline)`` over their common ``"<seed>:<user>"`` keys, with a 95% percentile bootstrap
     interval and a two-sided p-value for ratio = 1.
 
@@ -133,14 +155,20 @@ def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boo
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
         num, den = p_user[idx].sum(axis=1), b_user[idx].sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratios[start:start + len(idx)] = np.where(den > 0, num / den, np.where(num > 0, np.inf, 1.0))
+            ratios[start : start + len(idx)] = np.where(den > 0, num / den, np.where(num > 0, np.inf, 1.0))
     # resampled sums of equal values can differ in the last bits: ratios within 1e-12 of 1 count as 1
     below = np.count_nonzero(ratios <= 1 + 1e-12)
     above = np.count_nonzero(ratios >= 1 - 1e-12)
     p_value = min(1.0, 2 * (min(below, above) + 1) / (n_boot + 1))
     low, high = np.percentile(ratios, [2.5, 97.5])
-    return {"ratio": float(p_user.sum() / b_user.sum()), "ci_low": float(low), "ci_high": float(high),
-            "p_value": float(p_value), "n_users": int(n), "n_seeds": int(n_seeds)}
+    return {
+        "ratio": float(p_user.sum() / b_user.sum()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float(p_value),
+        "n_users": int(n),
+        "n_seeds": int(n_seeds),
+    }
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:
@@ -163,8 +191,9 @@ def _labels_and_scores(labels, *scores) -> tuple[np.ndarray, list[np.ndarray]]:
         raise ValueError(f"labels must be a 1-d sequence of 0/1 (got values {np.unique(y)[:5].tolist()})")
     y = y.astype(bool)
     if min(y.sum(), (~y).sum()) < 2:
-        raise ValueError(f"DeLong needs at least 2 samples of each class (got {int(y.sum())} positives out of "
-                         f"{len(y)})")
+        raise ValueError(
+            f"DeLong needs at least 2 samples of each class (got {int(y.sum())} positives out of " f"{len(y)})"
+        )
     out = []
     for s in scores:
         s = np.asarray(s, dtype=float)
@@ -210,5 +239,11 @@ def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
     else:
         p_value = float(2 * stats.norm.sf(abs(diff) / se))
     half = stats.norm.ppf(1 - alpha / 2) * se
-    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "ci_low": diff - half,
-            "ci_high": diff + half, "p_value": p_value}
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": diff,
+        "ci_low": diff - half,
+        "ci_high": diff + half,
+        "p_value": p_value,
+    }

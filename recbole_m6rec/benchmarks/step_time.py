@@ -89,15 +89,20 @@ def measure(model, batch, warmup: int, steps: int, learning_rate: float) -> dict
                 losses.append(loss.item())
     finally:
         del model.item_vectors
-    return {"median_s": statistics.median(times), "step_s": [round(t, 4) for t in times],
-            "items_scored": scored[-1], "final_loss": losses[-1]}
+    return {
+        "median_s": statistics.median(times),
+        "step_s": [round(t, 4) for t in times],
+        "items_scored": scored[-1],
+        "final_loss": losses[-1],
+    }
 
 
 def _busiest_processes(limit: int = 5) -> list[str]:
     """The other processes using the most CPU now (``ps``), as 'pid %cpu command'."""
     try:
-        out = subprocess.run(["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True,
-                             timeout=10).stdout.splitlines()[1:]
+        out = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1:]
     except (OSError, subprocess.SubprocessError):
         return []
     own = str(os.getpid())
@@ -111,9 +116,15 @@ def _machine() -> dict:
 def _config(args, **overrides):
     from recbole_m6rec.config import PluginConfig
 
-    settings = {"plm_name_or_path": args.plm, "train_batch_size": args.batch_size, "show_progress": False,
-                "state": "WARNING", "loss_type": "BPR",
-                "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}, **overrides}
+    settings = {
+        "plm_name_or_path": args.plm,
+        "train_batch_size": args.batch_size,
+        "show_progress": False,
+        "state": "WARNING",
+        "loss_type": "BPR",
+        "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1},
+        **overrides,
+    }
     if args.max_history:
         settings["MAX_ITEM_LIST_LENGTH"] = args.max_history
     return PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
@@ -143,24 +154,43 @@ def run(args) -> dict:
             model.settings = dataclasses.replace(model.settings, **LOSSES[name], softmax_negatives=args.negatives)
             pad_catalogue(model, n_items)
             if model.n_items > train._dataset.item_num:  # RecBole's negative from the padded catalogue
-                batch.interaction[model.NEG_ITEM_ID] = draw_negatives(negative_pool(model.n_items),
-                                                                      batch[model.ITEM_ID])
-            row = {"items": n_items, "loss": name, **measure(model, batch, args.warmup, args.steps,
-                                                               config["learning_rate"])}
+                batch.interaction[model.NEG_ITEM_ID] = draw_negatives(
+                    negative_pool(model.n_items), batch[model.ITEM_ID]
+                )
+            row = {
+                "items": n_items,
+                "loss": name,
+                **measure(model, batch, args.warmup, args.steps, config["learning_rate"]),
+            }
             results.append(row)
-            print(f"{n_items:>7} items  {name:<16} {row['median_s']:.3f} s/step  "
-                  f"({row['items_scored']} item vectors)", flush=True)
+            print(
+                f"{n_items:>7} items  {name:<16} {row['median_s']:.3f} s/step  "
+                f"({row['items_scored']} item vectors)",
+                flush=True,
+            )
             del model
     return {
         "command": "python -m recbole_m6rec.benchmarks.step_time " + " ".join(shlex.quote(a) for a in args.argv),
-        "settings": {"plm_name_or_path": args.plm, "windows_per_batch": len(batch),
-                     "scored_positions": int(batch["item_length"].sum()),
-                     "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"], "softmax_negatives": args.negatives,
-                     "warmup_steps": args.warmup, "timed_steps": args.steps, "torch_threads": torch.get_num_threads(),
-                     "tuning": config["tuning"], "item_tower": config["item_tower"],
-                     "segment_tokens": config["segment_tokens"]},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "before": before, "after": _machine()},
+        "settings": {
+            "plm_name_or_path": args.plm,
+            "windows_per_batch": len(batch),
+            "scored_positions": int(batch["item_length"].sum()),
+            "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"],
+            "softmax_negatives": args.negatives,
+            "warmup_steps": args.warmup,
+            "timed_steps": args.steps,
+            "torch_threads": torch.get_num_threads(),
+            "tuning": config["tuning"],
+            "item_tower": config["item_tower"],
+            "segment_tokens": config["segment_tokens"],
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "before": before,
+            "after": _machine(),
+        },
         "results": results,
     }
 
@@ -187,15 +217,30 @@ def report_markdown(record: dict) -> str:
         "|---:|" + "---:|" * len(losses),
     ]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(
-            f"{cell[(n, name)]['median_s']:.3f} ({cell[(n, name)]['items_scored']:,})" if (n, name) in cell else "–"
-            for name in losses) + " |")
-    lines += ["", "Each step's time relative to CE's on the smallest catalogue:", "",
-              "| items | " + " | ".join(losses) + " |", "|---:|" + "---:|" * len(losses)]
+        lines.append(
+            f"| {n:,} | "
+            + " | ".join(
+                f"{cell[(n, name)]['median_s']:.3f} ({cell[(n, name)]['items_scored']:,})" if (n, name) in cell else "–"
+                for name in losses
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "Each step's time relative to CE's on the smallest catalogue:",
+        "",
+        "| items | " + " | ".join(losses) + " |",
+        "|---:|" + "---:|" * len(losses),
+    ]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(
-            f"{cell[(n, name)]['median_s'] / base['median_s']:.2f}" if (n, name) in cell and base else "–"
-            for name in losses) + " |")
+        lines.append(
+            f"| {n:,} | "
+            + " | ".join(
+                f"{cell[(n, name)]['median_s'] / base['median_s']:.2f}" if (n, name) in cell and base else "–"
+                for name in losses
+            )
+            + " |"
+        )
     machine = record["machine"]
     lines += [
         "",
@@ -215,8 +260,11 @@ def report_markdown(record: dict) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m recbole_m6rec.benchmarks.step_time", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_m6rec.benchmarks.step_time",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--report", required=True, help="folder for report.md and results.json")
     parser.add_argument("--plm", default="smollm2-135m", help="plm_name_or_path (default: M6Rec's default model)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="catalogue sizes")

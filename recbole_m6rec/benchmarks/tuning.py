@@ -25,17 +25,22 @@ import itertools
 import json
 import math
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from recbole_m6rec.cache import atomic_write_text
 
 __all__ = ["ALGOS", "KINDS", "tune_row", "validate_search", "validate_tuning"]
 
 ALGOS = ("random", "bayes", "exhaustive")
-KINDS = {"choice": "[choice, v1, v2, ...]", "uniform": "[uniform, low, high]",
-         "loguniform": "[loguniform, low, high] with 0 < low < high", "quniform": "[quniform, low, high, q]"}
+KINDS = {
+    "choice": "[choice, v1, v2, ...]",
+    "uniform": "[uniform, low, high]",
+    "loguniform": "[loguniform, low, high] with 0 < low < high",
+    "quniform": "[quniform, low, high, q]",
+}
 TUNING_KEYS = {"trials": "a positive int", "seed": "an int", "algo": f"one of {', '.join(ALGOS)}"}
 
 
@@ -82,16 +87,19 @@ def validate_search(row: str, search: Any, algo: str = "random") -> dict[str, li
             try:  # plain data only, so the tuning record can store it
                 json.dumps(args, allow_nan=False)
             except (TypeError, ValueError) as error:
-                raise ValueError(f"{where}: `choice` values must be numbers, strings, booleans or lists of them "
-                                 f"(got {spec!r}: {error})") from None
+                raise ValueError(
+                    f"{where}: `choice` values must be numbers, strings, booleans or lists of them "
+                    f"(got {spec!r}: {error})"
+                ) from None
             if len({json.dumps(a, sort_keys=True) for a in args}) < len(args):
                 raise ValueError(f"{where}: `choice` values must differ (got {spec!r})")
         else:
             n = 3 if kind == "quniform" else 2
             if len(args) != n or not all(_is_number(a) for a in args):
                 bad = [a for a in args if not _is_number(a)]
-                hint = (f" ({bad[0]!r} is a {type(bad[0]).__name__}; write 1e-4 as 0.0001 or 1.0e-4 in yaml)"
-                        if bad else "")
+                hint = (
+                    f" ({bad[0]!r} is a {type(bad[0]).__name__}; write 1e-4 as 0.0001 or 1.0e-4 in yaml)" if bad else ""
+                )
                 raise ValueError(f"{where}: got {spec!r}; valid: {KINDS[kind]}, numbers{hint}")
             low, high = args[0], args[1]
             if not low < high:
@@ -101,14 +109,18 @@ def validate_search(row: str, search: Any, algo: str = "random") -> dict[str, li
             if kind == "quniform":
                 q = args[2]
                 if q <= 0 or any(abs(b / q - round(b / q)) > 1e-9 for b in (low, high)):
-                    raise ValueError(f"{where}: q must be positive and low, high multiples of it (got {spec!r}); "
-                                     f"valid: {KINDS[kind]}")
+                    raise ValueError(
+                        f"{where}: q must be positive and low, high multiples of it (got {spec!r}); "
+                        f"valid: {KINDS[kind]}"
+                    )
         space[str(key)] = [kind, *args]
     if algo == "exhaustive":
         not_grid = [k for k, spec in space.items() if spec[0] != "choice"]
         if not_grid:
-            raise ValueError(f"row '{row}': algo 'exhaustive' needs `choice` for every key (not for {not_grid}); "
-                             f"use algo random or bayes for ranges")
+            raise ValueError(
+                f"row '{row}': algo 'exhaustive' needs `choice` for every key (not for {not_grid}); "
+                f"use algo random or bayes for ranges"
+            )
     return space
 
 
@@ -223,8 +235,10 @@ def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir
         raise ValueError(f"row '{row}' is not in the plan; rows: {', '.join(plan.get('rows') or {})}")
     tuning = validate_tuning(plan)
     if "search" not in (plan["rows"][row] or {}):
-        raise ValueError(f"row '{row}' has no `search` space to tune; add e.g. "
-                         f"`search: {{learning_rate: [loguniform, 0.0001, 0.01]}}` to it, or do not tune it")
+        raise ValueError(
+            f"row '{row}' has no `search` space to tune; add e.g. "
+            f"`search: {{learning_rate: [loguniform, 0.0001, 0.01]}}` to it, or do not tune it"
+        )
     space = validate_search(row, plan["rows"][row]["search"], tuning["algo"])
     fixed = sorted(set(space) & set(plan["rows"][row]))
     if fixed:
@@ -236,8 +250,16 @@ def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir
 
     path = Path(trials_dir) / f"{row}-tuning.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"row": row, "space": space, "metric": metric, "algo": tuning["algo"], "seed": tuning["seed"],
-              "trials": [], "best_params": None, "best_valid": None}
+    record = {
+        "row": row,
+        "space": space,
+        "metric": metric,
+        "algo": tuning["algo"],
+        "seed": tuning["seed"],
+        "trials": [],
+        "best_params": None,
+        "best_valid": None,
+    }
     previous = _load_previous(path, record)
 
     def objective(params: dict, _fixed_config_files=None) -> dict:
@@ -252,14 +274,20 @@ def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir
             valid = {str(k).lower(): v for k, v in valid.items()}
             ok = result.get("status") == "ok"
             if ok and metric not in valid:
-                raise ValueError(f"row '{row}': trial {index} returned no '{metric}' in best_valid_result "
-                                 f"(has: {', '.join(valid) or 'nothing'})")
+                raise ValueError(
+                    f"row '{row}': trial {index} returned no '{metric}' in best_valid_result "
+                    f"(has: {', '.join(valid) or 'nothing'})"
+                )
             valid = {k: _as_float(v) for k, v in valid.items()}
             if ok and valid[metric] is None:
                 ok = False  # a NaN/inf score is a failed run, not a candidate
-            trial = {"index": index, "params": params, "status": "ok" if ok else "failed",
-                     "valid": {k: v for k, v in valid.items() if v is not None},
-                     "epochs_run": result.get("epochs_run")}
+            trial = {
+                "index": index,
+                "params": params,
+                "status": "ok" if ok else "failed",
+                "valid": {k: v for k, v in valid.items() if v is not None},
+                "epochs_run": result.get("epochs_run"),
+            }
         record["trials"].append(trial)
         score = trial["valid"][metric] if trial["status"] == "ok" else None
         best = record["best_valid"]
@@ -268,17 +296,20 @@ def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         if score is None:  # never selected: the worst possible score for HyperTuning and hyperopt
             score = -math.inf if bigger else math.inf
-        return {"model": row, "best_valid_score": score, "valid_score_bigger": bigger,
-                "best_valid_result": trial["valid"], "test_result": None}
+        return {
+            "model": row,
+            "best_valid_score": score,
+            "valid_score_bigger": bigger,
+            "best_valid_result": trial["valid"],
+            "test_result": None,
+        }
 
     n_trials = tuning["trials"]
     algo = _grid_suggest(space, tuning["seed"]) if tuning["algo"] == "exhaustive" else tuning["algo"]
     # early_stop above the budget: every row gets all its trials, however flat its scores
-    tuner = HyperTuning(objective, space=_hyperopt_space(space), algo=algo, max_evals=n_trials,
-                        early_stop=n_trials + 1)
+    tuner = HyperTuning(objective, space=_hyperopt_space(space), algo=algo, max_evals=n_trials, early_stop=n_trials + 1)
     with _hyperopt_seed(tuning["seed"]):
         tuner.run()
     if record["best_params"] is None:
-        raise RuntimeError(f"row '{row}': none of its {len(record['trials'])} tuning trials succeeded "
-                           f"(see {path})")
+        raise RuntimeError(f"row '{row}': none of its {len(record['trials'])} tuning trials succeeded " f"(see {path})")
     return record

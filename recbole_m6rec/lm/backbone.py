@@ -137,8 +137,9 @@ class LayerStack(nn.Module):
         position_embeddings = self.rotary_emb(hidden, position_ids) if self.family.name == "llama" else None
         for layer in self.layers[start:stop]:
             if self.family.name == "llama":
-                out = layer(hidden, attention_mask=mask, position_ids=position_ids,
-                            position_embeddings=position_embeddings)
+                out = layer(
+                    hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings
+                )
             else:
                 out = layer(hidden, attention_mask=mask)
             hidden = out[0] if isinstance(out, tuple) else out

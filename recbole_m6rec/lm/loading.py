@@ -85,9 +85,32 @@ _TOKENIZER_FILES = (
 )
 _DECODER_MODEL_TYPES = frozenset(
     {
-        "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-        "phi", "phi3", "gpt2", "gpt_neo", "gpt_neox", "gptj", "opt", "falcon", "olmo", "olmo2", "smollm3", "stablelm",
-        "starcoder2", "bloom", "granite", "cohere",
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi",
+        "phi3",
+        "gpt2",
+        "gpt_neo",
+        "gpt_neox",
+        "gptj",
+        "opt",
+        "falcon",
+        "olmo",
+        "olmo2",
+        "smollm3",
+        "stablelm",
+        "starcoder2",
+        "bloom",
+        "granite",
+        "cohere",
     }
 )
 
@@ -351,8 +374,13 @@ def load_plm(name_or_path: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
             dtype=torch.float32,
             attn_implementation=ATTN_IMPLEMENTATION,
         )
-        logger.info("Loaded %s (%s) from %s in %.1f s", name_or_path, type(model).__name__, folder,
-                    time.perf_counter() - started)
+        logger.info(
+            "Loaded %s (%s) from %s in %.1f s",
+            name_or_path,
+            type(model).__name__,
+            folder,
+            time.perf_counter() - started,
+        )
     model.to(torch.float32)
     model.eval()
     return tokenizer, model

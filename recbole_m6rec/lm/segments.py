@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import transformers
@@ -71,7 +71,7 @@ class TextSegments:
     """Id-aligned texts as the upper layers read them: their tokens and, while the lower layers are frozen, their
     cached lower-layer states. ``width`` is the number of segment slots per text."""
 
-    encoder: "SegmentEncoder"
+    encoder: SegmentEncoder
     tokens: TokenizedTexts
     width: int
     states: torch.Tensor | None = None  # [N S d]
@@ -100,7 +100,7 @@ class PhraseTable:
     """``[P d]`` one mean-pooled lower-layer vector per phrase: computed once while the lower layers are frozen,
     with gradients on every call while they train (``full`` tuning)."""
 
-    def __init__(self, encoder: "SegmentEncoder", phrases: Sequence[str], frozen: bool):
+    def __init__(self, encoder: SegmentEncoder, phrases: Sequence[str], frozen: bool):
         self.encoder, self.phrases, self.frozen = encoder, tuple(phrases), frozen
         self._states: torch.Tensor | None = None
 
@@ -145,8 +145,16 @@ class SegmentEncoder:
         self.cache_misses = 0
 
     @classmethod
-    def load(cls, plm_name_or_path: str, *, upper_layers: int, segment_tokens: int | str, max_tokens: int,
-             cache_dir: str | None, batch_size: int) -> "SegmentEncoder":
+    def load(
+        cls,
+        plm_name_or_path: str,
+        *,
+        upper_layers: int,
+        segment_tokens: int | str,
+        max_tokens: int,
+        cache_dir: str | None,
+        batch_size: int,
+    ) -> SegmentEncoder:
         """Load a language model and split it: all but its last ``upper_layers`` layers encode segments.
         ``cache_dir`` ~ = ``cache_root()/"text"``."""
         plm_id = plm_fingerprint(plm_name_or_path)
@@ -157,16 +165,24 @@ class SegmentEncoder:
                 f"late_interaction_layers must be between 1 and {stack.num_layers}, the number of layers of "
                 f"'{plm_name_or_path}' (got {upper_layers})"
             )
-        return cls(stack, tokenizer, n_lower_layers=stack.num_layers - upper_layers, segment_tokens=segment_tokens,
-                   max_tokens=max_tokens, plm_id=plm_id, cache_dir=cache_dir or cache_root() / "text",
-                   batch_size=batch_size)
+        return cls(
+            stack,
+            tokenizer,
+            n_lower_layers=stack.num_layers - upper_layers,
+            segment_tokens=segment_tokens,
+            max_tokens=max_tokens,
+            plm_id=plm_id,
+            cache_dir=cache_dir or cache_root() / "text",
+            batch_size=batch_size,
+        )
 
     # ------------------------------------------------------------------------------------------------ tokens
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
         """Id-aligned texts (row 0 = padding) -> tokens, through the token cache."""
         tokens_dir = self.cache_dir / "tokens" if self.cache_dir is not None else None
-        return tokenize_texts(texts, self.tokenizer, self.max_tokens, bos_id=self.bos_id, cache_dir=tokens_dir,
-                              tokenizer_id=self.plm_id)
+        return tokenize_texts(
+            texts, self.tokenizer, self.max_tokens, bos_id=self.bos_id, cache_dir=tokens_dir, tokenizer_id=self.plm_id
+        )
 
     def phrases(self, texts: Sequence[str]) -> TokenizedTexts:
         """Texts that are not items (recency phrases, the prompt text, option words) -> tokens."""
@@ -184,7 +200,9 @@ class SegmentEncoder:
             return hidden, keep
         return chunk_pool(hidden, keep, self.segment_tokens)
 
-    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower layers + pooling for a batch, with gradients if the caller enables them (``full`` tuning)."""
         return self.pool(self.lower_layers(input_ids, attention_mask), attention_mask)
 
@@ -217,15 +235,25 @@ class SegmentEncoder:
     def _cached_states(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
         # everything that changes the numbers: the model, the split, the tokens, the batches (a text padded to another
         # width comes out different by up to ~1e-4 on SmolLM2), the code that computes the states, and torch's kernels
-        key = stable_hash([
-            self.plm_id, self.n_lower_layers, str(self.segment_tokens), self.is_decoder,
-            tokens.input_ids.tolist(), tokens.attention_mask.tolist(), self.batch_size,
-            source_digest(Path(__file__).parent), str(torch.__version__), transformers.__version__,
-        ])
+        key = stable_hash(
+            [
+                self.plm_id,
+                self.n_lower_layers,
+                str(self.segment_tokens),
+                self.is_decoder,
+                tokens.input_ids.tolist(),
+                tokens.attention_mask.tolist(),
+                self.batch_size,
+                source_digest(Path(__file__).parent),
+                str(torch.__version__),
+                transformers.__version__,
+            ]
+        )
         path = self.cache_dir / "segments" / f"{description}-{key[:16]}.pt" if self.cache_dir is not None else None
         if path is not None and path.exists():
-            loaded, reason = load_tensors(path, key, ("states", "mask"),
-                                          lambda tensors: self._state_problem(tensors, len(tokens)))
+            loaded, reason = load_tensors(
+                path, key, ("states", "mask"), lambda tensors: self._state_problem(tensors, len(tokens))
+            )
             if loaded is not None:
                 logger.info("segment cache hit: %s", path)
                 self.cache_hits += 1
@@ -234,11 +262,17 @@ class SegmentEncoder:
         states, mask = self._compute(tokens, description)
         self.cache_misses += 1
         if path is not None and _rank_and_world()[0] == 0:  # one writer; the others hold the same states
-            settings = {"plm": self.plm_id, "lower_layers": self.n_lower_layers,
-                        "segment_tokens": str(self.segment_tokens), "max_tokens": self.max_tokens,
-                        "n_texts": len(tokens), "batch_size": self.batch_size,
-                        "code": source_digest(Path(__file__).parent)[:16], "torch": str(torch.__version__),
-                        "transformers": transformers.__version__}
+            settings = {
+                "plm": self.plm_id,
+                "lower_layers": self.n_lower_layers,
+                "segment_tokens": str(self.segment_tokens),
+                "max_tokens": self.max_tokens,
+                "n_texts": len(tokens),
+                "batch_size": self.batch_size,
+                "code": source_digest(Path(__file__).parent)[:16],
+                "torch": str(torch.__version__),
+                "transformers": transformers.__version__,
+            }
             save_tensors(path, key, {"states": states, "mask": mask}, settings)
         return states, mask
 
@@ -258,24 +292,36 @@ class SegmentEncoder:
             states, mask = _gather_shares(states, mask, [len(share) for share in shares])
             order = torch.cat(shares)
         inverse = torch.argsort(order)
-        logger.info("encoded %d %s through %d layers in %.1f s%s", len(tokens), description, self.n_lower_layers,
-                    time.perf_counter() - started, f" ({world} processes)" if world > 1 else "")
+        logger.info(
+            "encoded %d %s through %d layers in %.1f s%s",
+            len(tokens),
+            description,
+            self.n_lower_layers,
+            time.perf_counter() - started,
+            f" ({world} processes)" if world > 1 else "",
+        )
         return states[inverse].contiguous(), mask[inverse].contiguous()
 
-    def _encode_rows(self, tokens: TokenizedTexts, rows: torch.Tensor, description: str,
-                     show: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_rows(
+        self, tokens: TokenizedTexts, rows: torch.Tensor, description: str, show: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         modes = {module: module.training for module in self.stack.modules()}
         self.stack.eval()
         width = self.width(tokens)
         states, masks = [], []
         n = len(rows)
-        bar = tqdm(range(0, n, self.batch_size), desc=f"Encoding {description} ({n})", unit="batch",
-                   disable=not show or n <= self.batch_size)
+        bar = tqdm(
+            range(0, n, self.batch_size),
+            desc=f"Encoding {description} ({n})",
+            unit="batch",
+            disable=not show or n <= self.batch_size,
+        )
         for start in bar:
-            index = rows[start:start + self.batch_size]
+            index = rows[start : start + self.batch_size]
             length = int(tokens.lengths[index].max())
-            pooled, mask = self.fit(*self.forward_tokens(tokens.input_ids[index, :length],
-                                                         tokens.attention_mask[index, :length]), width)
+            pooled, mask = self.fit(
+                *self.forward_tokens(tokens.input_ids[index, :length], tokens.attention_mask[index, :length]), width
+            )
             states.append(pooled)
             masks.append(mask)
         for module, mode in modes.items():  # each module as it was (a loaded model's layers stay in eval mode)
@@ -287,8 +333,13 @@ class SegmentEncoder:
     def _state_problem(self, tensors: dict[str, torch.Tensor], n_rows: int) -> str | None:
         """Why cached segment states cannot be what :meth:`_compute` returns, or None."""
         states, mask = tensors["states"], tensors["mask"]
-        if states.dim() != 3 or states.shape[0] != n_rows or states.shape[2] != self.stack.hidden_size \
-                or tuple(mask.shape) != tuple(states.shape[:2]) or mask.dtype != torch.bool:
+        if (
+            states.dim() != 3
+            or states.shape[0] != n_rows
+            or states.shape[2] != self.stack.hidden_size
+            or tuple(mask.shape) != tuple(states.shape[:2])
+            or mask.dtype != torch.bool
+        ):
             return f"wrong shapes {tuple(states.shape)} / {tuple(mask.shape)}"
         if not bool(mask.any(dim=1).all()) or not bool(torch.isfinite(states).all()):
             return "empty or non-finite rows"
@@ -311,5 +362,7 @@ def _gather_shares(states: torch.Tensor, mask: torch.Tensor, counts: list[int]) 
     all_masks = [torch.empty_like(mask) for _ in range(world)]
     torch.distributed.all_gather(all_states, states.contiguous())
     torch.distributed.all_gather(all_masks, mask.contiguous())
-    return (torch.cat([s[:c] for s, c in zip(all_states, counts)]),
-            torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool())
+    return (
+        torch.cat([s[:c] for s, c in zip(all_states, counts)]),
+        torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool(),
+    )

@@ -18,9 +18,9 @@ what the model reads. :func:`continuation_ids` gives the plain token list of a t
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -86,13 +86,26 @@ def tokenize_texts(
     if cache_dir is None:
         return _tokenize(texts, tokenizer, max_tokens, add_special_tokens, pad_id, bos_id, pad_row=True)
 
-    key = stable_hash([texts, tokenizer_id, type(tokenizer).__name__, len(tokenizer), pad_id, max_tokens, bos_id,
-                       add_special_tokens, TENSOR_CACHE_FORMAT, source_digest(Path(__file__).parent)])
+    key = stable_hash(
+        [
+            texts,
+            tokenizer_id,
+            type(tokenizer).__name__,
+            len(tokenizer),
+            pad_id,
+            max_tokens,
+            bos_id,
+            add_special_tokens,
+            TENSOR_CACHE_FORMAT,
+            source_digest(Path(__file__).parent),
+        ]
+    )
     path = token_cache_path(cache_dir, key)
     width = max_tokens + (bos_id is not None)
     if path.exists():
-        loaded, reason = load_tensors(path, key, ("input_ids", "attention_mask"),
-                                      lambda tensors: _token_problem(tensors, len(texts), width))
+        loaded, reason = load_tensors(
+            path, key, ("input_ids", "attention_mask"), lambda tensors: _token_problem(tensors, len(texts), width)
+        )
         if loaded is not None:
             logger.info("token cache hit: %s (%d texts)", path, len(texts))
             return TokenizedTexts(**loaded)
@@ -101,14 +114,23 @@ def tokenize_texts(
         logger.info("token cache miss: %s (%d texts)", path, len(texts))
 
     result = _tokenize(texts, tokenizer, max_tokens, add_special_tokens, pad_id, bos_id, pad_row=True)
-    settings = {"tokenizer_id": tokenizer_id, "tokenizer_class": type(tokenizer).__name__, "vocab": len(tokenizer),
-                "pad_id": pad_id, "bos_id": bos_id, "max_tokens": max_tokens, "add_special_tokens": add_special_tokens,
-                "n_texts": len(texts)}
+    settings = {
+        "tokenizer_id": tokenizer_id,
+        "tokenizer_class": type(tokenizer).__name__,
+        "vocab": len(tokenizer),
+        "pad_id": pad_id,
+        "bos_id": bos_id,
+        "max_tokens": max_tokens,
+        "add_special_tokens": add_special_tokens,
+        "n_texts": len(texts),
+    }
     save_tensors(path, key, {"input_ids": result.input_ids, "attention_mask": result.attention_mask}, settings)
     return result
 
 
-def tokenize_phrases(phrases: Sequence[str], tokenizer, max_tokens: int, *, bos_id: int | None = None) -> TokenizedTexts:
+def tokenize_phrases(
+    phrases: Sequence[str], tokenizer, max_tokens: int, *, bos_id: int | None = None
+) -> TokenizedTexts:
     """Tokenise phrases that are not items (no padding row), as :func:`tokenize_texts` tokenises item texts."""
     phrases = _checked_texts(phrases, max_tokens)
     return _tokenize(phrases, tokenizer, max_tokens, True, _pad_id(tokenizer), bos_id, pad_row=False)
@@ -143,8 +165,15 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id
 
 
-def _tokenize(texts: list[str], tokenizer, max_tokens: int, add_special_tokens: bool, pad_id: int,
-              bos_id: int | None, pad_row: bool) -> TokenizedTexts:
+def _tokenize(
+    texts: list[str],
+    tokenizer,
+    max_tokens: int,
+    add_special_tokens: bool,
+    pad_id: int,
+    bos_id: int | None,
+    pad_row: bool,
+) -> TokenizedTexts:
     rows: list[list[int]] = []
     for start in range(0, len(texts), BATCH_SIZE):
         encoded = tokenizer(

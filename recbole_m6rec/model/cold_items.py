@@ -53,8 +53,9 @@ class ColdItems(nn.Module):
         unseen[0] = False  # the padding item belongs to neither group; RecBole never ranks it
         log_seen = torch.logsumexp(logits.masked_fill(~seen, float("-inf")), dim=1, keepdim=True)
         log_unseen = torch.logsumexp(logits.masked_fill(~unseen, float("-inf")), dim=1, keepdim=True)
-        return torch.where(unseen, logits - log_unseen + float(np.log(self.prior)),
-                           logits - log_seen + float(np.log1p(-self.prior)))
+        return torch.where(
+            unseen, logits - log_unseen + float(np.log(self.prior)), logits - log_seen + float(np.log1p(-self.prior))
+        )
 
 
 def _items_in_training(dataset, n_items: int) -> torch.Tensor:
@@ -85,6 +86,7 @@ def _resolve_prior(setting, seen: torch.Tensor) -> float | None:
         logger.info("unseen_item_prior: %d unseen and %d seen items, nothing to mix", n_unseen, n_seen)
         return None
     prior = n_unseen / (n_unseen + n_seen) if setting == CATALOGUE_PRIOR else float(setting)
-    logger.info("unseen_item_prior %.4f over %d items without a training interaction (%d with)", prior, n_unseen,
-                n_seen)
+    logger.info(
+        "unseen_item_prior %.4f over %d items without a training interaction (%d with)", prior, n_unseen, n_seen
+    )
     return prior

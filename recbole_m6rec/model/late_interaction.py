@@ -28,8 +28,17 @@ class LateInteraction(nn.Module):
     (``full``). ``n_steps`` is the number of segments after the profile; ``width`` the token slots per segment.
     """
 
-    def __init__(self, encoder: SegmentEncoder, *, tuning: str, adapter_rank: int, n_prompt_tokens: int,
-                 prompt_text: str, n_steps: int, width: int):
+    def __init__(
+        self,
+        encoder: SegmentEncoder,
+        *,
+        tuning: str,
+        adapter_rank: int,
+        n_prompt_tokens: int,
+        prompt_text: str,
+        n_steps: int,
+        width: int,
+    ):
         super().__init__()
         self.stack = encoder.stack
         self.n_lower = encoder.n_lower_layers
@@ -37,12 +46,13 @@ class LateInteraction(nn.Module):
         for p in self.stack.parameters():
             p.requires_grad_(tuning == "full")
         if tuning == "upper":
-            for layer in self.stack.layers[self.n_lower:]:
+            for layer in self.stack.layers[self.n_lower :]:
                 layer.requires_grad_(True)
             self.stack.norm.requires_grad_(True)
         upper = list(range(self.n_lower, self.stack.num_layers))
-        self.adapters = attach_ffn_adapters(self.stack, upper, adapter_rank) if tuning == "option_adapter" \
-            else nn.ModuleList()
+        self.adapters = (
+            attach_ffn_adapters(self.stack, upper, adapter_rank) if tuning == "option_adapter" else nn.ModuleList()
+        )
         self.prompt = nn.Parameter(_initial_prompt(encoder, n_prompt_tokens, prompt_text))  # [P d]
         self.segment_position = nn.Embedding(n_steps + 1, d)  # 0 = the profile, t = step t
         self.token_position = nn.Embedding(width, d)
@@ -51,11 +61,17 @@ class LateInteraction(nn.Module):
 
     def with_token_positions(self, segments: torch.Tensor) -> torch.Tensor:
         """``[... S d]`` segment states plus the learned position of each token slot."""
-        return segments + self.token_position.weight[:segments.shape[-2]]
+        return segments + self.token_position.weight[: segments.shape[-2]]
 
-    def forward(self, steps: torch.Tensor, steps_valid: torch.Tensor, lengths: torch.Tensor,
-                profile: tuple[torch.Tensor, torch.Tensor] | None = None, lead: Extra | None = None,
-                trail: Extra | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        steps: torch.Tensor,
+        steps_valid: torch.Tensor,
+        lengths: torch.Tensor,
+        profile: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lead: Extra | None = None,
+        trail: Extra | None = None,
+    ) -> torch.Tensor:
         """User states ``[B n+1 d]``: index 0 before any step (the end of the prompt and profile), index t after
         step t (read at its item's last token, before its trailing token).
 
@@ -79,7 +95,7 @@ class LateInteraction(nn.Module):
             seg_valid = torch.cat([seg_valid, trail[1].unsqueeze(2) & in_history], dim=2)
             within = torch.cat([within, within.new_ones(1)])
         width = seg.shape[2]
-        seg = seg + self.segment_position.weight[1:n + 1, None, :]
+        seg = seg + self.segment_position.weight[1 : n + 1, None, :]
         tokens = seg.reshape(batch, n * width, -1)  # [B n*W d]
         valid = seg_valid.reshape(batch, n * width)
         segment_ids = (2 * step_index + 1).repeat_interleave(width) + within.repeat(n)  # step 2t+1, trail 2t+2
@@ -116,8 +132,9 @@ class LateInteraction(nn.Module):
     def _upper(self, hidden: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """``[B T d]`` through the upper layers and the final norm, query i attending key j where ``allowed``."""
         positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0).expand(hidden.shape[0], -1)
-        hidden = self.stack.run_layers(hidden, self.n_lower, self.stack.num_layers,
-                                       additive_mask(allowed, hidden.dtype), positions)
+        hidden = self.stack.run_layers(
+            hidden, self.n_lower, self.stack.num_layers, additive_mask(allowed, hidden.dtype), positions
+        )
         return self.stack.final_norm(hidden)
 
 

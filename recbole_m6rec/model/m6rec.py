@@ -57,23 +57,38 @@ class M6Rec(SequentialRecommender):
         # seconds per unit of the batches' times: RecBole may have min-max scaled them (normalize_all)
         self.seconds_per_time_unit = seconds_per_time_unit(config, dataset) if s.recency_words else None
         self.item_texts = build_item_texts(dataset, s.item_text_fields, s.item_text_template)
-        self.user_texts = (build_user_texts(dataset, s.user_text_fields, s.user_text_template)
-                           if s.use_profile and s.user_text_fields else None)
+        self.user_texts = (
+            build_user_texts(dataset, s.user_text_fields, s.user_text_template)
+            if s.use_profile and s.user_text_fields
+            else None
+        )
 
         # define layers and loss: cached lower-layer segments, the late-interaction upper layers, the heads
         self.encoder = SegmentEncoder.load(
-            s.plm_name_or_path, upper_layers=s.late_interaction_layers, segment_tokens=s.segment_tokens,
-            max_tokens=s.text_max_tokens, cache_dir=s.text_cache_dir, batch_size=s.encode_batch_size)
+            s.plm_name_or_path,
+            upper_layers=s.late_interaction_layers,
+            segment_tokens=s.segment_tokens,
+            max_tokens=s.text_max_tokens,
+            cache_dir=s.text_cache_dir,
+            batch_size=s.encode_batch_size,
+        )
         started = time.perf_counter()
         self._item_segments = self.encoder.encode(self.item_texts, "items", s.lower_is_frozen)
-        self._user_segments = (self.encoder.encode(self.user_texts, "users", s.lower_is_frozen)
-                               if self.user_texts is not None else None)
+        self._user_segments = (
+            self.encoder.encode(self.user_texts, "users", s.lower_is_frozen) if self.user_texts is not None else None
+        )
         self.encoding_seconds = time.perf_counter() - started
         self.encoding_from_cache = self.encoder.cache_hits > 0 and self.encoder.cache_misses == 0
         self.recency = PhraseTable(self.encoder, RECENCY_PHRASES, s.lower_is_frozen) if s.recency_words else None
         self.late = LateInteraction(
-            self.encoder, tuning=s.tuning, adapter_rank=s.adapter_rank, n_prompt_tokens=s.n_prompt_tokens,
-            prompt_text=s.prompt_text, n_steps=self.max_steps, width=self._item_segments.width)
+            self.encoder,
+            tuning=s.tuning,
+            adapter_rank=s.adapter_rank,
+            n_prompt_tokens=s.n_prompt_tokens,
+            prompt_text=s.prompt_text,
+            n_steps=self.max_steps,
+            width=self._item_segments.width,
+        )
         d = self.stack.hidden_size
         self.item_id_embedding = nn.Embedding(self.n_items, d, padding_idx=0) if s.use_item_id_embedding else None
         self.build_heads(d)
@@ -164,8 +179,11 @@ class M6Rec(SequentialRecommender):
         # sampled_softmax: the target against negatives shared by the batch's positions
         shared = draw_shared_negatives(self._negative_pool(), self.settings.softmax_negatives, labels.device)  # [K]
         positive, negative = self._vectors_once(labels, shared)  # [M E], [K E]
-        return sampled_softmax_loss((users * positive).sum(-1) / temperature, users @ negative.t() / temperature,
-                                    shared.unsqueeze(0) == labels.unsqueeze(1))  # [M], [M K], [M K]
+        return sampled_softmax_loss(
+            (users * positive).sum(-1) / temperature,
+            users @ negative.t() / temperature,
+            shared.unsqueeze(0) == labels.unsqueeze(1),
+        )  # [M], [M K], [M K]
 
     def _vectors_once(self, *item_ids: torch.Tensor) -> list[torch.Tensor]:
         """Item vectors ``[N_i E]`` for each ``[N_i]`` id tensor, each distinct item's vector computed once."""
@@ -208,8 +226,9 @@ class M6Rec(SequentialRecommender):
     def _user_vectors(self, interaction) -> torch.Tensor:
         """L2-normalised user vector after the whole given history ``[B E]``."""
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        states = self.forward(interaction[self.ITEM_SEQ], item_seq_len, self._user_ids(interaction),
-                              self._timestamps(interaction))  # [B n+1 d]
+        states = self.forward(
+            interaction[self.ITEM_SEQ], item_seq_len, self._user_ids(interaction), self._timestamps(interaction)
+        )  # [B n+1 d]
         return self._user_head(self.gather_indexes(states, item_seq_len))
 
     def _user_head(self, states: torch.Tensor) -> torch.Tensor:
@@ -312,8 +331,13 @@ class M6Rec(SequentialRecommender):
         self.trainable_share = trainable / backbone
         logger.info(
             "%s: tuning=%s, %d lower + %d upper layers, trainable parameters %s (%.2f%% of the backbone's %s)",
-            type(self).__name__, self.settings.tuning, self.late.n_lower, self.settings.late_interaction_layers,
-            f"{trainable:,}", 100 * self.trainable_share, f"{backbone:,}",
+            type(self).__name__,
+            self.settings.tuning,
+            self.late.n_lower,
+            self.settings.late_interaction_layers,
+            f"{trainable:,}",
+            100 * self.trainable_share,
+            f"{backbone:,}",
         )
 
 

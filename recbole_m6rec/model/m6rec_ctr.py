@@ -83,8 +83,9 @@ class M6RecCTR(M6Rec):
         return states @ self.options.t()
 
     # --------------------------------------------------------------------------------------------- scoring
-    def _candidate_states(self, item_seq, item_seq_len, candidates, user_ids, history_labels=None,
-                          times=None) -> torch.Tensor:
+    def _candidate_states(
+        self, item_seq, item_seq_len, candidates, user_ids, history_labels=None, times=None
+    ) -> torch.Tensor:
         """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len).
 
         ``history_labels`` ``[B n]``: the label of each history item, shown to later steps only (the candidate's
@@ -143,8 +144,14 @@ class M6RecCTR(M6Rec):
         return F.cross_entropy(self.option_logits(states[scored]), labels[scored])
 
     def predict(self, interaction):
-        logits = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID],
-                              self._user_ids(interaction), self._history_labels(interaction), self._times(interaction))
+        logits = self.forward(
+            interaction[self.ITEM_SEQ],
+            interaction[self.ITEM_SEQ_LEN],
+            interaction[self.ITEM_ID],
+            self._user_ids(interaction),
+            self._history_labels(interaction),
+            self._times(interaction),
+        )
         return checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
 
     def full_sort_predict(self, interaction):

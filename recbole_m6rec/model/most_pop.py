@@ -59,8 +59,10 @@ class MostPop(GeneralRecommender):
         pass
 
     def calculate_loss(self, interaction):
-        raise RuntimeError("MostPop is counted from the training data, not trained; run it with its trainer "
-                           "(recbole_m6rec.trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks")
+        raise RuntimeError(
+            "MostPop is counted from the training data, not trained; run it with its trainer "
+            "(recbole_m6rec.trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks"
+        )
 
     def predict(self, interaction):
         return self.item_score[interaction[self.ITEM_ID]]  # [B]

@@ -76,8 +76,11 @@ def _check_negatives(loss_type: str, negatives: dict | None) -> None:
     """``loss_type`` and RecBole's sampled negatives agree: BPR takes them, every other loss takes none."""
     if loss_type != "BPR":
         if negatives is not None:
-            own = "sampled_softmax draws its own (softmax_negatives)" if loss_type == "sampled_softmax" else \
-                "use loss_type BPR for RecBole's sampled negatives"
+            own = (
+                "sampled_softmax draws its own (softmax_negatives)"
+                if loss_type == "sampled_softmax"
+                else "use loss_type BPR for RecBole's sampled negatives"
+            )
             raise ValueError(
                 f"loss_type {loss_type} takes no negatives from RecBole's sampler (got train_neg_sample_args: "
                 f"{negatives}); set train_neg_sample_args: ~ ({own})"
@@ -235,10 +238,18 @@ class M6RecCTRSettings(M6RecSettings):
                 "M6RecCTR scores each candidate alone with its option tokens: leave it at ~ (off)"
             )
         words = raw["option_words"]
-        if isinstance(words, str) or not isinstance(words, (list, tuple)) or len(words) < 2 \
-                or not all(isinstance(w, str) for w in words):
+        if (
+            isinstance(words, str)
+            or not isinstance(words, (list, tuple))
+            or len(words) < 2
+            or not all(isinstance(w, str) for w in words)
+        ):
             raise ValueError(f"option_words needs at least 2 words, one per label (got {words!r})")
-        return {**values, "option_words": tuple(words), "history_labels": _flag("history_labels", raw["history_labels"])}
+        return {
+            **values,
+            "option_words": tuple(words),
+            "history_labels": _flag("history_labels", raw["history_labels"]),
+        }
 
 
 @dataclass(frozen=True)

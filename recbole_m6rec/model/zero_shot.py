@@ -48,14 +48,18 @@ class LikelihoodScorer:
         if not prefix or any(not c for c in candidates):
             raise ValueError("prefix and every candidate need at least one token")
         if not use_cache:
-            return torch.cat([self._score_uncached(prefix, candidates[i:i + self.batch_size])
-                              for i in range(0, len(candidates), self.batch_size)])
+            return torch.cat(
+                [
+                    self._score_uncached(prefix, candidates[i : i + self.batch_size])
+                    for i in range(0, len(candidates), self.batch_size)
+                ]
+            )
         ids = torch.tensor([prefix])
         out = self.model(input_ids=ids, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts every candidate's first token
         scores = []
         for start in range(0, len(candidates), self.batch_size):
-            chunk = candidates[start:start + self.batch_size]
+            chunk = candidates[start : start + self.batch_size]
             cache = copy.deepcopy(out.past_key_values)
             cache.batch_repeat_interleave(len(chunk))
             scores.append(self._score_with_cache(len(prefix), cache, first, chunk))
@@ -67,16 +71,17 @@ class LikelihoodScorer:
         ids = torch.zeros(len(candidates), width, dtype=torch.long)
         mask = torch.zeros(len(candidates), width, dtype=torch.long)
         for i, c in enumerate(candidates):
-            ids[i, :len(c)] = torch.tensor(c)
-            mask[i, :len(c)] = 1
+            ids[i, : len(c)] = torch.tensor(c)
+            mask[i, : len(c)] = 1
         return ids, mask
 
     def _score_with_cache(self, prefix_len: int, cache, first: torch.Tensor, chunk: list[list[int]]) -> torch.Tensor:
         ids, mask = self._pad(chunk)  # [C T]
         attention = torch.cat([torch.ones(len(chunk), prefix_len, dtype=torch.long), mask], dim=1)
         positions = prefix_len + torch.arange(ids.shape[1]).expand(len(chunk), -1)
-        logits = self.model(input_ids=ids, attention_mask=attention, past_key_values=cache, position_ids=positions,
-                            use_cache=False).logits.float()  # [C T V]
+        logits = self.model(
+            input_ids=ids, attention_mask=attention, past_key_values=cache, position_ids=positions, use_cache=False
+        ).logits.float()  # [C T V]
         logp = torch.log_softmax(logits, dim=-1)
         token_logp = torch.empty(ids.shape, dtype=torch.float)
         token_logp[:, 0] = first[ids[:, 0]]
@@ -110,16 +115,19 @@ class M6RecZeroShot(SequentialRecommender):
         # kept outside the module tree: nothing of it is trained, so it stays out of state_dict and checkpoints
         self.__dict__["lm"] = lm
         if not is_generative(self.lm):
-            raise ValueError(f"zero-shot scoring needs a generative language model; '{name}' is an encoder without a "
-                             f"language-model head. Use {GENERATIVE_HINT}")
+            raise ValueError(
+                f"zero-shot scoring needs a generative language model; '{name}' is an encoder without a "
+                f"language-model head. Use {GENERATIVE_HINT}"
+            )
         for parameter in self.lm.parameters():
             parameter.requires_grad_(False)
         self.plm_id = plm_fingerprint(name)
         self.history_items = s.zero_shot_history
         self.scorer = LikelihoodScorer(self.lm, s.zero_shot_batch_size)
         self.item_texts = build_item_texts(dataset, s.item_text_fields, s.item_text_template)
-        self.item_token_ids = [continuation_ids(self.tokenizer, " " + text + "\n", s.text_max_tokens)
-                               for text in self.item_texts]
+        self.item_token_ids = [
+            continuation_ids(self.tokenizer, " " + text + "\n", s.text_max_tokens) for text in self.item_texts
+        ]
         self.prompt_ids = continuation_ids(self.tokenizer, s.prompt_text + "\n", 10_000)
         bos = self.tokenizer.bos_token_id
         self.bos = [bos] if bos is not None else []
@@ -140,7 +148,7 @@ class M6RecZeroShot(SequentialRecommender):
         rows = [self.bos + ids for ids in self.item_token_ids[1:]]
         vectors = []
         for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot text retriever: items", unit="batch"):
-            ids, mask = LikelihoodScorer._pad(rows[start:start + batch_size])
+            ids, mask = LikelihoodScorer._pad(rows[start : start + batch_size])
             hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             vectors.append(masked_mean(hidden, pool_mask(mask, skip_first=bool(self.bos))))  # as M6Rec pools
         items = torch.cat(vectors)
@@ -162,7 +170,7 @@ class M6RecZeroShot(SequentialRecommender):
         return scores.masked_fill(known, float("-inf"))
 
     def prefix_for(self, item_seq: torch.Tensor, length: int) -> list[int]:
-        history = item_seq[max(0, length - self.history_items):length].tolist()
+        history = item_seq[max(0, length - self.history_items) : length].tolist()
         return self.bos + self.prompt_ids + [t for item in history for t in self.item_token_ids[item]]
 
     def calculate_loss(self, interaction):
@@ -170,8 +178,12 @@ class M6RecZeroShot(SequentialRecommender):
 
     def _score_rows(self, item_seq, item_seq_len, candidates: list[list[int]]) -> list[torch.Tensor]:
         """Scores of ``candidates[b]`` (item ids) for each row b, sharing the prefix cache within a row."""
-        return [self.scorer.score(self.prefix_for(item_seq[b], int(item_seq_len[b])),
-                                  [self.item_token_ids[i] for i in candidates[b]]) for b in range(len(candidates))]
+        return [
+            self.scorer.score(
+                self.prefix_for(item_seq[b], int(item_seq_len[b])), [self.item_token_ids[i] for i in candidates[b]]
+            )
+            for b in range(len(candidates))
+        ]
 
     def predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -180,12 +192,13 @@ class M6RecZeroShot(SequentialRecommender):
         # rows of one user (same history) share one prefix pass: sampled evaluation sends 1 + N candidates per user
         groups: dict[tuple, list[int]] = {}
         for row in range(len(items)):
-            key = (int(item_seq_len[row]), *item_seq[row, :int(item_seq_len[row])].tolist())
+            key = (int(item_seq_len[row]), *item_seq[row, : int(item_seq_len[row])].tolist())
             groups.setdefault(key, []).append(row)
         for rows in groups.values():
             first = rows[0]
-            scores[rows] = self._score_rows(item_seq[first:first + 1], item_seq_len[first:first + 1],
-                                            [items[rows].tolist()])[0]
+            scores[rows] = self._score_rows(
+                item_seq[first : first + 1], item_seq_len[first : first + 1], [items[rows].tolist()]
+            )[0]
         return finite(scores, "predict")
 
     def full_sort_predict(self, interaction):
@@ -219,8 +232,10 @@ class M6RecZeroShot(SequentialRecommender):
 
     def load_other_parameter(self, para):
         if para and para.get("plm_fingerprint") != self.plm_id:
-            raise ValueError(f"checkpoint was made with language model '{para.get('plm_fingerprint')}', this model "
-                             f"loads '{self.plm_id}'")
+            raise ValueError(
+                f"checkpoint was made with language model '{para.get('plm_fingerprint')}', this model "
+                f"loads '{self.plm_id}'"
+            )
 
 
 def finite(scores: torch.Tensor, where: str) -> torch.Tensor:
@@ -228,6 +243,8 @@ def finite(scores: torch.Tensor, where: str) -> torch.Tensor:
     item the language model failed on above every real mean log-probability."""
     bad = int((~torch.isfinite(scores)).sum())
     if bad:
-        raise FloatingPointError(f"M6RecZeroShot.{where} produced {bad} non-finite scores (NaN or inf from the "
-                                 "language model or the retriever); refusing to rank them")
+        raise FloatingPointError(
+            f"M6RecZeroShot.{where} produced {bad} non-finite scores (NaN or inf from the "
+            "language model or the retriever); refusing to rank them"
+        )
     return scores

@@ -25,7 +25,7 @@ import logging
 import re
 import string
 import unicodedata
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -156,7 +156,12 @@ def _build_texts(dataset, fields: Sequence[str], template: str | None, kind: str
         logger.warning(
             "%d %s(s) of dataset %r have empty text in fields %s and got the fallback text '%s <raw id>'; "
             "examples (internal id): %s",
-            len(fallbacks), kind, dataset.dataset_name, fields, kind, examples,
+            len(fallbacks),
+            kind,
+            dataset.dataset_name,
+            fields,
+            kind,
+            examples,
         )
     return texts
 

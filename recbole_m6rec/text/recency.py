@@ -39,8 +39,9 @@ RECENCY_PHRASES: tuple[str, ...] = tuple(phrase for _, phrase in _TABLE)
 _BOUNDS = torch.tensor([bound for bound, _ in _TABLE[:-1]], dtype=torch.float64)
 
 
-def recency_buckets(timestamps: torch.Tensor, lengths: torch.Tensor,
-                    seconds_per_unit: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def recency_buckets(
+    timestamps: torch.Tensor, lengths: torch.Tensor, seconds_per_unit: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Phrase index ``[B n]`` of each history step's gap since the step before, and whether it has one ``[B n]``.
 
     ``timestamps`` ``[B n]`` (RecBole's ``timestamp_list``, in units of ``seconds_per_unit`` seconds: 1 for raw
