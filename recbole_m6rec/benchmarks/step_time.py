@@ -195,6 +195,14 @@ def run(args) -> dict:
     }
 
 
+def _table(sizes: list[int], losses: list[str], cell_text) -> list[str]:
+    """Markdown rows: one per catalogue size, one column per loss, ``cell_text(size, loss)`` in each cell."""
+    lines = ["| items | " + " | ".join(losses) + " |", "|---:|" + "---:|" * len(losses)]
+    for n in sizes:
+        lines.append(f"| {n:,} | " + " | ".join(cell_text(n, name) for name in losses) + " |")
+    return lines
+
+
 def report_markdown(record: dict) -> str:
     results = record["results"]
     sizes = sorted({r["items"] for r in results})
@@ -213,34 +221,20 @@ def report_markdown(record: dict) -> str:
         "per step. A catalogue of N items is ml-100k's item table padded to N rows (see the module docstring of "
         "`recbole_m6rec.benchmarks.step_time`).",
         "",
-        "| items | " + " | ".join(losses) + " |",
-        "|---:|" + "---:|" * len(losses),
     ]
-    for n in sizes:
-        lines.append(
-            f"| {n:,} | "
-            + " | ".join(
-                f"{cell[(n, name)]['median_s']:.3f} ({cell[(n, name)]['items_scored']:,})" if (n, name) in cell else "–"
-                for name in losses
-            )
-            + " |"
-        )
-    lines += [
-        "",
-        "Each step's time relative to CE's on the smallest catalogue:",
-        "",
-        "| items | " + " | ".join(losses) + " |",
-        "|---:|" + "---:|" * len(losses),
-    ]
-    for n in sizes:
-        lines.append(
-            f"| {n:,} | "
-            + " | ".join(
-                f"{cell[(n, name)]['median_s'] / base['median_s']:.2f}" if (n, name) in cell and base else "–"
-                for name in losses
-            )
-            + " |"
-        )
+    lines += _table(
+        sizes,
+        losses,
+        lambda n, name: f"{cell[(n, name)]['median_s']:.3f} ({cell[(n, name)]['items_scored']:,})"
+        if (n, name) in cell
+        else "–",
+    )
+    lines += ["", "Each step's time relative to CE's on the smallest catalogue:", ""]
+    lines += _table(
+        sizes,
+        losses,
+        lambda n, name: f"{cell[(n, name)]['median_s'] / base['median_s']:.2f}" if (n, name) in cell and base else "–",
+    )
     machine = record["machine"]
     lines += [
         "",
