@@ -1,8 +1,7 @@
 """Atomic, content-keyed files: nothing half-written is ever visible under the final name.
 
-Writers put data in a temporary file in the destination folder and ``os.replace`` it into place, which is atomic on
-POSIX and Windows. Two processes building the same file race harmlessly: both write complete files and the last
-rename wins.
+Files are written through :mod:`recbole_m6rec.atomic` (a temporary file renamed into place); a directory through
+:class:`atomic_directory`.
 
 Tensor caches (token ids, segment states) share one file layout, :func:`save_tensors` / :func:`load_tensors`: the
 format version, the key of the inputs, the settings in plain words, the named tensors and a checksum over them.
@@ -16,11 +15,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from recbole_m6rec.atomic import atomic_write, atomic_write_bytes, atomic_write_text, stable_hash
 
 __all__ = [
     "cache_root",
@@ -50,15 +51,6 @@ def cache_root() -> Path:
     return base / "recbole_m6rec"
 
 
-def stable_hash(parts: Iterable[Any]) -> str:
-    """SHA-256 over a sequence of JSON-serialisable parts (strings, numbers, lists, dicts)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
-        digest.update(b"\x1e")  # record separator: ["ab", "c"] and ["a", "bc"] must differ
-    return digest.hexdigest()
-
-
 @functools.cache
 def source_digest(folder: Path) -> str:
     """SHA-256 over the names and contents of the ``.py`` files in ``folder``: part of a cache key, so that numbers
@@ -80,34 +72,9 @@ def tensor_checksum(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    return _atomic_write(Path(path), lambda h: h.write(data), "wb")
-
-
-def atomic_write_text(path: Path | str, text: str) -> Path:
-    return _atomic_write(Path(path), lambda h: h.write(text), "w")
-
-
 def atomic_torch_save(path: Path | str, obj: Any) -> Path:
     """``torch.save`` through a temporary file; ``obj`` should be plain data (tensors, dicts, lists, numbers)."""
-    return _atomic_write(Path(path), lambda h: torch.save(obj, h), "wb")
+    return atomic_write(path, lambda handle: torch.save(obj, handle), "wb")
 
 
 class atomic_directory:

@@ -14,7 +14,9 @@ Differences from ``recbole.config.Config``, each small and local to this subclas
   (:mod:`recbole_m6rec.atomic_files`);
 * a sequential model, or ``eval_args.order: TO``, on an ``.inter`` file without the time field is an error naming
   the file and the ways out, before RecBole fails inside ``Interaction.sort``;
-* for plugin models, an unknown key that is close to a known one (a typo) is an error that names the right key.
+* for plugin models, an unknown key that is close to a known one (a typo) is an error that names the right key;
+* ``eval_args.split.LS`` may also be ``[k_valid, k_test]`` (:mod:`recbole_m6rec.split`); a bad value, or a
+  ``train_neg_sample_args.sample_num`` below 1 (RecBole divides by it), is an error naming it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from recbole.config import Config
 
 from recbole_m6rec import datasets, registry
 from recbole_m6rec.atomic_files import check_atomic_files, check_time_field
+from recbole_m6rec.split import check_leave_out_mode
 
 __all__ = ["PluginConfig", "PLUGIN_PROPERTIES_DIR", "parse_cmd_args"]
 
@@ -71,6 +74,7 @@ class PluginConfig(Config):
                 raise FileNotFoundError(f"config file not found: '{path}'")
         super().__init__(model, dataset, list(config_file_list or []) or None, config_dict)
         self._check_plugin_keys()
+        self._check_split_and_sampling()
         datasets.check_dataset_files(self.dataset, self.final_config_dict["data_path"], self._dataset_yaml_dirs)
         check_atomic_files(self.dataset, self.final_config_dict["data_path"], self)
         check_time_field(self.dataset, self.final_config_dict["data_path"], self)
@@ -135,6 +139,19 @@ class PluginConfig(Config):
             with open(plugin_yaml, encoding="utf-8") as handle:
                 keys |= set(yaml.safe_load(handle) or {})
         return keys
+
+    def _check_split_and_sampling(self) -> None:
+        split = (self.final_config_dict.get("eval_args") or {}).get("split") or {}
+        if isinstance(split, dict) and "LS" in split:
+            check_leave_out_mode(split["LS"])
+        negatives = self.final_config_dict.get("train_neg_sample_args")
+        if isinstance(negatives, dict) and negatives.get("distribution") not in (None, "none"):
+            num = negatives.get("sample_num")
+            if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+                raise ValueError(
+                    f"train_neg_sample_args.sample_num is {num!r}; valid: a whole number >= 1 (negatives per "
+                    "positive), or train_neg_sample_args: ~ for no sampled negatives"
+                )
 
     def _check_plugin_keys(self) -> None:
         if not registry.is_plugin_model(self.model):

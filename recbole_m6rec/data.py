@@ -1,4 +1,5 @@
-"""RecBole's ``create_dataset``, with one fact kept that RecBole throws away: the raw range of the time field.
+"""RecBole's ``create_dataset``, with one fact kept that RecBole throws away (the raw range of the time field) and
+one more split (leave-last-k-out, :mod:`recbole_m6rec.split`).
 
 RecBole's ``normalize_all: True`` (its default for ml-100k) or a ``normalize_field`` that names ``TIME_FIELD``
 min-max scales the timestamps to [0, 1] before any model sees them. Every model keeps seeing exactly that (context
@@ -6,7 +7,8 @@ models read the timestamp as a feature, and the float32 ties it creates decide R
 model that reads time *gaps* (M6Rec's ``recency_words``) needs seconds. The scaling is affine, so
 ``raw gap = normalised gap * (max - min)`` over the data RecBole normalised; :func:`create_dataset` builds the
 dataset class RecBole would pick, subclassed once so that ``_normalize`` records that range first, as a plain
-attribute, ``raw_time_range``, which every copy (``build()``, the split) and a pickled dataset keep.
+attribute, ``raw_time_range``, which every copy (``build()``, the split) and a pickled dataset keep. The same
+subclass takes ``eval_args: {split: {LS: [k_valid, k_test]}}`` (:class:`recbole_m6rec.split.LeaveLastOut`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from logging import getLogger
 
 from recbole.utils import FeatureType, ModelType, set_color
 from recbole.utils.argument_list import dataset_arguments
+
+from recbole_m6rec.split import LeaveLastOut
 
 __all__ = ["create_dataset", "dataset_class", "time_field_is_normalised", "RawTimeRange"]
 
@@ -65,7 +69,8 @@ _CLASSES: dict[type, type] = {}
 
 
 def dataset_class(config) -> type:
-    """The class RecBole's ``create_dataset`` would build for ``config``, with :class:`RawTimeRange` mixed in.
+    """The class RecBole's ``create_dataset`` would build for ``config``, with :class:`RawTimeRange` and
+    :class:`~recbole_m6rec.split.LeaveLastOut` mixed in.
 
     The subclass keeps RecBole's class name (so saved-dataset file names and logs are RecBole's) and is created once
     per RecBole class, as a module attribute, so a pickled dataset loads again."""
@@ -79,7 +84,9 @@ def dataset_class(config) -> type:
 def _with_raw_time_range(base: type) -> type:
     if base not in _CLASSES:
         qualname = f"{_PREFIX}{base.__name__}"
-        cls = type(base.__name__, (RawTimeRange, base), {"__module__": __name__, "__qualname__": qualname})
+        cls = type(
+            base.__name__, (RawTimeRange, LeaveLastOut, base), {"__module__": __name__, "__qualname__": qualname}
+        )
         globals()[qualname] = cls
         _CLASSES[base] = cls
     return _CLASSES[base]

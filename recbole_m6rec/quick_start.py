@@ -55,6 +55,7 @@ class RunOutcome:
     seconds: dict = field(default_factory=dict)  # data, model_init, train, test
     extra: dict = field(default_factory=dict)  # model-specific facts (e.g. M6Rec's encoding time)
     per_user_test: dict = field(default_factory=dict)  # {metric: {raw user token: value}} (full ranking only)
+    per_sample_test: dict = field(default_factory=dict)  # {"user", "item", "label", "score": lists} (labelled only)
     checkpoint_file: str | None = None  # the best model's checkpoint, when saved
 
 
@@ -138,6 +139,13 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         seconds["test"] = time.perf_counter() - started
     # under DDP each rank saw only its share of users
     per_user_test = {} if distributed else trainer.per_user_result(dataset.field2id_token[dataset.uid_field])
+    per_sample_test = (
+        {}
+        if distributed
+        else trainer.per_sample_result(
+            dataset.field2id_token[dataset.uid_field], dataset.field2id_token[dataset.iid_field]
+        )
+    )
     cold_facts = {}
     if cold_split is not None and per_user_test:
         cold_facts = cold_warm_results(per_user_test, test_data._dataset, cold_split)
@@ -168,6 +176,7 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
         seconds,
         extra,
         per_user_test,
+        per_sample_test,
         trainer.saved_model_file if saved else None,
     )
 

@@ -27,6 +27,7 @@ PLUGIN_MODELS: dict[str, str] = {
     "M6RecZeroShot": "recbole_m6rec.model.zero_shot:M6RecZeroShot",
     "M6RecCTR": "recbole_m6rec.model.m6rec_ctr:M6RecCTR",
     "MostPop": "recbole_m6rec.model.most_pop:MostPop",
+    "LikeRate": "recbole_m6rec.model.like_rate:LikeRate",
 }
 # A plugin model that extends another reads the other's yaml defaults first, then its own.
 PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec", "M6RecZeroShot": "M6Rec"}
@@ -35,6 +36,7 @@ PLUGIN_TRAINERS: dict[str, str] = {
     "M6RecZeroShot": "recbole_m6rec.trainer:NoTrainingTrainer",
     "M6RecCTR": "recbole_m6rec.trainer:M6RecTrainer",
     "MostPop": "recbole_m6rec.trainer:NoTrainingTrainer",
+    "LikeRate": "recbole_m6rec.trainer:NoTrainingTrainer",
 }
 
 _RECBOLE_MODEL_SUBPACKAGES = (

@@ -11,6 +11,8 @@ difference from RecBole, each a named hook of RecBole's ``Trainer``:
   (:class:`recbole_m6rec.compat.PlainValueCollector`).
 * ``evaluate`` / ``_full_sort_batch_eval``: the ``eval_history_mask`` rule (:mod:`recbole_m6rec.evaluation`) and the
   user of every full-ranking row, so ``per_user_result`` can name each value's user.
+* ``_neg_sample_batch_eval``: in labelled (value) evaluation, each sample's user, item, label and score, so
+  ``per_sample_result`` can hand them to a paired AUC test (DeLong) between models scored on the same samples.
 * ``_save_checkpoint``: submodules left out of ``other_parameter`` (DIN and DIEN list their ``embedding_layer``, a
   module holding the whole dataset, there; RecBole would pickle the dataset into every checkpoint).
 
@@ -41,7 +43,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import EvaluatorType, set_color
 
 from recbole_m6rec import registry
 from recbole_m6rec.checkpoint import (
@@ -114,11 +116,15 @@ class RunHooks:
         self._known_items = list(known_items or [])
         self._current_eval_data = None
         self._evaluated_users: list[torch.Tensor] = []
+        self._evaluated_samples: list[tuple[torch.Tensor, ...]] = []
         self._uid_field = config["USER_ID_FIELD"]
+        self._iid_field = config["ITEM_ID_FIELD"]
+        self._label_field = config["LABEL_FIELD"]
 
     def evaluate(self, eval_data, *args, **kwargs):
         self._current_eval_data = eval_data
         self._evaluated_users = []
+        self._evaluated_samples = []
         return super().evaluate(eval_data, *args, **kwargs)
 
     def _full_sort_batch_eval(self, batched_data):
@@ -134,6 +140,27 @@ class RunHooks:
         )
         self._evaluated_users.append(interaction[self._uid_field].detach().cpu())
         return interaction, scores, positive_u, positive_i
+
+    def _neg_sample_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+        if self.config["eval_type"] == EvaluatorType.VALUE and self._label_field in interaction:
+            fields = (self._uid_field, self._iid_field, self._label_field)
+            columns = [interaction[name].detach().cpu().reshape(-1) for name in fields]
+            self._evaluated_samples.append((*columns, scores.detach().float().cpu().reshape(-1)))
+        return interaction, scores, positive_u, positive_i
+
+    def per_sample_result(self, user_tokens, item_tokens) -> dict[str, list]:
+        """``{"user": [...], "item": [...], "label": [...], "score": [...]}`` (raw tokens) for every sample of the
+        last labelled evaluation, in evaluation order ({} after a ranking evaluation)."""
+        if not self._evaluated_samples:
+            return {}
+        users, items, labels, scores = (torch.cat(column).numpy() for column in zip(*self._evaluated_samples))
+        return {
+            "user": [str(user_tokens[u]) for u in users],
+            "item": [str(item_tokens[i]) for i in items],
+            "label": [float(label) for label in labels],
+            "score": [float(score) for score in scores],
+        }
 
     def per_user_result(self, user_tokens) -> dict[str, dict[str, float]]:
         """``{metric: {raw user token: value}}`` for the last full-ranking evaluation ({} after sampled evaluation)."""

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import yaml
 
+from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import leaderboard
-from recbole_m6rec.benchmarks.files import atomic_write_text
 from recbole_m6rec.benchmarks.provenance import REPO_ROOT
 
 __all__ = [

@@ -5,6 +5,7 @@
 SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
 whether the run succeeds or fails. A finished record holds the results (``valid``: the best epoch's validation
 result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
+``per_sample_test`` (labelled evaluation: each test sample's label and score, for a paired AUC test) and its
 ``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
 the library versions, the git commit).
 """
@@ -20,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from recbole_m6rec.benchmarks.files import atomic_write_text
+from recbole_m6rec.atomic import atomic_write_text, stable_hash
 
 
 def best_epoch(checkpoint_file: str | None) -> int | None:
@@ -82,6 +83,19 @@ def apply_torch_settings(config_dict: dict) -> None:
         torch.set_float32_matmul_precision(config_dict["float32_matmul_precision"])
 
 
+def compact_samples(samples: dict) -> dict:
+    """Labelled evaluation's test samples for a paired AUC test: labels and scores in evaluation order, and one
+    digest of the (user, item, label) sequence, so two rows are paired only when they scored the same samples in the
+    same order ({} for a ranking evaluation)."""
+    if not samples:
+        return {}
+    return {
+        "samples_digest": stable_hash([samples["user"], samples["item"], samples["label"]])[:16],
+        "label": [int(label) for label in samples["label"]],
+        "score": [float(f"{score:.9g}") for score in samples["score"]],  # 9 digits: a float32 exactly
+    }
+
+
 def run_job(spec: dict) -> dict:
     from recbole_m6rec.benchmarks import provenance
     from recbole_m6rec.config import PluginConfig
@@ -117,6 +131,7 @@ def run_job(spec: dict) -> dict:
             **training_facts(config, outcome),
             # each user's value of the main metric, for the report's paired significance test
             per_user_test={main: outcome.per_user_test[main]} if main in outcome.per_user_test else {},
+            per_sample_test=compact_samples(outcome.per_sample_test),
         )
     except Exception as error:  # recorded, and the leaderboard goes on with the next row
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())

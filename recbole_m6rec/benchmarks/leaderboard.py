@@ -40,8 +40,8 @@ from pathlib import Path
 import yaml
 
 from recbole_m6rec import __version__
+from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.files import atomic_write_bytes, atomic_write_text, stable_hash
 from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files, parse_cmd_args
 from recbole_m6rec.datasets import DATASETS_DIR
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write_text
+from recbole_m6rec.atomic import atomic_write_text
 
 __all__ = ["main", "pad_catalogue", "measure"]
 
