@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from recbole_m6rec.benchmarks import gpu_campaign, job, leaderboard
+from recbole_m6rec.benchmarks import gpu_campaign, gpu_checks, gpu_plans, job, leaderboard
 
 EXPECTED_ROWS = {
     "ml-1m": ["MostPop", "BPR", "GRU4Rec", "SASRec", "M6Rec", "M6Rec-hybrid"],
@@ -68,7 +68,7 @@ def test_joined_ctr_row_runs_every_layer_over_every_token(tiny):
 def test_zero_shot_part_ranks_every_item(tiny):
     out, _ = tiny
     record = next(r for r in leaderboard.load_results(out / "zero-shot_ml-100k") if r["row"] == "M6Rec-zero-shot")
-    plan = gpu_campaign.load_part(gpu_campaign.CONFIGS_DIR / "gpu_zero-shot_ml-100k.yaml", tiny=True)
+    plan = gpu_plans.load_part(gpu_plans.CONFIGS_DIR / "gpu_zero-shot_ml-100k.yaml", tiny=True)
     assert plan["rows"]["M6Rec-zero-shot"]["zero_shot_rerank_top_k"] is None  # full ranking, no re-rank
     assert record["trains"] is False and 0 <= record["test"]["ndcg@10"] <= 1
 
@@ -131,11 +131,11 @@ def test_full_campaign_refuses_a_machine_without_cuda(tmp_path, monkeypatch):
         "cuda_visible_devices": None,
         "cpu_cores": 2,
     }
-    monkeypatch.setattr(gpu_campaign, "device_summary", lambda: cpu)
+    monkeypatch.setattr(gpu_campaign, "device_summary", lambda: cpu)  # the name main() calls
     with pytest.raises(SystemExit, match=r"no CUDA device: torch 2\.9\.0\+cpu \(built without CUDA\).*--allow_cpu"):
         gpu_campaign.main([f"--out={tmp_path / 'refused'}"])
     assert not (tmp_path / "refused").exists()
-    assert gpu_campaign.device_refusal({**cpu, "cuda": True}) is None
+    assert gpu_checks.device_refusal({**cpu, "cuda": True}) is None
 
 
 def test_modules_kept_off_the_device_are_named():
@@ -146,9 +146,9 @@ def test_modules_kept_off_the_device_are_named():
             self.__dict__["lm"] = torch.nn.Linear(2, 2)  # kept out of the module tree, as M6RecZeroShot's LM
 
     model = Holder().to("meta")
-    assert gpu_campaign.modules_off_device(model, "meta") == ["lm on cpu"]
+    assert gpu_checks.modules_off_device(model, "meta") == ["lm on cpu"]
     model.lm.to("meta")
-    assert gpu_campaign.modules_off_device(model, "meta") == []
+    assert gpu_checks.modules_off_device(model, "meta") == []
 
 
 def test_amp_dtype_and_matmul_precision_reach_torch():
@@ -170,8 +170,8 @@ def test_gpu_plans_are_valid_runs(monkeypatch):
     from recbole_m6rec.config import PluginConfig
 
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])
-    for part, plan_file in gpu_campaign.PARTS.items():
-        plan = gpu_campaign.load_part(gpu_campaign.CONFIGS_DIR / plan_file, tiny=False)
+    for part, plan_file in gpu_plans.PARTS.items():
+        plan = gpu_plans.load_part(gpu_plans.CONFIGS_DIR / plan_file, tiny=False)
         assert list(plan["rows"]) == EXPECTED_ROWS[part]
         assert "tiny" not in plan and plan["seeds"] == [2020] and "tuning" not in plan
         for name in plan["rows"]:
@@ -180,5 +180,5 @@ def test_gpu_plans_are_valid_runs(monkeypatch):
             assert config["epochs"] >= 0 and config["eval_batch_size"] >= 64
         budgets = plan["campaign"]["row_budget"]
         assert all(0 < budgets[row] <= plan["campaign"]["budget"] <= 1 for row in plan["rows"])
-    ctr = gpu_campaign.load_part(gpu_campaign.CONFIGS_DIR / "gpu_ctr_ml-100k.yaml", tiny=False)
+    ctr = gpu_plans.load_part(gpu_plans.CONFIGS_DIR / "gpu_ctr_ml-100k.yaml", tiny=False)
     assert ctr["rows"]["M6RecCTR-joined"]["late_interaction_layers"] == 30
