@@ -84,15 +84,18 @@ def apply_torch_settings(config_dict: dict) -> None:
 
 
 def compact_samples(samples: dict) -> dict:
-    """Labelled evaluation's test samples for a paired AUC test: labels and scores in evaluation order, and one
-    digest of the (user, item, label) sequence, so two rows are paired only when they scored the same samples in the
-    same order ({} for a ranking evaluation)."""
+    """Labelled evaluation's test samples for a paired AUC test: labels and scores sorted by (user, item), and one
+    digest of that (user, item, label) sequence, so two rows are paired only when they scored the same samples
+    ({} for a ranking evaluation). Sorted, because a context dataset evaluates its samples in time order and a
+    sequential one user by user."""
     if not samples:
         return {}
+    order = sorted(range(len(samples["user"])), key=lambda k: (samples["user"][k], samples["item"][k]))
+    users, items, labels = ([samples[name][k] for k in order] for name in ("user", "item", "label"))
     return {
-        "samples_digest": stable_hash([samples["user"], samples["item"], samples["label"]])[:16],
-        "label": [int(label) for label in samples["label"]],
-        "score": [float(f"{score:.9g}") for score in samples["score"]],  # 9 digits: a float32 exactly
+        "samples_digest": stable_hash([users, items, labels])[:16],
+        "label": [int(label) for label in labels],
+        "score": [float(f"{samples['score'][k]:.9g}") for k in order],  # 9 digits: a float32 exactly
     }
 
 

@@ -473,7 +473,7 @@ def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
     if labelled:
         return (
             f"Split fingerprint: `{fingerprint}` (identical for every row, labels included; context and "
-            "sequential models share the leave-one-out split and are scored on the same labelled samples). "
+            "sequential models share the split and are scored on the same labelled samples). "
             "Labelled evaluation: no ranking, so no history masking."
         )
     return (
@@ -507,6 +507,8 @@ def significance_lines(
             for user, value in r["per_user_test"][main_metric].items()
         }
 
+    if labelled:
+        return labelled_significance_lines(records, summary, main_metric, chosen, best, baselines)
     mine = per_user(chosen)
     results = {}
     for row in baselines:
@@ -530,6 +532,61 @@ def significance_lines(
         lines.append(
             f"  - vs {row}{star}: **{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
             f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
+        )
+    return lines
+
+
+def _per_sample_by_seed(records: list[dict], row: str) -> dict:
+    return {
+        r["seed"]: r["per_sample_test"]
+        for r in records
+        if r["row"] == row and r.get("status") == "ok" and r.get("per_sample_test")
+    }
+
+
+def labelled_significance_lines(
+    records: list[dict], summary: list[dict], main_metric: str, chosen: str, best: str, baselines: list[str]
+) -> list[str]:
+    """Labelled (CTR) plans: each row's test AUC with its DeLong interval, and the validation-chosen primary against
+    every row outside its family by DeLong's paired test on the same test samples, Holm-adjusted."""
+    from recbole_m6rec.benchmarks.significance import auc_ci, holm, paired_auc_over_seeds
+
+    if main_metric != "auc":
+        return [f"- Paired comparison {chosen} vs baselines: DeLong's test is for AUC, not {main_metric}."]
+    samples = {e["row"]: _per_sample_by_seed(records, e["row"]) for e in summary if e["runs"] > 0}
+    lines, intervals, n_samples = [], [], 0
+    for row, by_seed in samples.items():
+        cis = [auc_ci(s["label"], s["score"]) for s in by_seed.values()]
+        if cis:
+            half = sum(ci["ci_high"] - ci["ci_low"] for ci in cis) / (2 * len(cis))
+            intervals.append(f"{row} {sum(ci['auc'] for ci in cis) / len(cis):.4f} ± {half:.4f}")
+            n_samples = len(next(iter(by_seed.values()))["label"])
+    if intervals:
+        lines.append(
+            f"- Test AUC with DeLong's 95% half-width (mean over seeds; {n_samples} test samples): "
+            + "; ".join(intervals)
+        )
+    results = {
+        row: result
+        for row in baselines
+        if (result := paired_auc_over_seeds(samples.get(chosen, {}), samples.get(row, {}))) is not None
+    }
+    if not results:
+        lines.append(
+            f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
+        )
+        return lines
+    adjusted = holm({row: r["p_value"] for row, r in results.items()})
+    lines.append(
+        f"- Test AUC of {chosen} − each baseline (DeLong's paired test on the same samples, per seed; mean difference, "
+        "95% interval from the mean per-seed standard error, an upper bound whatever the seeds' correlation; p for "
+        f"difference = 0 Holm-adjusted over {len(results)} comparisons):"
+    )
+    for row, r in results.items():
+        star = " (the best baseline on valid)" if row == best else ""
+        lines.append(
+            f"  - vs {row}{star}: **{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over "
+            f"{r['seeds']} seed(s), p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
         )
     return lines
 

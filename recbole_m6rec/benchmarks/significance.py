@@ -247,3 +247,38 @@ def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
         "ci_high": diff + half,
         "p_value": p_value,
     }
+
+
+def paired_auc_over_seeds(primary: dict, baseline: dict, alpha: float = 0.05) -> dict | None:
+    """DeLong's paired test of two rows scored on the same labelled samples, over the seeds both ran.
+
+    ``primary`` and ``baseline`` map a seed to ``{"samples_digest", "label", "score"}`` (a result's
+    ``per_sample_test``); a seed counts only when both rows scored the same samples in the same order (same digest).
+    The difference is the mean of the per-seed AUC differences; its standard error is the mean of the per-seed
+    DeLong standard errors, an upper bound on the standard error of the mean whatever the correlation between seeds
+    (they share the samples, so they are not independent). ``None`` when no seed pairs."""
+    tests = []
+    for seed in sorted(set(primary) & set(baseline), key=str):
+        a, b = primary[seed], baseline[seed]
+        if not a or not b or a.get("samples_digest") != b.get("samples_digest"):
+            continue
+        result = paired_auc_test(a["label"], a["score"], b["score"], alpha)
+        result["se"] = (result["ci_high"] - result["ci_low"]) / (2 * stats.norm.ppf(1 - alpha / 2))
+        result["samples"] = len(a["label"])
+        tests.append(result)
+    if not tests:
+        return None
+    diff = float(np.mean([t["diff"] for t in tests]))
+    se = float(np.mean([t["se"] for t in tests]))
+    half = stats.norm.ppf(1 - alpha / 2) * se
+    p_value = (1.0 if diff == 0 else 0.0) if se == 0 else float(2 * stats.norm.sf(abs(diff) / se))
+    return {
+        "auc_a": float(np.mean([t["auc_a"] for t in tests])),
+        "auc_b": float(np.mean([t["auc_b"] for t in tests])),
+        "diff": diff,
+        "ci_low": diff - half,
+        "ci_high": diff + half,
+        "p_value": p_value,
+        "seeds": len(tests),
+        "samples": tests[0]["samples"],
+    }
