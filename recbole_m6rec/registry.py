@@ -32,11 +32,11 @@ PLUGIN_MODELS: dict[str, str] = {
 # A plugin model that extends another reads the other's yaml defaults first, then its own.
 PLUGIN_MODEL_BASES: dict[str, str] = {"M6RecCTR": "M6Rec", "M6RecZeroShot": "M6Rec"}
 PLUGIN_TRAINERS: dict[str, str] = {
-    "M6Rec": "recbole_m6rec.trainer:M6RecTrainer",
-    "M6RecZeroShot": "recbole_m6rec.trainer:NoTrainingTrainer",
-    "M6RecCTR": "recbole_m6rec.trainer:M6RecTrainer",
-    "MostPop": "recbole_m6rec.trainer:NoTrainingTrainer",
-    "LikeRate": "recbole_m6rec.trainer:NoTrainingTrainer",
+    "M6Rec": "recbole_m6rec.m6rec_trainer:M6RecTrainer",
+    "M6RecZeroShot": "recbole_m6rec.plugin_trainer:NoTrainingTrainer",
+    "M6RecCTR": "recbole_m6rec.m6rec_trainer:M6RecTrainer",
+    "MostPop": "recbole_m6rec.plugin_trainer:NoTrainingTrainer",
+    "LikeRate": "recbole_m6rec.plugin_trainer:NoTrainingTrainer",
 }
 
 _RECBOLE_MODEL_SUBPACKAGES = (

@@ -13,7 +13,7 @@ from recbole.data.interaction import Interaction
 
 from recbole_m6rec.model.settings import M6RecCTRSettings, M6RecSettings, M6RecZeroShotSettings
 from recbole_m6rec.text.recency import RECENCY_PHRASES, recency_buckets
-from recbole_m6rec.trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
+from recbole_m6rec.m6rec_trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
 
 MODEL = "M6Rec"  # the model of conftest's make_config / data / make_model
 

@@ -10,7 +10,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_m6rec.model import losses
-from recbole_m6rec.trainer import whole_sequence_loader
+from recbole_m6rec.m6rec_trainer import whole_sequence_loader
 
 MODEL = "M6Rec"  # the model of conftest's make_config / data / make_model
 NEGATIVES = {"distribution": "uniform", "sample_num": 1}

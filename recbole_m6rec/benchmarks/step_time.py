@@ -136,7 +136,7 @@ def run(args) -> dict:
 
     from recbole_m6rec.model.losses import draw_negatives, negative_pool
     from recbole_m6rec.registry import get_model
-    from recbole_m6rec.trainer import whole_sequence_loader
+    from recbole_m6rec.m6rec_trainer import whole_sequence_loader
 
     if args.threads:
         torch.set_num_threads(args.threads)

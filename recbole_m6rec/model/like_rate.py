@@ -82,7 +82,7 @@ class LikeRate(SequentialRecommender):
     def calculate_loss(self, interaction):
         raise RuntimeError(
             "LikeRate is counted from the training data, not trained; run it with its trainer "
-            "(recbole_m6rec.trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks"
+            "(recbole_m6rec.plugin_trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks"
         )
 
     def predict(self, interaction):

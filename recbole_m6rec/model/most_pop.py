@@ -61,7 +61,7 @@ class MostPop(GeneralRecommender):
     def calculate_loss(self, interaction):
         raise RuntimeError(
             "MostPop is counted from the training data, not trained; run it with its trainer "
-            "(recbole_m6rec.trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks"
+            "(recbole_m6rec.plugin_trainer.NoTrainingTrainer), which recbole_m6rec.quick_start picks"
         )
 
     def predict(self, interaction):
