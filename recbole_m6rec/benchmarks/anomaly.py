@@ -14,11 +14,12 @@ import torch
 
 
 def time_epochs(model_name: str, anomaly: bool, epochs: int) -> list[float]:
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import init_seed
 
     from recbole_m6rec import registry
     from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.data import create_dataset
 
     config = PluginConfig(
         model=model_name,

@@ -28,7 +28,9 @@ __all__ = ["compare", "main"]
 
 def _test_targets(settings: dict, dataset: str, with_cold: bool) -> tuple[dict[str, str], set[str]]:
     """``{user token: test target token}`` of RecBole's leave-one-out split, and the cold item tokens."""
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
+
+    from recbole_m6rec.data import create_dataset
 
     settings = dict(settings)
     if not with_cold:

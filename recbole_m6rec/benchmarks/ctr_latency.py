@@ -16,11 +16,12 @@ import platform
 import time
 
 import torch
-from recbole.data import create_dataset, data_preparation
+from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.config import PluginConfig
+from recbole_m6rec.data import create_dataset
 from recbole_m6rec.lm import load_plm
 from recbole_m6rec.model.m6rec_ctr import M6RecCTR
 

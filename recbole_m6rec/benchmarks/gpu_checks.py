@@ -73,9 +73,8 @@ def modules_off_device(model, device) -> list[str]:
 def model_device_problem(model_name: str, plan: dict, device: str) -> str | None:
     """Build ``model_name`` on a small slice of the plan's dataset with a tiny backbone, move it to ``device`` and
     say which of its modules stayed behind (None when everything moved)."""
-    from recbole.data import create_dataset
-
     from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.data import create_dataset
     from recbole_m6rec.registry import get_model
 
     argv, sys.argv = sys.argv, [sys.argv[0]]  # RecBole reads sys.argv

@@ -131,12 +131,13 @@ def _config(args, **overrides):
 
 
 def run(args) -> dict:
-    from recbole.data import create_dataset, data_preparation
+    from recbole.data import data_preparation
     from recbole.utils import init_seed
 
+    from recbole_m6rec.data import create_dataset
+    from recbole_m6rec.m6rec_trainer import whole_sequence_loader
     from recbole_m6rec.model.losses import draw_negatives, negative_pool
     from recbole_m6rec.registry import get_model
-    from recbole_m6rec.m6rec_trainer import whole_sequence_loader
 
     if args.threads:
         torch.set_num_threads(args.threads)
