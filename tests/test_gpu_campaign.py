@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from recbole_m6rec.benchmarks import gpu_campaign, gpu_checks, gpu_plans, job, leaderboard
+from recbole_m6rec.benchmarks import gpu_campaign, gpu_checks, gpu_plans, job, runner
+from recbole_m6rec.benchmarks.plan import job_spec
 
 EXPECTED_ROWS = {
     "ml-1m": ["MostPop", "BPR", "GRU4Rec", "SASRec", "M6Rec", "M6Rec-hybrid"],
@@ -46,7 +47,7 @@ def test_tiny_mode_writes_the_three_report_folders(tiny):
 
 def test_joined_ctr_row_runs_every_layer_over_every_token(tiny):
     out, _ = tiny
-    records = {r["row"]: r for r in leaderboard.load_results(out / "ctr_ml-100k")}
+    records = {r["row"]: r for r in runner.load_results(out / "ctr_ml-100k")}
     settings = yaml.safe_load(
         (out / "ctr_ml-100k" / "report.md")
         .read_text()
@@ -67,7 +68,7 @@ def test_joined_ctr_row_runs_every_layer_over_every_token(tiny):
 
 def test_zero_shot_part_ranks_every_item(tiny):
     out, _ = tiny
-    record = next(r for r in leaderboard.load_results(out / "zero-shot_ml-100k") if r["row"] == "M6Rec-zero-shot")
+    record = next(r for r in runner.load_results(out / "zero-shot_ml-100k") if r["row"] == "M6Rec-zero-shot")
     plan = gpu_plans.load_part(gpu_plans.CONFIGS_DIR / "gpu_zero-shot_ml-100k.yaml", tiny=True)
     assert plan["rows"]["M6Rec-zero-shot"]["zero_shot_rerank_top_k"] is None  # full ranking, no re-rank
     assert record["trains"] is False and 0 <= record["test"]["ndcg@10"] <= 1
@@ -96,7 +97,7 @@ def cut_plan(row_budget: float) -> dict:
 def test_a_row_past_its_budget_is_cut_and_the_others_reported(tmp_path):
     plan = cut_plan(row_budget=0.25)  # 10 s of a 40 s budget
     report = tmp_path / "cut"
-    leaderboard.prepare_report_dir(report, resume=False, fresh=False)
+    runner.prepare_report_dir(report, resume=False, fresh=False)
     started = gpu_campaign.time.monotonic()
     records = gpu_campaign.run_part("cut", plan, report, 40, started, "test")
     assert gpu_campaign.time.monotonic() - started < 35  # the slow row was stopped, not waited for
@@ -175,7 +176,7 @@ def test_gpu_plans_are_valid_runs(monkeypatch):
         assert list(plan["rows"]) == EXPECTED_ROWS[part]
         assert "tiny" not in plan and plan["seeds"] == [2020] and "tuning" not in plan
         for name in plan["rows"]:
-            spec = leaderboard.job_spec(plan, name, 2020)
+            spec = job_spec(plan, name, 2020)
             config = PluginConfig(model=spec["model"], dataset=spec["dataset"], config_dict=spec["config_dict"])
             assert config["epochs"] >= 0 and config["eval_batch_size"] >= 64
         budgets = plan["campaign"]["row_budget"]

@@ -8,6 +8,11 @@ import pytest
 import yaml
 
 from recbole_m6rec.benchmarks import leaderboard, provenance
+from recbole_m6rec.benchmarks.plan import job_spec
+from recbole_m6rec.benchmarks.report import NOTES_MARKER
+from recbole_m6rec.benchmarks.report_sections import reference_lines
+from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split, summarise
+from recbole_m6rec.benchmarks.runner import load_results, prepare_report_dir
 
 NOTE = "Hand-written: BPR's numbers here come from a one-epoch budget."
 
@@ -157,20 +162,16 @@ def test_tuning_trials_choose_on_valid_and_feed_the_final_seeds(report):
     ok = [t for t in tuning["trials"] if t["status"] == "ok"]
     assert tuning["best_params"] == max(ok, key=lambda t: t["valid"]["ndcg@10"])["params"]
     final = json.loads((out / "results" / "BPR-seed2.json").read_text())
-    assert (
-        final["config_hash"]
-        == leaderboard.job_spec(
-            {**yaml.safe_load((out.parent / "plan.yaml").read_text())}, "BPR", 2, tuning["best_params"]
-        )["config_hash"]
-    )
+    tuned = job_spec({**yaml.safe_load((out.parent / "plan.yaml").read_text())}, "BPR", 2, tuning["best_params"])
+    assert final["config_hash"] == tuned["config_hash"]
     text = (out / "report.md").read_text()
     assert "## Tuning" in text and json.dumps(tuning["best_params"]) in text
 
 
 def test_hand_written_notes_survive_regeneration(report):
     text = (report[0] / "report.md").read_text()
-    assert text.count(leaderboard.NOTES_MARKER) == 1
-    assert text.index(leaderboard.NOTES_MARKER) < text.index(NOTE)
+    assert text.count(NOTES_MARKER) == 1
+    assert text.index(NOTES_MARKER) < text.index(NOTE)
     assert text.rstrip().endswith(NOTE)
 
 
@@ -179,8 +180,8 @@ def test_rows_on_different_splits_are_refused():
         {"row": "A", "seed": 1, "status": "ok", "split_fingerprint": "aaaa"},
         {"row": "B", "seed": 1, "status": "ok", "split_fingerprint": "bbbb"},
     ]
-    with pytest.raises(leaderboard.SplitMismatchError, match="A/seed1.*B/seed1"):
-        leaderboard.check_one_split(records)
+    with pytest.raises(SplitMismatchError, match="A/seed1.*B/seed1"):
+        check_one_split(records)
 
 
 def test_per_user_values_average_to_recbole_metric_and_feed_a_paired_test(report):
@@ -276,15 +277,15 @@ def test_sequential_mask_under_all_leaves_out_what_recbole_masks_for_general_mod
 
 def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(report, tmp_path):
     out = report[0]
-    records = leaderboard.load_results(out)
-    summary = leaderboard.summarise(records, ["MostPop", "BPR", "Absent"], ["ndcg@10"], "ndcg@10")
-    lines = leaderboard.reference_lines(summary, out, "ndcg@10")
+    records = load_results(out)
+    summary = summarise(records, ["MostPop", "BPR", "Absent"], ["ndcg@10"], "ndcg@10")
+    lines = reference_lines(summary, out, "ndcg@10")
     most_pop = next(r for r in records if r["row"] == "MostPop" and r["status"] == "ok")
     valid, test = most_pop["valid"]["ndcg@10"], most_pop["test"]["ndcg@10"]
     assert any(line.startswith(f"| MostPop | {valid:.4f} | {test:.4f} | {valid:.4f} | {test:.4f} |") for line in lines)
     assert any(line.startswith("| Absent | – | – | – | – |") for line in lines)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    leaderboard.prepare_report_dir(copy, resume=False, fresh=True)
+    prepare_report_dir(copy, resume=False, fresh=True)
     assert not list((copy / "results").iterdir()) and not (copy / "tuning").exists()
     assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays

@@ -38,10 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
-from recbole_m6rec.benchmarks import leaderboard
+from recbole_m6rec.benchmarks import runner
 from recbole_m6rec.benchmarks.gpu_checks import describe, device_refusal, device_summary, model_device_problem
 from recbole_m6rec.benchmarks.gpu_plans import CONFIGS_DIR, PARTS, load_part
 from recbole_m6rec.benchmarks.gpu_summary import summary_text
+from recbole_m6rec.benchmarks.plan import job_spec
+from recbole_m6rec.benchmarks.report import write_report
 
 __all__ = ["main", "run_part"]
 
@@ -65,7 +67,7 @@ def _reusable(spec: dict, out: Path) -> dict | None:
         previous = json.loads(out.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return previous if leaderboard.reuse_verdict(previous, spec) is None else None
+    return previous if runner.reuse_verdict(previous, spec) is None else None
 
 
 def run_part(
@@ -90,7 +92,7 @@ def run_part(
 
     def run_one(job: tuple[str, int]) -> None:
         row, seed = job
-        spec = leaderboard.job_spec(plan, row, seed)
+        spec = job_spec(plan, row, seed)
         out = report_dir / "results" / f"{row}-seed{seed}.json"
         label = f"[{name}] {row} seed {seed}"
         if (refused or {}).get(spec["model"]):
@@ -112,7 +114,7 @@ def run_part(
                 f"not started: the part's time budget " f"({float(campaign['budget']) * budget_s:.0f} s) was spent",
             )
             return
-        records[job] = leaderboard.run_or_reuse(
+        records[job] = runner.run_or_reuse(
             spec, out, f"{name}, {label.split('] ')[1]}, limit {limit:.0f} s", resume, timeout=limit
         )
 
@@ -120,7 +122,7 @@ def run_part(
         for future in [pool.submit(run_one, job) for job in order]:
             future.result()
     ordered = [records[job] for job in jobs]
-    leaderboard.write_report(plan, ordered, report_dir, command)
+    write_report(plan, ordered, report_dir, command)
     return ordered
 
 
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     plans = {part: load_part(CONFIGS_DIR / PARTS[part], args.tiny) for part in parts}
     for part in parts:
-        leaderboard.prepare_report_dir(out / part, args.resume, args.fresh)
+        runner.prepare_report_dir(out / part, args.resume, args.fresh)
     # rows run side by side: split the CPU threads between them rather than each taking every core
     at_once = sum(int(plans[part]["campaign"]["workers"]) for part in parts)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // min(at_once, 4))))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_m6rec.benchmarks import leaderboard
+from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.provenance import REPO_ROOT
 
 __all__ = ["CONFIGS_DIR", "PARTS", "ALL_LAYERS", "load_part", "backbone_layers"]
@@ -28,7 +28,7 @@ ALL_LAYERS = "all"  # late_interaction_layers: all = every layer of the row's ba
 def load_part(path: Path | str, tiny: bool, overrides: dict | None = None) -> dict:
     """A GPU plan as the leaderboard reads it, with its ``campaign`` block checked; with ``tiny`` its ``tiny``
     settings replace the dataset, extend ``common`` and each row; ``late_interaction_layers: all`` resolved."""
-    plan = leaderboard.load_plan(str(path), overrides or {}, None, None)
+    plan = load_plan(str(path), overrides or {}, None, None)
     campaign = plan.get("campaign") or {}
     missing = [key for key in ("budget", "workers", "row_budget") if key not in campaign]
     if missing:

@@ -1,0 +1,101 @@
+"""A leaderboard plan: the yaml read and checked, and what each (row, seed) of it runs.
+
+A plan names the dataset, the seeds, the RecBole settings every row shares (``common``) and the rows: a row is a
+name plus a RecBole/plugin model, the settings that differ from ``common`` and optionally a ``search`` space for
+tuning. :func:`job_spec` turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides,
+together with the result's provenance, whether a finished result can be reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import yaml
+
+from recbole_m6rec.atomic import stable_hash
+from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files
+from recbole_m6rec.datasets import DATASETS_DIR
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "ROW_KEYS_NOT_SETTINGS",
+    "load_plan",
+    "parse_seeds",
+    "row_settings",
+    "job_spec",
+    "is_labelled",
+]
+
+REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
+ROW_KEYS_NOT_SETTINGS = ("model", "search")  # a row's keys that are not RecBole settings
+
+
+def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Sequence[int] | None) -> dict:
+    """The plan in ``path`` with ``overrides`` merged into ``common``, cut down to ``rows`` and ``seeds`` when given;
+    a missing key, an unknown row or a row without a model is refused."""
+    with open(path, encoding="utf-8") as handle:
+        plan = yaml.safe_load(handle) or {}
+    missing = [key for key in REQUIRED_KEYS if key not in plan]
+    if missing:
+        raise ValueError(f"benchmark file '{path}' lacks {missing}; it needs {list(REQUIRED_KEYS)}")
+    plan["common"] = {**plan["common"], **overrides}
+    if rows:
+        unknown = [row for row in rows if row not in plan["rows"]]
+        if unknown:
+            raise ValueError(f"rows {unknown} are not in '{path}'; known rows: {', '.join(plan['rows'])}")
+        plan["rows"] = {row: plan["rows"][row] for row in rows}
+    if seeds:
+        plan["seeds"] = list(seeds)
+    for name, row in plan["rows"].items():
+        if not isinstance(row, dict) or "model" not in row:
+            raise ValueError(f"row '{name}' needs a 'model' (e.g. {{model: SASRec}}); got {row!r}")
+    return plan
+
+
+def parse_seeds(value: str | None, plan_path: str) -> list[int] | None:
+    """``--seeds``: a count N (the plan's first N seeds, when N <= their number) or a comma-separated list."""
+    if not value:
+        return None
+    seeds = [int(part) for part in value.split(",")]
+    if len(seeds) == 1:
+        with open(plan_path, encoding="utf-8") as handle:
+            planned = (yaml.safe_load(handle) or {}).get("seeds") or []
+        if 1 <= seeds[0] <= len(planned):
+            return planned[: seeds[0]]
+    return seeds
+
+
+def row_settings(row: dict) -> dict:
+    """A row's RecBole settings: everything but its model name and search space."""
+    return {k: v for k, v in row.items() if k not in ROW_KEYS_NOT_SETTINGS}
+
+
+def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) -> dict:
+    """What one job runs, and ``config_hash``: a hash of its settings (code, data and libraries are the
+    provenance's part, checked separately)."""
+    row = plan["rows"][name]
+    model = row["model"]
+    config_dict = {**plan["common"], **row_settings(row), **(overrides or {})}
+    spec = {
+        "row": name,
+        "model": model,
+        "dataset": plan["dataset"],
+        "seed": seed,
+        "config_dict": config_dict,
+        "config_files": plan.get("config_files") or [],
+    }
+    # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
+    model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
+    defaults = [
+        path.read_text(encoding="utf-8") if path.is_file() else ""
+        for path in (PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")
+    ]
+    spec["config_hash"] = stable_hash([model, plan["dataset"], seed, config_dict, spec["config_files"], defaults])[:16]
+    return spec
+
+
+def is_labelled(plan: dict) -> bool:
+    """Whether the plan evaluates labelled samples (click-through: AUC, LogLoss) rather than full rankings."""
+    mode = (plan["common"].get("eval_args") or {}).get("mode")
+    modes = mode.values() if isinstance(mode, dict) else [mode]
+    return "labeled" in modes

@@ -1,0 +1,206 @@
+"""A leaderboard's report folder: ``report.md``, ``results.csv`` and the two plots, written from the runs' results.
+
+:func:`write_report` puts the parts together: provenance and split (:mod:`.report_sections`), the per-row tables
+(:mod:`.report_tables`), the comparisons chosen on validation (:mod:`.report_stats`), the settings and the machine.
+Everything below :data:`NOTES_MARKER` in an existing ``report.md`` is hand-written and kept when it is rewritten.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+from pathlib import Path
+
+import yaml
+
+from recbole_m6rec import __version__
+from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text
+from recbole_m6rec.benchmarks.plan import is_labelled
+from recbole_m6rec.benchmarks.report_sections import (
+    convergence_lines,
+    provenance_lines,
+    reference_lines,
+    split_sentence,
+    tuning_lines,
+)
+from recbole_m6rec.benchmarks.report_stats import ratio_lines, significance_lines
+from recbole_m6rec.benchmarks.report_tables import (
+    check_one_split,
+    is_accuracy_metric,
+    lower_is_better_clause,
+    markdown_table,
+    metric_names,
+    results_csv,
+    summarise,
+)
+
+__all__ = ["NOTES_MARKER", "REPORT_FILES", "write_report", "kept_notes", "environment", "plots"]
+
+NOTES_MARKER = "<!-- Notes below this line are written by hand and kept when the report is regenerated. -->"
+REPORT_FILES = ("report.md", "results.csv")  # written by this command; kept (with the notes) by --fresh
+
+
+def environment() -> str:
+    """The library versions and the machine (CPU model, cores, torch threads) the report was written on."""
+    import numpy
+    import pandas
+    import recbole
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"recbole_m6rec {__version__}, recbole {recbole.__version__}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, numpy {numpy.__version__}, pandas {pandas.__version__}, Python "
+        f"{platform.python_version()}; CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    )
+
+
+def plots(summary: list[dict], main_metric: str, report_dir: Path) -> list[str]:
+    """Test ``main_metric`` per row (bars) and against train+eval time (log scale), written as PNGs into
+    ``report_dir``; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [e for e in summary if e["runs"] > 0]
+    if not done:
+        return []
+    names = [e["row"] for e in done]
+    means = [e[main_metric][0] for e in done]
+    stds = [e[main_metric][1] for e in done]
+    written = []
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names)), 3.2))
+    ax.bar(
+        names, means, yerr=stds, capsize=4, color=["tab:red" if n.startswith("M6Rec") else "tab:blue" for n in names]
+    )
+    ax.set_ylabel(f"test {main_metric}")
+    ax.set_title(f"test {main_metric} (mean ± std over seeds)")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    written.append(_save_figure(fig, report_dir / f"{main_metric.replace('@', '_at_')}.png"))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for e in done:
+        ax.errorbar(e["train_seconds"][0], e[main_metric][0], yerr=e[main_metric][1], fmt="o")
+        ax.annotate(e["row"], (e["train_seconds"][0], e[main_metric][0]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("train + eval wall time, s (log)")
+    ax.set_ylabel(f"test {main_metric}")
+    fig.tight_layout()
+    written.append(_save_figure(fig, report_dir / "accuracy_vs_time.png"))
+    plt.close("all")
+    return written
+
+
+def _save_figure(fig, path: Path) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path.name
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written part of an existing report: the marker line and everything below it."""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        if NOTES_MARKER in text:
+            return text[text.index(NOTES_MARKER) :]
+    return NOTES_MARKER + "\n"
+
+
+def write_report(
+    plan: dict,
+    records: list[dict],
+    report_dir: Path,
+    command: str,
+    tuned: dict | None = None,
+    reference: Path | None = None,
+) -> str:
+    """Write ``results.csv``, the plots and ``report.md`` (hand-written notes kept) into ``report_dir`` for the
+    runs ``records`` of ``plan``; returns the report's text."""
+    metrics = metric_names(records)
+    fingerprint = check_one_split(records)
+    main_metric = str(plan["common"].get("valid_metric", metrics[0] if metrics else "")).lower()
+    summary = summarise(records, list(plan["rows"]), metrics, main_metric)
+    accuracy = [m for m in metrics if is_accuracy_metric(m)]
+    primary = plan.get("primary", "M6Rec")  # its family's best row on valid is compared with the best baseline
+    beyond = [m for m in metrics if not is_accuracy_metric(m)]
+    atomic_write_text(report_dir / "results.csv", results_csv(records, metrics, main_metric))
+    pictures = plots(summary, main_metric, report_dir) if main_metric in metrics else []
+    masks = sorted({r.get("history_mask", "") for r in records if r.get("status") == "ok"})
+    labelled = is_labelled(plan)
+    overrides = {name: dict(row) for name, row in plan["rows"].items()}
+    failed = [r for r in records if r.get("status") != "ok"]
+    text = [
+        f"# Leaderboard: {plan['dataset']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        *([str(plan["method"]).strip(), ""] if plan.get("method") else []),
+        "Provenance (per run in `results/<row>-seed<N>.json`, key `provenance`):",
+        "",
+        *provenance_lines(records),
+        "",
+        split_sentence(fingerprint, masks, labelled),
+        "",
+        markdown_table(summary, accuracy, main_metric=main_metric),
+        "",
+        f"Best mean per column in bold; ± is the standard deviation over seeds "
+        f"({', '.join(map(str, plan['seeds']))}). `valid {main_metric}` is the best epoch's validation score, the "
+        "only number used to choose (epochs, tuned settings, the rows compared below). `epochs (best)`: epochs run "
+        f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. Times are "
+        "wall-clock seconds of training plus test evaluation for one seed, on the machine below, one job at a "
+        "time; M6Rec's one-time item encoding is a separate column.",
+        "",
+        *convergence_lines(records),
+        "",
+        *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
+        *significance_lines(records, summary, main_metric, primary, labelled),
+        "",
+        *[f"![{p}]({p})" for p in pictures],
+        "",
+        *(
+            [
+                f"Beyond accuracy (coverage and popularity bias of the top-k lists on test; best in bold"
+                f"{lower_is_better_clause(beyond)}):",
+                "",
+                markdown_table(summary, beyond, with_costs=False),
+                "",
+            ]
+            if beyond
+            else []
+        ),
+        *(reference_lines(summary, reference, main_metric) + [""] if reference else []),
+        *tuning_lines(tuned or {}, main_metric),
+        "## Settings",
+        "",
+        "Shared by every row (`common`):",
+        "",
+        "```yaml",
+        yaml.safe_dump(plan["common"], sort_keys=True).strip(),
+        "```",
+        "",
+        "Per-row overrides (tuned settings included; everything else is RecBole's default for that model):",
+        "",
+        "```yaml",
+        yaml.safe_dump(overrides, sort_keys=False).strip(),
+        "```",
+        "",
+        *([f"Tuning: `{json.dumps(plan['tuning'])}`", ""] if plan.get("tuning") else []),
+        f"Environment: {environment()}",
+    ]
+    if failed:
+        text += ["", "## Runs without a result", ""] + [
+            f"- {r['row']} seed {r['seed']} ({r.get('status')}): " f"{r.get('error', '')}" for r in failed
+        ]
+    report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
+    atomic_write_text(report_dir / "report.md", report)
+    return report

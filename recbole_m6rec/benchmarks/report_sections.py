@@ -1,0 +1,156 @@
+"""The report's text around the tables: the split sentence, which runs stopped at their epoch cap, where the numbers
+came from (commits, libraries, code files that differ between rows), the tuning trials, and a reference run's numbers
+next to this one's.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK
+from recbole_m6rec.benchmarks.runner import load_results
+
+__all__ = ["split_sentence", "convergence_lines", "provenance_lines", "tuning_lines", "reference_lines"]
+
+
+def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
+    """The sentence under the provenance: the split every row shares, and how history items are masked."""
+    if labelled:
+        return (
+            f"Split fingerprint: `{fingerprint}` (identical for every row, labels included; context and "
+            "sequential models share the split and are scored on the same labelled samples). "
+            "Labelled evaluation: no ranking, so no history masking."
+        )
+    return (
+        f"Split fingerprint: `{fingerprint}` (identical for every row; general and sequential models share the "
+        f"leave-one-out split). History masking rule for every row: `{', '.join(masks)}` "
+        "(see `recbole_m6rec/evaluation.py`)."
+    )
+
+
+def convergence_lines(records: list[dict]) -> list[str]:
+    """The runs that stopped at their epoch cap (marked in the table), or that none did."""
+    capped = sorted({f"{r['row']} (seed {r['seed']})" for r in records if r.get("status") == "ok" and r.get("hit_cap")})
+    if not capped:
+        return ["Every trained row stopped early on its validation metric, before its epoch cap."]
+    return [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."]
+
+
+def provenance_lines(records: list[dict]) -> list[str]:
+    """Which commit, working tree and libraries the rows ran, and which shared code files differ between rows."""
+    done = [r for r in records if r.get("status") == "ok"]
+    origins = [r.get("provenance") or {} for r in done]
+    missing = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if not o.get("code")]
+    commits = sorted({(o.get("git_commit") or "unknown")[:10] for o in origins if o.get("code")})
+    dirty = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if o.get("dirty_code")]
+    versions = sorted(
+        {
+            json.dumps({k: v for k, v in (o.get("versions") or {}).items()}, sort_keys=True)
+            for o in origins
+            if o.get("code")
+        }
+    )
+    lines = []
+    if commits:
+        tree = sum(bool(o.get("git_dirty")) for o in origins if o.get("code"))
+        lines.append(
+            f"- Commit{'s' if len(commits) > 1 else ''}: {', '.join(f'`{c}`' for c in commits)}; working "
+            f"tree dirty (any uncommitted change) for {tree} of {len(origins) - len(missing)} runs."
+        )
+        lines.append(
+            "- Runs whose own code files differ from their commit: " + (", ".join(dirty) if dirty else "none") + "."
+        )
+    for text in versions:
+        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in json.loads(text).items()) + ".")
+    if len(versions) > 1:
+        lines.append("- **Rows ran different library versions** (see each result's `provenance.versions`).")
+    if missing:
+        lines.append(f"- **No provenance recorded** (older results): {', '.join(missing)}.")
+    # files shared by rows, with different contents
+    contents: dict[str, dict[str, set]] = {}
+    for r, o in zip(done, origins):
+        for path, digest in (o.get("code") or {}).items():
+            contents.setdefault(path, {}).setdefault(digest, set()).add(r["row"])
+    differing = {path: by_hash for path, by_hash in contents.items() if len(by_hash) > 1}
+    if differing:
+        lines.append("- **Rows ran different versions of shared code files**:")
+        for path, by_hash in sorted(differing.items()):
+            parts = "; ".join(f"`{(h or 'none')[:8]}`: {', '.join(sorted(rows))}" for h, rows in by_hash.items())
+            lines.append(f"  - `{path}`: {parts}")
+    elif contents:
+        lines.append(
+            "- Every plugin file that two runs share has the same content in both; the `code` column hashes "
+            "the plugin files each row imported (baselines import none of the language-model code)."
+        )
+    return lines
+
+
+def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
+    """The ``## Tuning`` section: each tuned row's trials and chosen settings; nothing when no row was tuned."""
+    if not tuned:
+        return []
+    lines = [
+        "## Tuning",
+        "",
+        f"Each tuned row's trials at the tuning seed, selected on valid {main_metric}; the "
+        "chosen settings then ran on every seed (already in the per-row settings below).",
+        "",
+    ]
+    for row, record in tuned.items():
+        if record.get("error"):
+            lines += [f"- {row}: not tuned ({record['error']}).", ""]
+            continue
+        lines.append(
+            f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
+            f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
+        )
+        lines.append("")
+        lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
+        lines.append("|---|---|---|---|---|")
+        for trial in record.get("trials", []):
+            value = (trial.get("valid") or {}).get(main_metric)
+            lines.append(
+                f"| {trial.get('index')} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
+                f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |"
+            )
+        lines.append("")
+    return lines
+
+
+def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) -> list[str]:
+    """This run's valid and test ``main_metric`` and time per row next to the mean of the reference folder's."""
+    reference = [r for r in load_results(reference_dir) if r.get("status") == "ok"]
+    if not reference:
+        return [f"No finished results in the reference folder `{reference_dir}`."]
+    lines = [
+        f"This run next to the reference in `{reference_dir}` (mean over seeds; the reference may come from "
+        "other code and settings, see its report):",
+        "",
+        f"| model | valid {main_metric} | test {main_metric} | reference valid | reference test | "
+        "train+eval s | reference s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        theirs = [r for r in reference if r["row"] == e["row"]]
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return f"{statistics.fmean(values):.4f}" if values else "–"
+
+        ref_valid = mean([(r.get("valid") or {}).get(main_metric) for r in theirs])
+        ref_test = mean([(r.get("test") or {}).get(main_metric) for r in theirs])
+        ref_time = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in theirs]
+        mine, valid, seconds = e.get(main_metric), e.get("valid"), e.get("train_seconds")
+        cells = [
+            e["row"],
+            f"{valid[0]:.4f}" if valid else "–",
+            f"{mine[0]:.4f}" if mine else "–",
+            ref_valid,
+            ref_test,
+            f"{seconds[0]:.0f}" if seconds else "–",
+            f"{statistics.fmean(ref_time):.0f}" if ref_time else "–",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines

@@ -1,0 +1,235 @@
+"""The leaderboard's numbers per row: the split check, ``results.csv`` (one line per run), the per-row summary (mean
+and standard deviation over seeds) and the markdown tables built from it.
+
+Metric directions are RecBole's own (:func:`smaller_is_better`); the best mean of each column is set in bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Sequence
+
+from recbole_m6rec.benchmarks import provenance
+
+__all__ = [
+    "BASE_COLUMNS",
+    "CAP_MARK",
+    "SplitMismatchError",
+    "check_one_split",
+    "metric_names",
+    "results_csv",
+    "summarise",
+    "smaller_is_better",
+    "lower_is_better_clause",
+    "is_accuracy_metric",
+    "epochs_cell",
+    "markdown_table",
+]
+
+BASE_COLUMNS = [
+    "model",
+    "recbole_model",
+    "seed",
+    "dataset",
+    "split_fingerprint",
+    "history_mask",
+    "status",
+    "train_seconds",
+    "test_seconds",
+    "item_encoding_seconds",
+    "peak_rss_mb",
+    "epochs_run",
+    "best_epoch",
+    "epoch_cap",
+    "hit_cap",
+    "code_hash",
+    "git_commit",
+    "git_dirty",
+    "error",
+]
+CAP_MARK = "†"  # a seed that stopped at its epoch cap (table and convergence line)
+
+
+class SplitMismatchError(RuntimeError):
+    """Rows of one report were evaluated on different splits."""
+
+
+def check_one_split(records: list[dict]) -> str:
+    """The split fingerprint every finished run shares ("" when none finished); runs on different splits are
+    refused (:class:`SplitMismatchError`): one table, one split."""
+    fingerprints = {}
+    for record in records:
+        if record.get("status") == "ok":
+            fingerprints.setdefault(record["split_fingerprint"], []).append(f"{record['row']}/seed{record['seed']}")
+    if len(fingerprints) > 1:
+        detail = "; ".join(f"{fp}: {', '.join(runs)}" for fp, runs in fingerprints.items())
+        raise SplitMismatchError(f"refusing to put rows evaluated on different splits in one table: {detail}")
+    return next(iter(fingerprints), "")
+
+
+def metric_names(records: list[dict]) -> list[str]:
+    """The test metrics of the runs, in the order they first appear."""
+    names: list[str] = []
+    for record in records:
+        for name in record.get("test") or {}:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _epochs_run(record: dict):  # results of either layout: top level or under extra
+    return record.get("epochs_run", (record.get("extra") or {}).get("epochs_run", ""))
+
+
+def results_csv(records: list[dict], metrics: list[str], main_metric: str) -> str:
+    """``results.csv``: one line per run (failed ones included) with its costs, provenance and metrics."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(BASE_COLUMNS + [f"valid_{main_metric}"] + metrics)
+    for r in records:
+        extra = r.get("extra") or {}
+        origin = r.get("provenance") or {}
+        writer.writerow(
+            [
+                r["row"],
+                r["model"],
+                r["seed"],
+                r["dataset"],
+                r.get("split_fingerprint", ""),
+                r.get("history_mask", ""),
+                r["status"],
+                r.get("train_seconds", ""),
+                r.get("test_seconds", ""),
+                extra.get("item_encoding_seconds", ""),
+                r.get("peak_rss_mb", ""),
+                _epochs_run(r),
+                r.get("best_epoch", ""),
+                r.get("epoch_cap", ""),
+                r.get("hit_cap", ""),
+                origin.get("code_hash", ""),
+                origin.get("git_commit", ""),
+                origin.get("git_dirty", ""),
+                r.get("error", ""),
+            ]
+            + [(r.get("valid") or {}).get(main_metric, "")]
+            + [(r.get("test") or {}).get(m, "") for m in metrics]
+        )
+    return buffer.getvalue()
+
+
+def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
+    """One entry per row in ``rows``: its finished runs' (mean, std) of each test metric, of the valid
+    ``main_metric`` (``valid``), time and memory; its failed runs, epochs, item encoding time and code hashes."""
+    summary = []
+    for name in rows:
+        done = [r for r in records if r["row"] == name and r.get("status") == "ok"]
+        failed = [r for r in records if r["row"] == name and r.get("status") != "ok"]
+        entry = {"row": name, "runs": len(done), "failed": failed}
+        columns = {m: [float(r["test"][m]) for r in done] for m in metrics}
+        columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]
+        # training (with its per-epoch validation) plus the final test evaluation
+        columns["train_seconds"] = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in done]
+        columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
+        for m, values in columns.items():
+            entry[m] = (
+                (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
+            )
+        encodings = [
+            r["extra"].get("item_encoding_seconds")
+            for r in done
+            if (r.get("extra") or {}).get("item_encoding_seconds") and not r["extra"].get("encoding_from_cache")
+        ]
+        entry["item_encoding_seconds"] = encodings[0] if encodings else None
+        shares = [r["extra"].get("trainable_share") for r in done if (r.get("extra") or {}).get("trainable_share")]
+        entry["trainable_share"] = shares[0] if shares else None
+        entry["epochs"] = [
+            (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
+        ]
+        entry["code"] = sorted({provenance.short((r.get("provenance") or {}).get("code_hash")) for r in done})
+        summary.append(entry)
+    return summary
+
+
+def smaller_is_better(metric: str) -> bool:
+    """RecBole's own direction for a metric name such as ``giniindex@10``."""
+    from recbole.evaluator.register import metrics_dict
+
+    metric_class = metrics_dict.get(metric.split("@")[0])
+    return bool(getattr(metric_class, "smaller", False))
+
+
+def lower_is_better_clause(metrics: list[str]) -> str:
+    """``, lower is better for a, b`` for the metrics RecBole ranks ascending, or nothing when there are none."""
+    lower = [m for m in metrics if smaller_is_better(m)]
+    return f", lower is better for {', '.join(lower)}" if lower else ""
+
+
+def is_accuracy_metric(metric: str) -> bool:
+    """Top-k accuracy (NDCG, Recall, ...) and labelled metrics (AUC, LogLoss); not coverage or popularity."""
+    from recbole.evaluator.base_metric import TopkMetric
+    from recbole.evaluator.register import metrics_dict
+    from recbole.utils import EvaluatorType
+
+    metric_class = metrics_dict.get(metric.split("@")[0])
+    if metric_class is None or issubclass(metric_class, TopkMetric):
+        return True
+    return metric_class.metric_type == EvaluatorType.VALUE
+
+
+def epochs_cell(epochs: list[tuple]) -> str:
+    """``12 (7)`` = 12 epochs run, best at epoch 7 (0-based, RecBole's numbering); ``†`` when a seed stopped at its
+    epoch cap; seeds separated by ``/``; ``–`` for a model that trains nothing."""
+    if not epochs or not any(trains for trains, *_ in epochs):
+        return "–"
+    cells = []
+    for _trains, run, best, hit_cap in epochs:
+        cells.append(f"{run}{CAP_MARK if hit_cap else ''}" + (f" ({best})" if best is not None else ""))
+    return " / ".join(cells)
+
+
+def _mean_cell(entry: dict, key: str, best: float | None) -> str:
+    mean, std = entry[key]
+    text = f"{mean:.4f} ± {std:.4f}" if entry["runs"] > 1 else f"{mean:.4f}"
+    return f"**{text}**" if best is not None and abs(mean - best) < 1e-12 else text
+
+
+def _best(summary: list[dict], key: str, metric: str) -> float | None:
+    values = [e[key][0] for e in summary if e.get(key) is not None]
+    if not values:
+        return None
+    return min(values) if smaller_is_better(metric) else max(values)
+
+
+def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = True, main_metric: str = "") -> str:
+    """One line per row: seeds, valid main metric (what selection uses), test metrics, epochs, code, costs."""
+    with_valid = bool(main_metric) and any(e.get("valid") for e in summary)
+    best = {m: _best(summary, m, m) for m in metrics}
+    best_valid = _best(summary, "valid", main_metric) if with_valid else None
+    costs = ["train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
+    header = (
+        ["model", "seeds"]
+        + ([f"valid {main_metric}"] if with_valid else [])
+        + [f"test {m}" for m in metrics]
+        + (["epochs (best)", "code"] if with_costs else [])
+        + costs
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in summary:
+        if e["runs"] == 0:
+            status = "/".join(sorted({r.get("status", "failed") for r in e["failed"]})) or "failed"
+            lines.append(f"| {e['row']} | 0 | " + " | ".join([status] * (len(header) - 2)) + " |")
+            continue
+        cells = [e["row"], str(e["runs"])]
+        if with_valid:
+            cells.append(_mean_cell(e, "valid", best_valid) if e.get("valid") else "–")
+        cells += [_mean_cell(e, m, best[m]) for m in metrics]
+        if with_costs:
+            cells.append(epochs_cell(e["epochs"]))
+            cells.append(" / ".join(f"`{c}`" for c in e["code"]))
+            cells.append(f"{e['train_seconds'][0]:.0f}")
+            cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
+            cells.append(f"{e['peak_rss_mb'][0]:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Running a leaderboard's jobs: each (row, seed) run in its own process or its finished result reused, the tuning
+of rows with a ``search`` space, and the report folder's ``results/`` that holds one result file per job.
+
+Each job runs in a process of its own (:mod:`recbole_m6rec.benchmarks.job`), so its peak memory, logs and failures
+are its own; its result is written as soon as it finishes. A finished result is reused only when its settings hash
+matches and the code, data and library versions it recorded (:mod:`recbole_m6rec.benchmarks.provenance`) are
+unchanged; otherwise it reruns and the log says why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks import provenance
+from recbole_m6rec.benchmarks.plan import job_spec
+
+__all__ = ["reuse_verdict", "run_or_reuse", "tune", "adopt_tuning_trial", "prepare_report_dir", "load_results"]
+
+
+def reuse_verdict(previous: dict, spec: dict) -> str | None:
+    """None when ``previous`` can stand for a run of ``spec`` now; otherwise why it cannot."""
+    if previous.get("status") != "ok":
+        return f"the earlier run {previous.get('status', 'did not finish')}"
+    if previous.get("config_hash") != spec["config_hash"]:
+        return "its settings changed"
+    reasons = provenance.stale_reasons(previous)
+    return "; ".join(reasons) if reasons else None
+
+
+def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None) -> dict:
+    """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
+    With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
+    budget ran out; not a crash). Each job's temporary files (checkpoints) live in a folder removed after it, so
+    a stopped job leaves nothing behind."""
+    label = f"[{index}] {spec['row']} seed {spec['seed']}"
+    if out.exists() and resume:
+        try:
+            previous = json.loads(out.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+        why = reuse_verdict(previous, spec)
+        if why is None:
+            print(f"{label}: reusing finished result {out}", flush=True)
+            return previous
+        print(f"{label}: not reusing {out}: {why}", flush=True)
+    print(f"{label} ({spec['model']}): running ...", flush=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(spec, handle)
+        spec_path = handle.name
+    started = time.perf_counter()
+    returncode = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="m6rec-job-") as scratch:
+            returncode = subprocess.run(
+                [sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)],
+                env={**os.environ, "TMPDIR": scratch},
+                timeout=timeout,
+            ).returncode
+    except subprocess.TimeoutExpired:  # subprocess.run has killed the job
+        pass
+    finally:
+        os.unlink(spec_path)
+    record = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
+    if record.get("config_hash") != spec["config_hash"]:  # the job died before writing (killed, out of memory)
+        record = {k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}
+        if returncode is None:
+            record.update(
+                status="cut",
+                budget_seconds=round(timeout, 1),
+                error=f"stopped by its time budget after {timeout:.0f} s, before it finished",
+            )
+        else:
+            record.update(status="failed", error=f"job process exited with code {returncode} without a result")
+        atomic_write_text(out, json.dumps(record, indent=1))
+    status = record["status"] if record["status"] != "ok" else f"ok, test {json.dumps(record.get('test'))}"
+    print(f"{label}: {status} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return record
+
+
+# --- tuning ---------------------------------------------------------------------------------------------------------
+def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
+    """Tune every row with a ``search`` space (when the plan has a ``tuning`` block) and merge the chosen settings
+    into the plan's rows. Returns ``{row: tuning record}``; rows that could not be tuned get ``{"error": ...}``."""
+    searched = [name for name, row in plan["rows"].items() if row.get("search")]
+    if not searched:
+        return {}
+    if "tuning" not in plan:
+        print(
+            f"rows {', '.join(searched)} declare a search space, but the plan has no `tuning` block: they run "
+            "untuned, with the settings they list",
+            flush=True,
+        )
+        return {}
+    try:
+        from recbole_m6rec.benchmarks.tuning import tune_row
+    except ImportError as error:
+        print(f"tuning skipped ({error}): rows {', '.join(searched)} run untuned", flush=True)
+        return {name: {"error": f"tuning unavailable: {error}"} for name in searched}
+    trials_dir = report_dir / "tuning"
+    tuned = {}
+    for name in searched:
+        seed = plan["tuning"]["seed"]
+        count = {"n": 0}
+
+        def run_trial(overrides: dict, name=name, seed=seed, count=count) -> dict:
+            count["n"] += 1
+            spec = job_spec(plan, name, seed, overrides)
+            out = trials_dir / name / f"trial-{spec['config_hash']}.json"
+            record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
+            return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
+
+        print(
+            f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "
+            f"{plan['tuning'].get('trials')} trials",
+            flush=True,
+        )
+        try:
+            record = tune_row(plan, name, run_trial, trials_dir)
+        except (RuntimeError, ValueError) as error:
+            print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
+            tuned[name] = {"error": str(error)}
+            continue
+        plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
+        tuned[name] = record
+        print(f"tuning {name}: chose {record['best_params']} (valid {record.get('best_valid')})", flush=True)
+    return tuned
+
+
+def adopt_tuning_trial(spec: dict, trial: Path, out: Path) -> None:
+    """The winning trial ran this very job (same settings at the tuning seed): copy it instead of rerunning it."""
+    if out.exists() or not trial.is_file():
+        return
+    record = json.loads(trial.read_text(encoding="utf-8"))
+    if reuse_verdict(record, spec) is None:
+        atomic_write_text(out, json.dumps(record, indent=1, default=str))
+
+
+# --- the report folder ----------------------------------------------------------------------------------------------
+def prepare_report_dir(report_dir: Path, resume: bool, fresh: bool) -> None:
+    """Refuse a folder with earlier results unless told to resume from them or to delete them."""
+    earlier = [p for p in (report_dir / "results", report_dir / "tuning") if p.is_dir() and any(p.iterdir())]
+    if earlier and fresh:
+        for path in earlier:
+            shutil.rmtree(path)
+        print(f"{report_dir}: deleted the earlier results (--fresh)", flush=True)
+    elif earlier and not resume:
+        raise SystemExit(
+            f"'{report_dir}' already holds results ({', '.join(str(p) for p in earlier)}). Pass "
+            "--resume to reuse the finished ones that are still current (same settings, code, data "
+            "and libraries), --fresh to delete them and run everything, or --report=<another folder>."
+        )
+    (report_dir / "results").mkdir(parents=True, exist_ok=True)
+
+
+def load_results(report_dir: Path) -> list[dict]:
+    """Every result file in ``<report_dir>/results``, in file-name order."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((Path(report_dir) / "results").glob("*.json"))]
