@@ -14,7 +14,7 @@ from helpers import QUIET
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.job import compact_samples
-from recbole_m6rec.benchmarks.leaderboard import labelled_significance_lines
+from recbole_m6rec.benchmarks.report_stats import labelled_significance_lines
 from recbole_m6rec.benchmarks.significance import auc_ci, paired_auc_over_seeds
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.quick_start import run_pipeline

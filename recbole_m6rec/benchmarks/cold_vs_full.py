@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from recbole_m6rec.benchmarks import publish
-from recbole_m6rec.benchmarks.leaderboard import load_plan
+from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
 from recbole_m6rec.config import PluginConfig
 

@@ -38,12 +38,10 @@ import yaml
 
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
-from recbole_m6rec.benchmarks.report_stats import labelled_significance_lines
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
 from recbole_m6rec.config import parse_cmd_args
 
-# re-exported: benchmarks/cold_vs_full.py and tests/test_ctr_protocol.py import them from here
-__all__ = ["main", "load_plan", "labelled_significance_lines"]
+__all__ = ["main"]
 
 # --help shows what the command does; the paragraph on where the code lives is for readers of the source
 COMMAND_HELP = __doc__.split("\nThe code, one job per module")[0] if __doc__ else None
