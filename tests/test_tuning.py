@@ -103,6 +103,21 @@ def test_an_interrupted_tuning_resumes_from_its_record(tmp_path, algo):
     assert rerun.calls == params_of(result)[3:]  # the three finished trials were not run again
 
 
+def test_recorded_trials_from_code_that_changed_are_run_again(tmp_path):
+    plan = make_plan(trials=4)
+    tune_row(plan, "M", Objective(), tmp_path)
+    asked = []
+
+    def still_current(params):  # the leaderboard checks the trial's provenance here
+        asked.append(params)
+        return len(asked) != 2  # the second recorded trial ran older code
+
+    rerun = Objective()
+    result = tune_row(plan, "M", rerun, tmp_path, still_current)
+    assert rerun.calls == [params_of(result)[1]]
+    assert len(asked) == 4
+
+
 def test_a_changed_space_does_not_reuse_the_record(tmp_path):
     tune_row(make_plan(trials=4), "M", Objective(), tmp_path)
     plan = make_plan(trials=4, search={"learning_rate": ["loguniform", 0.001, 0.01]})

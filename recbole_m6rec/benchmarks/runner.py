@@ -117,13 +117,23 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
             record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
+        def still_current(overrides: dict, name=name, seed=seed) -> bool:
+            """A trial in the tuning record counts only while its result file's provenance is current."""
+            spec = job_spec(plan, name, seed, overrides)
+            out = trials_dir / name / f"trial-{spec['config_hash']}.json"
+            try:
+                previous = json.loads(out.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            return resume and reuse_verdict(previous, spec) is None
+
         print(
             f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "
             f"{plan['tuning'].get('trials')} trials",
             flush=True,
         )
         try:
-            record = tune_row(plan, name, run_trial, trials_dir)
+            record = tune_row(plan, name, run_trial, trials_dir, still_current)
         except (RuntimeError, ValueError) as error:
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
             tuned[name] = {"error": str(error)}

@@ -220,8 +220,18 @@ def _load_previous(path: Path, header: dict) -> list[dict]:
     return list(previous.get("trials") or [])
 
 
-def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir: Path) -> dict:
+def tune_row(
+    plan: dict,
+    row: str,
+    run_trial: Callable[[dict], dict],
+    trials_dir: Path,
+    still_current: Callable[[dict], bool] | None = None,
+) -> dict:
     """Tune ``row``'s ``search`` space with ``plan['tuning']['trials']`` trials; each calls ``run_trial(params)``.
+
+    A trial recorded by an interrupted earlier tuning is taken from the record instead of run again when its
+    settings match and ``still_current(params)`` says the run it came from is still what a rerun would do (the
+    leaderboard checks the trial's code, data and library provenance); without ``still_current`` it always is.
 
     ``run_trial`` gets the proposed settings (``{key: value}``) and returns the run's result record: ``status``
     (``"ok"`` or ``"failed"``), ``best_valid_result`` (lower-case metric names) and ``epochs_run``. A failed trial,
@@ -266,7 +276,13 @@ def tune_row(plan: dict, row: str, run_trial: Callable[[dict], dict], trials_dir
         index = len(record["trials"])
         params = {key: _plain_value(space[key], params[key]) for key in space}
         old = previous[index] if index < len(previous) else None
-        if old and old.get("params") == params and old.get("status") == "ok" and metric in (old.get("valid") or {}):
+        if (
+            old
+            and old.get("params") == params
+            and old.get("status") == "ok"
+            and metric in (old.get("valid") or {})
+            and (still_current is None or still_current(dict(params)))
+        ):
             trial = old
         else:
             result = run_trial(dict(params))
