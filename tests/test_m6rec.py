@@ -1,6 +1,7 @@
 """M6Rec on tiny random-initialised backbones (real tokenizer, real RecBole data): shapes, gradients, caches,
 scoring consistency, leakage, bad input."""
 
+import os
 import re
 import sys
 from dataclasses import fields
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 from recbole.data.interaction import Interaction
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
+from recbole_m6rec.m6rec_trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
 from recbole_m6rec.model.settings import M6RecCTRSettings, M6RecSettings, M6RecZeroShotSettings
 from recbole_m6rec.text.recency import RECENCY_PHRASES, recency_buckets
-from recbole_m6rec.m6rec_trainer import M6RecTrainer, whole_sequence_indices, whole_sequence_loader
 
 MODEL = "M6Rec"  # the model of conftest's make_config / data / make_model
 
@@ -111,6 +114,58 @@ def test_segment_states_stay_out_of_the_state_dict_and_checkpoint_round_trips(da
         other.load_state_dict({k: v for k, v in state.items() if k != "late.prompt"})
     with pytest.raises(ValueError, match="language model"):
         other.load_other_parameter({"plm_fingerprint": "some-other-model"})
+
+
+class PluginFloatInputs(TorchFunctionMode):
+    """Records the dtype of every floating-point tensor that the plugin's own code hands to a torch operation.
+
+    Other libraries' internals are left out (the language model computes its rotary angles in float32 on purpose),
+    and so are ``.to`` conversions (they turn a tensor into what the next operation reads) and reads of a tensor's
+    attributes (``.device``, ``.shape``), which compute nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: dict[torch.dtype, str] = {}  # dtype -> the first operation that read one, and where
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        caller = _plugin_caller(sys._getframe(1))
+        if caller and func is not torch.Tensor.to and getattr(func, "__name__", "") != "__get__":
+            for value in tree_flatten((args, kwargs))[0]:
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    self.dtypes.setdefault(value.dtype, f"{getattr(func, '__name__', func)} at {caller}")
+        return func(*args, **kwargs)
+
+
+def _plugin_caller(frame) -> str | None:
+    """``file:line`` of the code that called an operation when it is the plugin's, else None."""
+    while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:  # torch's Python wrappers
+        frame = frame.f_back
+    if frame is None or f"{os.sep}recbole_m6rec{os.sep}" not in frame.f_code.co_filename:
+        return None
+    return f"{frame.f_code.co_filename.rsplit(os.sep + 'recbole_m6rec' + os.sep, 1)[1]}:{frame.f_lineno}"
+
+
+def as_float64(interaction: Interaction) -> Interaction:
+    return Interaction({k: v.double() if v.is_floating_point() else v for k, v in interaction.interaction.items()})
+
+
+def test_to_reaches_every_tensor_the_model_computes_with(data, make_model):
+    """What the model keeps outside its parameters (cached item and profile segment states, the recency-phrase
+    table, every item's vector cached for an evaluation) follows ``.to()``: after ``.to(torch.float64)`` the plugin's
+    code computes with float64 tensors only, in training and in both scoring paths."""
+    model = make_model(recency_words=True, use_item_id_embedding=True, unseen_item_prior="catalogue").eval()
+    train, test = as_float64(first_batch(data[1])), as_float64(first_batch(data[3])[0])
+    with torch.no_grad():
+        model.full_sort_predict(test)  # builds the phrase table and caches every item's vector, in float32
+    model.to(torch.float64)
+    assert model._item_segments.states.dtype == model._user_segments.states.dtype == torch.float64
+    with PluginFloatInputs() as used, torch.no_grad():
+        scores = model.full_sort_predict(test)  # still in eval mode: the cache kept before the move is stale
+        model.predict(train)
+        loss = model.train().calculate_loss(train)
+    assert set(used.dtypes) == {torch.float64}, used.dtypes
+    assert scores.dtype == loss.dtype == torch.float64 and torch.isfinite(scores).all()
 
 
 # --- scoring ------------------------------------------------------------------------------------------------------

@@ -3,14 +3,13 @@ random-initialised backbone and real RecBole batches: shapes, gradients, direct 
 negatives, seeding, settings errors, and one RecBole run."""
 
 import math
-import sys
 
 import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_m6rec.model import losses
 from recbole_m6rec.m6rec_trainer import whole_sequence_loader
+from recbole_m6rec.model import losses
 
 MODEL = "M6Rec"  # the model of conftest's make_config / data / make_model
 NEGATIVES = {"distribution": "uniform", "sample_num": 1}
@@ -112,7 +111,7 @@ def _direct_scores(model, batch):
 def test_bpr_loss_equals_a_direct_computation(make_model, windows, prefixes, monkeypatch, whole):
     model = make_model(**BPR, train_whole_sequences=whole).eval()
     batch = head(windows if whole else prefixes, 4)
-    spy = Spy(monkeypatch, type(model), "_bpr_negatives")
+    spy = Spy(monkeypatch, losses, "bpr_negatives")
     with torch.no_grad():
         value = float(model.calculate_loss(batch))
     negatives = spy.calls[0].tolist()
@@ -139,9 +138,7 @@ def test_sampled_softmax_equals_a_direct_computation(make_model, windows, monkey
     others = [i for i in range(1, model.n_items) if i not in targets][:3]
     shared = targets[:2] + others
     monkeypatch.setattr(
-        sys.modules[type(model).__module__],
-        "draw_shared_negatives",
-        lambda pool, k, device: torch.tensor(shared[:k], device=device),
+        losses, "draw_shared_negatives", lambda pool, k, device: torch.tensor(shared[:k], device=device)
     )
     with torch.no_grad():
         value = float(model.calculate_loss(batch))
@@ -153,6 +150,17 @@ def test_sampled_softmax_equals_a_direct_computation(make_model, windows, monkey
         ]
         terms.append(-logits[0] + math.log(sum(math.exp(x) for x in logits)))
     assert value == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def test_scored_positions_and_their_labels():
+    seq = torch.tensor([[4, 5, 6, 0], [7, 0, 0, 0]])
+    lengths, target = torch.tensor([3, 1]), torch.tensor([9, 8])
+    positions, labels, last = losses.scored_positions(seq, lengths, target, whole_sequences=True)
+    assert positions.tolist() == [[True, True, True, False], [True, False, False, False]]
+    assert labels.tolist() == [5, 6, 9, 8] and last.tolist() == [False, False, True, True]
+    positions, labels, last = losses.scored_positions(seq, lengths, target, whole_sequences=False)
+    assert positions.tolist() == [[False, False, True, False], [True, False, False, False]]
+    assert labels.tolist() == [9, 8] and last.tolist() == [True, True]
 
 
 def test_shared_negatives_are_distinct_items_of_the_pool():
@@ -188,7 +196,7 @@ def test_model_negatives_are_never_the_target_nor_padding_and_only_seen_items_un
     assert len(cold) > 0  # the slice has items without a training interaction
     batch = head(windows, len(windows))
     batch.interaction["neg_item_id"] = cold[torch.arange(len(batch)) % len(cold)]  # RecBole drew cold items only
-    spy = Spy(monkeypatch, type(model), "_bpr_negatives")
+    spy = Spy(monkeypatch, losses, "bpr_negatives")
     model.calculate_loss(batch)
     negatives = spy.calls[0]
     labels = torch.tensor([target for _, _, target in scored_positions(batch, True)])
@@ -198,7 +206,7 @@ def test_model_negatives_are_never_the_target_nor_padding_and_only_seen_items_un
     softmax = make_model(
         loss_type="sampled_softmax", loss_items="seen", softmax_negatives=int(seen.sum()), **NO_NEGATIVES
     )
-    shared_spy = Spy(monkeypatch, sys.modules[type(model).__module__], "draw_shared_negatives")
+    shared_spy = Spy(monkeypatch, losses, "draw_shared_negatives")
     softmax.calculate_loss(batch)
     assert sorted(shared_spy.calls[0].tolist()) == seen.nonzero().flatten().tolist()
 
@@ -230,7 +238,7 @@ def test_same_seed_same_loss_and_the_draws_follow_the_generator(make_model, wind
         ),
         (
             {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 0}},
-            r"train_neg_sample_args.sample_num must be an integer >= 1 \(got 0\)",
+            r"train_neg_sample_args.sample_num is 0; valid: a whole number >= 1",
         ),
         (
             {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "popularity", "sample_num": 1}},
@@ -270,7 +278,7 @@ def test_a_recbole_run_with_bpr_trains_and_evaluates(tmp_path, cache_dir, no_for
     from recbole_m6rec.quick_start import run_pipeline
 
     monkeypatch.chdir(tmp_path)  # RecBole writes its log folder into the working directory
-    negatives = Spy(monkeypatch, M6Rec, "_bpr_negatives")
+    negatives = Spy(monkeypatch, losses, "bpr_negatives")
     trained = Spy(monkeypatch, M6Rec, "calculate_loss")
     config = PluginConfig(
         model="M6Rec",

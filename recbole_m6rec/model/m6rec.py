@@ -10,7 +10,8 @@ under ``no_grad`` (cached, not in the state dict: :mod:`recbole_m6rec.lm`); the 
 the same model run across the user's segments with a segment-causal mask, so one pass yields the user state after
 every step of the history (:mod:`.late_interaction`). Two towers map user and item states to L2-normalised
 ``embedding_size`` vectors; scores are cosine / temperature. No item IDs are needed (``use_item_id_embedding`` adds
-them for a text+ID hybrid; cold items keep only their text: :mod:`.cold_items`).
+them for a text+ID hybrid; cold items keep only their text: :mod:`.cold_items`). The training losses and their
+negatives: :mod:`.losses`; checkpoints without the frozen backbone, and ``.to()``: :mod:`.frozen_backbone`.
 
 Leakage guard: the user side is built from ``item_id_list`` (and the user's own profile fields) only, never from the
 target item's id or features.
@@ -18,7 +19,6 @@ target item's id or features.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
@@ -30,17 +30,16 @@ from torch.nn import functional as F
 from ..lm import PhraseTable, SegmentEncoder
 from ..text import build_item_texts, build_user_texts
 from ..text.recency import RECENCY_PHRASES, recency_buckets, recency_field, seconds_per_time_unit
+from . import facts, losses
 from .cold_items import ColdItems
+from .frozen_backbone import FrozenBackbone
 from .late_interaction import LateInteraction
-from .losses import bpr_loss, draw_negatives, draw_shared_negatives, negative_pool, sampled_softmax_loss
 from .settings import M6RecSettings
 
 __all__ = ["M6Rec", "checked"]
 
-logger = logging.getLogger(__name__)
 
-
-class M6Rec(SequentialRecommender):
+class M6Rec(FrozenBackbone, SequentialRecommender):
     # RecBole's pair-wise format: with train_neg_sample_args (loss_type BPR) each sample gets a NEG_ITEM_ID; without
     # it the training data are the samples as they are
     input_type = InputType.PAIRWISE
@@ -93,12 +92,13 @@ class M6Rec(SequentialRecommender):
         self.item_id_embedding = nn.Embedding(self.n_items, d, padding_idx=0) if s.use_item_id_embedding else None
         self.build_heads(d)
         self.cold = ColdItems(dataset, self.n_items, s.unseen_item_prior)
-        self._eval_item_vectors: torch.Tensor | None = None  # every item's vector, kept during one evaluation
 
         # parameters initialization (the backbone is pretrained; the late-interaction parts start at zero)
         if self.item_id_embedding is not None:
             nn.init.normal_(self.item_id_embedding.weight, std=1.0)
-        self._log_trainable()
+        self.trainable_share = facts.log_trainable(
+            self, self.stack, s.tuning, self.late.n_lower, s.late_interaction_layers
+        )
 
     @property
     def max_steps(self) -> int:
@@ -140,74 +140,30 @@ class M6Rec(SequentialRecommender):
         return self.late(seg, valid, item_seq_len, profile, self._recency(timestamps, item_seq_len), trail)
 
     def calculate_loss(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        target = interaction[self.POS_ITEM_ID]
-        batch, n = item_seq.shape
-        rows = torch.arange(batch, device=item_seq.device)
-        if self.settings.train_whole_sequences:
-            # position t predicts item t+1; the last position predicts the sample's target
-            targets = torch.roll(item_seq, shifts=-1, dims=1)
-            targets[rows, item_seq_len - 1] = target
-            positions = torch.arange(n, device=item_seq.device).unsqueeze(0) < item_seq_len.unsqueeze(1)  # [B n]
-        else:  # RecBole's one-sample-per-prefix: only the last position
-            targets = torch.zeros_like(item_seq)
-            targets[rows, item_seq_len - 1] = target
-            positions = torch.zeros_like(item_seq, dtype=torch.bool)
-            positions[rows, item_seq_len - 1] = True
+        s = self.settings
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        positions, labels, last = losses.scored_positions(
+            item_seq, item_seq_len, interaction[self.POS_ITEM_ID], s.train_whole_sequences
+        )  # [B n], [M], [M]
         states = self.forward(item_seq, item_seq_len, self._user_ids(interaction), self._timestamps(interaction))
         users = self._user_head(states[:, 1:][positions])  # [M E]
-        labels = targets[positions]  # [M]
-        loss_type = self.settings.loss_type
-        if loss_type == "CE":
-            logits = users @ self.item_vectors().t() / self.settings.temperature  # [M n_items]
+        if s.loss_type == "CE":
+            logits = users @ self.item_vectors().t() / s.temperature  # [M n_items]
             logits[:, 0] = float("-inf")  # the padding item is never a target
-            if self.settings.loss_items == "seen":  # items with no training interaction are not in the catalogue yet
+            if s.loss_items == "seen":  # items with no training interaction are not in the catalogue yet
                 logits = self.cold.only_seen(logits)
             return F.cross_entropy(logits, labels)
-        if loss_type == "inbatch":  # contrastive: the batch's distinct target items are the candidates
+        if s.loss_type == "inbatch":  # contrastive: the batch's distinct target items are the candidates
             unique, column = labels.unique(return_inverse=True)
-            logits = users @ self.item_vectors(unique).t() / self.settings.temperature  # [M U]
-            return F.cross_entropy(logits, column)
-        temperature = self.settings.temperature
-        if loss_type == "BPR":
-            last = torch.zeros_like(positions)
-            last[rows, item_seq_len - 1] = True  # the position that predicts the sample's target
-            negatives = self._bpr_negatives(interaction, labels, last[positions])  # [M]
-            positive, negative = self._vectors_once(labels, negatives)  # [M E] each
-            return bpr_loss((users * positive).sum(-1) / temperature, (users * negative).sum(-1) / temperature)
-        # sampled_softmax: the target against negatives shared by the batch's positions
-        shared = draw_shared_negatives(self._negative_pool(), self.settings.softmax_negatives, labels.device)  # [K]
-        positive, negative = self._vectors_once(labels, shared)  # [M E], [K E]
-        return sampled_softmax_loss(
-            (users * positive).sum(-1) / temperature,
-            users @ negative.t() / temperature,
-            shared.unsqueeze(0) == labels.unsqueeze(1),
-        )  # [M], [M K], [M K]
-
-    def _vectors_once(self, *item_ids: torch.Tensor) -> list[torch.Tensor]:
-        """Item vectors ``[N_i E]`` for each ``[N_i]`` id tensor, each distinct item's vector computed once."""
-        unique, index = torch.cat(item_ids).unique(return_inverse=True)
-        return list(self.item_vectors(unique)[index].split([len(ids) for ids in item_ids]))
-
-    def _negative_pool(self) -> torch.Tensor:
-        """Ids of the items that may be sampled negatives (:mod:`.losses`)."""
-        return negative_pool(self.n_items, self.cold.seen if self.settings.loss_items == "seen" else None)
-
-    def _bpr_negatives(self, interaction, labels: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """``[M]`` one negative per scored position: RecBole's ``NEG_ITEM_ID`` where the position predicts the
-        sample's target (``last``, ``[M]``, one per row in row order), drawn here for the window's other positions."""
-        if self.NEG_ITEM_ID not in interaction:
-            raise ValueError(
-                f"loss_type BPR needs RecBole's sampled negatives in the batch (no '{self.NEG_ITEM_ID}' field); train "
-                "through RecBole's data loader with train_neg_sample_args set"
-            )
-        negatives = draw_negatives(self._negative_pool(), labels)  # [M]
-        recbole = interaction[self.NEG_ITEM_ID]  # [B]
-        if self.settings.loss_items == "seen":  # RecBole draws from every item; a cold one is drawn again here
-            recbole = torch.where(self.cold.seen[recbole].bool(), recbole, negatives[last])
-        negatives[last] = recbole
-        return negatives
+            return F.cross_entropy(users @ self.item_vectors(unique).t() / s.temperature, column)  # [M U]
+        seen = self.cold.seen if s.loss_items == "seen" else None
+        pool = losses.negative_pool(self.n_items, seen)
+        if s.loss_type == "BPR":
+            recbole = losses.recbole_negatives(interaction, self.NEG_ITEM_ID)  # [B]
+            negatives = losses.bpr_negatives(pool, labels, last, recbole, seen)  # [M]
+        else:  # sampled_softmax: the target against negatives shared by the batch's positions
+            negatives = losses.draw_shared_negatives(pool, s.softmax_negatives, labels.device)  # [K]
+        return losses.sampled_negatives_loss(s.loss_type, users, labels, negatives, self.item_vectors, s.temperature)
 
     def predict(self, interaction):
         users = self._user_vectors(interaction)  # [B E]
@@ -221,6 +177,10 @@ class M6Rec(SequentialRecommender):
         users = self._user_vectors(interaction)  # [B E]
         scores = users @ self._all_item_vectors().t() / self.settings.temperature  # [B n_items]
         return checked(self.cold.mixture(scores), "full_sort_predict")
+
+    def report_facts(self) -> dict:
+        """What a benchmark report shows about this model besides its metrics."""
+        return facts.report_facts(self, self.encoding_seconds, self.encoding_from_cache, self.trainable_share)
 
     # ------------------------------------------------------------------------------------------------ towers
     def _user_vectors(self, interaction) -> torch.Tensor:
@@ -248,15 +208,6 @@ class M6Rec(SequentialRecommender):
         pooled = (seg * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # [M d]
         return F.normalize(self.item_projection(self.item_norm(pooled)), dim=-1)
 
-    def _all_item_vectors(self) -> torch.Tensor:
-        """Every item's vector, computed once per evaluation (they change as soon as training resumes)."""
-        if self._eval_item_vectors is None or self.training:
-            items = self.item_vectors()
-            if not self.training:
-                self._eval_item_vectors = items
-            return items
-        return self._eval_item_vectors
-
     def _id_embedding(self, item_ids: torch.Tensor) -> torch.Tensor:
         # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
         # only as a negative, is left out
@@ -276,69 +227,8 @@ class M6Rec(SequentialRecommender):
         if timestamps is None:
             raise ValueError(f"recency_words is on but the batch has no '{self.TIME_LIST}' field")
         index, valid = recency_buckets(timestamps, item_seq_len, self.seconds_per_time_unit)
-        return self.recency(self.late.prompt.device)[index], valid
-
-    # ---------------------------------------------------------------------------- caches and checkpoints
-    def train(self, mode: bool = True):
-        self._eval_item_vectors = None  # item vectors change as soon as training resumes
-        return super().train(mode)
-
-    def _frozen_backbone_keys(self) -> set[str]:
-        return {f"late.stack.{name}" for name, p in self.stack.named_parameters() if not p.requires_grad}
-
-    def state_dict(self, *args, **kwargs):
-        """Trainable parameters only: the frozen backbone is reloaded from ``plm_name_or_path`` (checked by
-        fingerprint in :meth:`load_other_parameter`), which keeps checkpoints small."""
-        state = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        for key in self._frozen_backbone_keys():
-            state.pop(prefix + key, None)
-        return state
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = set(result.missing_keys) - self._frozen_backbone_keys()
-        if strict and (missing or result.unexpected_keys):
-            raise RuntimeError(
-                f"{type(self).__name__} checkpoint does not match the model: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(result.unexpected_keys)[:5]}"
-            )
-        self._eval_item_vectors = None
-        return result
-
-    def other_parameter(self):
-        return {"plm_fingerprint": self.encoder.plm_id, "tuning": self.settings.tuning}
-
-    def load_other_parameter(self, para):
-        if para is not None and para.get("plm_fingerprint") != self.encoder.plm_id:
-            raise ValueError(
-                f"checkpoint was trained on language model '{para.get('plm_fingerprint')}', but this model loads "
-                f"'{self.encoder.plm_id}' (plm_name_or_path={self.settings.plm_name_or_path!r})"
-            )
-
-    def report_facts(self) -> dict:
-        """What a benchmark report shows about this model besides its metrics."""
-        return {
-            "item_encoding_seconds": round(self.encoding_seconds, 2),
-            "encoding_from_cache": self.encoding_from_cache,
-            "trainable_parameters": sum(p.numel() for p in self.parameters() if p.requires_grad),
-            "trainable_share": self.trainable_share,
-        }
-
-    def _log_trainable(self) -> None:
-        backbone = sum(p.numel() for name, p in self.stack.named_parameters() if ".adapter." not in name)
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        self.trainable_share = trainable / backbone
-        logger.info(
-            "%s: tuning=%s, %d lower + %d upper layers, trainable parameters %s (%.2f%% of the backbone's %s)",
-            type(self).__name__,
-            self.settings.tuning,
-            self.late.n_lower,
-            self.settings.late_interaction_layers,
-            f"{trainable:,}",
-            100 * self.trainable_share,
-            f"{backbone:,}",
-        )
+        like = self.late.prompt  # the table moves with the model's parameters, built before or after a .to()
+        return self.recency(like.device).to(like.dtype)[index], valid
 
 
 def checked(scores: torch.Tensor, where: str) -> torch.Tensor:
