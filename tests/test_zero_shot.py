@@ -201,3 +201,34 @@ def test_masked_items_are_not_mistaken_for_model_failures():
         history = users["item_id_list"][row, : int(users["item_length"][row])]
         assert bool((scores[row, history] == lowest).all())
         assert bool((scores[row].topk(20).values > -1e3).all())  # the re-ranked top 20 carry log-probabilities
+
+
+def test_the_language_model_and_the_retriever_follow_the_model_to_another_device():
+    """The language model, kept out of the module tree (and so out of checkpoints), still converts and moves with
+    ``.to()``, and the scorer and the retriever build their tensors where the model is (``meta``: a device with no
+    data, the CPU's stand-in for an accelerator: a tensor left on the CPU meets one on ``meta`` and fails)."""
+    config = PluginConfig(
+        model="M6RecZeroShot",
+        dataset="ml-100k",
+        config_dict={**SLICE, **FULL_RANKING, "zero_shot_retriever": "text", "zero_shot_rerank_top_k": 20},
+    )
+    train, _, test = data_preparation(config, create_dataset(config))
+    model = M6RecZeroShot(config, train._dataset).to(torch.float64)
+    assert {p.dtype for p in model.lm.parameters()} == {torch.float64} and model.text_vectors.dtype == torch.float64
+    assert "lm" not in dict(model.named_children()) and not any(k.startswith("lm.") for k in model.state_dict())
+    users = next(iter(test))[0][:2]
+    seq, length = users["item_id_list"], users["item_length"]
+    prefix = model.prefix_for(seq[0], int(length[0]))
+    model.to("meta")
+    assert {p.device.type for p in model.lm.parameters()} == {"meta"}
+    assert model.text_vectors.is_meta and model.popularity.is_meta
+    fed = []  # the device of every tensor the scorer hands the language model
+
+    def record(module, args, kwargs):
+        fed.extend(v.device.type for v in [*args, *kwargs.values()] if isinstance(v, torch.Tensor))
+
+    model.lm.register_forward_pre_hook(record, with_kwargs=True)
+    scores = model.scorer.score(prefix, [model.item_token_ids[i] for i in (1, 2, 3)])
+    assert scores.is_meta and scores.shape == (3,) and set(fed) == {"meta"}
+    retriever = model.retriever_scores(seq.to("meta"), length.to("meta"))
+    assert retriever.is_meta and retriever.shape == (2, model.n_items)

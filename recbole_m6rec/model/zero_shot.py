@@ -37,11 +37,16 @@ GENERATIVE_HINT = "smollm2-135m, tiny-random-llama, or a local folder of a Llama
 
 
 class LikelihoodScorer:
-    """Mean token log-probability of candidate token lists after a prefix, with or without a shared prefix cache."""
+    """Mean token log-probability of candidate token lists after a prefix, with or without a shared prefix cache.
+    Its tensors are built where the language model's parameters are, wherever the model has moved since."""
 
     def __init__(self, model, batch_size: int = 128):
         self.model = model
         self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def score(self, prefix: list[int], candidates: list[list[int]], use_cache: bool = True) -> torch.Tensor:
@@ -54,7 +59,7 @@ class LikelihoodScorer:
                     for i in range(0, len(candidates), self.batch_size)
                 ]
             )
-        ids = torch.tensor([prefix])
+        ids = torch.tensor([prefix], device=self.device)
         out = self.model(input_ids=ids, use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts every candidate's first token
         scores = []
@@ -66,24 +71,26 @@ class LikelihoodScorer:
         return torch.cat(scores)
 
     @staticmethod
-    def _pad(candidates: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(candidates: list[list[int]], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded ``[C T]`` token ids and attention mask, filled on the CPU and moved to ``device`` at once."""
         width = max(len(c) for c in candidates)
         ids = torch.zeros(len(candidates), width, dtype=torch.long)
         mask = torch.zeros(len(candidates), width, dtype=torch.long)
         for i, c in enumerate(candidates):
             ids[i, : len(c)] = torch.tensor(c)
             mask[i, : len(c)] = 1
-        return ids, mask
+        return ids.to(device), mask.to(device)
 
     def _score_with_cache(self, prefix_len: int, cache, first: torch.Tensor, chunk: list[list[int]]) -> torch.Tensor:
-        ids, mask = self._pad(chunk)  # [C T]
-        attention = torch.cat([torch.ones(len(chunk), prefix_len, dtype=torch.long), mask], dim=1)
-        positions = prefix_len + torch.arange(ids.shape[1]).expand(len(chunk), -1)
+        device = self.device
+        ids, mask = self._pad(chunk, device)  # [C T]
+        attention = torch.cat([torch.ones(len(chunk), prefix_len, dtype=torch.long, device=device), mask], dim=1)
+        positions = prefix_len + torch.arange(ids.shape[1], device=device).expand(len(chunk), -1)
         logits = self.model(
             input_ids=ids, attention_mask=attention, past_key_values=cache, position_ids=positions, use_cache=False
         ).logits.float()  # [C T V]
         logp = torch.log_softmax(logits, dim=-1)
-        token_logp = torch.empty(ids.shape, dtype=torch.float)
+        token_logp = torch.empty(ids.shape, dtype=torch.float, device=device)
         token_logp[:, 0] = first[ids[:, 0]]
         if ids.shape[1] > 1:
             token_logp[:, 1:] = logp[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -91,12 +98,13 @@ class LikelihoodScorer:
 
     def _score_uncached(self, prefix: list[int], chunk: list[list[int]]) -> torch.Tensor:
         """The direct computation: prefix + candidate in one pass per candidate (right-padded batch)."""
-        ids, mask = self._pad([prefix + c for c in chunk])
+        device = self.device
+        ids, mask = self._pad([prefix + c for c in chunk], device)
         logp = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
         scores = []
         for i, c in enumerate(chunk):
-            positions = torch.arange(len(prefix) - 1, len(prefix) + len(c) - 1)  # logits that predict c's tokens
-            scores.append(logp[i, positions, torch.tensor(c)].mean())
+            positions = torch.arange(len(prefix) - 1, len(prefix) + len(c) - 1, device=device)  # predict c's tokens
+            scores.append(logp[i, positions, torch.tensor(c, device=device)].mean())
         return torch.stack(scores)
 
 
@@ -113,6 +121,7 @@ class M6RecZeroShot(SequentialRecommender):
         name = s.plm_name_or_path
         self.tokenizer, lm = load_plm(name)
         # kept outside the module tree: nothing of it is trained, so it stays out of state_dict and checkpoints
+        # (and out of the optimizer); _apply still moves it with the model
         self.__dict__["lm"] = lm
         if not is_generative(self.lm):
             raise ValueError(
@@ -134,7 +143,8 @@ class M6RecZeroShot(SequentialRecommender):
         popularity = torch.zeros(self.n_items)
         popularity.index_add_(0, dataset.inter_feat[self.ITEM_ID].long(), torch.ones(len(dataset.inter_feat)))
         self.register_buffer("popularity", popularity, persistent=False)
-        self.text_vectors = self._text_vectors(s.zero_shot_batch_size) if s.zero_shot_retriever == "text" else None
+        text_vectors = self._text_vectors(s.zero_shot_batch_size) if s.zero_shot_retriever == "text" else None
+        self.register_buffer("text_vectors", text_vectors, persistent=False)
         # RecBole's trainer builds an optimizer; nothing is ever trained
         self.placeholder = nn.Parameter(torch.zeros(1))
 
@@ -148,12 +158,19 @@ class M6RecZeroShot(SequentialRecommender):
         rows = [self.bos + ids for ids in self.item_token_ids[1:]]
         vectors = []
         for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot text retriever: items", unit="batch"):
-            ids, mask = LikelihoodScorer._pad(rows[start : start + batch_size])
+            ids, mask = LikelihoodScorer._pad(rows[start : start + batch_size], self.scorer.device)
             hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             vectors.append(masked_mean(hidden, pool_mask(mask, skip_first=bool(self.bos))))  # as M6Rec pools
         items = torch.cat(vectors)
         items = torch.nn.functional.normalize(items - items.mean(0), dim=-1)
-        return torch.cat([torch.zeros(1, items.shape[1]), items])
+        return torch.cat([items.new_zeros(1, items.shape[1]), items])
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()``, ``.double()`` ... reach the language model kept outside the module tree."""
+        module = super()._apply(fn, recurse)
+        if recurse and "lm" in self.__dict__:
+            self.lm._apply(fn)
+        return module
 
     def retriever_scores(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor) -> torch.Tensor:
         """``[B n_items]`` retriever scores in [-1, 1]; the padding item and the user's history items get -inf."""
@@ -161,7 +178,7 @@ class M6RecZeroShot(SequentialRecommender):
         if self.settings.zero_shot_retriever == "pop":
             scores = (self.popularity / (self.popularity.max() + 1.0)).expand(batch, -1).clone()
         else:
-            steps = torch.arange(item_seq.shape[1]).unsqueeze(0)
+            steps = torch.arange(item_seq.shape[1], device=item_seq.device).unsqueeze(0)
             recent = (steps < item_seq_len.unsqueeze(1)) & (steps >= item_seq_len.unsqueeze(1) - self.history_items)
             user = (self.text_vectors[item_seq] * recent.unsqueeze(-1)).sum(1)
             scores = torch.nn.functional.normalize(user, dim=-1) @ self.text_vectors.t()
@@ -188,7 +205,7 @@ class M6RecZeroShot(SequentialRecommender):
     def predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         items = interaction[self.ITEM_ID]
-        scores = torch.empty(len(items))
+        scores = torch.empty(len(items), device=items.device)
         # rows of one user (same history) share one prefix pass: sampled evaluation sends 1 + N candidates per user
         groups: dict[tuple, list[int]] = {}
         for row in range(len(items)):
@@ -198,7 +215,7 @@ class M6RecZeroShot(SequentialRecommender):
             first = rows[0]
             scores[rows] = self._score_rows(
                 item_seq[first : first + 1], item_seq_len[first : first + 1], [items[rows].tolist()]
-            )[0]
+            )[0].to(scores.device)
         return finite(scores, "predict")
 
     def full_sort_predict(self, interaction):
@@ -207,7 +224,7 @@ class M6RecZeroShot(SequentialRecommender):
         top_k = self.settings.zero_shot_rerank_top_k
         if top_k is None:
             candidates = [list(range(1, self.n_items))] * batch
-            scores = torch.full((batch, self.n_items), float("-inf"))
+            scores = torch.full((batch, self.n_items), float("-inf"), device=item_seq.device)
             rows = self._score_rows(item_seq, item_seq_len, candidates)
             for b, row in enumerate(tqdm(rows, desc="zero-shot full ranking", disable=True)):
                 scores[b, 1:] = row
@@ -221,7 +238,7 @@ class M6RecZeroShot(SequentialRecommender):
         lm = self._score_rows(item_seq, item_seq_len, top.tolist())
         scores = retriever - 1e4  # in [-1e4 - 1, -1e4 + 1]: always below the top K's mean log-probabilities
         for b in range(batch):
-            scores[b, top[b]] = lm[b]
+            scores[b, top[b]] = lm[b].to(scores.device)
         # only the masked items may be non-finite; a NaN or inf of the retriever or the language model is an error
         scores = finite(scores.masked_fill(masked, 0.0), "full_sort_predict (re-rank)")
         return scores.masked_fill(masked, torch.finfo(torch.float).min)
