@@ -6,6 +6,13 @@ samples whose prefixes tile each history: for a user with ``m`` training samples
 ``L = MAX_ITEM_LIST_LENGTH`` these are the samples ``m-1, m-1-L, m-1-2L, ...``, whose windows cover every training
 target exactly once (the causal loss in ``M6Rec.calculate_loss`` puts a loss at every position). Validation and
 test data are untouched, so the split is RecBole's own.
+
+**Overlapping windows.** Tiled windows give the first targets of each window a short history (at ``L = 50``, a
+target sees 25 items on average where RecBole's prefix sample sees up to 50). With ``window_stride`` ``S < L`` a
+window ends every ``S`` samples (``m-1, m-1-S, ...``) and scores only its last ``S`` positions (a user's earliest
+window has at most ``S``): every target is still scored exactly once, in the window where it has the longest
+history, at about ``L / S`` times the compute. The count of leading positions a window leaves unscored travels
+with each window as the ``WINDOW_SKIP_FIELD`` column.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
 
+from recbole_m6rec.model.losses import WINDOW_SKIP_FIELD
 from recbole_m6rec.plugin_trainer import PluginTrainer
 
-__all__ = ["M6RecTrainer", "whole_sequence_indices", "whole_sequence_loader"]
+__all__ = ["M6RecTrainer", "whole_sequence_indices", "window_skips", "whole_sequence_loader"]
 
 
-def whole_sequence_indices(user_ids: np.ndarray, max_length: int) -> np.ndarray:
-    """Indices of the prefix samples that tile each user's history (samples of a user are in time order)."""
+def whole_sequence_indices(user_ids: np.ndarray, max_length: int, stride: int | None = None) -> np.ndarray:
+    """Indices of the prefix samples that end each user's windows: the user's last sample, then every ``stride``-th
+    (default ``max_length``: windows that tile the history) going back (samples of a user are in time order)."""
+    stride = stride or max_length
     user_ids = np.asarray(user_ids)
     order = np.argsort(user_ids, kind="stable")  # keeps each user's samples in time order
     sorted_users = user_ids[order]
@@ -28,15 +38,27 @@ def whole_sequence_indices(user_ids: np.ndarray, max_length: int) -> np.ndarray:
     ends = np.r_[starts[1:], len(sorted_users)]
     keep = []
     for start, end in zip(starts, ends):
-        keep.extend(order[start:end][::-1][::max_length])
+        keep.extend(order[start:end][::-1][::stride])
     return np.sort(np.asarray(keep, dtype=np.int64))
 
 
-def whole_sequence_loader(config, train_data) -> TrainDataLoader:
+def window_skips(lengths: np.ndarray, stride: int) -> np.ndarray:
+    """Leading positions each window leaves unscored, ``max(0, length - stride)`` for windows of history
+    ``lengths`` that end every ``stride`` samples: the later window scores those targets. A user's earliest window
+    ends within its first ``stride`` samples, so it is never longer than ``stride`` and scores all its targets."""
+    return np.maximum(np.asarray(lengths) - stride, 0).astype(np.int64)
+
+
+def whole_sequence_loader(config, train_data, stride: int | None = None) -> TrainDataLoader:
     dataset = train_data._dataset
     uid_field = dataset.uid_field
-    keep = whole_sequence_indices(dataset.inter_feat[uid_field].numpy(), config["MAX_ITEM_LIST_LENGTH"])
+    max_length = config["MAX_ITEM_LIST_LENGTH"]
+    keep = whole_sequence_indices(dataset.inter_feat[uid_field].numpy(), max_length, stride)
     windows = dataset.copy(dataset.inter_feat[torch.from_numpy(keep)])
+    if stride and stride < max_length:
+        feat = windows.inter_feat
+        skips = window_skips(feat[dataset.item_list_length_field].numpy(), stride)
+        feat.interaction[WINDOW_SKIP_FIELD] = torch.from_numpy(skips)
     # RecBole's training sampler (None without train_neg_sample_args) gives each window its NEG_ITEM_ID
     return TrainDataLoader(config, windows, train_data._sampler, shuffle=config["shuffle"])
 
@@ -47,7 +69,7 @@ class M6RecTrainer(PluginTrainer):
     def epoch_data(self, train_data):
         if not self.model.settings.train_whole_sequences:
             return train_data
-        windows = whole_sequence_loader(self.config, train_data)
+        windows = whole_sequence_loader(self.config, train_data, self.model.settings.window_stride)
         self.logger.info(
             f"{self.config['model']} trains on {len(windows._dataset)} whole-sequence windows instead "
             f"of {len(train_data._dataset)} prefixes"

@@ -28,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = [
+    "WINDOW_SKIP_FIELD",
     "scored_positions",
     "sampled_negatives_loss",
     "bpr_loss",
@@ -39,9 +40,16 @@ __all__ = [
     "bpr_negatives",
 ]
 
+WINDOW_SKIP_FIELD = "window_skip"
+"""A training window's column: its leading positions that another, overlapping window scores (``window_stride``)."""
+
 
 def scored_positions(
-    item_seq: torch.Tensor, item_seq_len: torch.Tensor, target: torch.Tensor, whole_sequences: bool
+    item_seq: torch.Tensor,
+    item_seq_len: torch.Tensor,
+    target: torch.Tensor,
+    whole_sequences: bool,
+    skip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The positions a training step scores and what each predicts.
 
@@ -49,7 +57,8 @@ def scored_positions(
     ``[B n]`` (True where position t, the state after items 0..t, is scored), ``labels`` ``[M]`` (the item each
     scored position predicts, in row order) and ``last`` ``[M]`` (True where it predicts the sample's target).
     With ``whole_sequences`` position t predicts item t+1 and the last one the target; otherwise only the last
-    position is scored (RecBole's one sample per prefix).
+    position is scored (RecBole's one sample per prefix). ``skip`` ``[B]`` (overlapping windows) leaves each row's
+    first ``skip`` positions unscored: another window scores those targets with a longer history.
     """
     batch, n = item_seq.shape
     rows = torch.arange(batch, device=item_seq.device)
@@ -57,7 +66,10 @@ def scored_positions(
     last[rows, item_seq_len - 1] = True
     if whole_sequences:
         targets = torch.roll(item_seq, shifts=-1, dims=1)
-        positions = torch.arange(n, device=item_seq.device).unsqueeze(0) < item_seq_len.unsqueeze(1)
+        steps = torch.arange(n, device=item_seq.device).unsqueeze(0)
+        positions = steps < item_seq_len.unsqueeze(1)
+        if skip is not None:
+            positions = positions & (steps >= skip.unsqueeze(1))
     else:
         targets = torch.zeros_like(item_seq)
         positions = last

@@ -33,6 +33,7 @@ from ..text.recency import RECENCY_PHRASES, recency_buckets, recency_field, seco
 from . import facts, losses
 from .cold_items import ColdItems
 from .frozen_backbone import FrozenBackbone
+from .item_adapter import ItemStateAdapter
 from .late_interaction import LateInteraction
 from .settings import M6RecSettings
 
@@ -90,6 +91,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         )
         d = self.stack.hidden_size
         self.item_id_embedding = nn.Embedding(self.n_items, d, padding_idx=0) if s.use_item_id_embedding else None
+        self.item_adapter = ItemStateAdapter(d, s.item_adapter_rank) if s.item_adapter_rank else None
         self.build_heads(d)
         self.cold = ColdItems(dataset, self.n_items, s.unseen_item_prior)
 
@@ -130,7 +132,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         of each step's item; ``trail`` (states ``[B n d]``, valid ``[B n]``) adds one token after each step that only
         later steps see.
         """
-        seg, valid = self._item_segments.lookup(item_seq)  # [B n S d], [B n S]
+        seg, valid = self._item_states(item_seq)  # [B n S d], [B n S]
         seg = self.late.with_token_positions(seg)
         if self.item_id_embedding is not None:
             seg = seg + self._id_embedding(item_seq).unsqueeze(2)
@@ -142,8 +144,11 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
     def calculate_loss(self, interaction):
         s = self.settings
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        skip = (
+            interaction[losses.WINDOW_SKIP_FIELD] if losses.WINDOW_SKIP_FIELD in interaction else None
+        )  # overlapping windows
         positions, labels, last = losses.scored_positions(
-            item_seq, item_seq_len, interaction[self.POS_ITEM_ID], s.train_whole_sequences
+            item_seq, item_seq_len, interaction[self.POS_ITEM_ID], s.train_whole_sequences, skip
         )  # [B n], [M], [M]
         states = self.forward(item_seq, item_seq_len, self._user_ids(interaction), self._timestamps(interaction))
         users = self._user_head(states[:, 1:][positions])  # [M E]
@@ -199,7 +204,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         """L2-normalised item vectors ``[M E]`` (all items when ``item_ids`` is None)."""
         if item_ids is None:
             item_ids = torch.arange(self.n_items, device=self.late.prompt.device)
-        seg, valid = self._item_segments.lookup(item_ids)  # [M S d], [M S]
+        seg, valid = self._item_states(item_ids)  # [M S d], [M S]
         seg = self.late.with_token_positions(seg) + self.candidate_embedding
         if self.item_id_embedding is not None:
             seg = seg + self._id_embedding(item_ids).unsqueeze(1)
@@ -208,10 +213,21 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         pooled = (seg * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # [M d]
         return F.normalize(self.item_projection(self.item_norm(pooled)), dim=-1)
 
+    def _item_states(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached lower-layer segment states of ``item_ids`` (``[..., S, d]``, valid ``[..., S]``), through the
+        item-state adapter when there is one (the history and the item tower read the same adapted states)."""
+        seg, valid = self._item_segments.lookup(item_ids)
+        return (seg if self.item_adapter is None else self.item_adapter(seg)), valid
+
     def _id_embedding(self, item_ids: torch.Tensor) -> torch.Tensor:
         # items without a training interaction (cold items) fall back to their text: their ID embedding, trained
         # only as a negative, is left out
-        return self.item_id_embedding(item_ids) * self.cold.keep_seen(item_ids)
+        embedding = self.item_id_embedding(item_ids) * self.cold.keep_seen(item_ids)
+        p = self.settings.item_id_dropout
+        if self.training and p > 0:  # whole ID vectors dropped per occurrence: the text must carry the item alone
+            keep = torch.rand(item_ids.shape, device=item_ids.device) >= p
+            embedding = embedding * keep.unsqueeze(-1).to(embedding.dtype) / (1 - p)
+        return embedding
 
     # ---------------------------------------------------------------------------------------------- inputs
     def _user_ids(self, interaction):

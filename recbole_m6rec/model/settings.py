@@ -55,6 +55,12 @@ def _unseen_item_prior(value) -> float | str | None:
     return float(value)
 
 
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1) (got {value!r})")
+    return float(value)
+
+
 def _temperature(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"temperature must be > 0 (got {value!r})")
@@ -131,6 +137,7 @@ class M6RecSettings:
     text_cache_dir: str | None
     tuning: str
     adapter_rank: int
+    item_adapter_rank: int
     n_prompt_tokens: int
     prompt_text: str
     embedding_size: int
@@ -138,6 +145,7 @@ class M6RecSettings:
     item_tower: str
     use_profile: bool
     use_item_id_embedding: bool
+    item_id_dropout: float
     recency_words: bool
     loss_type: str
     softmax_negatives: int
@@ -145,6 +153,7 @@ class M6RecSettings:
     loss_items: str
     unseen_item_prior: float | str | None
     train_whole_sequences: bool
+    window_stride: int | None
     item_text_fields: tuple[str, ...]
     item_text_template: str | None
     user_text_fields: tuple[str, ...]
@@ -194,6 +203,7 @@ class M6RecSettings:
             "encode_batch_size": _integer("encode_batch_size", raw["encode_batch_size"]),
             "tuning": _choice("tuning", raw["tuning"], cls.TUNING_MODES),
             "adapter_rank": _integer("adapter_rank", raw["adapter_rank"]),
+            "item_adapter_rank": _integer("item_adapter_rank", raw["item_adapter_rank"], minimum=0),
             "n_prompt_tokens": _integer("n_prompt_tokens", raw["n_prompt_tokens"], minimum=0),
             "prompt_text": str(raw["prompt_text"] or ""),
             "embedding_size": _integer("embedding_size", raw["embedding_size"]),
@@ -201,6 +211,7 @@ class M6RecSettings:
             "item_tower": _choice("item_tower", raw["item_tower"], ("upper", "lower")),
             "use_profile": _flag("use_profile", raw["use_profile"]),
             "use_item_id_embedding": _flag("use_item_id_embedding", raw["use_item_id_embedding"]),
+            "item_id_dropout": _probability("item_id_dropout", raw["item_id_dropout"]),
             "recency_words": _flag("recency_words", raw["recency_words"]),
             "loss_type": loss_type,
             "softmax_negatives": _integer("softmax_negatives", raw["softmax_negatives"]),
@@ -208,6 +219,7 @@ class M6RecSettings:
             "loss_items": _choice("loss_items", raw["loss_items"], ("all", "seen")),
             "unseen_item_prior": _unseen_item_prior(raw["unseen_item_prior"]),
             "train_whole_sequences": _flag("train_whole_sequences", raw["train_whole_sequences"]),
+            "window_stride": None if raw["window_stride"] is None else _integer("window_stride", raw["window_stride"]),
             "item_text_fields": item_fields,
             "user_text_fields": _fields_list("user_text_fields", raw["user_text_fields"]),
         }
@@ -236,6 +248,11 @@ class M6RecCTRSettings(M6RecSettings):
             raise ValueError(
                 f"unseen_item_prior (got {raw['unseen_item_prior']!r}) re-weights M6Rec's softmax over all items; "
                 "M6RecCTR scores each candidate alone with its option tokens: leave it at ~ (off)"
+            )
+        if values["window_stride"] is not None:
+            raise ValueError(
+                f"window_stride (got {raw['window_stride']!r}) overlaps M6Rec's training windows; M6RecCTR's windows "
+                "tile the history: leave it at ~"
             )
         words = raw["option_words"]
         if (

@@ -1,0 +1,146 @@
+"""M6Rec's accuracy levers on tiny random-initialised backbones (real tokenizer, real RecBole data): the adapter on
+the cached item states, ID dropout for the text+ID hybrid, and overlapping training windows."""
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_m6rec.m6rec_trainer import whole_sequence_indices, whole_sequence_loader
+from recbole_m6rec.model.losses import WINDOW_SKIP_FIELD
+
+MODEL = "M6Rec"  # the model of conftest's make_config / data / make_model
+
+
+def first_batch(loader):
+    return next(iter(loader))
+
+
+# --- the adapter on the cached item states ------------------------------------------------------------------------
+def test_item_adapter_starts_as_the_identity_and_feeds_both_towers(data, make_model):
+    model = make_model(item_adapter_rank=16).eval()
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        with_adapter = (model(batch["item_id_list"], batch["item_length"]), model.item_vectors())
+        adapter, model.item_adapter = model.item_adapter, None
+        without = (model(batch["item_id_list"], batch["item_length"]), model.item_vectors())
+        model.item_adapter = adapter
+    for a, b in zip(with_adapter, without):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_item_adapter_gets_gradients_and_the_cached_states_stay_fixed(data, make_model):
+    model = make_model(item_adapter_rank=16)
+    cached = model._item_segments.states.clone()
+    model.calculate_loss(first_batch(data[1])).backward()
+    adapter = {n: p for n, p in model.named_parameters() if n.startswith("item_adapter.")}
+    assert set(adapter) == {f"item_adapter.{n}" for n in ("norm.weight", "norm.bias", "down.weight", "down.bias")} | {
+        f"item_adapter.{n}" for n in ("up.weight", "up.bias", "scale")
+    }
+    assert adapter["item_adapter.up.weight"].grad.abs().sum() > 0  # starts at zero, so only `up` moves first
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
+    assert not any(n.startswith("late.stack.") and ".adapter." not in n for n in trainable)
+    assert torch.equal(model._item_segments.states, cached)
+    with torch.no_grad():  # a trained adapter changes what both towers read
+        adapter["item_adapter.up.weight"].normal_()
+        ids = torch.tensor([1, 2, 3])
+        states, _ = model._item_states(ids)
+        assert not torch.allclose(states, model._item_segments.lookup(ids)[0])
+        model.eval()
+        batch = first_batch(data[1])
+        adapted = (model(batch["item_id_list"], batch["item_length"]), model.item_vectors(ids))
+        adapter, model.item_adapter = model.item_adapter, None
+        plain = (model(batch["item_id_list"], batch["item_length"]), model.item_vectors(ids))
+        model.item_adapter = adapter
+        assert not torch.allclose(adapted[0], plain[0]) and not torch.allclose(adapted[1], plain[1])
+
+
+def test_item_adapter_rank_must_be_a_whole_number(make_model):
+    with pytest.raises(ValueError, match="item_adapter_rank must be an integer >= 0"):
+        make_model(item_adapter_rank=-1)
+
+
+# --- ID dropout ---------------------------------------------------------------------------------------------------
+def test_id_dropout_drops_whole_id_vectors_in_training_only(make_model):
+    model = make_model(use_item_id_embedding=True, item_id_dropout=0.5)
+    ids = torch.randint(1, model.n_items, (4000,))
+    plain = model.item_id_embedding(ids) * model.cold.keep_seen(ids)
+    model.train()
+    torch.manual_seed(0)
+    dropped = model._id_embedding(ids)
+    zero = dropped.abs().sum(-1) == 0
+    seen = plain.abs().sum(-1) > 0  # cold items (no training interaction) have no ID vector to drop
+    assert 0.45 < float(zero[seen].float().mean()) < 0.55
+    assert torch.allclose(dropped[~zero], 2 * plain[~zero])  # kept vectors scaled by 1 / (1 - p)
+    model.eval()
+    assert torch.equal(model._id_embedding(ids), plain)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "half"])
+def test_id_dropout_must_be_a_probability(make_model, bad):
+    with pytest.raises(ValueError, match="item_id_dropout must be a number in"):
+        make_model(use_item_id_embedding=True, item_id_dropout=bad)
+
+
+# --- overlapping windows ------------------------------------------------------------------------------------------
+def _padded(histories, width):
+    seq = torch.zeros(len(histories), width, dtype=torch.long)
+    for row, history in enumerate(histories):
+        seq[row, : len(history)] = torch.as_tensor(history)
+    return seq
+
+
+@pytest.mark.parametrize("stride", [5, 10])
+def test_overlapping_windows_score_every_training_target_once_with_the_longest_history(data, make_model, stride):
+    """With ``window_stride`` S, the windows end every S samples and each scores only the targets no later window
+    scores; ``calculate_loss`` over them equals RecBole's one-sample-per-prefix loss over exactly those samples,
+    each with its history inside the window."""
+    config, train = data[0], data[1]
+    length = config["MAX_ITEM_LIST_LENGTH"]
+    feat = train._dataset.inter_feat
+    ends = whole_sequence_indices(feat["user_id"].numpy(), length, stride).tolist()
+    windows = whole_sequence_loader(config, train, stride)._dataset.inter_feat
+    assert torch.equal(windows["item_id"], feat["item_id"][ends])
+    assert WINDOW_SKIP_FIELD not in whole_sequence_loader(config, train)._dataset.inter_feat  # tiling: no column
+    scored, history = [], {}  # the samples each window scores; the items of its window before each one's target
+    for end, n, skip in zip(ends, windows["item_length"].tolist(), windows[WINDOW_SKIP_FIELD].tolist()):
+        for p in range(skip, n):  # position p predicts the target of sample end - (n - 1 - p)
+            j = end - (n - 1 - p)
+            assert feat["user_id"][j] == feat["user_id"][end]  # a user's samples are consecutive rows
+            scored.append(j)
+            history[j] = p + 1
+    assert sorted(scored) == list(range(len(feat)))  # every training target exactly once
+    tiled = whole_sequence_indices(feat["user_id"].numpy(), length)
+    tiled_mean = sum(n * (n + 1) / 2 for n in feat["item_length"][tiled].tolist()) / len(feat)
+    assert sum(history.values()) / len(feat) > tiled_mean  # longer histories than tiled windows give
+
+    whole = make_model(window_stride=stride).eval()
+    prefix = make_model(train_whole_sequences=False).eval()
+    batch = windows[torch.arange(12)]
+    chosen = scored[: int((batch["item_length"] - batch[WINDOW_SKIP_FIELD]).sum())]
+    reference = Interaction(
+        {
+            "user_id": feat["user_id"][chosen],
+            "item_id_list": _padded(
+                [feat["item_id_list"][j][: int(feat["item_length"][j])][-history[j] :].tolist() for j in chosen],
+                length,
+            ),
+            "item_length": torch.tensor([history[j] for j in chosen]),
+            "item_id": feat["item_id"][chosen],
+        }
+    )
+    with torch.no_grad():
+        assert float(whole.calculate_loss(batch)) == pytest.approx(float(prefix.calculate_loss(reference)), rel=1e-5)
+
+
+def test_m6recctr_refuses_overlapping_windows(make_config):
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model.settings import M6RecCTRSettings
+
+    config = PluginConfig(
+        model="M6RecCTR",
+        dataset="ml-100k",
+        config_dict={"plm_name_or_path": "tiny-random-llama", "window_stride": 10, "show_progress": False},
+    )
+    with pytest.raises(ValueError, match="window_stride"):
+        M6RecCTRSettings.from_config(config)
