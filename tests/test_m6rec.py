@@ -261,11 +261,14 @@ def _recency_user_states(model, batch, timestamps):
 def test_recency_words_depend_on_gaps_only_and_reach_later_steps_only(data, make_model):
     model = make_model(recency_words=True).eval()
     batch = first_batch(data[1])
-    times = batch["timestamp_list"].double()
+    times = batch["timestamp_list"].double()  # RecBole's min-max scaled times (ml-100k: normalize_all)
+    unit = model.seconds_per_time_unit  # seconds per unit of those times, from the raw range the dataset recorded
+    assert 1e6 < unit < 1e9  # ml-100k spans about seven months
     base = _recency_user_states(model, batch, times)
-    assert torch.equal(base, _recency_user_states(model, batch, times + 12345.0))  # a clock shift changes no gap
+    shifted = _recency_user_states(model, batch, times + 12345.0 / unit)
+    assert torch.equal(base, shifted)  # a clock shift changes no gap
     later = times.clone()
-    later[:, 5:] += 40 * 86400.0  # a 40-day pause before step 5
+    later[:, 5:] += 40 * 86400.0 / unit  # a 40-day pause before step 5, in the batch's units
     moved = _recency_user_states(model, batch, later)
     rows = batch["item_length"] > 5
     assert torch.equal(moved[:, :5], base[:, :5])  # earlier steps never see a later time
