@@ -33,16 +33,18 @@ def test_item_adapter_gets_gradients_and_the_cached_states_stay_fixed(data, make
     cached = model._item_segments.states.clone()
     model.calculate_loss(first_batch(data[1])).backward()
     adapter = {n: p for n, p in model.named_parameters() if n.startswith("item_adapter.")}
-    assert set(adapter) == {f"item_adapter.{n}" for n in ("norm.weight", "norm.bias", "down.weight", "down.bias")} | {
-        f"item_adapter.{n}" for n in ("up.weight", "up.bias", "scale")
+    assert set(adapter) == {
+        f"item_adapter.{n}"
+        for n in ("norm.weight", "norm.bias", "bottleneck.down.weight", "bottleneck.down.bias")
+        + ("bottleneck.up.weight", "bottleneck.up.bias", "bottleneck.scale")
     }
-    assert adapter["item_adapter.up.weight"].grad.abs().sum() > 0  # starts at zero, so only `up` moves first
+    assert adapter["item_adapter.bottleneck.up.weight"].grad.abs().sum() > 0  # starts at zero, so only `up` moves first
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert {n for n, p in model.named_parameters() if p.grad is not None} == trainable
     assert not any(n.startswith("late.stack.") and ".adapter." not in n for n in trainable)
     assert torch.equal(model._item_segments.states, cached)
     with torch.no_grad():  # a trained adapter changes what both towers read
-        adapter["item_adapter.up.weight"].normal_()
+        adapter["item_adapter.bottleneck.up.weight"].normal_()
         ids = torch.tensor([1, 2, 3])
         states, _ = model._item_states(ids)
         assert not torch.allclose(states, model._item_segments.lookup(ids)[0])

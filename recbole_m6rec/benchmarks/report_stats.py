@@ -63,7 +63,7 @@ def significance_lines(
     family = family_of(primary)
     baselines = [e["row"] for e in summary if e["runs"] > 0 and not e["row"].startswith(family)]
     try:
-        from recbole_m6rec.benchmarks.significance import holm, paired_ratio_ci
+        from recbole_m6rec.benchmarks.significance import paired_ratio_ci
     except ImportError as error:
         return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
 
@@ -90,18 +90,14 @@ def significance_lines(
             else "no per-user values to pair (sampled evaluation?)"
         )
         return [f"- Paired comparison {chosen} vs baselines: not computed ({reason})."]
-    adjusted = holm({row: r["p_value"] for row, r in results.items()})
-    lines = [
+    header = (
         f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
         f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
+    )
+    return [
+        header,
+        *comparison_lines(results, best, lambda r: f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}],"),
     ]
-    for row, r in results.items():
-        star = " (the best baseline on valid)" if row == best else ""
-        lines.append(
-            f"  - vs {row}{star}: **{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}], "
-            f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
-        )
-    return lines
 
 
 def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"label": [...], "score": [...]}}
@@ -117,7 +113,7 @@ def labelled_significance_lines(
 ) -> list[str]:
     """Labelled (CTR) plans: each row's test AUC with its DeLong interval, and the validation-chosen primary against
     every row outside its family by DeLong's paired test on the same test samples, Holm-adjusted."""
-    from recbole_m6rec.benchmarks.significance import auc_ci, holm, paired_auc_over_seeds
+    from recbole_m6rec.benchmarks.significance import auc_ci, paired_auc_over_seeds
 
     if main_metric != "auc":
         return [f"- Paired comparison {chosen} vs baselines: DeLong's test is for AUC, not {main_metric}."]
@@ -144,19 +140,26 @@ def labelled_significance_lines(
             f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
         )
         return lines
-    adjusted = holm({row: r["p_value"] for row, r in results.items()})
     lines.append(
         f"- Test AUC of {chosen} − each baseline (DeLong's paired test on the same samples, per seed; mean difference, "
         "95% interval from the mean per-seed standard error, an upper bound whatever the seeds' correlation; p for "
         f"difference = 0 Holm-adjusted over {len(results)} comparisons):"
     )
-    for row, r in results.items():
-        star = " (the best baseline on valid)" if row == best else ""
-        lines.append(
-            f"  - vs {row}{star}: **{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over "
-            f"{r['seeds']} seed(s), p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
-        )
-    return lines
+    effect = lambda r: f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"  # noqa: E731
+    return lines + comparison_lines(results, best, effect)
+
+
+def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
+    """One line per baseline: ``effect(result)`` (the estimate and its interval), p and the Holm-adjusted p over all
+    of ``results``, the validation-chosen best baseline marked."""
+    from recbole_m6rec.benchmarks.significance import holm
+
+    adjusted = holm({row: r["p_value"] for row, r in results.items()})
+    return [
+        f"  - vs {row}{' (the best baseline on valid)' if row == best else ''}: {effect(r)} "
+        f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
+        for row, r in results.items()
+    ]
 
 
 def ratio_lines(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..lm.backbone import FFNAdapter
+
 __all__ = ["ItemStateAdapter"]
 
 
@@ -24,13 +26,7 @@ class ItemStateAdapter(nn.Module):
         # the cached states' scale differs from one backbone to another; normalising first keeps the bottleneck's
         # input at unit scale whatever the backbone
         self.norm = nn.LayerNorm(hidden_size)
-        self.down = nn.Linear(hidden_size, rank)
-        self.up = nn.Linear(rank, hidden_size)
-        self.scale = nn.Parameter(torch.ones(1))
-        nn.init.normal_(self.down.weight, std=hidden_size**-0.5)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        self.bottleneck = FFNAdapter(hidden_size, rank)  # the online layers' adapter: up starts at zero
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
-        return states + self.scale * self.up(nn.functional.gelu(self.down(self.norm(states))))
+        return states + self.bottleneck(self.norm(states))
