@@ -22,7 +22,15 @@ from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.plan import job_spec
 
-__all__ = ["reuse_verdict", "run_or_reuse", "tune", "adopt_tuning_trial", "prepare_report_dir", "load_results"]
+__all__ = [
+    "reuse_verdict",
+    "reusable_result",
+    "run_or_reuse",
+    "tune",
+    "adopt_tuning_trial",
+    "prepare_report_dir",
+    "load_results",
+]
 
 
 def reuse_verdict(previous: dict, spec: dict) -> str | None:
@@ -35,22 +43,32 @@ def reuse_verdict(previous: dict, spec: dict) -> str | None:
     return "; ".join(reasons) if reasons else None
 
 
+def reusable_result(spec: dict, out: Path) -> tuple[dict | None, str | None]:
+    """``(record, None)`` when ``out`` holds a result that can stand for a run of ``spec`` now; ``(None, why)`` when
+    it holds one that cannot; ``(None, None)`` when there is no file."""
+    if not out.exists():
+        return None, None
+    try:
+        previous = json.loads(out.read_text(encoding="utf-8"))
+    except ValueError:
+        previous = {}
+    why = reuse_verdict(previous, spec)
+    return (previous, None) if why is None else (None, why)
+
+
 def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None) -> dict:
     """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
     With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
     budget ran out; not a crash). Each job's temporary files (checkpoints) live in a folder removed after it, so
     a stopped job leaves nothing behind."""
     label = f"[{index}] {spec['row']} seed {spec['seed']}"
-    if out.exists() and resume:
-        try:
-            previous = json.loads(out.read_text(encoding="utf-8"))
-        except ValueError:
-            previous = {}
-        why = reuse_verdict(previous, spec)
-        if why is None:
+    if resume:
+        previous, why = reusable_result(spec, out)
+        if previous is not None:
             print(f"{label}: reusing finished result {out}", flush=True)
             return previous
-        print(f"{label}: not reusing {out}: {why}", flush=True)
+        if why is not None:
+            print(f"{label}: not reusing {out}: {why}", flush=True)
     print(f"{label} ({spec['model']}): running ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(spec, handle)
@@ -110,22 +128,19 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
         seed = plan["tuning"]["seed"]
         count = {"n": 0}
 
-        def run_trial(overrides: dict, name=name, seed=seed, count=count) -> dict:
-            count["n"] += 1
+        def trial(overrides: dict, name=name, seed=seed) -> tuple[dict, Path]:
             spec = job_spec(plan, name, seed, overrides)
-            out = trials_dir / name / f"trial-{spec['config_hash']}.json"
+            return spec, trials_dir / name / f"trial-{spec['config_hash']}.json"
+
+        def run_trial(overrides: dict, name=name, count=count, trial=trial) -> dict:
+            count["n"] += 1
+            spec, out = trial(overrides)
             record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
-        def still_current(overrides: dict, name=name, seed=seed) -> bool:
+        def still_current(overrides: dict, trial=trial) -> bool:
             """A trial in the tuning record counts only while its result file's provenance is current."""
-            spec = job_spec(plan, name, seed, overrides)
-            out = trials_dir / name / f"trial-{spec['config_hash']}.json"
-            try:
-                previous = json.loads(out.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return False
-            return resume and reuse_verdict(previous, spec) is None
+            return resume and reusable_result(*trial(overrides))[0] is not None
 
         print(
             f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "

@@ -229,7 +229,7 @@ def auc_ci(labels, scores, alpha: float = 0.05) -> dict:
 
 def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
     """DeLong's test of two AUCs on the same samples: ``auc_a, auc_b, diff`` (a - b) with its ``1 - alpha`` interval
-    ``ci_low, ci_high`` and the two-sided ``p_value`` for diff = 0."""
+    ``ci_low, ci_high``, its standard error ``se`` and the two-sided ``p_value`` for diff = 0."""
     y, (a, b) = _labels_and_scores(labels, scores_a, scores_b)
     aucs, cov = _delong(y, [a, b])
     diff = float(aucs[0] - aucs[1])
@@ -245,6 +245,7 @@ def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
         "diff": diff,
         "ci_low": diff - half,
         "ci_high": diff + half,
+        "se": se,
         "p_value": p_value,
     }
 
@@ -262,10 +263,7 @@ def paired_auc_over_seeds(primary: dict, baseline: dict, alpha: float = 0.05) ->
         a, b = primary[seed], baseline[seed]
         if not a or not b or a.get("samples_digest") != b.get("samples_digest"):
             continue
-        result = paired_auc_test(a["label"], a["score"], b["score"], alpha)
-        result["se"] = (result["ci_high"] - result["ci_low"]) / (2 * stats.norm.ppf(1 - alpha / 2))
-        result["samples"] = len(a["label"])
-        tests.append(result)
+        tests.append({**paired_auc_test(a["label"], a["score"], b["score"], alpha), "samples": len(a["label"])})
     if not tests:
         return None
     diff = float(np.mean([t["diff"] for t in tests]))

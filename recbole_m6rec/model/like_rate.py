@@ -18,20 +18,16 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType, ModelType
 
+from .most_pop import training_column
+
 __all__ = ["LikeRate", "training_item_likes"]
 
 
 def training_item_likes(dataset, label_field: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(interactions, likes)`` per internal item id over the training split of a sequential dataset.
-
-    Its rows are the training targets; each user's first interaction is never a target, only the first history
-    item of the sample of length 1, so it is counted from there (with its label from the label list)."""
-    feat = dataset.inter_feat
-    items = feat[dataset.iid_field].numpy()
-    labels = feat[label_field].numpy().astype(np.float64)
-    starts = feat[dataset.item_list_length_field].numpy() == 1
-    items = np.concatenate([items, feat[dataset.item_id_list_field][:, 0].numpy()[starts]])
-    labels = np.concatenate([labels, feat[label_field + dataset.config["LIST_SUFFIX"]][:, 0].numpy()[starts]])
+    """``(interactions, likes)`` per internal item id over the training split (each user's first interaction
+    included, as :func:`~recbole_m6rec.model.most_pop.training_column` reads it)."""
+    items = training_column(dataset, dataset.iid_field)
+    labels = training_column(dataset, label_field).astype(np.float64)
     counts = np.bincount(items, minlength=dataset.item_num).astype(np.float64)
     likes = np.bincount(items, weights=labels, minlength=dataset.item_num)
     return counts, likes

@@ -19,22 +19,28 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
-__all__ = ["MostPop", "training_item_counts"]
+__all__ = ["MostPop", "training_column", "training_item_counts"]
+
+
+def training_column(dataset, field: str) -> np.ndarray:
+    """``field``'s value for every training interaction, one per interaction.
+
+    A general dataset holds one row per interaction. A sequential dataset holds one row per training target with the
+    user's earlier interactions as its history; each user's first interaction is never a target, only the history of
+    the sample of length 1, so it is read from there (``<field><LIST_SUFFIX>[:, 0]``): the values then equal those of
+    the same split read as general data."""
+    feat = dataset.inter_feat
+    values = feat[field].numpy()
+    list_field = field + dataset.config["LIST_SUFFIX"]
+    if getattr(dataset, "item_id_list_field", None) in feat and list_field in feat:
+        starts = feat[dataset.item_list_length_field].numpy() == 1
+        values = np.concatenate([values, feat[list_field][:, 0].numpy()[starts]])
+    return values
 
 
 def training_item_counts(dataset) -> np.ndarray:
-    """Training interactions per internal item id (``[n_items]``, padding id 0 included).
-
-    A general dataset holds one row per interaction. A sequential dataset holds one row per training target with the
-    user's earlier items as its history; each user's first item is never a target, only the history of the sample
-    of length 1, so it is counted from there: the counts then equal those of the same split read as general data.
-    """
-    feat = dataset.inter_feat
-    items = feat[dataset.iid_field].numpy()
-    if getattr(dataset, "item_id_list_field", None) in feat:
-        starts = feat[dataset.item_list_length_field].numpy() == 1
-        items = np.concatenate([items, feat[dataset.item_id_list_field][:, 0].numpy()[starts]])
-    return np.bincount(items, minlength=dataset.item_num)
+    """Training interactions per internal item id (``[n_items]``, padding id 0 included)."""
+    return np.bincount(training_column(dataset, dataset.iid_field), minlength=dataset.item_num)
 
 
 class MostPop(GeneralRecommender):
