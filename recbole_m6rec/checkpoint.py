@@ -1,6 +1,6 @@
 """Checkpoints: the plugin's plain-data format, random states for resuming, and a safe loader for RecBole's own.
 
-**Plain checkpoints.** Plugin trainers write tensors, numbers, strings, lists and dicts only, so
+**Plain checkpoints.** Plugin models' best-model checkpoints and every run's resume points hold tensors, numbers, strings, lists and dicts only, so
 ``torch.load(weights_only=True)`` reads them with no trust needed. The config is kept as the user's own settings
 (``external_config_dict``: files, dict and command line), from which ``PluginConfig`` rebuilds the same
 configuration. Resume points also hold every random state the next epoch draws from (torch, numpy, Python, and the
@@ -42,6 +42,8 @@ __all__ = [
     "plain_settings",
     "capture_rng",
     "restore_rng",
+    "training_state",
+    "is_checkpoint_writer",
     "save_plain_checkpoint",
     "load_plain_checkpoint",
     "is_plain_checkpoint",
@@ -101,6 +103,31 @@ def restore_rng(state: dict, loader_generator: torch.Generator | None = None) ->
     random.setstate((version, tuple(internal), gauss))
     if loader_generator is not None and "loader" in state:
         loader_generator.set_state(state["loader"])
+
+
+def training_state(trainer, epoch: int) -> dict:
+    """What a checkpoint of ``trainer`` after ``epoch`` holds: model, settings, early-stopping state and optimizer.
+    Submodules in ``other_parameter`` are left out (DIN and DIEN list a module holding the whole dataset there;
+    their weights are in ``state_dict`` anyway)."""
+    best_result = trainer.best_valid_result
+    others = trainer.model.other_parameter() or {}
+    return {
+        "model": trainer.config["model"],
+        "dataset": trainer.config["dataset"],
+        "settings": plain_settings(trainer.config),
+        "epoch": epoch,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": float(trainer.best_valid_score),
+        "best_valid_result": None if best_result is None else {k: float(v) for k, v in best_result.items()},
+        "state_dict": trainer.model.state_dict(),
+        "other_parameter": {k: v for k, v in others.items() if not isinstance(v, torch.nn.Module)},
+        "optimizer": None if trainer.optimizer is None else trainer.optimizer.state_dict(),
+    }
+
+
+def is_checkpoint_writer(config) -> bool:
+    """One process writes checkpoints: the only one, or rank 0 of a multi-process run."""
+    return config["single_spec"] or config["local_rank"] == 0
 
 
 def save_plain_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:

@@ -116,11 +116,6 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
     if distributed:
         _share_rank0_checkpoint_paths(trainer)
     if config["resume_checkpoint"]:
-        if not hasattr(trainer, "resume_file"):
-            raise ValueError(
-                f"resume_checkpoint works for the plugin's models ({', '.join(registry.PLUGIN_MODELS)}); "
-                f"{config['model']}'s RecBole trainer writes checkpoints torch >= 2.6 cannot resume from"
-            )
         trainer.resume_checkpoint(config["resume_checkpoint"])
     with anomaly_detection_off():
         started = time.perf_counter()
@@ -184,11 +179,9 @@ def run_pipeline(config: PluginConfig, saved: bool = True) -> RunOutcome:
 def _share_rank0_checkpoint_paths(trainer) -> None:
     """RecBole names checkpoints by the local time at trainer creation, which can differ between ranks by a second;
     every rank must read the file rank 0 writes."""
-    paths = [trainer.saved_model_file, getattr(trainer, "resume_file", None)]
+    paths = [trainer.saved_model_file, trainer.resume_file]
     torch.distributed.broadcast_object_list(paths, src=0)
-    trainer.saved_model_file = paths[0]
-    if paths[1] is not None:
-        trainer.resume_file = paths[1]
+    trainer.saved_model_file, trainer.resume_file = paths
 
 
 def _check_ranks_in_sync(model) -> bool:

@@ -13,26 +13,46 @@ difference from RecBole, each a named hook of RecBole's ``Trainer``:
   user of every full-ranking row, so ``per_user_result`` can name each value's user.
 * ``_neg_sample_batch_eval``: in labelled (value) evaluation, each sample's user, item, label and score, so
   ``per_sample_result`` can hand them to a paired AUC test (DeLong) between models scored on the same samples.
+* ``fit`` / ``_train_epoch`` / ``resume_checkpoint``: besides the best model, a resume point
+  ``<best file>-last.pth`` after every evaluated epoch, holding the optimizer, the early-stopping state and every
+  random state (:mod:`recbole_m6rec.checkpoint`), so ``resume_checkpoint`` continues an interrupted run, of a
+  RecBole or a plugin model, to the same final metrics as an uninterrupted one (RecBole's own resume cannot load
+  its checkpoints under torch >= 2.6, and they hold no random states). A base trainer may define
+  ``epoch_data(train_data)``: the loader the epochs iterate over instead of RecBole's training data.
 * ``_save_checkpoint``: submodules left out of ``other_parameter`` (DIN and DIEN list their ``embedding_layer``, a
   module holding the whole dataset, there; RecBole would pickle the dataset into every checkpoint).
 
 The plugin's own trainer classes, which the registry names for plugin models, live in
-:mod:`recbole_m6rec.plugin_trainer` (plain-data checkpoints, resume points, no-training models) and
+:mod:`recbole_m6rec.plugin_trainer` (plain-data best-model checkpoints, no-training models) and
 :mod:`recbole_m6rec.m6rec_trainer` (M6Rec's whole-sequence windows). A run of a RecBole model imports neither, so
 its benchmark result does not depend on their code.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
-from recbole.utils import EvaluatorType
+from recbole.utils import EvaluatorType, set_color
 
 from recbole_m6rec import registry
+from recbole_m6rec.checkpoint import (
+    capture_rng,
+    is_checkpoint_writer,
+    load_plain_checkpoint,
+    plain_settings,
+    restore_rng,
+    save_plain_checkpoint,
+    training_state,
+)
 from recbole_m6rec.compat import PlainValueCollector
 from recbole_m6rec.evaluation import check_history_mask_rule, known_item_index, sequential_history_matrix
 from recbole_m6rec.per_user import PerUserEvaluator
 
 __all__ = ["build_trainer", "RunHooks"]
+
+# settings that may differ between an interrupted run and its resumption without changing the result
+_RESUME_NEUTRAL_KEYS = {"resume_checkpoint", "checkpoint_dir", "show_progress", "state", "log_wandb"}
 
 
 def build_trainer(config, model, train_data, valid_data, test_data):
@@ -87,6 +107,79 @@ class RunHooks:
         self._uid_field = config["USER_ID_FIELD"]
         self._iid_field = config["ITEM_ID_FIELD"]
         self._label_field = config["LABEL_FIELD"]
+        self.resume_file = os.path.splitext(self.saved_model_file)[0] + "-last.pth"
+        self._train_loader = None
+        self._pending_rng = None
+
+    # ------------------------------------------------------------------------------------- training and resuming
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        # RecBole sees the real training data (its evaluation collector counts item popularity there, for
+        # AveragePopularity and TailPercentage); only the epochs iterate over epoch_data.
+        epoch_data = getattr(self, "epoch_data", None)
+        self._train_loader = epoch_data(train_data) if epoch_data else train_data
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng, getattr(self._train_loader, "generator", None))
+            self._pending_rng = None
+
+        def after_evaluation(epoch_idx, valid_score):
+            if saved:
+                self._save_resume_point(epoch_idx, verbose)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_evaluation)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loader = train_data if self._train_loader is None else self._train_loader
+        return super()._train_epoch(loader, epoch_idx, loss_func, show_progress)
+
+    def _save_resume_point(self, epoch: int, verbose: bool = True) -> None:
+        if not is_checkpoint_writer(self.config):
+            return
+        save_plain_checkpoint(
+            self.resume_file,
+            **training_state(self, epoch),
+            best_file=self.saved_model_file,
+            train_loss={int(k): float(v) for k, v in self.train_loss_dict.items()},
+            rng=capture_rng(getattr(self._train_loader, "generator", None)),
+        )
+        if verbose:
+            self.logger.info(
+                set_color("Resume point", "blue") + f": {self.resume_file} (epoch {epoch}; continue "
+                f"with --resume_checkpoint={self.resume_file})"
+            )
+
+    def resume_checkpoint(self, resume_file):
+        """Continue from a resume point (or a plain best-model checkpoint, then without its random states)."""
+        checkpoint = load_plain_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["model"] != self.config["model"] or checkpoint["dataset"] != self.config["dataset"]:
+            raise ValueError(
+                f"'{resume_file}' holds {checkpoint['model']} on {checkpoint['dataset']}; this run is "
+                f"{self.config['model']} on {self.config['dataset']}"
+            )
+        saved, current = checkpoint["settings"], plain_settings(self.config)
+        changed = sorted(
+            k for k in set(saved) | set(current) if k not in _RESUME_NEUTRAL_KEYS and saved.get(k) != current.get(k)
+        )
+        if changed:
+            self.logger.warning(
+                f"resuming with settings that differ from the checkpoint's: {changed}; the result "
+                "will not match an uninterrupted run"
+            )
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint["other_parameter"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint["best_valid_result"]
+        self.train_loss_dict = dict(checkpoint.get("train_loss") or {})
+        if checkpoint.get("best_file"):
+            self.saved_model_file = checkpoint["best_file"]
+            self.resume_file = str(resume_file)
+        self._pending_rng = checkpoint.get("rng")
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def evaluate(self, eval_data, *args, **kwargs):
         self._current_eval_data = eval_data

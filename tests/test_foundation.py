@@ -110,7 +110,7 @@ def test_checkpoint_reloads_without_lowering_safety(workdir):
     from recbole_m6rec.quick_start import load_data_and_model
 
     result = run_recbole.main(["--model=BPR", "--dataset=ml-100k", *_cli(epochs=1, **QUIET)])
-    (checkpoint,) = list((workdir / "saved").glob("BPR-*.pth"))
+    (checkpoint,) = list((workdir / "saved").glob("BPR-*[0-9].pth"))  # the best model, not the resume point
     config, model, dataset, train_data, valid_data, test_data = load_data_and_model(str(checkpoint))
     assert config["model"] == "BPR" and dataset.item_num == 1683
     saved = load_recbole_checkpoint(checkpoint)["state_dict"]

@@ -1,4 +1,4 @@
-"""Reliability of M6Rec runs: plain-data checkpoints, resume after a hard kill, determinism.
+"""Reliability of runs: plain-data checkpoints, resume after a hard kill (M6Rec and a RecBole model), determinism.
 
 Tiny random-initialised backbone (real tokenizer, real RecBole pipeline) on a slice of ml-100k.
 """
@@ -28,41 +28,46 @@ SETTINGS = {
     "state": "WARNING",
 }
 
-# Runs one M6Rec training in a fresh process; with KILL_AT=n the process SIGKILLs itself inside the n-th training
-# batch (no cleanup, no exception handling: what `kill -9` or an out-of-memory kill does mid-epoch).
+# Runs one training in a fresh process; with KILL_EPOCH=e the process SIGKILLs itself inside the 5th training batch
+# of epoch e (no cleanup, no exception handling: what `kill -9` or an out-of-memory kill does mid-epoch).
 RUNNER = textwrap.dedent("""
     import json, os, signal, sys
+    from recbole.trainer import Trainer
+    from recbole_m6rec import registry
     from recbole_m6rec.config import PluginConfig
-    from recbole_m6rec.model.m6rec import M6Rec
     from recbole_m6rec.quick_start import run_pipeline
 
-    settings, out, kill_at = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    if kill_at:
-        original, calls = M6Rec.calculate_loss, [0]
-        def calculate_loss(self, interaction):
-            calls[0] += 1
-            if calls[0] == kill_at:
+    model, settings, out, kill_epoch = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    if kill_epoch:
+        train_epoch, model_class, batches = Trainer._train_epoch, registry.get_model(model), {}
+        def counted_train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+            batches["epoch"], batches["n"] = epoch_idx, 0
+            return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+        calculate_loss = model_class.calculate_loss
+        def killing_calculate_loss(self, interaction):
+            batches["n"] += 1
+            if batches["epoch"] == kill_epoch and batches["n"] == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return original(self, interaction)
-        M6Rec.calculate_loss = calculate_loss
-    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict=settings)
+            return calculate_loss(self, interaction)
+        Trainer._train_epoch, model_class.calculate_loss = counted_train_epoch, killing_calculate_loss
+    config = PluginConfig(model=model, dataset="ml-100k", config_dict=settings)
     outcome = run_pipeline(config, saved=True)
     with open(out, "w") as handle:
         json.dump({"test": dict(outcome.result["test_result"]), "valid": dict(outcome.result["best_valid_result"]),
                    "epochs": outcome.extra["epochs_run"]}, handle)
 """)
 
+# SASRec on the same slice: a RecBole model under RecBole's own Trainer class (plus the run hooks)
+SASREC_SETTINGS = {
+    key: SETTINGS[key] for key in ("user_inter_num_interval", "MAX_ITEM_LIST_LENGTH", "epochs", "stopping_step")
+} | {"train_batch_size": 256, "train_neg_sample_args": None, "show_progress": False, "state": "WARNING"}
 
-def run_m6rec(tmp_path, name, kill_at=0, **overrides):
-    settings = {
-        **SETTINGS,
-        "text_cache_dir": str(tmp_path / "cache"),
-        "checkpoint_dir": str(tmp_path / f"saved-{name}"),
-        **overrides,
-    }
+
+def run_training(tmp_path, model, name, settings, kill_epoch=0, **overrides):
+    settings = {**settings, "checkpoint_dir": str(tmp_path / f"saved-{name}"), **overrides}
     out = tmp_path / f"{name}.json"
     completed = subprocess.run(
-        [sys.executable, "-c", RUNNER, json.dumps(settings), str(out), str(kill_at)],
+        [sys.executable, "-c", RUNNER, model, json.dumps(settings), str(out), str(kill_epoch)],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -71,13 +76,17 @@ def run_m6rec(tmp_path, name, kill_at=0, **overrides):
     return completed, (json.loads(out.read_text()) if out.exists() else None)
 
 
+def run_m6rec(tmp_path, name, kill_epoch=0, **overrides):
+    settings = {**SETTINGS, "text_cache_dir": str(tmp_path / "cache")}
+    return run_training(tmp_path, "M6Rec", name, settings, kill_epoch, **overrides)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("reliability")
     first = run_m6rec(tmp_path, "first")
     second = run_m6rec(tmp_path, "second")
-    # 539 whole-sequence windows / batch 32 = 17 batches per epoch: batch 39 is inside the third epoch (index 2)
-    killed = run_m6rec(tmp_path, "killed", kill_at=39)
+    killed = run_m6rec(tmp_path, "killed", kill_epoch=2)
     return tmp_path, first, second, killed
 
 
@@ -114,6 +123,29 @@ def test_killed_run_resumes_to_the_same_metrics(runs):
     assert done.returncode == 0, done.stderr[-2000:]
     assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
     assert resumed["epochs"] == 4
+
+
+def test_killed_recbole_model_run_resumes_to_the_same_metrics(tmp_path):
+    done, uninterrupted = run_training(tmp_path, "SASRec", "whole", SASREC_SETTINGS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    killed, killed_result = run_training(tmp_path, "SASRec", "killed", SASREC_SETTINGS, kill_epoch=2)
+    assert killed.returncode == -9 and killed_result is None
+    (resume_point,) = (tmp_path / "saved-killed").glob("SASRec-*-last.pth")
+    assert load_plain_checkpoint(resume_point)["epoch"] == 1
+    done, resumed = run_training(
+        tmp_path,
+        "SASRec",
+        "resumed",
+        SASREC_SETTINGS,
+        resume_checkpoint=str(resume_point),
+        checkpoint_dir=str(tmp_path / "saved-killed"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert resumed["test"] == uninterrupted["test"] and resumed["valid"] == uninterrupted["valid"]
+    assert resumed["epochs"] == 4 and uninterrupted["test"]["ndcg@10"] > 0
+    # the best model stays in RecBole's own format, read back by the safe loader
+    (best,) = (tmp_path / "saved-killed").glob("SASRec-*[0-9].pth")
+    assert "config" in load_recbole_checkpoint(best)
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(runs, tmp_path):

@@ -8,6 +8,13 @@ result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_
 ``per_sample_test`` (labelled evaluation: each test sample's label and score, for a paired AUC test) and its
 ``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
 the library versions, the git commit).
+
+**Interrupted jobs continue.** A job's checkpoints live in ``.partial/<OUT name>/`` beside OUT, with the resume
+point its trainer writes after every evaluated epoch (:class:`recbole_m6rec.trainer.RunHooks`). A job killed
+mid-run (the machine went away, ``kill -9``) leaves that folder; the next job for the same OUT continues from the
+last finished epoch, to the metrics an uninterrupted run gives, if the row's settings, the plugin's source files
+and the library versions are those the partial run had (``partial.json``); otherwise it starts over. The record
+says ``resumed_from_epoch``. The folder is removed once the job has a result, success or failure.
 """
 
 from __future__ import annotations
@@ -99,18 +106,59 @@ def compact_samples(samples: dict) -> dict:
     }
 
 
-def run_job(spec: dict) -> dict:
+def partial_folder(out: str | Path) -> Path:
+    """Where the job writing ``out`` keeps its checkpoints while it runs."""
+    out = Path(out)
+    return out.parent / ".partial" / out.stem
+
+
+def resume_point(folder: Path, spec: dict) -> Path | None:
+    """The latest resume point in ``folder`` if it was written for this spec by this code; else ``None``, with the
+    folder emptied and stamped for the run about to start."""
     from recbole_m6rec.benchmarks import provenance
+
+    stamp = {
+        "config_hash": spec["config_hash"],
+        "seed": spec["seed"],
+        "package_code_hash": provenance.package_code_hash(),
+        "versions": provenance.library_versions(),
+    }
+    stamp_file = folder / "partial.json"
+    try:
+        same = json.loads(stamp_file.read_text(encoding="utf-8")) == stamp
+    except (OSError, ValueError):
+        same = False
+    points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime) if same else []
+    if points:
+        return points[-1]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
+    return None
+
+
+def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
+    """Run ``spec``; with ``checkpoint_dir``, continue the interrupted run found there (see the module docstring)."""
+    from recbole_m6rec.benchmarks import provenance
+    from recbole_m6rec.checkpoint import load_plain_checkpoint
     from recbole_m6rec.config import PluginConfig
     from recbole_m6rec.quick_start import run_pipeline
 
     started_at = time.time()
     data_path = None
-    checkpoint_dir = tempfile.mkdtemp(prefix="m6rec-job-")
+    resume_from = None
+    if checkpoint_dir is None:
+        checkpoint_dir = Path(tempfile.mkdtemp(prefix="m6rec-job-"))
+    else:
+        resume_from = resume_point(checkpoint_dir, spec)
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
     started = time.perf_counter()
     try:
-        config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": checkpoint_dir}
+        config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": str(checkpoint_dir)}
+        if resume_from is not None:
+            config_dict["resume_checkpoint"] = str(resume_from)
+            record["resumed_from_epoch"] = load_plain_checkpoint(resume_from)["epoch"] + 1
+            print(f"continuing the interrupted run in {checkpoint_dir} at epoch {record['resumed_from_epoch']}")
         apply_torch_settings(config_dict)
         config = PluginConfig(
             model=spec["model"],
@@ -153,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    record = run_job(spec)
+    record = run_job(spec, partial_folder(argv[1]))
     atomic_write_text(argv[1], json.dumps(record, indent=1, default=str))
     return 0 if record["status"] == "ok" else 1
 

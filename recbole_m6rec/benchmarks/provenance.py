@@ -10,6 +10,8 @@ A job records, after its run:
   of a row do not depend on them.
 * ``data``: the dataset's atomic files (SHA-256 each).
 * ``versions``: Python, recbole, torch, transformers, numpy.
+* ``runtime``: what changes times but not numbers: torch's thread count, a preloaded memory allocator
+  (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count.
 * ``git_commit``, ``git_dirty`` (the working tree differs from that commit) and ``dirty_code`` (which of the row's
   own code files differ from it), for the reader; reuse is decided by the hashes, not by the commit.
 * ``changed_during_run``: code files modified after the job started; such a result is never reused, since the file
@@ -30,7 +32,15 @@ from pathlib import Path
 
 import recbole_m6rec
 
-__all__ = ["REPO_ROOT", "code_files", "collect", "library_versions", "stale_reasons", "short"]
+__all__ = [
+    "REPO_ROOT",
+    "code_files",
+    "collect",
+    "library_versions",
+    "package_code_hash",
+    "stale_reasons",
+    "short",
+]
 
 PACKAGE_DIR = Path(recbole_m6rec.__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -71,6 +81,18 @@ def code_files(modules: dict | None = None) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def package_code_hash() -> str:
+    """One hash over every plugin source file outside the benchmark modules, imported or not: what an interrupted
+    job's partial training must share with its continuation (stricter than a row's own ``code_hash``, which is
+    known only once the run has imported its modules)."""
+    files = {
+        path.relative_to(PACKAGE_DIR).as_posix(): _file_hash(path)
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if "benchmarks" not in path.relative_to(PACKAGE_DIR).parts
+    }
+    return combined_hash(files)
+
+
 def data_files(data_path: str, dataset: str) -> dict[str, str]:
     """The dataset's atomic files; ``data_path`` as RecBole's config holds it (the dataset's own folder)."""
     folder = Path(data_path)
@@ -91,6 +113,17 @@ def library_versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "numpy": numpy.__version__,
+    }
+
+
+def runtime() -> dict:
+    import torch
+
+    preload = os.environ.get("LD_PRELOAD", "")
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "ld_preload": " ".join(Path(p).name for p in preload.split() if p) or None,
     }
 
 
@@ -127,6 +160,7 @@ def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
         "code": code,
         "data": data_files(data_path, dataset) if data_path else {},
         "versions": library_versions(),
+        "runtime": runtime(),
         **git_state(list(code)),
         "changed_during_run": changed,
     }

@@ -31,11 +31,25 @@ def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
 
 
 def convergence_lines(records: list[dict]) -> list[str]:
-    """The runs that stopped at their epoch cap (marked in the table), or that none did."""
+    """The runs that stopped at their epoch cap (marked in the table), or that none did; the runs continued after
+    an interruption."""
     capped = sorted({f"{r['row']} (seed {r['seed']})" for r in records if r.get("status") == "ok" and r.get("hit_cap")})
-    if not capped:
-        return ["Every trained row stopped early on its validation metric, before its epoch cap."]
-    return [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."]
+    lines = (
+        [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."]
+        if capped
+        else ["Every trained row stopped early on its validation metric, before its epoch cap."]
+    )
+    resumed = [
+        f"{r['row']} (seed {r['seed']}) at epoch {r['resumed_from_epoch']}"
+        for r in records
+        if r.get("status") == "ok" and r.get("resumed_from_epoch")
+    ]
+    if resumed:
+        lines.append(
+            "Continued after an interruption, from the resume point of the last finished epoch (same metrics as an "
+            f"uninterrupted run; its train time counts the continuation only): {', '.join(sorted(resumed))}."
+        )
+    return lines
 
 
 def provenance_lines(records: list[dict]) -> list[str]:

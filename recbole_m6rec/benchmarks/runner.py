@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
-from recbole_m6rec.benchmarks import provenance
+from recbole_m6rec.benchmarks import job, provenance
 from recbole_m6rec.benchmarks.plan import job_spec
 
 __all__ = [
@@ -59,8 +59,9 @@ def reusable_result(spec: dict, out: Path) -> tuple[dict | None, str | None]:
 def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None) -> dict:
     """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
     With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
-    budget ran out; not a crash). Each job's temporary files (checkpoints) live in a folder removed after it, so
-    a stopped job leaves nothing behind."""
+    budget ran out; not a crash) and its checkpoints are deleted, so a budget is never stretched over two runs.
+    A job killed otherwise (the machine went away) leaves them for the next run of ``out`` to continue from
+    (:mod:`recbole_m6rec.benchmarks.job`)."""
     label = f"[{index}] {spec['row']} seed {spec['seed']}"
     if resume:
         previous, why = reusable_result(spec, out)
@@ -83,7 +84,7 @@ def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout
                 timeout=timeout,
             ).returncode
     except subprocess.TimeoutExpired:  # subprocess.run has killed the job
-        pass
+        shutil.rmtree(job.partial_folder(out), ignore_errors=True)
     finally:
         os.unlink(spec_path)
     record = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}

@@ -1,0 +1,96 @@
+"""A benchmark job killed mid-run continues from its last finished epoch when run again for the same result file,
+and starts over when the row's settings changed."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from helpers import REPO
+
+from recbole_m6rec.benchmarks import job
+from recbole_m6rec.benchmarks.plan import job_spec
+
+PLAN = {
+    "dataset": "ml-100k",
+    "common": {
+        "user_inter_num_interval": "[0,30]",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "epochs": 4,
+        "stopping_step": 100,
+        "train_batch_size": 256,
+        "train_neg_sample_args": None,
+        "show_progress": False,
+        "state": "WARNING",
+    },
+    "rows": {"SASRec": {"model": "SASRec"}},
+}
+
+# The job's own command line; with KILL_EPOCH=e it SIGKILLs itself inside epoch e's 3rd batch, as a machine that
+# goes away would (no cleanup runs).
+RUNNER = textwrap.dedent("""
+    import os, signal, sys
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole_m6rec.benchmarks import job
+
+    kill_epoch, state = int(sys.argv[3]), {}
+    if kill_epoch:
+        train_epoch, calculate_loss = Trainer._train_epoch, SASRec.calculate_loss
+        def counted(self, train_data, epoch_idx, *args, **kwargs):
+            state["epoch"], state["n"] = epoch_idx, 0
+            return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+        def killing(self, interaction):
+            state["n"] += 1
+            if state["epoch"] == kill_epoch and state["n"] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return calculate_loss(self, interaction)
+        Trainer._train_epoch, SASRec.calculate_loss = counted, killing
+    sys.exit(job.main(sys.argv[1:3]))
+""")
+
+
+def run(tmp_path, spec, out, kill_epoch=0):
+    spec_file = tmp_path / f"spec-{spec['config_hash']}.json"
+    spec_file.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(spec_file), str(out), str(kill_epoch)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    return done, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_a_killed_job_continues_where_it_stopped(tmp_path):
+    spec = job_spec(PLAN, "SASRec", 2020)
+    whole_done, whole = run(tmp_path, spec, tmp_path / "whole.json")
+    assert whole_done.returncode == 0, whole_done.stderr[-2000:]
+    assert whole["status"] == "ok" and "resumed_from_epoch" not in whole
+
+    out = tmp_path / "results" / "SASRec-seed2020.json"
+    out.parent.mkdir()
+    killed, record = run(tmp_path, spec, out, kill_epoch=2)
+    assert killed.returncode == -9 and record is None
+    partial = job.partial_folder(out)
+    assert len(list(partial.glob("SASRec-*-last.pth"))) == 1  # epochs 0 and 1 finished before the kill
+
+    done, resumed = run(tmp_path, spec, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert resumed["resumed_from_epoch"] == 2
+    assert resumed["valid"] == whole["valid"] and resumed["test"] == whole["test"]
+    assert resumed["epochs_run"] == whole["epochs_run"] == 4
+    assert not partial.exists()  # a finished job leaves no checkpoints behind
+
+
+def test_a_partial_run_of_other_settings_is_not_continued(tmp_path):
+    out = tmp_path / "SASRec-seed2020.json"
+    killed, _ = run(tmp_path, job_spec(PLAN, "SASRec", 2020), out, kill_epoch=1)
+    assert killed.returncode == -9 and list(job.partial_folder(out).glob("*-last.pth"))
+
+    changed = job_spec(PLAN, "SASRec", 2020, {"learning_rate": 0.002})
+    done, record = run(tmp_path, changed, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert record["status"] == "ok" and "resumed_from_epoch" not in record
