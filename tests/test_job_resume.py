@@ -1,5 +1,6 @@
 """A benchmark job killed mid-run continues from its last finished epoch when run again for the same result file,
-and starts over when the row's settings changed."""
+also after a change to code the row does not run (M6Rec's files, for a SASRec row), and starts over when the row's
+settings or its own code changed."""
 
 import json
 import os
@@ -76,6 +77,7 @@ def test_a_killed_job_continues_where_it_stopped(tmp_path):
     assert killed.returncode == -9 and record is None
     partial = job.partial_folder(out)
     assert len(list(partial.glob("SASRec-*-last.pth"))) == 1  # epochs 0 and 1 finished before the kill
+    pretend_changed(partial, "recbole_m6rec/model/m6rec.py")  # code a SASRec run never imports
 
     done, resumed = run(tmp_path, spec, out)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -85,12 +87,27 @@ def test_a_killed_job_continues_where_it_stopped(tmp_path):
     assert not partial.exists()  # a finished job leaves no checkpoints behind
 
 
-def test_a_partial_run_of_other_settings_is_not_continued(tmp_path):
-    out = tmp_path / "SASRec-seed2020.json"
-    killed, _ = run(tmp_path, job_spec(PLAN, "SASRec", 2020), out, kill_epoch=1)
-    assert killed.returncode == -9 and list(job.partial_folder(out).glob("*-last.pth"))
+def pretend_changed(partial, path):
+    """Make the partial run's stamp say that ``path`` had other content when that run started."""
+    stamp_file = partial / "partial.json"
+    stamp = json.loads(stamp_file.read_text())
+    assert path in stamp["files"]
+    stamp["files"][path] = "0" * 16
+    stamp_file.write_text(json.dumps(stamp))
 
+
+def test_a_partial_run_of_other_settings_or_code_is_not_continued(tmp_path):
+    out = tmp_path / "SASRec-seed2020.json"
+    spec = job_spec(PLAN, "SASRec", 2020)
+    killed, _ = run(tmp_path, spec, out, kill_epoch=1)
+    assert killed.returncode == -9 and list(job.partial_folder(out).glob("*-last.pth"))
     changed = job_spec(PLAN, "SASRec", 2020, {"learning_rate": 0.002})
+    done, record = run(tmp_path, changed, out, kill_epoch=1)
+    assert done.returncode == -9 and record is None
+    stamp = json.loads((job.partial_folder(out) / "partial.json").read_text())
+    assert stamp["config_hash"] == changed["config_hash"] != spec["config_hash"]  # started over, stamped anew
+
+    pretend_changed(job.partial_folder(out), "recbole_m6rec/trainer.py")  # code every run imports
     done, record = run(tmp_path, changed, out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert record["status"] == "ok" and "resumed_from_epoch" not in record

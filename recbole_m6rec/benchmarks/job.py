@@ -113,26 +113,39 @@ def partial_folder(out: str | Path) -> Path:
 
 
 def resume_point(folder: Path, spec: dict) -> Path | None:
-    """The latest resume point in ``folder`` if it was written for this spec by this code; else ``None``, with the
-    folder emptied and stamped for the run about to start."""
+    """The latest resume point in ``folder`` if a run of this spec wrote it under the same libraries and the same
+    code for this row; else ``None``, with the folder emptied and stamped for the run about to start.
+
+    "The same code for this row" is checked on the plugin modules a run of ``spec["model"]`` imports up front (the
+    model's module, its trainer's, the pipeline's), so a partial SASRec run survives a change to M6Rec's files;
+    :func:`run_job` checks again, after the continued run, every module it really imported."""
+    from recbole_m6rec import quick_start, registry  # noqa: F401 - imported for their files
     from recbole_m6rec.benchmarks import provenance
 
-    stamp = {
-        "config_hash": spec["config_hash"],
-        "seed": spec["seed"],
-        "package_code_hash": provenance.package_code_hash(),
-        "versions": provenance.library_versions(),
-    }
+    registry.get_model(spec["model"])
+    if registry.is_plugin_model(spec["model"]):
+        registry.get_trainer(None, spec["model"])
     stamp_file = folder / "partial.json"
     try:
-        same = json.loads(stamp_file.read_text(encoding="utf-8")) == stamp
-    except (OSError, ValueError):
+        stamp = json.loads(stamp_file.read_text(encoding="utf-8"))
+        same = (
+            all(stamp[key] == spec[key] for key in ("config_hash", "seed"))
+            and stamp["versions"] == provenance.library_versions()
+            and not provenance.changed_files(provenance.code_files(), stamp["files"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
         same = False
     points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime) if same else []
     if points:
         return points[-1]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    stamp = {
+        "config_hash": spec["config_hash"],
+        "seed": spec["seed"],
+        "versions": provenance.library_versions(),
+        "files": provenance.package_files(),
+    }
     atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
     return None
 
@@ -151,6 +164,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
         checkpoint_dir = Path(tempfile.mkdtemp(prefix="m6rec-job-"))
     else:
         resume_from = resume_point(checkpoint_dir, spec)
+        stamped_files = json.loads((checkpoint_dir / "partial.json").read_text(encoding="utf-8"))["files"]
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
     started = time.perf_counter()
     try:
@@ -190,6 +204,13 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     # after the run: the plugin modules it imported are in sys.modules now
     record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
+    if resume_from is not None and record["status"] == "ok":
+        earlier_code = provenance.changed_files(record["provenance"]["code"], stamped_files)
+        if earlier_code:  # a module imported only later in the run changed between the two parts
+            record.update(
+                status="failed",
+                error=f"continued a run whose first part ran other code ({', '.join(earlier_code)}); run it again",
+            )
     record["wall_seconds"] = round(time.perf_counter() - started, 2)
     record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return record

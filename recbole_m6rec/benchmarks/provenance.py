@@ -37,7 +37,8 @@ __all__ = [
     "code_files",
     "collect",
     "library_versions",
-    "package_code_hash",
+    "package_files",
+    "changed_files",
     "stale_reasons",
     "short",
 ]
@@ -81,16 +82,19 @@ def code_files(modules: dict | None = None) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def package_code_hash() -> str:
-    """One hash over every plugin source file outside the benchmark modules, imported or not: what an interrupted
-    job's partial training must share with its continuation (stricter than a row's own ``code_hash``, which is
-    known only once the run has imported its modules)."""
-    files = {
-        path.relative_to(PACKAGE_DIR).as_posix(): _file_hash(path)
-        for path in sorted(PACKAGE_DIR.rglob("*.py"))
-        if "benchmarks" not in path.relative_to(PACKAGE_DIR).parts
-    }
-    return combined_hash(files)
+def package_files() -> dict[str, str]:
+    """``{path relative to the repository: content hash}`` of every plugin source file outside the benchmark
+    modules, imported or not (a killed job stamps its partial training with them; see ``benchmarks/job.py``)."""
+    files = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if "benchmarks" not in path.relative_to(PACKAGE_DIR).parts:
+            files[path.relative_to(REPO_ROOT).as_posix()] = _file_hash(path)
+    return files
+
+
+def changed_files(files: dict[str, str], stamp: dict[str, str]) -> list[str]:
+    """The files of ``files`` whose hash differs from (or is missing in) ``stamp``."""
+    return sorted(path for path, digest in files.items() if stamp.get(path) != digest)
 
 
 def data_files(data_path: str, dataset: str) -> dict[str, str]:
