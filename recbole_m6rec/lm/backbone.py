@@ -1,13 +1,16 @@
 """A pretrained transformer split into lower layers (run per segment, cacheable) and upper layers (run across
 segments): the multi-segment late interaction of M6-Rec.
 
-``LayerStack`` hides the two architecture families we support behind one interface:
+``LayerStack`` hides the three architecture families we support behind one interface:
 
 * Llama-style decoders (Llama, SmolLM2, Qwen2, Mistral): ``model.model.{embed_tokens, layers, norm, rotary_emb}``,
   rotary positions passed to every layer;
-* BERT-style encoders (BERT, MiniLM): ``embeddings`` (absolute positions at the input) and ``encoder.layer``.
+* BERT-style encoders (BERT, MiniLM): ``embeddings`` (absolute positions at the input) and ``encoder.layer``;
+* T5/BART-style encoder–decoders (T5, Flan-T5, BART): the **encoder** only (:mod:`.seq2seq`). T5's relative position
+  bias is computed for whatever sequence the layers run on (one segment, or the joined segments); BART, like BERT,
+  adds absolute positions at the input. The decoder is not part of the stack.
 
-Masks are additive float tensors ``[B, 1, T, T]`` (0 = attend, -inf = blocked), which both families accept with the
+Masks are additive float tensors ``[B, 1, T, T]`` (0 = attend, -inf = blocked), which every family accepts with the
 ``sdpa`` attention implementation; with an explicit mask no implicit causal mask is applied, so the caller decides
 who attends to whom.
 """
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .seq2seq import ENCODER_DECODER_FAMILIES, AdaptedBartFFN, encoder_parts, relative_position_bias
 
 __all__ = ["LayerStack", "FFNAdapter", "attach_ffn_adapters", "additive_mask", "segment_causal_mask"]
 
@@ -61,7 +66,7 @@ class FFNAdapter(nn.Module):
 
 
 class _AdaptedMLP(nn.Module):
-    """Llama family: ``mlp(x) + adapter(x)`` where x is the post-attention-norm input to the FFN."""
+    """Llama and T5 families: ``mlp(x) + adapter(x)`` where x is the normed input to the FFN."""
 
     def __init__(self, mlp: nn.Module, adapter: FFNAdapter):
         super().__init__()
@@ -87,7 +92,7 @@ class _AdaptedBertOutput(nn.Module):
 
 @dataclass(frozen=True)
 class _Family:
-    name: str  # "llama" or "bert"
+    name: str  # "llama", "bert", "t5" or "bart"
 
 
 class LayerStack(nn.Module):
@@ -107,10 +112,20 @@ class LayerStack(nn.Module):
             self.embeddings = hf_model.embeddings
             self.layers = hf_model.encoder.layer
             self.norm = nn.Identity()
+        elif (parts := encoder_parts(hf_model)) is not None:
+            self.family = _Family(parts.family)
+            self.embed_tokens = parts.embed_tokens
+            self.layers = parts.layers
+            self.norm = parts.norm
+            self.dropout = parts.dropout
+            if parts.family == "bart":
+                self.embed_positions = parts.embed_positions
+                self.embed_norm = parts.embed_norm
         else:
             raise ValueError(
                 f"unsupported language-model architecture '{type(hf_model).__name__}': M6Rec needs a Llama-style "
-                "decoder (Llama, SmolLM2, Qwen2, Mistral) or a BERT-style encoder (BERT, MiniLM)"
+                f"decoder (Llama, SmolLM2, Qwen2, Mistral), a BERT-style encoder (BERT, MiniLM) or "
+                f"{ENCODER_DECODER_FAMILIES}"
             )
         self.hidden_size = int(hf_model.config.hidden_size)
 
@@ -121,12 +136,18 @@ class LayerStack(nn.Module):
     @property
     def word_embeddings(self) -> nn.Embedding:
         """The input word-embedding table (for a tied LM head, also the output one)."""
-        return self.embed_tokens if self.family.name == "llama" else self.embeddings.word_embeddings
+        return self.embeddings.word_embeddings if self.family.name == "bert" else self.embed_tokens
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B L]`` token ids -> ``[B L d]`` layer-0 input (absolute positions 0..L-1 for BERT and BART)."""
         if self.family.name == "llama":
             return self.embed_tokens(input_ids)
-        return self.embeddings(input_ids=input_ids)
+        if self.family.name == "bert":
+            return self.embeddings(input_ids=input_ids)
+        hidden = self.embed_tokens(input_ids)  # BART's table scales by sqrt(d) itself when configured to
+        if self.family.name == "bart":
+            hidden = self.embed_norm(hidden + self.embed_positions(input_ids))
+        return self.dropout(hidden)
 
     def run_layers(
         self, hidden: torch.Tensor, start: int, stop: int, mask: torch.Tensor, position_ids: torch.Tensor
@@ -135,17 +156,27 @@ class LayerStack(nn.Module):
         if start >= stop:
             return hidden
         position_embeddings = self.rotary_emb(hidden, position_ids) if self.family.name == "llama" else None
+        # T5: one relative-position bias for every layer, from the positions of this very sequence
+        position_bias = (
+            relative_position_bias(self.layers[0].layer[0].SelfAttention, position_ids)
+            if self.family.name == "t5"
+            else None
+        )
         for layer in self.layers[start:stop]:
             if self.family.name == "llama":
                 out = layer(
                     hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings
                 )
+            elif self.family.name == "t5":
+                out = layer(hidden, attention_mask=mask, position_bias=position_bias)
             else:
                 out = layer(hidden, attention_mask=mask)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.family.name == "t5":  # T5's encoder drops out after its final norm as well
+            return self.dropout(self.norm(hidden))
         return self.norm(hidden)
 
     def encode_segments(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -177,6 +208,15 @@ def attach_ffn_adapters(stack: LayerStack, layer_indices: list[int], rank: int) 
             if isinstance(layer.mlp, _AdaptedMLP):
                 raise ValueError(f"layer {index} already has an adapter")
             layer.mlp = _AdaptedMLP(layer.mlp, adapter)
+        elif stack.family.name == "t5":  # T5LayerFF: x + FFN(norm(x)); the adapter reads norm(x) as Llama's does
+            ff = layer.layer[-1]
+            if isinstance(ff.DenseReluDense, _AdaptedMLP):
+                raise ValueError(f"layer {index} already has an adapter")
+            ff.DenseReluDense = _AdaptedMLP(ff.DenseReluDense, adapter)
+        elif stack.family.name == "bart":
+            if isinstance(layer.fc2, AdaptedBartFFN):
+                raise ValueError(f"layer {index} already has an adapter")
+            layer.fc2 = AdaptedBartFFN(layer, adapter)
         else:
             if isinstance(layer.output, _AdaptedBertOutput):
                 raise ValueError(f"layer {index} already has an adapter")

@@ -4,6 +4,9 @@ Names and folders are resolved by :mod:`.resolve` (the model hub is never contac
 ``local_files_only=True`` and ``trust_remote_code`` is never set. The ``tiny-random-*`` models are built in memory
 from a config with fixed random weights, for tests.
 
+Decoders load as ``*ForCausalLM``, encoder–decoders (T5, Flan-T5, BART) as ``*ForConditionalGeneration`` (through
+``AutoModelForSeq2SeqLM``: M6Rec uses their encoder, zero-shot scoring their decoder too), encoders as the bare model.
+
 Models come back in float32, in ``eval()`` mode, with ``attn_implementation="sdpa"``: with an explicit additive 4D
 float mask ``[B, 1, T, T]`` passed straight to the decoder layers, SDPA adds the mask and does not apply its own
 causal mask (it only does that when the mask is ``None``), so callers fully control who attends to whom.
@@ -20,18 +23,24 @@ import torch
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
     BertConfig,
     BertModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
 )
 
 # DEFAULT_PLM and plm_fingerprint are re-exported: they have always been importable from this module.
 from .fingerprint import plm_fingerprint
 from .resolve import DEFAULT_PLM, KNOWN_PLMS, TOKENIZER_FILES, is_tiny_plm, resolve_plm_path
+from .seq2seq import is_encoder_decoder_config
 
 __all__ = [
     "DEFAULT_PLM",
@@ -41,6 +50,7 @@ __all__ = [
     "load_plm",
     "plm_fingerprint",
     "is_generative",
+    "is_encoder_decoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +59,17 @@ ATTN_IMPLEMENTATION = "sdpa"
 
 _TINY_SEED = 0
 _TINY_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4)
+# the same sizes in the encoder–decoders' own terms, for the encoder and for the decoder
+_TINY_T5_SIZES = dict(d_model=32, d_kv=8, d_ff=64, num_layers=4, num_decoder_layers=4, num_heads=4)
+_TINY_BART_SIZES = dict(
+    d_model=32,
+    encoder_layers=4,
+    decoder_layers=4,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+)
 
 # model_type values of decoder-only architectures, for folders whose config.json names no *ForCausalLM class
 _DECODER_MODEL_TYPES = frozenset(
@@ -116,6 +137,32 @@ def _build_tiny(name: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMode
     elif name == "tiny-random-bert":
         config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **_TINY_SIZES)
         model_class = BertModel
+    elif name == "tiny-random-t5":
+        # Flan-T5's layout (gated-GELU FFN, untied LM head); T5 starts decoding from the pad token; the WordPiece
+        # tokenizer has no eos token, so its [SEP] (which ends every encoded text) plays that part
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            **_TINY_T5_SIZES,
+        )
+        model_class = T5ForConditionalGeneration
+    elif name == "tiny-random-bart":
+        # BART starts decoding from its eos token; here the tokenizer's [CLS] / [SEP] stand for <s> / </s>
+        config = BartConfig(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            decoder_start_token_id=tokenizer.sep_token_id,
+            forced_eos_token_id=tokenizer.sep_token_id,
+            **_TINY_BART_SIZES,
+        )
+        model_class = BartForConditionalGeneration
     else:
         raise ValueError(f"unknown tiny model '{name}'; valid: {[n for n in KNOWN_PLMS if n.startswith('tiny-')]}")
     config._attn_implementation = ATTN_IMPLEMENTATION
@@ -126,7 +173,8 @@ def _build_tiny(name: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedMode
 
 
 def load_plm(name_or_path: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """Tokenizer and float32 ``eval()`` model: ``*ForCausalLM`` for decoders, the bare encoder for encoders."""
+    """Tokenizer and float32 ``eval()`` model: ``*ForCausalLM`` for decoders, ``*ForConditionalGeneration`` for
+    encoder–decoders (T5, BART), the bare encoder for encoders."""
     name_or_path = str(name_or_path)
     if is_tiny_plm(name_or_path):
         tokenizer = load_tokenizer(name_or_path)
@@ -135,15 +183,28 @@ def load_plm(name_or_path: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
         folder = resolve_plm_path(name_or_path)
         tokenizer = _load_tokenizer_from(folder, name_or_path)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        auto_class = AutoModelForCausalLM if _is_decoder_config(config) else AutoModel
+        if is_encoder_decoder_config(config):  # checked first: an encoder–decoder's config may say is_decoder
+            auto_class = AutoModelForSeq2SeqLM
+        elif _is_decoder_config(config):
+            auto_class = AutoModelForCausalLM
+        else:
+            auto_class = AutoModel
         started = time.perf_counter()
-        model = auto_class.from_pretrained(
-            folder,
-            local_files_only=True,
-            trust_remote_code=False,
-            dtype=torch.float32,
-            attn_implementation=ATTN_IMPLEMENTATION,
-        )
+        try:
+            model = auto_class.from_pretrained(
+                folder,
+                local_files_only=True,
+                trust_remote_code=False,
+                dtype=torch.float32,
+                attn_implementation=ATTN_IMPLEMENTATION,
+            )
+        except ValueError as err:
+            if auto_class is not AutoModelForSeq2SeqLM:
+                raise
+            raise ValueError(
+                f"could not load the encoder–decoder in '{folder}' (from '{name_or_path}', model_type "
+                f"{config.get('model_type')!r}): {err}. Supported encoder–decoders: T5, Flan-T5, mT5, BART"
+            ) from err
         logger.info(
             "Loaded %s (%s) from %s in %.1f s",
             name_or_path,
@@ -154,6 +215,11 @@ def load_plm(name_or_path: str) -> tuple[PreTrainedTokenizerBase, PreTrainedMode
     model.to(torch.float32)
     model.eval()
     return tokenizer, model
+
+
+def is_encoder_decoder(model: PreTrainedModel) -> bool:
+    """True for encoder–decoder models (T5, BART): their decoder reads the encoder's output."""
+    return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
 def is_generative(model: PreTrainedModel) -> bool:

