@@ -3,6 +3,10 @@
 #   make test   set up .venv, run the test suite
 VENV ?= .venv
 BIN = $(VENV)/bin
+# Benchmarks preload jemalloc when it is installed (Debian: libjemalloc2): a third off a SASRec epoch on a 2-core
+# CPU, same numbers (docs/recbole-stack.md). Results record it (provenance `runtime`). JEMALLOC= turns it off.
+JEMALLOC ?= $(firstword $(wildcard /usr/lib/*-linux-gnu/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2))
+RUN = $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(BIN)/python
 
 .PHONY: setup test lint format demo bench bench-ablations bench-cold bench-ctr bench-anomaly bench-gpu clean
 
@@ -23,26 +27,26 @@ format: setup
 # trains and evaluates here, into runs/ (untracked, emptied first); the committed reports/demo_ml-100k is shown
 # next to it as the reference. `make demo RESUME=1` continues an interrupted demo instead.
 demo: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/demo_ml-100k.yaml \
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/demo_ml-100k.yaml \
 		--report=runs/demo_ml-100k --reference=reports/demo_ml-100k $(if $(RESUME),--resume,--fresh)
 
 # the campaigns behind the committed reports: tuned, converged, 3 seeds (days on 2 cores; see each plan's header).
 # --resume: an interrupted campaign continues where it stopped, rerunning only results whose settings, code, data
 # or libraries changed.
 bench: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k --resume
 
 bench-ablations: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ablations_ml-100k.yaml --report=reports/ml-100k-ablations --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ablations_ml-100k.yaml --report=reports/ml-100k-ablations --resume
 
 bench-cold: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --resume
 
 bench-ctr: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume
-	$(BIN)/python -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ablations_ml-100k.yaml --report=reports/ctr_ml-100k-ablations --resume
-	$(BIN)/python -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ablations_ml-100k.yaml --report=reports/ctr_ml-100k-ablations --resume
+	$(RUN) -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
 
 # the results 2 CPU cores cannot produce (ml-1m, the joined CTR model, zero-shot full ranking), on one large GPU in
 # about 8 minutes (see recbole_m6rec/benchmarks/gpu_campaign.py). No setup step: on a GPU machine, name its Python
@@ -53,7 +57,7 @@ bench-gpu:
 		--budget_s=$(or $(BUDGET_S),480) $(if $(TINY),--tiny --fresh,--resume)
 
 bench-anomaly: setup
-	$(BIN)/python -m recbole_m6rec.benchmarks.anomaly
+	$(RUN) -m recbole_m6rec.benchmarks.anomaly
 
 clean:
 	rm -rf $(VENV) log log_tensorboard saved runs

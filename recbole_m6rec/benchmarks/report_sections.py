@@ -82,6 +82,15 @@ def provenance_lines(records: list[dict]) -> list[str]:
         lines.append("- **Rows ran different library versions** (see each result's `provenance.versions`).")
     if missing:
         lines.append(f"- **No provenance recorded** (older results): {', '.join(missing)}.")
+    runtimes = sorted(
+        {
+            f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}"
+            for rt in (o.get("runtime") for o in origins)
+            if rt
+        }
+    )
+    if runtimes:  # times only: neither changes a number
+        lines.append("- Runtime (changes times, not results): " + "; ".join(runtimes) + ".")
     # files shared by rows, with different contents
     contents: dict[str, dict[str, set]] = {}
     for r, o in zip(done, origins):
