@@ -126,6 +126,8 @@ def test_adapters_start_as_identity_then_act_and_train(tiny):
     )
     with pytest.raises(ValueError, match="layer 2 already has an adapter"):
         attach_ffn_adapters(adapted, [2], rank=8)
+    # each weight under one name: checkpoints drop the frozen backbone's keys by their parameter names
+    assert set(adapted.state_dict()) == set(dict(adapted.named_parameters())) | set(dict(adapted.named_buffers()))
     ids, mask = _batch(tokenizer)
     length = ids.shape[1]
     allowed = mask.bool().unsqueeze(1).expand(-1, length, -1)

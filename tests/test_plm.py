@@ -29,7 +29,14 @@ CJK_EMOJI = "東京物語 🎬"
 # ------------------------------------------------------------------------------------------------ names and errors
 def test_known_names():
     assert DEFAULT_PLM == "smollm2-135m"
-    assert set(KNOWN_PLMS) == {"smollm2-135m", "minilm-l6", "tiny-random-llama", "tiny-random-bert"}
+    assert set(KNOWN_PLMS) == {
+        "smollm2-135m",
+        "minilm-l6",
+        "tiny-random-llama",
+        "tiny-random-bert",
+        "tiny-random-t5",
+        "tiny-random-bart",
+    }
     assert all(isinstance(text, str) and text and "\n" not in text for text in KNOWN_PLMS.values())
 
 
@@ -79,7 +86,12 @@ def test_tiny_models_have_no_folder():
 # ----------------------------------------------------------------------------------------------------- tiny models
 @pytest.mark.parametrize(
     "name, model_class, generative",
-    [("tiny-random-llama", "LlamaForCausalLM", True), ("tiny-random-bert", "BertModel", False)],
+    [
+        ("tiny-random-llama", "LlamaForCausalLM", True),
+        ("tiny-random-bert", "BertModel", False),
+        ("tiny-random-t5", "T5ForConditionalGeneration", True),
+        ("tiny-random-bart", "BartForConditionalGeneration", True),
+    ],
 )
 def test_tiny_models_are_small_deterministic_and_leave_the_rng_alone(name, model_class, generative):
     torch.manual_seed(1234)
