@@ -84,6 +84,46 @@ def test_lower_then_upper_layers_equal_the_hf_encoder(tiny, n_lower):
     torch.testing.assert_close(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
 
 
+def _random(config_class, model_class, **sizes):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return model_class(config_class(vocab_size=100, attn_implementation="sdpa", **sizes)).eval()
+
+
+def test_mt5_and_mbart_take_the_same_path_and_umt5_is_refused():
+    """mT5 is T5's structure and mBART is BART's with a final encoder norm: the split equals their encoders too. umT5
+    keeps a relative bias in every layer, which the stack does not model: it is refused, naming what is supported."""
+    from transformers import (
+        MBartConfig,
+        MBartForConditionalGeneration,
+        MT5Config,
+        MT5ForConditionalGeneration,
+        UMT5Config,
+        UMT5ForConditionalGeneration,
+    )
+
+    t5_sizes = dict(d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4, decoder_start_token_id=0)
+    bart_sizes = dict(d_model=32, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4)
+    bart_sizes.update(decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    ids = torch.randint(3, 100, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    allowed = mask.bool().unsqueeze(1).expand(-1, 9, -1)
+    positions = torch.arange(9).unsqueeze(0).expand_as(ids)
+    for model, family in [
+        (_random(MT5Config, MT5ForConditionalGeneration, **t5_sizes), "t5"),
+        (_random(MBartConfig, MBartForConditionalGeneration, **bart_sizes), "bart"),
+    ]:
+        stack = LayerStack(model)
+        assert stack.family.name == family
+        with torch.no_grad():
+            expected = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = _upper(stack, stack.encode_segments(ids, mask, 1), 1, allowed, positions)
+        torch.testing.assert_close(got[mask.bool()], expected[mask.bool()], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="UMT5ForConditionalGeneration.*T5/BART-style"):
+        LayerStack(_random(UMT5Config, UMT5ForConditionalGeneration, **t5_sizes))
+
+
 def test_t5_upper_layers_take_the_relative_positions_of_the_joined_sequence():
     """Two segments joined and attending each other in every layer equal T5's encoder on the joined text (T5 has no
     absolute positions at the input), so the relative-position bias covers the joined sequence, not each segment;
