@@ -1,0 +1,5 @@
+import sys
+
+from .cli import console_main
+
+sys.exit(console_main())

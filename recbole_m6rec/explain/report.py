@@ -1,0 +1,313 @@
+"""The grounding report: explanations and their controls for a fixed sample of users, the grounding rates with
+intervals, the checkpoint's provenance and metrics, the machine, and a few explanations verbatim.
+
+Written atomically into the report folder: ``report.md``, ``results.json`` (everything the report states) and
+``explanations.jsonl`` (every explanation with its control and what each names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recbole_m6rec.atomic import atomic_write_text
+
+from .generation import SYSTEM_PROMPT, USER_PROMPT, Generator
+from .grounding import summarise
+from .pipeline import explain_users, item_facts, mentions_of
+from .ranking import Recommender, check_m6rec_checkpoint, load_recommender
+
+__all__ = ["run_report", "report_markdown", "checkpoint_facts", "evaluate_checkpoint", "machine_load"]
+
+METRIC = "ndcg@10"
+
+
+def machine_load(limit: int = 5) -> dict:
+    """Load average and the busiest other processes now (``ps``): what ran beside the measurement."""
+    try:
+        lines = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1:]
+    except (OSError, subprocess.SubprocessError):
+        lines = []
+    own = str(os.getpid())
+    busiest = [
+        " ".join(line.split())[:90]
+        for line in lines
+        if len(line.split()) > 2 and line.split()[0] != own and float(line.split()[1]) >= 1.0  # busy ones only
+    ][:limit]
+    return {"load_average": [round(x, 2) for x in os.getloadavg()], "busiest_other_processes": busiest}
+
+
+def checkpoint_facts(model_file: str, train_log: str | None = None) -> dict:
+    """What the checkpoint file says about itself: hash, time, model, settings, epochs, recorded valid result."""
+    checkpoint = check_m6rec_checkpoint(model_file)
+    path = Path(model_file)
+    facts = {
+        "file": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+        "written": datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+        "model": checkpoint.get("model"),
+        "dataset": checkpoint.get("dataset"),
+        "settings": checkpoint.get("settings"),
+        "best_epoch": checkpoint.get("epoch"),
+        "recorded_best_valid_result": checkpoint.get("best_valid_result"),
+    }
+    if train_log:
+        lines = Path(train_log).read_text(encoding="utf-8", errors="replace").replace("\r", "\n").splitlines()
+        wanted = ("['run_recbole.py", "best valid", "test result", "epoch ")
+        facts["train_log"] = {
+            "file": train_log,
+            "lines": [
+                line.strip()
+                for line in lines
+                if any(w in line for w in wanted) and not any(n in line for n in ("Evaluate", "Resume point"))
+            ],
+        }
+    return facts
+
+
+def evaluate_checkpoint(recommender: Recommender) -> dict:
+    """RecBole's valid and test metrics of the loaded model, under the checkpoint's own history-masking rule and
+    under ``all`` (the user's known items masked, as for the explanations)."""
+    from recbole_m6rec.trainer import build_trainer
+
+    config = recommender.config
+    own_rule = config["eval_history_mask"] or "recbole"
+    results = {}
+    for rule in dict.fromkeys((own_rule, "all")):
+        config["eval_history_mask"] = rule
+        trainer = build_trainer(
+            config, recommender.model, recommender.train_data, recommender.valid_data, recommender.test_data
+        )
+        results[rule] = {
+            split: {k: float(v) for k, v in trainer.evaluate(data, load_best_model=False).items()}
+            for split, data in (("valid", recommender.valid_data), ("test", recommender.test_data))
+        }
+    config["eval_history_mask"] = own_rule
+    return {"own_rule": own_rule, "results": results}
+
+
+def run_report(args: argparse.Namespace, command: str) -> list:
+    """Explain, control, score and write the report (see the module docstring); returns the explanations."""
+    from recbole_m6rec.benchmarks.provenance import git_state, library_versions
+
+    before = machine_load()
+    started = time.perf_counter()
+    recommender = load_recommender(args.model_file)
+    genre_field = args.genre_field or None
+    facts = item_facts(recommender.train_dataset, args.title_field, genre_field)
+    if args.user_list is not None:
+        users = args.user_list
+        recommender.resolve_users(users)
+    else:
+        pool = recommender.users
+        if args.n_users > len(pool):
+            raise ValueError(
+                f"n_users must be at most the {len(pool)} users with a validation row (got {args.n_users})"
+            )
+        users = [pool[i] for i in np.random.default_rng(args.seed).choice(len(pool), args.n_users, replace=False)]
+    generator = Generator(args.plm, args.max_new_tokens)
+    rows = explain_users(
+        recommender, generator, users, args.top_k, args.history_items, args.noun, control_seed=args.seed, facts=facts
+    )
+    generated_at = machine_load()
+    summary = summarise(mentions_of(rows), mentions_of(rows, "control"), seed=args.seed)
+    metrics = evaluate_checkpoint(recommender)
+    record = {
+        "command": command,
+        "settings": {
+            "plm": args.plm,
+            "max_new_tokens": args.max_new_tokens,
+            "top_k": args.top_k,
+            "history_items": args.history_items,
+            "noun": args.noun,
+            "seed": args.seed,
+            "users": users,
+            "title_field": args.title_field,
+            "genre_field": genre_field,
+            "system_prompt": SYSTEM_PROMPT,
+            "user_prompt": USER_PROMPT,
+            "chat_template": generator.chat,
+            "decoding": "greedy",
+        },
+        "generation": {
+            "explanations": 2 * len(rows),  # each with its control
+            "tokens_written": generator.tokens_written,
+            "seconds": round(generator.seconds, 1),
+            "tokens_per_second": round(generator.tokens_per_second, 2),
+        },
+        "grounding": summary,
+        "checkpoint": {
+            **checkpoint_facts(args.model_file, args.train_log),
+            "train_commit": args.train_commit,
+            "metrics": metrics,
+        },
+        "code": {**git_state([str(Path(__file__).parent)]), "versions": library_versions()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "before": before,
+            "after_generation": generated_at,
+            "after": machine_load(),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    folder = Path(args.report)
+    atomic_write_text(folder / "explanations.jsonl", "".join(json.dumps(r.to_json()) + "\n" for r in rows))
+    atomic_write_text(folder / "results.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(folder / "report.md", report_markdown(record, rows, args.examples))
+    print(f"wrote {folder / 'report.md'}", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------ markdown
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _interval(triple) -> str:
+    rate, low, high = triple
+    return f"{_pct(rate)} [{_pct(low)}, {_pct(high)}]"
+
+
+def _points(triple) -> str:
+    rate, low, high = triple
+    return f"{100 * rate:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def _title(text: str) -> str:
+    """An item text without its genre list, to keep the examples short."""
+    return text.split(". Genres:")[0]
+
+
+def _examples(rows, count: int) -> list[str]:
+    """The top item of the first ``count`` users, verbatim, with its control and what each names."""
+    picked = [row for row in rows if row.rank == 1][:count]
+    lines = []
+    for row in picked:
+        control = row.control or {}
+        lines += [
+            f"**User {row.user}**, history shown (oldest first): {'; '.join(_title(t) for t in row.history_texts)}",
+            "",
+            f"Recommended (rank 1): *{row.item_text}*",
+            "",
+            f"> {row.explanation}",
+            "",
+            f"Names from the history: titles {row.mentions['titles'] or 'none'}, genres {row.mentions['genres'] or 'none'}.",
+            f"Control, from user {control.get('donor')}'s history:",
+            "",
+            f"> {control.get('explanation', '')}",
+            "",
+            f"Control names from user {row.user}'s history: titles {control['mentions']['titles'] or 'none'}, "
+            f"genres {control['mentions']['genres'] or 'none'}.",
+            "",
+        ]
+    return lines
+
+
+def report_markdown(record: dict, rows, examples: int = 6) -> str:
+    s, g, c, m = record["settings"], record["grounding"], record["checkpoint"], record["machine"]
+    metrics = c["metrics"]
+    own = metrics["own_rule"]
+
+    def metric(rule: str, split: str) -> str:
+        value = metrics["results"].get(rule, {}).get(split, {}).get(METRIC)
+        return "–" if value is None else f"{value:.4f}"
+
+    settings = c.get("settings") or {}
+    lines = [
+        "# Explanations of M6Rec's recommendations: are they grounded in the user's history?",
+        "",
+        f"Made by `{record['command']}`.",
+        "",
+        f"{g['users']} users of {c['dataset']}, their top-{s['top_k']} items each ({g['explanations']} explanations), "
+        f"every explanation also written from another user's history (the control). Generator `{s['plm']}`, greedy, "
+        f"at most {s['max_new_tokens']} new tokens, the {s['history_items']} most recent history items shown.",
+        "",
+        "## Grounding",
+        "",
+        "Share of explanations that name something from the user's own shown history (a title, or a genre of a "
+        "history item that is not a genre of the recommended item), against the control: the same recommended items "
+        "explained from another user's history (a fixed random derangement of these users) and scored against the "
+        "true user's history. 95% intervals from 2,000 bootstrap resamples of users; the difference is paired.",
+        "",
+        "| names | explanations | control | difference (points) |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, label in (("title", "a history title"), ("genre", "a history-only genre"), ("any", "either")):
+        lines.append(
+            f"| {label} | {_interval(g[kind]['rate'])} | {_interval(g[kind]['control'])} | "
+            f"{_points(g[kind]['difference'])} |"
+        )
+    diff = g["any"]["difference"]
+    verdict = (
+        "clearly above the control (the difference's interval excludes 0): the explanations draw on the history"
+        if diff[1] > 0
+        else "not clearly above the control (the difference's interval includes 0 or lies below it)"
+    )
+    lines += [
+        "",
+        f"Either kind of mention: {verdict}. Title matching is whole titles (articles moved, brackets dropped), "
+        "one-word titles only capitalised inside a sentence or quoted, or two consecutive non-stopword title words; "
+        "the candidate's own title is blanked first (`recbole_m6rec/explain/grounding.py`).",
+        "",
+        "## Examples (verbatim, rank 1 of the first users drawn)",
+        "",
+        *_examples(rows, examples),
+        "## Settings",
+        "",
+        f"- prompt (system): `{s['system_prompt'].format(noun=s['noun'])}`",
+        f"- prompt (user): `{s['user_prompt']!r}`, the history a bulleted list of M6Rec's item texts",
+        f"- chat template: {'the model' + chr(39) + 's own' if s['chat_template'] else 'none (plain text)'}; "
+        f"decoding: {s['decoding']}; items called '{s['noun']}'",
+        f"- users: {len(s['users'])} drawn with seed {s['seed']} (also the control's derangement and the bootstrap)",
+        f"- grounding fields: title `{s['title_field']}`, genres `{s['genre_field']}`",
+        f"- generation: {record['generation']['explanations']} texts, {record['generation']['tokens_written']:,} "
+        f"tokens in {record['generation']['seconds']:.0f} s ({record['generation']['tokens_per_second']:.1f} tokens/s)",
+        "",
+        "## The recommender",
+        "",
+        f"- checkpoint `{c['file']}` (sha256 {c['sha256']}, written {c['written']}), model {c['model']}, dataset "
+        f"{c['dataset']}, best epoch {c['best_epoch']} (counting from 0)",
+        f"- trained at git commit {c['train_commit'] or 'not given'}; settings given at training: `{json.dumps(settings)}`",
+        "- every setting not listed there: M6Rec's defaults (`recbole_m6rec/properties/model/M6Rec.yaml`) and the "
+        f"dataset's yaml at that commit; backbone `{settings.get('plm_name_or_path', 'smollm2-135m')}`",
+        f"- NDCG@10 recomputed from the checkpoint: valid {metric(own, 'valid')}, test {metric(own, 'test')} under its "
+        f"own masking rule `{own}`; valid {metric('all', 'valid')}, test {metric('all', 'test')} with known items "
+        "masked (`all`, the rule the explanations' rankings use)",
+    ]
+    if c.get("recorded_best_valid_result"):
+        lines.append(f"- valid result recorded in the checkpoint: {c['recorded_best_valid_result']}")
+    if c.get("train_log"):
+        lines += [f"- training log `{c['train_log']['file']}`:", ""]
+        lines += [f"      {line}" for line in c["train_log"]["lines"]]
+    code = record["code"]
+    lines += [
+        "",
+        "## Code and machine",
+        "",
+        f"- report made at git commit {code.get('git_commit')}; uncommitted changes to the explanation code: "
+        f"{', '.join(code.get('dirty_code') or []) or 'none'} (elsewhere in the tree: {code.get('git_dirty')}); "
+        f"{', '.join(f'{k} {v}' for k, v in code['versions'].items())}",
+        f"- {m['cpus']} CPUs, {m['platform']}, {m['torch_threads']} torch threads; {m['seconds']:.0f} s in all",
+        "- the machine is shared: other jobs ran beside this one, so times are this run's, not the method's",
+        f"- load average (1, 5, 15 min) before: {m['before']['load_average']}, after generating: "
+        f"{m['after_generation']['load_average']}, at the end: {m['after']['load_average']}",
+        f"- busiest other processes before: {', '.join(m['before']['busiest_other_processes']) or 'none seen'}",
+        f"- busiest other processes after generating: "
+        f"{', '.join(m['after_generation']['busiest_other_processes']) or 'none seen'}",
+        "",
+    ]
+    return "\n".join(lines)
