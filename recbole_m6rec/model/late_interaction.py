@@ -10,14 +10,29 @@ of its own between the step and the next one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..lm import SegmentEncoder, additive_mask, attach_ffn_adapters, segment_causal_mask
 
-__all__ = ["LateInteraction"]
+__all__ = ["LateInteraction", "Layout"]
 
 Extra = tuple[torch.Tensor, torch.Tensor]  # states [B n d], valid [B n]: one token per step
+
+
+@dataclass
+class Layout:
+    """The upper layers' input for a batch of users: ``hidden`` ``[B T d]`` tokens, ``valid`` ``[B T]``, their
+    ``segment_ids`` ``[T]`` (non-decreasing: who may attend whom), how many prompt and profile tokens come first, and
+    ``last_token`` ``[n]``, the index of each step's last item token (where a step's state is read)."""
+
+    hidden: torch.Tensor
+    valid: torch.Tensor
+    segment_ids: torch.Tensor
+    n_prefix: int
+    last_token: torch.Tensor
 
 
 class LateInteraction(nn.Module):
@@ -78,6 +93,25 @@ class LateInteraction(nn.Module):
         ``steps`` ``[B n S d]`` / ``steps_valid`` ``[B n S]``: each step's item tokens; steps at or past ``lengths``
         ``[B]`` are ignored. ``profile`` (states ``[B Sp d]``, valid ``[B Sp]``) follows the prompt.
         """
+        layout = self.layout(steps, steps_valid, lengths, profile, lead, trail)
+        batch = steps.shape[0]
+        allowed = segment_causal_mask(layout.segment_ids.unsqueeze(0).expand(batch, -1), layout.valid)
+        hidden = self._upper(layout.hidden, allowed)
+        n_prefix = layout.n_prefix
+        before_any = hidden[:, n_prefix - 1] if n_prefix > 0 else hidden[:, 0]
+        return torch.cat([before_any.unsqueeze(1), hidden[:, layout.last_token]], dim=1)
+
+    def layout(
+        self,
+        steps: torch.Tensor,
+        steps_valid: torch.Tensor,
+        lengths: torch.Tensor,
+        profile: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lead: Extra | None = None,
+        trail: Extra | None = None,
+    ) -> Layout:
+        """The upper layers' input for :meth:`forward`'s arguments: prompt, profile, then per step its lead token,
+        item tokens and trailing token, each step ``width`` token slots wide."""
         batch, n, s_tokens = steps.shape[:3]
         device = steps.device
         step_index = torch.arange(n, device=device)
@@ -96,7 +130,7 @@ class LateInteraction(nn.Module):
             within = torch.cat([within, within.new_ones(1)])
         width = seg.shape[2]
         seg = seg + self.segment_position.weight[1 : n + 1, None, :]
-        tokens = seg.reshape(batch, n * width, -1)  # [B n*W d]
+        tokens = seg.reshape(batch, n * width, seg.shape[-1])  # [B n*W d]
         valid = seg_valid.reshape(batch, n * width)
         segment_ids = (2 * step_index + 1).repeat_interleave(width) + within.repeat(n)  # step 2t+1, trail 2t+2
 
@@ -109,14 +143,27 @@ class LateInteraction(nn.Module):
         if n_prefix == 0 and bool((lengths == 0).any()):
             raise ValueError("a user with an empty history needs a prompt (n_prompt_tokens > 0) or a profile segment")
 
-        hidden = torch.cat(prefix + [tokens], dim=1)  # [B T d]
-        valid = torch.cat(prefix_valid + [valid], dim=1)
-        segment_ids = torch.cat([torch.zeros(n_prefix, dtype=torch.long, device=device), segment_ids])
-        allowed = segment_causal_mask(segment_ids.unsqueeze(0).expand(batch, -1), valid)
-        hidden = self._upper(hidden, allowed)
-        last_token = n_prefix + step_index * width + n_lead + s_tokens - 1  # the last item token of each step
-        before_any = hidden[:, n_prefix - 1] if n_prefix > 0 else hidden[:, 0]
-        return torch.cat([before_any.unsqueeze(1), hidden[:, last_token]], dim=1)
+        return Layout(
+            hidden=torch.cat(prefix + [tokens], dim=1),  # [B T d]
+            valid=torch.cat(prefix_valid + [valid], dim=1),
+            segment_ids=torch.cat([torch.zeros(n_prefix, dtype=torch.long, device=device), segment_ids]),
+            n_prefix=n_prefix,
+            last_token=n_prefix + step_index * width + n_lead + s_tokens - 1,  # the last item token of each step
+        )
+
+    def next_step(
+        self, segments: torch.Tensor, valid: torch.Tensor, step: int, lead: Extra | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Tokens ``[M W d]`` and valid ``[M W]`` of M alternative segments for step ``step`` (0-based: the step after
+        a history of ``step`` steps), as :meth:`layout` lays that step out, and the slot :meth:`forward` reads.
+
+        ``segments`` ``[M S d]`` / ``valid`` ``[M S]``: each alternative's item tokens; ``lead`` (states ``[M d]``,
+        valid ``[M]``) its leading token. The trailing slot is left out: it is the step's own outcome, which no token
+        of the step sees (and which is never valid for a candidate)."""
+        if lead is not None:
+            segments = torch.cat([lead[0].unsqueeze(1), segments], dim=1)
+            valid = torch.cat([lead[1].unsqueeze(1), valid], dim=1)
+        return segments + self.segment_position.weight[step + 1], valid, segments.shape[1] - 1
 
     def items(self, segments: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``[M S d]`` item segments, each alone through the upper layers after the prompt's first token (a

@@ -18,6 +18,10 @@ history. The candidate's own label is never an input.
 Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
 *is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
 (``label_list``) in a single pass. Evaluation scores RecBole's labelled samples (history + candidate) one by one.
+
+Serving many candidates for one user (:meth:`M6RecCTR.score_candidates`): the history runs through the online layers
+once and each candidate attends to its cached keys and values (:mod:`.candidate_scoring`); the scores are
+``predict``'s for each (history, candidate) pair.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from recbole.utils import InputType
 from torch import nn
 from torch.nn import functional as F
 
+from .candidate_scoring import CachedHistory
 from .m6rec import M6Rec, checked
 from .settings import M6RecCTRSettings
 
@@ -153,6 +158,155 @@ class M6RecCTR(M6Rec):
             self._times(interaction),
         )
         return checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
+
+    # ---------------------------------------------------------------------------------------------- serving
+    @torch.no_grad()
+    def score_candidates(
+        self,
+        history: torch.Tensor,
+        candidates: torch.Tensor,
+        *,
+        user_id: int | torch.Tensor | None = None,
+        history_labels: torch.Tensor | None = None,
+        history_times: torch.Tensor | None = None,
+        candidate_times: float | torch.Tensor | None = None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        """P(click) ``[M]`` of each of M ``candidates`` after one user's ``history`` (item ids ``[L]``, oldest first),
+        equal to ``predict`` on each (history, candidate) pair; the history runs through the online layers once.
+
+        The model's inputs as ``predict`` reads them from a batch: ``user_id`` (with a profile segment),
+        ``history_labels`` ``[L]`` (with ``history_labels``), ``history_times`` ``[L]`` and the time the candidates are
+        shown, ``candidate_times`` (a number or ``[M]``; with ``recency_words``). ``batch_size`` candidates are scored
+        at a time. Call it in eval mode, as ``predict`` is called."""
+        cached = self.cache_history(
+            history, user_id=user_id, history_labels=history_labels, history_times=history_times
+        )
+        return self.score_cached(cached, candidates, candidate_times=candidate_times, batch_size=batch_size)
+
+    @torch.no_grad()
+    def cache_history(
+        self,
+        history: torch.Tensor,
+        *,
+        user_id: int | torch.Tensor | None = None,
+        history_labels: torch.Tensor | None = None,
+        history_times: torch.Tensor | None = None,
+    ) -> CachedHistory:
+        """One user's history through the online layers, its keys and values kept for :meth:`score_cached`
+        (arguments as :meth:`score_candidates`)."""
+        device = self.late.prompt.device
+        history = self._checked_items(history, "history")
+        n = len(history)
+        if n > self.max_seq_length:
+            raise ValueError(
+                f"history holds {n} items, more than MAX_ITEM_LIST_LENGTH={self.max_seq_length}; pass its last "
+                f"{self.max_seq_length} items, as RecBole's batches do"
+            )
+        length = torch.tensor([n], device=device)
+        seg, valid = self._step_segments(history.unsqueeze(0))  # [1 n S d], [1 n S]
+        profile = None
+        if self._user_segments is not None:
+            profile = self._user_segments.lookup(self._checked_user(user_id).to(device))  # [1 Sp d], [1 Sp]
+        lead, last_time = None, None
+        if self.recency is not None:
+            times = self._checked_times(history_times, n, "history_times", self.TIME_LIST).to(device)
+            last_time = times[-1] if n > 0 else times.new_zeros(())
+            lead = None  # no step, no phrase
+            if n > 0:  # one padding column, as forward's candidate column (recency_buckets needs two or more)
+                phrases, has = self._recency(F.pad(times, (0, 1)).unsqueeze(0), length)
+                lead = (phrases[:, :n], has[:, :n])
+        trail = None
+        if self.outcome_tokens is not None:
+            labels = self._checked_labels(history_labels, n).to(device)
+            trail = (self.outcome_tokens[labels].unsqueeze(0), torch.ones(1, n, dtype=torch.bool, device=device))
+        layout = self.late.layout(seg, valid, length, profile, lead, trail)
+        return CachedHistory(self.late, layout, n, last_time)
+
+    @torch.no_grad()
+    def score_cached(
+        self,
+        cached: CachedHistory,
+        candidates: torch.Tensor,
+        *,
+        candidate_times: float | torch.Tensor | None = None,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
+        """P(click) ``[M]`` of each candidate after a history from :meth:`cache_history`."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int (got {batch_size!r})")
+        candidates = self._checked_items(candidates, "candidates")
+        m = len(candidates)
+        seg, valid = self._step_segments(candidates)  # [M S d], [M S]
+        lead = None
+        if self.recency is not None:
+            if candidate_times is None:
+                raise ValueError(
+                    "recency_words is on: pass candidate_times (the time the candidates are shown, as a number or one "
+                    "per candidate, in the units of the batches' timestamps)"
+                )
+            shown = torch.as_tensor(candidate_times, device=seg.device).to(cached.last_time.dtype).reshape(-1)
+            if shown.numel() not in (1, m):
+                raise ValueError(f"candidate_times holds {shown.numel()} times for {m} candidates; pass 1 or {m}")
+            # the candidate's phrase: the gap from the last history item (none after an empty history)
+            pair = torch.stack([cached.last_time.expand(m), shown.expand(m)], dim=1)  # [M 2]
+            phrases, has = self._recency(pair, torch.full((m,), 2 if cached.step > 0 else 1, device=seg.device))
+            lead = (phrases[:, 1], has[:, 1])
+        tokens, tokens_valid, read = self.late.next_step(seg, valid, cached.step, lead)
+        states = cached.states(tokens, tokens_valid, read, batch_size)  # [M d]
+        return checked(torch.softmax(self.option_logits(states), dim=-1)[:, -1], "score_candidates")
+
+    def _step_segments(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item segments ``[..., S d]`` as :meth:`forward` puts them in a step: cached states (through the item
+        adapter), token-slot positions, ID embeddings; valid ``[..., S]``."""
+        seg, valid = self._item_states(item_ids)
+        seg = self.late.with_token_positions(seg)
+        if self.item_id_embedding is not None:
+            seg = seg + self._id_embedding(item_ids).unsqueeze(-2)
+        return seg, valid
+
+    def _checked_items(self, ids, name: str) -> torch.Tensor:
+        ids = torch.as_tensor(ids, device=self.late.prompt.device)
+        if ids.dim() != 1 or (ids.numel() > 0 and (ids.is_floating_point() or ids.is_complex())):
+            raise ValueError(f"{name} must be a 1-d tensor of item ids (got shape {tuple(ids.shape)}, {ids.dtype})")
+        ids = ids.long()
+        bad = ids[(ids < 1) | (ids >= self.n_items)]
+        if len(bad):
+            raise ValueError(
+                f"{name} holds item id {int(bad[0])}: valid ids are 1 .. {self.n_items - 1} (0 is the padding item)"
+            )
+        return ids
+
+    def _checked_user(self, user_id) -> torch.Tensor:
+        if user_id is None:
+            raise ValueError(f"this model reads a profile segment: pass user_id (the '{self.USER_ID}' of the user)")
+        user = torch.as_tensor(user_id).reshape(-1).long()
+        n_users = len(self._user_segments)
+        if user.numel() != 1 or not 0 < int(user[0]) < n_users:
+            raise ValueError(f"user_id must be one id in 1 .. {n_users - 1} (got {user_id!r})")
+        return user
+
+    def _checked_times(self, times, n: int, name: str, field: str) -> torch.Tensor:
+        if times is None:
+            raise ValueError(f"recency_words is on: pass {name} (the history's '{field}', oldest first)")
+        times = torch.as_tensor(times)
+        if tuple(times.shape) != (n,):
+            raise ValueError(f"{name} must hold one time per history item, shape ({n},) (got {tuple(times.shape)})")
+        return times
+
+    def _checked_labels(self, labels, n: int) -> torch.Tensor:
+        if labels is None:
+            raise ValueError(f"history_labels is on: pass history_labels (the history's '{self.LABEL_LIST}')")
+        labels = torch.as_tensor(labels)
+        n_options = self.outcome_tokens.shape[0]
+        if tuple(labels.shape) != (n,) or bool(
+            ((labels < 0) | (labels >= n_options) | (labels != labels.long())).any()
+        ):
+            raise ValueError(
+                f"history_labels must hold one label in 0 .. {n_options - 1} per history item, shape ({n},) "
+                f"(got {labels.tolist() if labels.numel() <= 8 else tuple(labels.shape)})"
+            )
+        return labels.long()
 
     def full_sort_predict(self, interaction):
         raise NotImplementedError(
