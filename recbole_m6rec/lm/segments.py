@@ -2,6 +2,12 @@
 layers on its own, once, under ``no_grad``; the result is pooled to ``segment_tokens`` vectors and cached in memory
 and on disk. :meth:`SegmentEncoder.encode` is the one call from id-aligned texts to the states the upper layers read.
 
+Two settings trade accuracy for CPU time (``docs/compression.md``): ``item_layers`` (early exit) encodes segments
+with only the first k lower layers, and the layers from k up to the online ones are skipped, so the online layers
+read depth-k states; ``quantize: int8`` runs those k layers with int8 weights (:mod:`.quantize`). Segments are encoded
+where the language model is (a GPU if the model was put there) and their states kept on the CPU; the cache key covers
+both settings and the device type, whose kernels differ in the last bits.
+
 Decoders put a huge-norm "attention sink" on their first token (measured on SmolLM2 layer 28: norm ~22,600 vs ~500
 for other tokens), so a decoder segment starts with the tokenizer's BOS (added by :mod:`.tokenize`) and pooling skips
 position 0; encoders mean-pool every valid token, as sentence-transformers do.
@@ -26,12 +32,24 @@ from .fingerprint import plm_fingerprint
 from .loading import load_plm
 from .tokenize import TokenizedTexts, tokenize_phrases, tokenize_texts
 
-__all__ = ["ALL_TOKENS", "SegmentEncoder", "TextSegments", "PhraseTable", "pool_mask", "masked_mean", "chunk_pool"]
+__all__ = [
+    "ALL_TOKENS",
+    "QUANTIZE_MODES",
+    "SegmentEncoder",
+    "TextSegments",
+    "PhraseTable",
+    "pool_mask",
+    "masked_mean",
+    "chunk_pool",
+]
 
 logger = logging.getLogger(__name__)
 
 ALL_TOKENS = "all"
 """``segment_tokens: all``: every token state of a segment enters the upper layers, none is pooled."""
+
+QUANTIZE_MODES = ("none", "int8")
+"""``quantize``: none = float layers; int8 = torch's dynamic int8 quantisation of the frozen layers' linears."""
 
 
 # ------------------------------------------------------------------------------------------------------- pooling
@@ -118,7 +136,11 @@ class PhraseTable:
 
 
 class SegmentEncoder:
-    """Tokenise texts, run the lower layers, pool, cache. Holds no parameters: ``stack`` belongs to the model."""
+    """Tokenise texts, run the lower layers, pool, cache. Holds no parameters: ``stack`` belongs to the model.
+
+    ``n_lower_layers`` is where the online (upper) layers start; segments are encoded by the first ``item_layers`` of
+    them (all of them by default; fewer = early exit, the rest skipped). ``quantize`` names how those layers were
+    quantised (:meth:`load` does it), for the cache key."""
 
     def __init__(
         self,
@@ -131,10 +153,14 @@ class SegmentEncoder:
         plm_id: str,
         cache_dir: Path | None,
         batch_size: int = 64,
+        item_layers: int | None = None,
+        quantize: str = "none",
     ):
         self.stack = stack
         self.tokenizer = tokenizer
         self.n_lower_layers = n_lower_layers
+        self.item_layers = n_lower_layers if item_layers is None else item_layers
+        self.quantize = quantize
         self.segment_tokens = segment_tokens  # a positive int or ALL_TOKENS (validated by the model's settings)
         self.max_tokens = max_tokens
         self.plm_id = plm_id
@@ -155,9 +181,12 @@ class SegmentEncoder:
         max_tokens: int,
         cache_dir: str | None,
         batch_size: int,
+        item_layers: int | None = None,
+        quantize: str = "none",
     ) -> SegmentEncoder:
-        """Load a language model and split it: all but its last ``upper_layers`` layers encode segments.
-        ``cache_dir`` ~ = ``cache_root()/"text"``."""
+        """Load a language model and split it: all but its last ``upper_layers`` layers encode segments, or only the
+        first ``item_layers`` of them (early exit). ``quantize: int8`` quantises those layers (:mod:`.quantize`,
+        imported only then). ``cache_dir`` ~ = ``cache_root()/"text"``."""
         plm_id = plm_fingerprint(plm_name_or_path)
         tokenizer, hf_model = load_plm(plm_name_or_path)
         stack = LayerStack(hf_model)
@@ -166,16 +195,36 @@ class SegmentEncoder:
                 f"late_interaction_layers must be between 1 and {stack.num_layers}, the number of layers of "
                 f"'{plm_name_or_path}' (got {upper_layers})"
             )
+        n_lower = stack.num_layers - upper_layers
+        if item_layers is not None and not 1 <= item_layers <= n_lower:
+            raise ValueError(
+                f"item_encoder_layers must be between 1 and {n_lower}, the lower layers of '{plm_name_or_path}' "
+                f"({stack.num_layers} layers minus late_interaction_layers={upper_layers}), or ~ for all of them "
+                f"(got {item_layers})"
+            )
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_MODES)} (got {quantize!r})")
+        if quantize == "int8":
+            from .quantize import quantize_layers
+
+            quantize_layers(stack, range(n_lower if item_layers is None else item_layers))
         return cls(
             stack,
             tokenizer,
-            n_lower_layers=stack.num_layers - upper_layers,
+            n_lower_layers=n_lower,
             segment_tokens=segment_tokens,
             max_tokens=max_tokens,
             plm_id=plm_id,
             cache_dir=cache_dir or cache_root() / "text",
             batch_size=batch_size,
+            item_layers=item_layers,
+            quantize=quantize,
         )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the language model is, so where segments are encoded."""
+        return self.stack.word_embeddings.weight.device
 
     # ------------------------------------------------------------------------------------------------ tokens
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
@@ -191,8 +240,10 @@ class SegmentEncoder:
 
     # ------------------------------------------------------------------------------------------------ states
     def lower_layers(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``[B L]`` tokens -> ``[B L d]`` token states after the lower layers, each row on its own."""
-        return self.stack.encode_segments(input_ids, attention_mask, self.n_lower_layers)
+        """``[B L]`` tokens -> ``[B L d]`` token states after the first ``item_layers`` lower layers, each row on its
+        own. Every segment the online layers read (items, profiles, phrases, the prompt's start) comes through here,
+        so with early exit they all enter the online layers at the same depth."""
+        return self.stack.encode_segments(input_ids, attention_mask, self.item_layers)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B L d]`` token states -> ``[B S d]`` segment states and ``[B S]`` mask."""
@@ -220,8 +271,7 @@ class SegmentEncoder:
     def phrase_vectors(self, texts: Sequence[str]) -> torch.Tensor:
         """``[P d]`` one mean-pooled lower-layer vector per phrase, on the model's device."""
         tokens = self.phrases(texts)
-        device = self.stack.word_embeddings.weight.device
-        ids, attention = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+        ids, attention = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
         return masked_mean(self.lower_layers(ids, attention), pool_mask(attention, self.is_decoder))
 
     def encode(self, texts: Sequence[str], description: str, frozen: bool = True) -> TextSegments:
@@ -233,13 +283,18 @@ class SegmentEncoder:
             segments.states, segments.mask = self._cached_states(tokens, description)
         return segments
 
-    def _cached_states(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # everything that changes the numbers: the model, the split, the tokens, the batches (a text padded to another
-        # width comes out different by up to ~1e-4 on SmolLM2), the code that computes the states, and torch's kernels
-        key = stable_hash(
+    def cache_key(self, tokens: TokenizedTexts) -> str:
+        """The segment cache's key for ``tokens``: everything that changes the numbers. The model, the split, the
+        tokens, the batches (a text padded to another width comes out different by up to ~1e-4 on SmolLM2), the code
+        that computes the states, torch's kernels and the device type they run on (a GPU's differ from a CPU's in the
+        last bits), the layers that run (early exit) and how (quantised)."""
+        return stable_hash(
             [
                 self.plm_id,
                 self.n_lower_layers,
+                self.item_layers,
+                self.quantize,
+                self.device.type,
                 str(self.segment_tokens),
                 self.is_decoder,
                 tokens.input_ids.tolist(),
@@ -250,6 +305,9 @@ class SegmentEncoder:
                 transformers.__version__,
             ]
         )
+
+    def _cached_states(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
+        key = self.cache_key(tokens)
         path = self.cache_dir / "segments" / f"{description}-{key[:16]}.pt" if self.cache_dir is not None else None
         if path is not None and path.exists():
             loaded, reason = load_tensors(
@@ -266,6 +324,9 @@ class SegmentEncoder:
             settings = {
                 "plm": self.plm_id,
                 "lower_layers": self.n_lower_layers,
+                "item_layers": self.item_layers,
+                "quantize": self.quantize,
+                "device_type": self.device.type,
                 "segment_tokens": str(self.segment_tokens),
                 "max_tokens": self.max_tokens,
                 "n_texts": len(tokens),
@@ -294,10 +355,12 @@ class SegmentEncoder:
             order = torch.cat(shares)
         inverse = torch.argsort(order)
         logger.info(
-            "encoded %d %s through %d layers in %.1f s%s",
+            "encoded %d %s through %d layers (%s, %s) in %.1f s%s",
             len(tokens),
             description,
-            self.n_lower_layers,
+            self.item_layers,
+            self.quantize,
+            self.device.type,
             time.perf_counter() - started,
             f" ({world} processes)" if world > 1 else "",
         )
@@ -309,6 +372,7 @@ class SegmentEncoder:
         modes = {module: module.training for module in self.stack.modules()}
         self.stack.eval()
         width = self.width(tokens)
+        device = self.device
         states, masks = [], []
         n = len(rows)
         bar = tqdm(
@@ -320,11 +384,11 @@ class SegmentEncoder:
         for start in bar:
             index = rows[start : start + self.batch_size]
             length = int(tokens.lengths[index].max())
-            pooled, mask = self.fit(
-                *self.forward_tokens(tokens.input_ids[index, :length], tokens.attention_mask[index, :length]), width
-            )
-            states.append(pooled)
-            masks.append(mask)
+            input_ids = tokens.input_ids[index, :length].to(device)  # no copy on the CPU
+            attention = tokens.attention_mask[index, :length].to(device)
+            pooled, mask = self.fit(*self.forward_tokens(input_ids, attention), width)
+            states.append(pooled.cpu())  # states are kept on the CPU; the model moves them with itself
+            masks.append(mask.cpu())
         for module, mode in modes.items():  # each module as it was (a loaded model's layers stay in eval mode)
             module.training = mode
         if not states:  # more processes than rows: this rank's share is empty

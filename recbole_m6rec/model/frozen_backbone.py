@@ -3,7 +3,9 @@ and ``.to()``.
 
 * Checkpoints hold what trains (and the model's buffers), not the frozen backbone: its weights are reloaded from
   ``plm_name_or_path``, and the language model's fingerprint (RecBole saves it as ``other_parameter``) is checked on
-  load, which keeps checkpoints small.
+  load, which keeps checkpoints small. int8-quantised layers (``quantize: int8``) hold no parameters but packed
+  weights in their state: those are left out too and, on load, kept as they are, so a checkpoint trained in float
+  loads into an int8 model and back.
 * The lower-layer segment states, computed once with the frozen layers, are kept outside the module tree: out of
   ``state_dict``, and not buffers, which DistributedDataParallel would broadcast before every training step.
   ``.to()``, ``.double()``, ``.cuda()`` ... still convert them with the parameters (their token ids stay on the CPU,
@@ -14,6 +16,7 @@ and ``.to()``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -43,7 +46,20 @@ class FrozenBackbone:
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _frozen_backbone_keys(self) -> set[str]:
-        return {f"late.stack.{name}" for name, p in self.late.stack.named_parameters() if not p.requires_grad}
+        return {f"late.stack.{name}" for name, p in self.late.stack.named_parameters() if not p.requires_grad} | set(
+            self._packed_state()
+        )
+
+    def _packed_state(self) -> OrderedDict:
+        """The backbone's state entries that are neither parameters nor buffers: the packed int8 weights, scales and
+        zero points of quantised linear layers (empty without quantisation), with the backbone's module versions
+        (``_metadata``), which tell a quantised layer how its entries are laid out."""
+        stack = self.late.stack
+        full = stack.state_dict()
+        own = {name for name, _ in stack.named_parameters()} | {name for name, _ in stack.named_buffers()}
+        packed = OrderedDict((f"late.stack.{key}", value) for key, value in full.items() if key not in own)
+        packed._metadata = {f"late.stack.{key}".rstrip("."): value for key, value in full._metadata.items()}
+        return packed
 
     def state_dict(self, *args, **kwargs):
         """Trainable parameters only: the frozen backbone is reloaded from ``plm_name_or_path`` (checked by
@@ -55,6 +71,12 @@ class FrozenBackbone:
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        packed = self._packed_state()
+        if packed:  # a quantised layer cannot load without its packed weights: it keeps its own
+            merged = OrderedDict(state_dict)
+            merged.update(packed)
+            merged._metadata = {**getattr(state_dict, "_metadata", {}), **packed._metadata}
+            state_dict = merged
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         missing = set(result.missing_keys) - self._frozen_backbone_keys()
         if strict and (missing or result.unexpected_keys):

@@ -10,7 +10,8 @@ under ``no_grad`` (cached, not in the state dict: :mod:`recbole_m6rec.lm`); the 
 the same model run across the user's segments with a segment-causal mask, so one pass yields the user state after
 every step of the history (:mod:`.late_interaction`). Two towers map user and item states to L2-normalised
 ``embedding_size`` vectors; scores are cosine / temperature. No item IDs are needed (``use_item_id_embedding`` adds
-them for a text+ID hybrid; cold items keep only their text: :mod:`.cold_items`). The training losses and their
+them for a text+ID hybrid; cold items keep only their text: :mod:`.cold_items`). Compression for a CPU
+(``item_encoder_layers``: early exit of the item encoding; ``quantize: int8``): ``docs/compression.md``. The training losses and their
 negatives: :mod:`.losses`; checkpoints without the frozen backbone, and ``.to()``: :mod:`.frozen_backbone`.
 
 Leakage guard: the user side is built from ``item_id_list`` (and the user's own profile fields) only, never from the
@@ -64,6 +65,12 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         )
 
         # define layers and loss: cached lower-layer segments, the late-interaction upper layers, the heads
+        device = torch.device(config["device"] or "cpu")
+        if s.quantize == "int8" and device.type != "cpu":
+            raise ValueError(
+                f"quantize int8 runs on the CPU only (torch's dynamic quantisation), but the model is to run on "
+                f"{device} (got quantize: int8); valid on {device.type}: quantize none"
+            )
         self.encoder = SegmentEncoder.load(
             s.plm_name_or_path,
             upper_layers=s.late_interaction_layers,
@@ -71,12 +78,21 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
             max_tokens=s.text_max_tokens,
             cache_dir=s.text_cache_dir,
             batch_size=s.encode_batch_size,
+            item_layers=s.item_encoder_layers,
+            quantize=s.quantize,
         )
         started = time.perf_counter()
-        self._item_segments = self.encoder.encode(self.item_texts, "items", s.lower_is_frozen)
-        self._user_segments = (
-            self.encoder.encode(self.user_texts, "users", s.lower_is_frozen) if self.user_texts is not None else None
-        )
+        home = self.encoder.device
+        self.encoder.stack.to(device)  # encode item texts where the model will run; their states come back to the CPU
+        try:
+            self._item_segments = self.encoder.encode(self.item_texts, "items", s.lower_is_frozen)
+            self._user_segments = (
+                self.encoder.encode(self.user_texts, "users", s.lower_is_frozen)
+                if self.user_texts is not None
+                else None
+            )
+        finally:
+            self.encoder.stack.to(home)  # the model is built in one place; RecBole then moves all of it
         self.encoding_seconds = time.perf_counter() - started
         self.encoding_from_cache = self.encoder.cache_hits > 0 and self.encoder.cache_misses == 0
         self.recency = PhraseTable(self.encoder, RECENCY_PHRASES, s.lower_is_frozen) if s.recency_words else None
@@ -89,6 +105,10 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
             n_steps=self.max_steps,
             width=self._item_segments.width,
         )
+        if s.quantize == "int8" and s.upper_is_frozen:  # the online layers' frozen weights; adapters stay float
+            from ..lm.quantize import quantize_layers
+
+            quantize_layers(self.stack, range(self.late.n_lower, self.stack.num_layers))
         d = self.stack.hidden_size
         self.item_id_embedding = nn.Embedding(self.n_items, d, padding_idx=0) if s.use_item_id_embedding else None
         self.item_adapter = ItemStateAdapter(d, s.item_adapter_rank) if s.item_adapter_rank else None

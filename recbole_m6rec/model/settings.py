@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from ..lm import ALL_TOKENS
+from ..lm.segments import QUANTIZE_MODES
 
 __all__ = ["M6RecSettings", "M6RecCTRSettings", "M6RecZeroShotSettings", "CATALOGUE_PRIOR", "LOSS_TYPES"]
 
@@ -41,6 +42,26 @@ def _segment_tokens(value) -> int | str:
         return ALL_TOKENS
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"segment_tokens must be a positive integer or 'all' (got {value!r})")
+    return value
+
+
+def _quantize(value) -> str:
+    """``none`` (also ``~``) or ``int8``."""
+    if value is None:
+        return "none"
+    return _choice("quantize", value, QUANTIZE_MODES)
+
+
+def _item_encoder_layers(value) -> int | None:
+    """A positive int (the first k lower layers encode items) or None (all of them); the upper bound, the model's
+    number of lower layers, is checked when the model is loaded."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"item_encoder_layers must be a positive integer (at most the lower layers) or ~ for all of them "
+            f"(got {value!r})"
+        )
     return value
 
 
@@ -135,6 +156,8 @@ class M6RecSettings:
     segment_tokens: int | str
     encode_batch_size: int
     text_cache_dir: str | None
+    item_encoder_layers: int | None
+    quantize: str
     tuning: str
     adapter_rank: int
     item_adapter_rank: int
@@ -194,6 +217,13 @@ class M6RecSettings:
         negatives = _recbole_negatives(raw["train_neg_sample_args"])
         if cls.CHECKS_NEGATIVES:
             _check_negatives(loss_type, negatives)
+        tuning = _choice("tuning", raw["tuning"], cls.TUNING_MODES)
+        quantize = _quantize(raw["quantize"])
+        if quantize == "int8" and tuning == "full":
+            raise ValueError(
+                "quantize int8 quantises frozen layers, but tuning full trains every layer (got quantize: int8 with "
+                f"tuning: full); valid with int8: {', '.join(m for m in cls.TUNING_MODES if m != 'full')}"
+            )
         return {
             **raw,
             "plm_name_or_path": str(raw["plm_name_or_path"]),
@@ -201,7 +231,9 @@ class M6RecSettings:
             "late_interaction_layers": _integer("late_interaction_layers", raw["late_interaction_layers"]),
             "segment_tokens": _segment_tokens(raw["segment_tokens"]),
             "encode_batch_size": _integer("encode_batch_size", raw["encode_batch_size"]),
-            "tuning": _choice("tuning", raw["tuning"], cls.TUNING_MODES),
+            "item_encoder_layers": _item_encoder_layers(raw["item_encoder_layers"]),
+            "quantize": quantize,
+            "tuning": tuning,
             "adapter_rank": _integer("adapter_rank", raw["adapter_rank"]),
             "item_adapter_rank": _integer("item_adapter_rank", raw["item_adapter_rank"], minimum=0),
             "n_prompt_tokens": _integer("n_prompt_tokens", raw["n_prompt_tokens"], minimum=0),
@@ -228,6 +260,11 @@ class M6RecSettings:
     def lower_is_frozen(self) -> bool:
         """The lower layers train only under ``full`` tuning; otherwise their segment states are cached."""
         return self.tuning != "full"
+
+    @property
+    def upper_is_frozen(self) -> bool:
+        """The online layers' own weights train only under ``upper`` and ``full`` tuning (adapters are not theirs)."""
+        return self.tuning not in ("upper", "full")
 
 
 @dataclass(frozen=True)
@@ -285,6 +322,12 @@ class M6RecZeroShotSettings(M6RecSettings):
     @classmethod
     def validate(cls, raw: dict) -> dict:
         values = super().validate(raw)
+        for name, default in (("quantize", "none"), ("item_encoder_layers", None)):
+            if values[name] != default:
+                raise ValueError(
+                    f"{name} (got {raw[name]!r}) compresses M6Rec's and M6RecCTR's item encoding; M6RecZeroShot "
+                    f"scores with the whole float language model: leave it at {default or '~'}"
+                )
         top_k = raw["zero_shot_rerank_top_k"]
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
             raise ValueError(f"zero_shot_rerank_top_k must be a positive integer or ~ (got {top_k!r})")
