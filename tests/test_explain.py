@@ -135,6 +135,35 @@ def test_a_control_is_written_from_another_users_history(recommender, generator)
     assert [m for m in mentions_of(rows)] and len(mentions_of(rows, "control")) == 4
 
 
+class FirstTitleWriter:
+    """A stand-in writer for the grounding flow: it names the first history title its prompt shows, so its
+    explanations are grounded by construction and its controls name another user's title."""
+
+    chat, tokens_per_second = False, 0.0
+
+    def render(self, messages):
+        return messages[1]["content"]
+
+    def __call__(self, prompts):
+        firsts = [prompt.split("most recent last:\n- ", 1)[1].split(" (", 1)[0] for prompt in prompts]
+        return [f"You will love it, as you liked {title}." for title in firsts]
+
+
+def test_grounding_scores_both_texts_against_the_true_users_history(recommender):
+    facts = item_facts(recommender.train_dataset, "movie_title", "class")
+    users = recommender.users[:6]
+    rows = explain_users(recommender, FirstTitleWriter(), users, 2, 5, control_seed=1, facts=facts, progress=None)
+    for row in rows:
+        first = row.history_texts[0].split(" (", 1)[0]
+        assert row.explanation == f"You will love it, as you liked {first}."
+        assert first in " ".join(row.mentions["titles"])  # the true user's own first title
+        donor_first = row.control["explanation"].split("liked ", 1)[1].rstrip(".")
+        shared = any(donor_first == text.split(" (", 1)[0] for text in row.history_texts)
+        assert bool(row.control["mentions"]["titles"]) == shared  # scored against the true user's history
+    summary = summarise(mentions_of(rows), mentions_of(rows, "control"), n_boot=100)
+    assert summary["title"]["rate"][0] == 1.0 and summary["title"]["control"][0] < 1.0
+
+
 def _history_tokens(recommender, raw_user):
     (uid,) = recommender.resolve_users([raw_user])
     row = recommender.row_of_uid[uid]
@@ -157,6 +186,10 @@ def test_the_report_writes_rates_examples_and_provenance(checkpoint, tmp_path, n
     assert report.count("Recommended (rank 1)") == 2
     assert set(record["checkpoint"]["metrics"]["results"]) == {"recbole", "all"}
     assert 0 <= record["checkpoint"]["metrics"]["results"]["all"]["valid"]["ndcg@10"] <= 1
+    cli.main([f"--rerender={folder}"])  # the same report from the stored results, with a note saying so
+    again = (folder / "report.md").read_text().splitlines()
+    assert again[4].startswith("Text re-rendered from the stored results") and again[5] == ""
+    assert again[:4] + again[6:] == report.splitlines()
 
 
 # --- grounding ------------------------------------------------------------------------------------------------------
@@ -192,9 +225,21 @@ def test_a_mention_counts_only_from_the_history(text, titles, genres):
     assert found.any == bool(titles or genres)
 
 
+def test_the_candidates_own_title_names_nothing_from_the_history():
+    history = [ItemFacts("Godfather, The", ("Action", "Crime", "Drama")), ItemFacts("Star Trek: Generations", ())]
+    candidate = ItemFacts("Godfather: Part II, The", ("Action", "Crime", "Drama"))
+    assert not find_mentions("You will enjoy The Godfather: Part II.", history, candidate).any
+    assert find_mentions("Like The Godfather, it is a family saga.", history, candidate).titles == ["Godfather, The"]
+    sequel = ItemFacts("Star Trek: First Contact", ())
+    assert not find_mentions("Another Star Trek film for you.", history, sequel).any  # a pair the candidate shares
+    assert find_mentions("As in Star Trek Generations, the crew returns.", history, sequel).any
+
+
 def test_the_controls_donors_are_a_fixed_derangement():
     donors = control_donors(50, seed=3)
-    assert sorted(donors) == list(range(50)) and all(d != i for i, d in enumerate(donors))
+    assert sorted(donors) == list(range(50))
+    for n, seed in [(n, seed) for n in (2, 3, 5, 8) for seed in range(20)]:
+        assert all(d != i for i, d in enumerate(control_donors(n, seed)))  # nobody explains from their own history
     assert donors == control_donors(50, seed=3) and donors != control_donors(50, seed=4)
     with pytest.raises(ValueError, match=r"at least 2 users.*got 1"):
         control_donors(1, seed=3)

@@ -14,6 +14,7 @@ explanation, history, history_texts) to that file.
 ``--report=FOLDER`` also writes each explanation's control (the same item explained from another user's history)
 and scores both for grounding (``recbole_m6rec/explain/grounding.py``), then writes ``report.md``,
 ``explanations.jsonl`` and ``results.json`` there: users are ``--users`` or ``--n_users`` drawn with ``--seed``.
+``--rerender=FOLDER`` writes such a ``report.md`` again from the stored results.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model_file", required=True, help="a trained M6Rec checkpoint (saved/M6Rec-<time>.pth)")
+    parser.add_argument("--model_file", default=None, help="a trained M6Rec checkpoint (saved/M6Rec-<time>.pth)")
     parser.add_argument("--users", default=None, help="raw user ids, comma separated")
     parser.add_argument("--top_k", type=int, default=3, help="items explained per user (>= 1)")
     parser.add_argument("--max_new_tokens", type=int, default=60, help="tokens written per explanation at most (>= 1)")
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--examples", type=int, default=6, help="explanations quoted in report.md")
     report.add_argument("--train_commit", default=None, help="git commit the checkpoint was trained at, for the report")
     report.add_argument("--train_log", default=None, help="the checkpoint's training log, quoted in the report")
+    report.add_argument("--rerender", default=None, help="write FOLDER/report.md again from its stored results")
     return parser
 
 
@@ -60,6 +62,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parsed flags, with bad values refused before anything loads."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
+    args.argv = list(argv)
+    if args.rerender is not None:
+        return args
+    if args.model_file is None:
+        parser.error("--model_file is required (a trained M6Rec checkpoint, e.g. saved/M6Rec-<time>.pth)")
     minimum = {"top_k": 1, "max_new_tokens": 1, "history_items": 1, "n_users": 2, "examples": 0, "threads": 1}
     for name, low in minimum.items():
         value = getattr(args, name)
@@ -73,7 +80,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--users is required (raw user ids, comma separated) unless --report draws them")
     else:
         args.user_list = None
-    args.argv = list(argv)
     return args
 
 
@@ -100,12 +106,16 @@ def main(argv: Sequence[str] | None = None) -> list:
 
     from .generation import Generator
     from .pipeline import explain_users
-    from .ranking import check_m6rec_checkpoint, load_recommender
+    from .ranking import load_recommender
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.rerender is not None:
+        from .report import rerender
+
+        print(f"wrote {rerender(args.rerender)}", flush=True)
+        return []
     if args.threads:
         torch.set_num_threads(args.threads)
-    check_m6rec_checkpoint(args.model_file)  # before the minutes of loading
     if args.report is not None:
         from .report import run_report
 

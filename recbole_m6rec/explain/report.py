@@ -24,12 +24,13 @@ from recbole_m6rec.atomic import atomic_write_text
 
 from .generation import SYSTEM_PROMPT, USER_PROMPT, Generator
 from .grounding import summarise
-from .pipeline import explain_users, item_facts, mentions_of
+from .pipeline import Explanation, explain_users, item_facts, mentions_of
 from .ranking import Recommender, check_m6rec_checkpoint, load_recommender
 
-__all__ = ["run_report", "report_markdown", "checkpoint_facts", "evaluate_checkpoint", "machine_load"]
+__all__ = ["run_report", "rerender", "report_markdown", "checkpoint_facts", "evaluate_checkpoint", "machine_load"]
 
 METRIC = "ndcg@10"
+KINDS = (("title", "a history title"), ("genre", "a history-only genre"), ("any", "either"))
 
 
 def machine_load(limit: int = 5) -> dict:
@@ -140,6 +141,7 @@ def run_report(args: argparse.Namespace, command: str) -> list:
             "user_prompt": USER_PROMPT,
             "chat_template": generator.chat,
             "decoding": "greedy",
+            "examples": args.examples,
         },
         "generation": {
             "explanations": 2 * len(rows),  # each with its control
@@ -172,14 +174,66 @@ def run_report(args: argparse.Namespace, command: str) -> list:
     return rows
 
 
+def rerender(folder: str | Path) -> Path:
+    """Write ``report.md`` again from the folder's ``results.json`` and ``explanations.jsonl`` (after a change to
+    the report's wording; the numbers and the command that made them are the stored ones)."""
+    folder = Path(folder)
+    record = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    lines = (folder / "explanations.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [Explanation(**json.loads(line)) for line in lines if line.strip()]
+    note = (
+        "Text re-rendered from the stored results.json and explanations.jsonl by `python -m recbole_m6rec.explain "
+        f"--rerender={folder}`; every number and explanation is the run's."
+    )
+    return atomic_write_text(
+        folder / "report.md", report_markdown(record, rows, record["settings"].get("examples", 6), note)
+    )
+
+
 # ------------------------------------------------------------------------------------------------------ markdown
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _interval(triple) -> str:
+def _interval(triple, n: int) -> str:
     rate, low, high = triple
-    return f"{_pct(rate)} [{_pct(low)}, {_pct(high)}]"
+    return f"{_pct(rate)} ({round(rate * n)}/{n}) [{_pct(low)}, {_pct(high)}]"
+
+
+def _epochs(settings: dict) -> str:
+    epochs = settings.get("epochs")
+    if epochs is None:
+        return "the default number of epochs"
+    return f"{epochs} epochs" + (" only, a short run for a demonstration, far from converged" if epochs < 10 else "")
+
+
+def _verdict(difference) -> str:
+    _, low, high = difference
+    if low > 0:
+        return "above the control (the difference's interval excludes 0)"
+    if high < 0:
+        return "below the control"
+    return "not clearly above the control (the difference's interval includes 0)"
+
+
+def _title_hits(rows) -> list[str]:
+    """Each explanation, and each control, that names a title of the true user's history, verbatim."""
+    lines = []
+    for row in rows:
+        for who, text, found in (
+            ("explanation", row.explanation, row.mentions),
+            (
+                f"control (from user {(row.control or {}).get('donor')})",
+                (row.control or {}).get("explanation"),
+                (row.control or {}).get("mentions"),
+            ),
+        ):
+            if found and found["titles"]:
+                lines.append(
+                    f"- user {row.user}, rank {row.rank}, *{_title(row.item_text)}*, {who}, names "
+                    f"{found['titles']}: \"{text}\""
+                )
+    return [*(lines or ["none"]), ""]
 
 
 def _points(triple) -> str:
@@ -217,7 +271,7 @@ def _examples(rows, count: int) -> list[str]:
     return lines
 
 
-def report_markdown(record: dict, rows, examples: int = 6) -> str:
+def report_markdown(record: dict, rows, examples: int = 6, note: str | None = None) -> str:
     s, g, c, m = record["settings"], record["grounding"], record["checkpoint"], record["machine"]
     metrics = c["metrics"]
     own = metrics["own_rule"]
@@ -232,9 +286,15 @@ def report_markdown(record: dict, rows, examples: int = 6) -> str:
         "",
         f"Made by `{record['command']}`.",
         "",
+        *([note, ""] if note else []),
         f"{g['users']} users of {c['dataset']}, their top-{s['top_k']} items each ({g['explanations']} explanations), "
         f"every explanation also written from another user's history (the control). Generator `{s['plm']}`, greedy, "
         f"at most {s['max_new_tokens']} new tokens, the {s['history_items']} most recent history items shown.",
+        "",
+        f"The recommender: M6Rec trained for {_epochs(settings)}, best after epoch {c['best_epoch'] + 1}; valid "
+        f"NDCG@10 {metric('all', 'valid')}, test {metric('all', 'test')} with the user's known items masked "
+        f"({metric(own, 'valid')} and {metric(own, 'test')} under its own rule `{own}`). It decides which items get "
+        "explained; the grounding below is the generator's.",
         "",
         "## Grounding",
         "",
@@ -246,23 +306,23 @@ def report_markdown(record: dict, rows, examples: int = 6) -> str:
         "| names | explanations | control | difference (points) |",
         "|---|---:|---:|---:|",
     ]
-    for kind, label in (("title", "a history title"), ("genre", "a history-only genre"), ("any", "either")):
+    n = g["explanations"]
+    for kind, label in KINDS:
         lines.append(
-            f"| {label} | {_interval(g[kind]['rate'])} | {_interval(g[kind]['control'])} | "
+            f"| {label} | {_interval(g[kind]['rate'], n)} | {_interval(g[kind]['control'], n)} | "
             f"{_points(g[kind]['difference'])} |"
         )
-    diff = g["any"]["difference"]
-    verdict = (
-        "clearly above the control (the difference's interval excludes 0): the explanations draw on the history"
-        if diff[1] > 0
-        else "not clearly above the control (the difference's interval includes 0 or lies below it)"
-    )
+    lines += ["", "Read: " + "; ".join(f"{label}: {_verdict(g[kind]['difference'])}" for kind, label in KINDS) + "."]
     lines += [
         "",
-        f"Either kind of mention: {verdict}. Title matching is whole titles (articles moved, brackets dropped), "
-        "one-word titles only capitalised inside a sentence or quoted, or two consecutive non-stopword title words; "
-        "the candidate's own title is blanked first (`recbole_m6rec/explain/grounding.py`).",
+        "Title matching: whole titles (articles moved to the front, brackets dropped), one-word titles only when "
+        "capitalised inside a sentence or quoted, or two consecutive non-stopword title words; the candidate's own "
+        "title is blanked first, and genre words inside a named title do not count "
+        "(`recbole_m6rec/explain/grounding.py`).",
         "",
+        "## Every explanation that named a history title",
+        "",
+        *_title_hits(rows),
         "## Examples (verbatim, rank 1 of the first users drawn)",
         "",
         *_examples(rows, examples),
@@ -280,7 +340,7 @@ def report_markdown(record: dict, rows, examples: int = 6) -> str:
         "## The recommender",
         "",
         f"- checkpoint `{c['file']}` (sha256 {c['sha256']}, written {c['written']}), model {c['model']}, dataset "
-        f"{c['dataset']}, best epoch {c['best_epoch']} (counting from 0)",
+        f"{c['dataset']}, best after epoch {c['best_epoch'] + 1} (counting from 1)",
         f"- trained at git commit {c['train_commit'] or 'not given'}; settings given at training: `{json.dumps(settings)}`",
         "- every setting not listed there: M6Rec's defaults (`recbole_m6rec/properties/model/M6Rec.yaml`) and the "
         f"dataset's yaml at that commit; backbone `{settings.get('plm_name_or_path', 'smollm2-135m')}`",
@@ -301,7 +361,7 @@ def report_markdown(record: dict, rows, examples: int = 6) -> str:
         f"- report made at git commit {code.get('git_commit')}; uncommitted changes to the explanation code: "
         f"{', '.join(code.get('dirty_code') or []) or 'none'} (elsewhere in the tree: {code.get('git_dirty')}); "
         f"{', '.join(f'{k} {v}' for k, v in code['versions'].items())}",
-        f"- {m['cpus']} CPUs, {m['platform']}, {m['torch_threads']} torch threads; {m['seconds']:.0f} s in all",
+        f"- {m['cpus']} CPUs, {m['platform']}, torch threads: {m['torch_threads']}; {m['seconds']:.0f} s in all",
         "- the machine is shared: other jobs ran beside this one, so times are this run's, not the method's",
         f"- load average (1, 5, 15 min) before: {m['before']['load_average']}, after generating: "
         f"{m['after_generation']['load_average']}, at the end: {m['after']['load_average']}",
