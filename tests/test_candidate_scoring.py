@@ -124,7 +124,7 @@ def test_cached_history_scores_equal_predict_on_each_pair(data, make_model, sett
 
 def test_one_cached_history_serves_any_number_of_calls(data, make_model):
     """The cache is read, never extended: a second call, another chunk size or the candidates in another order give
-    the same scores."""
+    the same scores; no candidates, no scores."""
     model = perturbed(make_model())
     user, history, labels, times, shown, next_item = next(users(data, model))
     candidates = candidates_for(model, next_item, seed=1)
@@ -133,6 +133,8 @@ def test_one_cached_history_serves_any_number_of_calls(data, make_model):
         first = model.score_cached(cached, candidates, batch_size=4)
         again = model.score_cached(cached, candidates, batch_size=len(candidates))
         reversed_order = model.score_cached(cached, candidates.flip(0), batch_size=1).flip(0)
+        none = model.score_cached(cached, torch.tensor([], dtype=torch.long))
+    assert none.shape == (0,)
     torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(reversed_order, first, rtol=1e-5, atol=1e-6)
 

@@ -11,8 +11,9 @@ candidates in chunks laid side by side in one sequence after the history: each c
 
 Llama-family decoders: the keys and values are captured through the attention layers' own cache hook
 (``cache.update(key, value, layer_idx)``, called after the rotary positions are applied), so the layers' code (norms,
-adapters, grouped-query attention) runs unchanged. BERT-style encoder layers have no cache hook: there the history runs
-again with each chunk (same mask, same numbers; its cost is shared by the chunk's candidates instead of paid once).
+adapters, grouped-query attention) runs unchanged. Other families (BERT-style encoders, the encoders of encoder–decoders)
+get no cache: there the history runs again with each chunk (same mask and positions, same numbers; its cost is shared
+by the chunk's candidates instead of paid once).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class CachedHistory:
     def states(self, tokens: torch.Tensor, valid: torch.Tensor, read: int, batch_size: int) -> torch.Tensor:
         """Final-norm states ``[M d]`` at slot ``read`` of M candidates' tokens ``[M W d]`` (valid ``[M W]``), laid
         out as the step after the history (:meth:`LateInteraction.next_step`), ``batch_size`` candidates at a time."""
+        if tokens.shape[0] == 0:
+            return tokens.new_zeros(0, tokens.shape[-1])
         return torch.cat(
             [
                 self._chunk(chunk_tokens, chunk_valid, read)
