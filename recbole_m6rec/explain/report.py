@@ -325,6 +325,10 @@ def report_markdown(record: dict, rows, examples: int = 6, note: str | None = No
         *_title_hits(rows),
         "## Examples (verbatim, rank 1 of the first users drawn)",
         "",
+        "Every explanation with its control is in `explanations.jsonl`, which the run writes beside this file. It "
+        "lists the users' shown histories: keep it out of a repository when the dataset's terms forbid "
+        "redistribution (MovieLens).",
+        "",
         *_examples(rows, examples),
         "## Settings",
         "",
