@@ -7,6 +7,10 @@ samples whose prefixes tile each history: for a user with ``m`` training samples
 target exactly once (the causal loss in ``M6Rec.calculate_loss`` puts a loss at every position). Validation and
 test data are untouched, so the split is RecBole's own.
 
+**Learning-rate schedule.** ``warmup_steps`` raises the step size linearly over the first training steps and
+``lr_decay: inverse_sqrt`` lowers it after them. The step count lives in the optimizer's parameter groups, which
+its state dict (and so every resume point) keeps: a resumed run continues the schedule where it stopped.
+
 **Overlapping windows.** Tiled windows give the first targets of each window a short history (at ``L = 50``, a
 target sees 25 items on average where RecBole's prefix sample sees up to 50). With ``window_stride`` ``S < L`` a
 window ends every ``S`` samples (``m-1, m-1-S, ...``) and scores only its last ``S`` positions (a user's earliest
@@ -24,7 +28,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole_m6rec.model.losses import WINDOW_SKIP_FIELD
 from recbole_m6rec.plugin_trainer import PluginTrainer
 
-__all__ = ["M6RecTrainer", "whole_sequence_indices", "window_skips", "whole_sequence_loader"]
+__all__ = ["M6RecTrainer", "step_size_factor", "whole_sequence_indices", "window_skips", "whole_sequence_loader"]
 
 
 def whole_sequence_indices(user_ids: np.ndarray, max_length: int, stride: int | None = None) -> np.ndarray:
@@ -63,6 +67,23 @@ def whole_sequence_loader(config, train_data, stride: int | None = None) -> Trai
     return TrainDataLoader(config, windows, train_data._sampler, shuffle=config["shuffle"])
 
 
+def step_size_factor(step: int, warmup_steps: int, decay: str) -> float:
+    """The fraction of ``learning_rate`` used for training step ``step`` (1-based)."""
+    factor = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+    if decay == "inverse_sqrt":
+        factor *= (max(warmup_steps, 1) / max(step, warmup_steps, 1)) ** 0.5
+    return factor
+
+
+def _scheduled_step_size(warmup_steps: int, decay: str):
+    def before_step(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            group["scheduled_steps"] = group.get("scheduled_steps", 0) + 1
+            group["lr"] = group["initial_lr"] * step_size_factor(group["scheduled_steps"], warmup_steps, decay)
+
+    return before_step
+
+
 class M6RecTrainer(PluginTrainer):
     """M6Rec's and M6RecCTR's trainer: whole-sequence windows (``train_whole_sequences``) and a clearer NaN stop."""
 
@@ -75,6 +96,15 @@ class M6RecTrainer(PluginTrainer):
             f"of {len(train_data._dataset)} prefixes"
         )
         return windows
+
+    def _build_optimizer(self, **kwargs):
+        optimizer = super()._build_optimizer(**kwargs)
+        settings = self.model.settings
+        if optimizer is not None and (settings.warmup_steps or settings.lr_decay != "none"):
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+            optimizer.register_step_pre_hook(_scheduled_step_size(settings.warmup_steps, settings.lr_decay))
+        return optimizer
 
     def _check_nan(self, loss):
         if torch.isnan(loss):

@@ -1,6 +1,8 @@
 """M6Rec's accuracy levers on tiny random-initialised backbones (real tokenizer, real RecBole data): the adapter on
 the cached item states, ID dropout for the text+ID hybrid, and overlapping training windows."""
 
+import itertools
+
 import pytest
 import torch
 from recbole.data.interaction import Interaction
@@ -146,3 +148,94 @@ def test_m6recctr_refuses_overlapping_windows(make_config):
     )
     with pytest.raises(ValueError, match="window_stride"):
         M6RecCTRSettings.from_config(config)
+
+
+# --- LoRA on the online layers' attention ---------------------------------------------------------------------------
+def test_attention_lora_starts_as_the_identity_and_trains_only_its_low_rank_parts(data, make_model):
+    plain = make_model().eval()
+    model = make_model(attention_lora_rank=4).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)  # the same adapters, prompt and heads as `plain`
+    batch = first_batch(data[1])
+    with torch.no_grad():
+        assert torch.allclose(
+            model(batch["item_id_list"], batch["item_length"]), plain(batch["item_id_list"], batch["item_length"])
+        )
+    model.train()
+    model.calculate_loss(batch).backward()
+    lora = {n for n, p in model.named_parameters() if ".q_proj." in n or ".v_proj." in n}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    n_online = model.settings.late_interaction_layers
+    # per online layer: down and up of the query and of the value projection; the projections' own weights frozen
+    assert {n for n in lora if n in trainable} == {n for n in lora if n.endswith((".down.weight", ".up.weight"))}
+    assert len(lora & trainable) == 4 * n_online
+    assert all(model.get_parameter(n).grad is not None for n in lora & trainable)
+    up = next(n for n in lora & trainable if n.endswith(".up.weight"))
+    assert model.get_parameter(up).grad.abs().sum() > 0  # up starts at zero, so it is what moves first
+    with torch.no_grad():  # a non-zero update changes the user states
+        for name in lora & trainable:
+            if name.endswith(".up.weight"):
+                model.get_parameter(name).normal_()
+        model.eval()
+        assert not torch.allclose(
+            model(batch["item_id_list"], batch["item_length"]), plain(batch["item_id_list"], batch["item_length"])
+        )
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "four"])
+def test_attention_lora_rank_must_be_a_whole_number(make_model, value):
+    with pytest.raises(ValueError, match=f"attention_lora_rank must be an integer >= 0 \\(got {value!r}\\)"):
+        make_model(attention_lora_rank=value)
+
+
+def test_attention_lora_is_refused_where_the_attention_trains_itself(make_model):
+    with pytest.raises(ValueError, match="attention_lora_rank .* tuning upper trains the attention itself"):
+        make_model(attention_lora_rank=4, tuning="upper")
+
+
+# --- the learning-rate schedule --------------------------------------------------------------------------------------
+def test_step_size_warms_up_linearly_then_decays_with_the_inverse_square_root():
+    from recbole_m6rec.m6rec_trainer import step_size_factor
+
+    assert [step_size_factor(t, 4, "none") for t in (1, 2, 4, 5, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert [step_size_factor(t, 4, "inverse_sqrt") for t in (2, 4, 16)] == [0.5, 1.0, 0.5]
+    assert step_size_factor(9, 0, "inverse_sqrt") == pytest.approx(1 / 3)
+    assert step_size_factor(7, 0, "none") == 1.0
+
+
+def test_trainer_applies_the_schedule_and_its_step_count_survives_a_resume(data, make_model, make_config):
+    from recbole_m6rec.trainer import build_trainer
+
+    config = make_config(warmup_steps=4, learning_rate=0.01)
+    model = make_model(warmup_steps=4, learning_rate=0.01)
+    _, train, valid, test = data
+    trainer = build_trainer(config, model, train, valid, test)
+    rates = []
+    for batch in itertools.islice(train, 3):
+        trainer.optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        trainer.optimizer.step()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.0025, 0.005, 0.0075])
+    saved = trainer.optimizer.state_dict()
+    again = build_trainer(config, make_model(warmup_steps=4, learning_rate=0.01), train, valid, test)
+    again.optimizer.load_state_dict(saved)
+    batch = next(iter(train))
+    again.optimizer.zero_grad()
+    again.model.calculate_loss(batch).backward()
+    again.optimizer.step()
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # step 4 of 4: the warm-up is over
+
+
+@pytest.mark.parametrize(("key", "value"), [("warmup_steps", -1), ("lr_decay", "cosine")])
+def test_schedule_settings_are_checked(make_model, key, value):
+    with pytest.raises(ValueError, match=f"{key}"):
+        make_model(**{key: value})
+
+
+def test_attention_lora_stays_float_and_trainable_under_int8(data, make_model):
+    model = make_model(attention_lora_rank=4, quantize="int8")
+    lora = [m for m in model.late.attention_lora]
+    assert lora and all(isinstance(m.down, torch.nn.Linear) and m.down.weight.requires_grad for m in lora)
+    assert all(type(m.base).__name__ == "Int8Linear" for m in lora)  # the frozen projection itself is quantised
+    model.calculate_loss(first_batch(data[1])).backward()
+    assert all(m.up.weight.grad is not None and m.up.weight.grad.abs().sum() > 0 for m in lora)

@@ -3,7 +3,7 @@ with :mod:`.convert`), load it (:mod:`.loading`), know it by its contents (:mod:
 and upper layers (:mod:`.backbone`; an encoder–decoder's encoder: :mod:`.seq2seq`), turn texts into the token ids it
 reads (:mod:`.tokenize`) and id-aligned texts into cached lower-layer segment states (:mod:`.segments`)."""
 
-from .backbone import LayerStack, additive_mask, attach_ffn_adapters, segment_causal_mask
+from .backbone import LayerStack, additive_mask, attach_attention_lora, attach_ffn_adapters, segment_causal_mask
 from .fingerprint import plm_fingerprint
 from .loading import is_encoder_decoder, is_generative, load_plm, load_tokenizer
 from .resolve import DEFAULT_PLM, KNOWN_PLMS, resolve_plm_path
@@ -13,6 +13,7 @@ from .tokenize import TokenizedTexts, continuation_ids, tokenize_phrases, tokeni
 __all__ = [
     "LayerStack",
     "additive_mask",
+    "attach_attention_lora",
     "attach_ffn_adapters",
     "segment_causal_mask",
     "DEFAULT_PLM",

@@ -24,7 +24,15 @@ from torch import nn
 
 from .seq2seq import ENCODER_DECODER_FAMILIES, AdaptedBartFFN, encoder_parts, relative_position_bias
 
-__all__ = ["LayerStack", "FFNAdapter", "attach_ffn_adapters", "additive_mask", "segment_causal_mask"]
+__all__ = [
+    "LayerStack",
+    "FFNAdapter",
+    "LoRALinear",
+    "attach_attention_lora",
+    "attach_ffn_adapters",
+    "additive_mask",
+    "segment_causal_mask",
+]
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -196,6 +204,50 @@ class LayerStack(nn.Module):
         allowed = allowed | (~valid).unsqueeze(2) & (positions == 0).unsqueeze(1)
         hidden = self.embed(input_ids)
         return self.run_layers(hidden, 0, n_layers, additive_mask(allowed, hidden.dtype), positions)
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + (alpha / rank) * up(down(x))``: a low-rank update of a frozen linear layer (LoRA). ``up`` starts at
+    zero, so a fresh one leaves the layer's output unchanged."""
+
+    def __init__(self, base: nn.Module, in_features: int, out_features: int, rank: int, alpha: float | None = None):
+        super().__init__()
+        self.base = base
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=False)
+        self.scaling = (alpha or rank) / rank
+        nn.init.normal_(self.down.weight, std=in_features**-0.5)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.scaling * self.up(self.down(x))
+
+
+# the attention projections LoRA adapts (query and value, as in the LoRA paper), per family: (module path, names)
+_ATTENTION_PROJECTIONS = {
+    "llama": ("self_attn", ("q_proj", "v_proj")),
+    "bart": ("self_attn", ("q_proj", "v_proj")),
+    "t5": ("layer.0.SelfAttention", ("q", "v")),
+    "bert": ("attention.self", ("query", "value")),
+}
+
+
+def attach_attention_lora(stack: LayerStack, layer_indices: list[int], rank: int) -> nn.ModuleList:
+    """Wrap the query and value projections of each listed layer's self-attention with a fresh
+    :class:`LoRALinear`; returns the LoRA modules (their ``down`` / ``up`` are the trainable part)."""
+    holder_path, names = _ATTENTION_PROJECTIONS[stack.family.name]
+    modules = nn.ModuleList()
+    for index in layer_indices:
+        holder = stack.layers[index].get_submodule(holder_path)
+        for name in names:
+            base = getattr(holder, name)
+            if isinstance(base, LoRALinear):
+                raise ValueError(f"layer {index}'s {name} already has a LoRA update")
+            weight = base.weight() if callable(getattr(base, "weight", None)) else base.weight  # int8 keeps a method
+            lora = LoRALinear(base, weight.shape[1], weight.shape[0], rank).to(stack.word_embeddings.weight.device)
+            setattr(holder, name, lora)
+            modules.append(lora)
+    return modules
 
 
 def attach_ffn_adapters(stack: LayerStack, layer_indices: list[int], rank: int) -> nn.ModuleList:

@@ -1,8 +1,8 @@
 """int8 dynamic quantisation of a :class:`~.backbone.LayerStack`'s frozen layers (``quantize: int8``).
 
 torch's own ``quantize_dynamic`` swaps each chosen ``nn.Linear`` for a dynamically quantised one: int8 weights
-(per tensor), activations quantised on the fly per call, int32 accumulation, float output. Only linear layers of the
-listed transformer layers are swapped; anything under an ``adapter`` (the option adapters) stays float and trainable,
+(per tensor), activations quantised on the fly per call, int32 accumulation, float output. Only frozen linear layers
+of the listed transformer layers are swapped; the option adapters and LoRA updates stay float and trainable,
 and embeddings, norms and attention's softmax stay float.
 
 One gap is filled here: torch's ``quantized::linear_dynamic`` has no autograd kernel, so backpropagating through it
@@ -28,7 +28,7 @@ with warnings.catch_warnings():  # torch marks torch.ao.quantization deprecated 
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
     from torch.ao.quantization import quantize_dynamic
 
-from .backbone import LayerStack
+from .backbone import LayerStack, LoRALinear
 
 __all__ = ["Int8Linear", "quantizable_linears", "quantize_layers"]
 
@@ -60,11 +60,16 @@ class Int8Linear(DynamicQuantizedLinear):
 
 
 def quantizable_linears(stack: LayerStack, layer_indices: Iterable[int]) -> list[str]:
-    """Names (relative to ``stack``) of the ``nn.Linear`` modules of the listed layers, adapters left out."""
+    """Names (relative to ``stack``) of the frozen ``nn.Linear`` modules of the listed layers: adapters and LoRA
+    updates (trainable) are left out."""
     names = []
     for index in layer_indices:
-        for name, module in stack.layers[index].named_modules():
-            if isinstance(module, nn.Linear) and "adapter" not in name.split("."):
+        modules = dict(stack.layers[index].named_modules())
+        lora_parts = {
+            f"{name}.{part}" for name, m in modules.items() if isinstance(m, LoRALinear) for part in ("down", "up")
+        }
+        for name, module in modules.items():
+            if isinstance(module, nn.Linear) and "adapter" not in name.split(".") and name not in lora_parts:
                 names.append(f"layers.{index}.{name}")
     return names
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..lm import SegmentEncoder, additive_mask, attach_ffn_adapters, segment_causal_mask
+from ..lm import SegmentEncoder, additive_mask, attach_attention_lora, attach_ffn_adapters, segment_causal_mask
 
 __all__ = ["LateInteraction", "Layout"]
 
@@ -40,7 +40,9 @@ class LateInteraction(nn.Module):
 
     ``tuning`` sets what trains in the backbone: nothing (``option_adapter`` adds adapters to the upper layers,
     ``prompt``/``option`` train only the prompt and the model's heads), the upper layers (``upper``) or all of it
-    (``full``). ``n_steps`` is the number of segments after the profile; ``width`` the token slots per segment.
+    (``full``). ``attention_lora_rank`` > 0 adds LoRA updates to the upper layers' attention (query and value), with
+    ``option_adapter`` or ``prompt``. ``n_steps`` is the number of segments after the profile; ``width`` the token
+    slots per segment.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class LateInteraction(nn.Module):
         prompt_text: str,
         n_steps: int,
         width: int,
+        attention_lora_rank: int = 0,
     ):
         super().__init__()
         self.stack = encoder.stack
@@ -67,6 +70,9 @@ class LateInteraction(nn.Module):
         upper = list(range(self.n_lower, self.stack.num_layers))
         self.adapters = (
             attach_ffn_adapters(self.stack, upper, adapter_rank) if tuning == "option_adapter" else nn.ModuleList()
+        )
+        self.attention_lora = (
+            attach_attention_lora(self.stack, upper, attention_lora_rank) if attention_lora_rank else nn.ModuleList()
         )
         self.prompt = nn.Parameter(_initial_prompt(encoder, n_prompt_tokens, prompt_text))  # [P d]
         self.segment_position = nn.Embedding(n_steps + 1, d)  # 0 = the profile, t = step t

@@ -100,6 +100,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
             self.encoder,
             tuning=s.tuning,
             adapter_rank=s.adapter_rank,
+            attention_lora_rank=s.attention_lora_rank,
             n_prompt_tokens=s.n_prompt_tokens,
             prompt_text=s.prompt_text,
             n_steps=self.max_steps,

@@ -161,6 +161,7 @@ class M6RecSettings:
     tuning: str
     adapter_rank: int
     item_adapter_rank: int
+    attention_lora_rank: int
     n_prompt_tokens: int
     prompt_text: str
     embedding_size: int
@@ -177,6 +178,8 @@ class M6RecSettings:
     unseen_item_prior: float | str | None
     train_whole_sequences: bool
     window_stride: int | None
+    warmup_steps: int
+    lr_decay: str
     item_text_fields: tuple[str, ...]
     item_text_template: str | None
     user_text_fields: tuple[str, ...]
@@ -224,6 +227,12 @@ class M6RecSettings:
                 "quantize int8 quantises frozen layers, but tuning full trains every layer (got quantize: int8 with "
                 f"tuning: full); valid with int8: {', '.join(m for m in cls.TUNING_MODES if m != 'full')}"
             )
+        if raw["attention_lora_rank"] and tuning in ("upper", "full"):
+            raise ValueError(
+                f"attention_lora_rank (got {raw['attention_lora_rank']!r}) adds low-rank updates to frozen attention, "
+                f"but tuning {tuning} trains the attention itself; use it with "
+                f"{', '.join(m for m in cls.TUNING_MODES if m not in ('upper', 'full'))}, or set it to 0"
+            )
         return {
             **raw,
             "plm_name_or_path": str(raw["plm_name_or_path"]),
@@ -236,6 +245,7 @@ class M6RecSettings:
             "tuning": tuning,
             "adapter_rank": _integer("adapter_rank", raw["adapter_rank"]),
             "item_adapter_rank": _integer("item_adapter_rank", raw["item_adapter_rank"], minimum=0),
+            "attention_lora_rank": _integer("attention_lora_rank", raw["attention_lora_rank"], minimum=0),
             "n_prompt_tokens": _integer("n_prompt_tokens", raw["n_prompt_tokens"], minimum=0),
             "prompt_text": str(raw["prompt_text"] or ""),
             "embedding_size": _integer("embedding_size", raw["embedding_size"]),
@@ -252,6 +262,8 @@ class M6RecSettings:
             "unseen_item_prior": _unseen_item_prior(raw["unseen_item_prior"]),
             "train_whole_sequences": _flag("train_whole_sequences", raw["train_whole_sequences"]),
             "window_stride": None if raw["window_stride"] is None else _integer("window_stride", raw["window_stride"]),
+            "warmup_steps": _integer("warmup_steps", raw["warmup_steps"], minimum=0),
+            "lr_decay": _choice("lr_decay", raw["lr_decay"], ("none", "inverse_sqrt")),
             "item_text_fields": item_fields,
             "user_text_fields": _fields_list("user_text_fields", raw["user_text_fields"]),
         }
