@@ -251,6 +251,8 @@ def test_recency_buckets_name_the_gap_since_the_previous_item():
     ]
     assert words[0] == [None, "minutes later", "hours later", "2 days later", "1 week later", "1 year later", None]
     assert words[1] == [None] * 7  # one item: nothing before it; padding never has a phrase
+    index, has_phrase = recency_buckets(torch.tensor([[5.0], [9.0]]), torch.tensor([1, 1]))  # a one-step history
+    assert index.shape == has_phrase.shape == (2, 1) and not has_phrase.any()
 
 
 def _recency_user_states(model, batch, timestamps):

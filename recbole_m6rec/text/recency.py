@@ -50,7 +50,7 @@ def recency_buckets(
     """
     gaps = (timestamps[:, 1:].double() - timestamps[:, :-1].double()).clamp(min=0) * seconds_per_unit
     index = torch.bucketize(gaps, _BOUNDS.to(gaps.device), right=True)
-    index = torch.cat([torch.zeros_like(index[:, :1]), index], dim=1)
+    index = torch.cat([index.new_zeros(index.shape[0], 1), index], dim=1)  # the first step has no gap
     steps = torch.arange(timestamps.shape[1], device=timestamps.device).unsqueeze(0)
     has_phrase = (steps >= 1) & (steps < lengths.unsqueeze(1))
     return index.masked_fill(~has_phrase, 0), has_phrase
