@@ -112,9 +112,10 @@ def partial_folder(out: str | Path) -> Path:
     return out.parent / ".partial" / out.stem
 
 
-def resume_point(folder: Path, spec: dict) -> Path | None:
+def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
     """The latest resume point in ``folder`` if a run of this spec wrote it under the same libraries and the same
-    code for this row; else ``None``, with the folder emptied and stamped for the run about to start.
+    code for this row, else ``None`` with the folder emptied and stamped for the run about to start; and the stamp
+    (``partial.json``) the run continues under.
 
     "The same code for this row" is checked on the plugin modules a run of ``spec["model"]`` imports up front (the
     model's module, its trainer's, the pipeline's), so a partial SASRec run survives a change to M6Rec's files;
@@ -125,29 +126,30 @@ def resume_point(folder: Path, spec: dict) -> Path | None:
     registry.get_model(spec["model"])
     if registry.is_plugin_model(spec["model"]):
         registry.get_trainer(None, spec["model"])
+    versions = provenance.library_versions()
     stamp_file = folder / "partial.json"
     try:
         stamp = json.loads(stamp_file.read_text(encoding="utf-8"))
         same = (
             all(stamp[key] == spec[key] for key in ("config_hash", "seed"))
-            and stamp["versions"] == provenance.library_versions()
+            and stamp["versions"] == versions
             and not provenance.changed_files(provenance.code_files(), stamp["files"])
         )
     except (OSError, ValueError, KeyError, TypeError):
         same = False
     points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime) if same else []
     if points:
-        return points[-1]
+        return points[-1], stamp
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     stamp = {
         "config_hash": spec["config_hash"],
         "seed": spec["seed"],
-        "versions": provenance.library_versions(),
+        "versions": versions,
         "files": provenance.package_files(),
     }
     atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
-    return None
+    return None, stamp
 
 
 def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
@@ -163,8 +165,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
     if checkpoint_dir is None:
         checkpoint_dir = Path(tempfile.mkdtemp(prefix="m6rec-job-"))
     else:
-        resume_from = resume_point(checkpoint_dir, spec)
-        stamped_files = json.loads((checkpoint_dir / "partial.json").read_text(encoding="utf-8"))["files"]
+        resume_from, stamp = resume_point(checkpoint_dir, spec)
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
     started = time.perf_counter()
     try:
@@ -205,7 +206,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
     # after the run: the plugin modules it imported are in sys.modules now
     record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
     if resume_from is not None and record["status"] == "ok":
-        earlier_code = provenance.changed_files(record["provenance"]["code"], stamped_files)
+        earlier_code = provenance.changed_files(record["provenance"]["code"], stamp["files"])
         if earlier_code:  # a module imported only later in the run changed between the two parts
             record.update(
                 status="failed",
