@@ -118,6 +118,28 @@ def test_recorded_trials_from_code_that_changed_are_run_again(tmp_path):
     assert len(asked) == 4
 
 
+@pytest.mark.parametrize("nudge, reused", [(1, True), (10**7, False)])
+def test_recorded_trials_are_found_again_when_another_cpu_draws_the_last_bit_differently(tmp_path, nudge, reused):
+    """hyperopt's log-uniform values go through exp, whose last bit differs between CPUs and numpy builds: a trial
+    recorded on one machine must still be reused on another (and rerun only when the value really differs)."""
+    plan = make_plan(trials=3)
+    first = tune_row(plan, "M", Objective(), tmp_path)
+    record = json.loads((tmp_path / "M-tuning.json").read_text())
+    for trial in record["trials"]:  # as if the earlier machine had drawn these `nudge` ulps away
+        trial["params"]["learning_rate"] = trial["params"]["learning_rate"] + nudge * math.ulp(
+            trial["params"]["learning_rate"]
+        )
+    (tmp_path / "M-tuning.json").write_text(json.dumps(record))
+
+    rerun = Objective()
+    result = tune_row(plan, "M", rerun, tmp_path)
+    if reused:
+        assert rerun.calls == [] and result["trials"] == record["trials"]
+        assert result["best_params"] in params_of(result)  # the recorded values, not the newly drawn ones
+    else:
+        assert len(rerun.calls) == 3 and params_of(result) == params_of(first)
+
+
 def test_a_changed_space_does_not_reuse_the_record(tmp_path):
     tune_row(make_plan(trials=4), "M", Objective(), tmp_path)
     plan = make_plan(trials=4, search={"learning_rate": ["loguniform", 0.001, 0.01]})

@@ -220,6 +220,22 @@ def _load_previous(path: Path, header: dict) -> list[dict]:
     return list(previous.get("trials") or [])
 
 
+def _same_params(recorded: dict | None, proposed: dict) -> bool:
+    """The recorded trial's settings are the proposed ones. Floats count as equal to 1e-9 relative: hyperopt draws a
+    log-uniform value through ``exp``, whose last bit differs between CPUs and numpy builds, and a campaign resumed on
+    another machine must still find its finished trials."""
+    if not isinstance(recorded, dict) or recorded.keys() != proposed.keys():
+        return False
+    for key, value in proposed.items():
+        old = recorded[key]
+        if isinstance(value, float) and isinstance(old, (int, float)) and not isinstance(old, bool):
+            if not math.isclose(old, value, rel_tol=1e-9, abs_tol=0.0):
+                return False
+        elif old != value:
+            return False
+    return True
+
+
 def tune_row(
     plan: dict,
     row: str,
@@ -276,6 +292,8 @@ def tune_row(
         index = len(record["trials"])
         params = {key: _plain_value(space[key], params[key]) for key in space}
         old = previous[index] if index < len(previous) else None
+        if old and _same_params(old.get("params"), params):
+            params = old["params"]  # the settings that trial really ran with, bit for bit
         if (
             old
             and old.get("params") == params
