@@ -126,6 +126,9 @@ def test_provenance_records_the_code_each_row_ran(report):
     text = (out / "report.md").read_text()
     assert bpr["git_commit"][:10] in text and f"recbole {bpr['versions']['recbole']}" in text
     assert f"`{bpr['code_hash'][:8]}`" in text and f"`{m6rec['code_hash'][:8]}`" in text
+    beside = json.loads((out / "results" / "BPR-seed1.json").read_text())["machine"]
+    assert beside["cpus"] >= 1 and beside["other_cores"] >= 0 and len(beside["load_average_end"]) == 3
+    assert "Other processes beside each run" in text
 
 
 def test_stale_reasons_name_what_changed(report):

@@ -7,7 +7,8 @@ whether the run succeeds or fails. A finished record holds the results (``valid`
 result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
 ``per_sample_test`` (labelled evaluation: each test sample's label and score, for a paired AUC test) and its
 ``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
-the library versions, the git commit).
+the library versions, the git commit) and ``machine`` (:class:`recbole_m6rec.benchmarks.machine.CpuBeside`: how
+many cores other processes kept busy during the run, so a report can say whose times were measured alone).
 
 **Interrupted jobs continue.** A job's checkpoints live in ``.partial/<OUT name>/`` beside OUT, with the resume
 point its trainer writes after every evaluated epoch (:class:`recbole_m6rec.trainer.RunHooks`). A job killed
@@ -29,6 +30,7 @@ import traceback
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
+from recbole_m6rec.benchmarks.machine import CpuBeside
 
 
 def best_epoch(checkpoint_file: str | None) -> int | None:
@@ -167,6 +169,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
     else:
         resume_from, stamp = resume_point(checkpoint_dir, spec)
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
+    beside = CpuBeside()
     started = time.perf_counter()
     try:
         config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": str(checkpoint_dir)}
@@ -214,6 +217,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
             )
     record["wall_seconds"] = round(time.perf_counter() - started, 2)
     record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    record["machine"] = beside.stop()  # what else ran: this row's times are its own only if nothing did
     return record
 
 

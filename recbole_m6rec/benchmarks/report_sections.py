@@ -12,6 +12,8 @@ from pathlib import Path
 from recbole_m6rec.benchmarks.report_tables import CAP_MARK
 from recbole_m6rec.benchmarks.runner import load_results
 
+ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
+
 __all__ = ["split_sentence", "convergence_lines", "provenance_lines", "tuning_lines", "reference_lines"]
 
 
@@ -91,6 +93,7 @@ def provenance_lines(records: list[dict]) -> list[str]:
     )
     if runtimes:  # times only: neither changes a number
         lines.append("- Runtime (changes times, not results): " + "; ".join(runtimes) + ".")
+    lines += _beside_lines(done)
     # files shared by rows, with different contents
     contents: dict[str, dict[str, set]] = {}
     for r, o in zip(done, origins):
@@ -108,6 +111,30 @@ def provenance_lines(records: list[dict]) -> list[str]:
             "the plugin files each row imported (baselines import none of the language-model code)."
         )
     return lines
+
+
+def _beside_lines(done: list[dict]) -> list[str]:
+    """Which runs had the machine to themselves: times are comparable only between runs that did, or that shared
+    it alike (the job records the cores other processes kept busy during the run)."""
+    measured = [(r, (r.get("machine") or {}).get("other_cores")) for r in done]
+    known = [(r, cores) for r, cores in measured if cores is not None]
+    if not known:
+        return []
+    cpus = (known[0][0].get("machine") or {}).get("cpus")
+    shared = sorted((r for r, cores in known if cores >= ALONE_BELOW_CORES), key=lambda r: (r["row"], r["seed"]))
+    text = (
+        f"- Other processes beside each run (cores they kept busy on average, {cpus} CPUs): "
+        + (
+            f"{len(known) - len(shared)} of {len(known)} runs ran alone (under {ALONE_BELOW_CORES}); "
+            "beside others, so their times are not alone-times: "
+            + ", ".join(f"{r['row']}/seed{r['seed']} ({r['machine']['other_cores']})" for r in shared)
+            if shared
+            else f"none: all {len(known)} runs ran alone (under {ALONE_BELOW_CORES})"
+        )
+        + "."
+    )
+    unmeasured = len(measured) - len(known)
+    return [text + (f" Not recorded for {unmeasured} older runs." if unmeasured else "")]
 
 
 def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:

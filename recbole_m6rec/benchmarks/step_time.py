@@ -28,7 +28,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks.machine import machine_load
 
 __all__ = ["main", "pad_catalogue", "measure"]
 
@@ -97,22 +97,6 @@ def measure(model, batch, warmup: int, steps: int, learning_rate: float) -> dict
     }
 
 
-def _busiest_processes(limit: int = 5) -> list[str]:
-    """The other processes using the most CPU now (``ps``), as 'pid %cpu command'."""
-    try:
-        out = subprocess.run(
-            ["ps", "-eo", "pid,pcpu,comm", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()[1:]
-    except (OSError, subprocess.SubprocessError):
-        return []
-    own = str(os.getpid())
-    return [" ".join(line.split()) for line in out if line.split() and line.split()[0] != own][:limit]
-
-
-def _machine() -> dict:
-    return {"load_average": [round(x, 2) for x in os.getloadavg()], "busiest_other_processes": _busiest_processes()}
-
-
 def _config(args, **overrides):
     from recbole_m6rec.config import PluginConfig
 
@@ -141,7 +125,7 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    before = _machine()
+    before = machine_load()
     config = _config(args)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
@@ -190,7 +174,7 @@ def run(args) -> dict:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "before": before,
-            "after": _machine(),
+            "after": machine_load(),
         },
         "results": results,
     }

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,33 +20,17 @@ import numpy as np
 import torch
 
 from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks.machine import machine_load
 
 from .generation import SYSTEM_PROMPT, USER_PROMPT, Generator
 from .grounding import summarise
 from .pipeline import Explanation, explain_users, item_facts, mentions_of
 from .ranking import Recommender, check_m6rec_checkpoint, load_recommender
 
-__all__ = ["run_report", "rerender", "report_markdown", "checkpoint_facts", "evaluate_checkpoint", "machine_load"]
+__all__ = ["run_report", "rerender", "report_markdown", "checkpoint_facts", "evaluate_checkpoint"]
 
 METRIC = "ndcg@10"
 KINDS = (("title", "a history title"), ("genre", "a history-only genre"), ("any", "either"))
-
-
-def machine_load(limit: int = 5) -> dict:
-    """Load average and the busiest other processes now (``ps``): what ran beside the measurement."""
-    try:
-        lines = subprocess.run(
-            ["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()[1:]
-    except (OSError, subprocess.SubprocessError):
-        lines = []
-    own = str(os.getpid())
-    busiest = [
-        " ".join(line.split())[:90]
-        for line in lines
-        if len(line.split()) > 2 and line.split()[0] != own and float(line.split()[1]) >= 1.0  # busy ones only
-    ][:limit]
-    return {"load_average": [round(x, 2) for x in os.getloadavg()], "busiest_other_processes": busiest}
 
 
 def checkpoint_facts(model_file: str, train_log: str | None = None) -> dict:

@@ -1,0 +1,211 @@
+"""The compression benchmark's report (:mod:`recbole_m6rec.benchmarks.compression`), from its measurement record."""
+
+from __future__ import annotations
+
+from recbole_m6rec.benchmarks.compression_accuracy import epochs_text
+
+__all__ = ["report_markdown"]
+
+
+def _goal(met: bool) -> str:
+    return "**met**" if met else "**missed**"
+
+
+def report_markdown(record: dict) -> str:
+    enc = {(r["quantize"], r["item_layers"]): r for r in record["encoding"]}
+    n_lower = record["encoding"][0]["lower_layers"]
+    fp32, int8 = enc[("none", n_lower)], enc[("int8", n_lower)]
+    mix = record["matmul"]["layer_mix_gflops"]
+    latency, paired = record["latency"], record["paired_encoding"]
+    m6rec = next(a for a in record["accuracy"] if a["model"] == "M6Rec")
+    ctr = next(a for a in record["accuracy"] if a["model"] == "M6RecCTR")
+    int8_row = next(r for r in m6rec["rows"] if r["setting"] == "int8")
+    speedup = int8["items_per_s"] / fp32["items_per_s"]
+    lines = [
+        "# Compression on a 2-core CPU: int8 and early exit of the item encoding (ml-100k)",
+        "",
+        f"Language model for speed: `{record['settings']['plm']}` ({n_lower} lower layers encode items, "
+        f"{record['settings']['threads']} torch threads). Accuracy: `{record['accuracy_plm']}`"
+        + (
+            ""
+            if record["accuracy_plm"] == record["settings"]["plm"]
+            else f" (an M6Rec epoch on `{record['settings']['plm']}` was estimated at "
+            f"{record['epoch_estimate']['epoch_s'] / 60:.0f} min under this load, over the "
+            f"{record['settings']['max_epoch_minutes']}-minute limit)"
+        )
+        + ".",
+        "",
+        _sharing_sentence(record),
+        "",
+        "## Ratios within this run",
+        "",
+        "| what | ratio |",
+        "|---|---:|",
+        f"| fp32 item encoding, useful GFLOP/s / fp32 matmul rate (layer mix) | "
+        f"{fp32['useful_gflops'] / mix['fp32']:.2f} |",
+        f"| fp32 item encoding, linear layers' own GFLOP/s / fp32 matmul rate | "
+        f"{fp32['linear_gflops'] / mix['fp32']:.2f} |",
+        f"| int8 / fp32 matmul rate (torch's dynamic int8 linear, layer mix) | {mix['int8_linear'] / mix['fp32']:.2f} |",
+    ]
+    if "int_mm" in mix:
+        lines.append(f"| int8 / fp32 matmul rate (`torch._int_mm`, layer mix) | {mix['int_mm'] / mix['fp32']:.2f} |")
+    lines += [
+        f"| int8 / fp32 item encoding throughput (whole catalogue, one run each) | {speedup:.2f} |",
+        f"| int8 / fp32 item encoding throughput (paired: same {paired['batches']} batches alternated "
+        f"{len(paired['seconds_fp32'])}×, median) | {paired['int8_speedup_median']:.2f} |",
+        f"| fp32 / int8 scoring latency (M6RecCTR predict, alternated {len(latency['ms_per_1000_fp32'])}×, median) | "
+        f"{latency['int8_speedup_median']:.2f} |",
+    ]
+    for row in record["encoding"][2:]:
+        lines.append(
+            f"| early exit k={row['item_layers']} / all {n_lower} layers, item encoding throughput | "
+            f"{row['items_per_s'] / fp32['items_per_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Goals",
+        "",
+        "| goal | result | |",
+        "|---|---|---|",
+        f"| fp32 encoding at >= 0.8x the measured fp32 matmul rate | {fp32['useful_gflops']} vs {mix['fp32']} GFLOP/s "
+        f"({fp32['useful_gflops'] / mix['fp32']:.2f}x) | {_goal(fp32['useful_gflops'] >= 0.8 * mix['fp32'])} |",
+        f"| int8 encoding >= 1.5x fp32 throughput | {speedup:.2f}x whole catalogue, {paired['int8_speedup_median']:.2f}x "
+        f"paired | {_goal(min(speedup, paired['int8_speedup_median']) >= 1.5)} |",
+        f"| int8: < 1% relative change in NDCG@10 ({record['accuracy_plm']}) | valid "
+        f"{100 * int8_row['valid_change']:+.2f}%, test {100 * int8_row['test_change']:+.2f}% | "
+        f"{_goal(abs(int8_row['valid_change']) < 0.01 and abs(int8_row['test_change']) < 0.01)} |",
+        "",
+        "## Matrix-multiply rates (GFLOP/s)",
+        "",
+        f"`[{record['matmul']['shapes'][0]['rows']} x K] x [K x N]`: the rows are the median token slots of an "
+        "encoding batch (64 texts, padded to the batch's longest); (K, N) each linear layer of one transformer layer.",
+        "",
+        "| K | N | fp32 matmul | int8 dynamic linear | torch._int_mm | fp32, 1 thread | int8 linear, 1 thread |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    one = record["matmul_1_thread"]
+    for row, single in zip(record["matmul"]["shapes"], one["shapes"]):
+        lines.append(
+            f"| {row['K']} | {row['N']} | {row['fp32_gflops']} | {row['int8_linear_gflops']} | "
+            f"{row.get('int_mm_gflops', row.get('int_mm_error', '–'))} | {single['fp32_gflops']} | "
+            f"{single['int8_linear_gflops']} |"
+        )
+    mix1 = one["layer_mix_gflops"]
+    lines.append(
+        f"| layer mix | | **{mix['fp32']}** | **{mix['int8_linear']}** | **{mix.get('int_mm', '–')}** | "
+        f"{mix1['fp32']} | {mix1['int8_linear']} |"
+    )
+    lines += [
+        "",
+        "## Item encoding (every ml-100k item text, once each)",
+        "",
+        "Useful GFLOP/s count real tokens (2 FLOPs per weight of each linear layer that runs, plus attention's two "
+        "products); executed GFLOP/s count every padded slot; linear GFLOP/s is the linear layers' FLOPs over their "
+        "own time. Seconds split by forward hooks.",
+        "",
+        "| setting | layers | s | items/s | useful GFLOP/s | executed GFLOP/s | linear GFLOP/s | padding | "
+        "attention linears s | attention core s | MLP linears s | MLP activation s | rest s | load before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in record["encoding"]:
+        split = row["split_s"]
+        lines.append(
+            f"| {'int8' if row['quantize'] == 'int8' else 'fp32'} | {row['item_layers']} | {row['seconds']} | "
+            f"{row['items_per_s']} | {row['useful_gflops']} | {row['executed_gflops']} | {row['linear_gflops']} | "
+            f"{100 * row['padding_share']:.0f}% | {split['attention_linear']} | {split['attention_core']} | "
+            f"{split['mlp_linear']} | {split['mlp_activation']} | {split['rest']} | "
+            f"{row['machine']['load_average'][0]} |"
+        )
+    lines += [
+        "",
+        f"Paired check: {paired['rows']} texts in {paired['batches']} batches, seconds per round fp32 "
+        f"{paired['seconds_fp32']}, int8 {paired['seconds_int8']}.",
+        "",
+        "## Scoring latency (M6RecCTR predict, ms per 1,000 candidates)",
+        "",
+        f"{latency['candidates_timed']} labelled test candidates per round, untrained models; rounds alternated.",
+        "",
+        "| | rounds | median |",
+        "|---|---|---:|",
+        f"| fp32 | {latency['ms_per_1000_fp32']} | {latency['median_fp32']} |",
+        f"| int8 | {latency['ms_per_1000_int8']} | {latency['median_int8']} |",
+        "",
+    ]
+    for result in (m6rec, ctr):
+        lines += _accuracy_lines(result, record)
+    lines += _machine_lines(record)
+    return "\n".join(lines)
+
+
+def _sharing_sentence(record: dict) -> str:
+    """Whether other jobs ran beside the measurements: from the cores other processes kept busy in each phase, or
+    (records without that) from the load average against this run's own threads."""
+    phases = record["phases"].values()
+    cores = [phase["other_cores"] for phase in phases if phase.get("other_cores") is not None]
+    if cores:
+        if max(cores) < 0.25:
+            return (
+                "Nothing else ran beside the measurements: other processes kept under 0.25 cores busy in every phase."
+            )
+        measured = f"other processes kept {min(cores):.1f} to {max(cores):.1f} cores busy on average, by phase"
+    else:
+        loads = [phase[when]["load_average"][0] for phase in phases for when in ("before", "after")]
+        own = record["settings"]["threads"]
+        if max(loads) <= own + 0.5:
+            return f"The load average stayed within this run's own {own} threads (+0.5) before and after every phase."
+        measured = f"the 1-minute load average reached {max(loads):.1f} with this run's own {own} threads"
+    return (
+        f"**Other jobs shared this CPU during the run**: {measured} (see Machine below). Absolute times are "
+        "inflated by them and drift between phases; the ratios within one phase (the paired fp32 / int8 rounds, the "
+        "alternated latency rounds) are the firmest numbers."
+    )
+
+
+def _accuracy_lines(result: dict, record: dict) -> list[str]:
+    metric = {"ndcg@10": "NDCG@10", "auc": "AUC"}[result["metric"]]
+    settings = record["settings"]
+    lines = [
+        f"## Accuracy: {result['model']} {metric} ({result['plm']})",
+        "",
+        f"Trained once in fp32, default settings, {epochs_text(settings['epochs'])} (seconds per epoch, training and "
+        f"validation, {settings['accuracy_threads']} torch thread(s): {result['epoch_seconds']}). Rows \"not retrained\" evaluate those same trained parameters with "
+        "the setting's item states (items re-encoded; with int8 the online layers run int8 as well). Rows "
+        f"\"afresh\" train the setting from scratch for {epochs_text(settings['retrain_epochs'])}, compared with fp32 "
+        "after as many epochs (same seed and batches). Change is relative to the matching fp32 row.",
+        "",
+        f"| setting | trained | valid {metric} | change | test {metric} | change |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['setting']} | {row['trained']} | {row['valid']:.4f} | {_change(row['valid_change'])} | "
+            f"{row['test']:.4f} | {_change(row['test_change'])} |"
+        )
+    return lines + [""]
+
+
+def _change(value) -> str:
+    return "–" if value is None else f"{100 * value:+.2f}%"
+
+
+def _machine_lines(record: dict) -> list[str]:
+    machine = record["machine"]
+    lines = [
+        "## Machine",
+        "",
+        f"{machine['cpus']} CPUs ({machine['processor'] or 'x86_64'}), {machine['platform']}, torch {machine['torch']} "
+        f"({machine['threads']} threads, quantized engine {machine['quantized_engine']}). The machine may be shared: "
+        "the cores other processes kept busy during each phase (the machine's CPU time less this run's, over the phase's "
+        "wall time), the load average (1, 5, 15 min) and the busiest other processes before and after.",
+        "",
+        "| phase | s | other processes' cores | load before | load after | busiest other processes before |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for name, phase in record["phases"].items():
+        other = phase.get("other_cores")
+        lines.append(
+            f"| {name} | {phase['seconds']} | {'–' if other is None else other} | {phase['before']['load_average']} | "
+            f"{phase['after']['load_average']} | "
+            f"{', '.join(phase['before']['busiest_other_processes'][:3]) or 'none seen'} |"
+        )
+    return lines + [""]

@@ -1,0 +1,296 @@
+"""The speed half of the compression benchmark (:mod:`recbole_m6rec.benchmarks.compression`): this CPU's
+matrix-multiply rates on the encoder's shapes, item-encoding throughput with its time split, a paired fp32 / int8
+encoding check, and M6RecCTR's scoring latency per 1,000 candidates."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from functools import partial
+
+import torch
+from torch import nn
+
+from recbole_m6rec.benchmarks.compression_accuracy import plugin_config
+from recbole_m6rec.benchmarks.machine import machine_load
+
+__all__ = [
+    "matmul_rates",
+    "segment_encoder",
+    "encoding_batches",
+    "encode_items",
+    "paired_encoding",
+    "scoring_latency",
+]
+
+
+def _gflops(flops: float, seconds: float) -> float:
+    """GFLOP/s to 3 significant digits (tiny test models run at well under 1)."""
+    return float(f"{flops / max(seconds, 1e-12) / 1e9:.3g}")
+
+
+def _median_seconds(fn, repeats: int, min_seconds: float = 0.2) -> float:
+    """Median over ``repeats`` timings of ``fn``, each averaged over enough calls to last ``min_seconds``."""
+    fn()  # warm-up (allocations, packing)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds:
+        fn()
+        calls += 1
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - started) / calls)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------------------ matmul
+def matmul_rates(rows: int, shapes: list[tuple[int, int]], repeats: int) -> dict:
+    """GFLOP/s of ``[rows K] x [K N]`` for each ``(K, N)``: fp32, torch's dynamic int8 linear, ``torch._int_mm``;
+    and over all the shapes together (total FLOPs / total time: the layer's mix)."""
+    torch.manual_seed(0)
+    per_shape, totals = [], {"fp32": [0.0, 0.0], "int8_linear": [0.0, 0.0], "int_mm": [0.0, 0.0]}
+    has_int_mm = hasattr(torch, "_int_mm")
+    for k, n in shapes:
+        flops = 2 * rows * k * n
+        x, w = torch.randn(rows, k), torch.randn(k, n)
+        linear = nn.Sequential(nn.Linear(k, n, bias=False)).requires_grad_(False)
+        _quantize_linear(linear)
+        row = {"K": k, "N": n, "rows": rows}
+        with torch.no_grad():
+            timings = {
+                "fp32": _median_seconds(partial(torch.matmul, x, w), repeats),
+                "int8_linear": _median_seconds(partial(linear, x), repeats),
+            }
+            if has_int_mm:
+                a = torch.randint(-128, 127, (rows, k), dtype=torch.int8)
+                b = torch.randint(-128, 127, (k, n), dtype=torch.int8)
+                try:
+                    timings["int_mm"] = _median_seconds(partial(torch._int_mm, a, b), repeats)
+                except RuntimeError as error:  # not every build has a CPU kernel for every shape
+                    row["int_mm_error"] = str(error).splitlines()[0]
+        for name, seconds in timings.items():
+            row[f"{name}_gflops"] = _gflops(flops, seconds)
+            totals[name][0] += flops
+            totals[name][1] += seconds
+        per_shape.append(row)
+    mix = {name: _gflops(f, s) for name, (f, s) in totals.items() if s > 0}
+    return {"shapes": per_shape, "layer_mix_gflops": mix, "has_int_mm": has_int_mm}
+
+
+def _quantize_linear(sequential: nn.Sequential) -> None:
+    """Module 0 of ``sequential`` -> torch's dynamic int8 linear, as ``quantize: int8`` makes it."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    from recbole_m6rec.lm.quantize import Int8Linear
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(sequential, {"0"}, dtype=torch.qint8, mapping={nn.Linear: Int8Linear}, inplace=True)
+
+
+# ------------------------------------------------------------------------------------------------ item encoding
+class _Timers:
+    """Inclusive wall time of each layer's attention block, MLP block and linear layers, by forward hooks."""
+
+    def __init__(self, layers: list[nn.Module]):
+        self.seconds = {"attention": 0.0, "attention_linear": 0.0, "mlp": 0.0, "mlp_linear": 0.0}
+        self._handles, self._open = [], {}
+        for layer in layers:
+            for child_name, child in layer.named_children():
+                block = "attention" if "att" in child_name else "mlp" if child_name in MLP_BLOCKS else None
+                if block is None:  # norms: counted in the rest
+                    continue
+                self._watch(child, block)
+                for name, module in child.named_modules():
+                    if _is_linear(module) and "adapter" not in name.split("."):
+                        self._watch(module, f"{block}_linear")
+
+    def _watch(self, module: nn.Module, key: str) -> None:
+        def before(mod, args):
+            self._open[id(mod)] = time.perf_counter()
+
+        def after(mod, args, out):
+            self.seconds[key] += time.perf_counter() - self._open.pop(id(mod))
+
+        self._handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+MLP_BLOCKS = ("mlp", "intermediate", "output")  # Llama's MLP; BERT's two FFN halves
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Int8Linear"
+
+
+def _layer_flops_per_token(stack, n_layers: int) -> int:
+    """2 FLOPs per weight of every linear layer of the first ``n_layers`` layers (adapters have none there)."""
+    total = 0
+    for layer in stack.layers[:n_layers]:
+        for module in layer.modules():
+            if _is_linear(module):
+                total += 2 * module.in_features * module.out_features
+    return total
+
+
+def encoding_batches(tokens, batch_size: int) -> list[torch.Tensor]:
+    """The rows of each encoding batch, as ``SegmentEncoder._compute`` forms them (length-sorted)."""
+    order = torch.argsort(tokens.lengths, descending=True, stable=True)
+    return list(order.split(batch_size))
+
+
+def segment_encoder(
+    plm: str, settings: dict, cache_dir: str | None, item_layers: int | None = None, quantize: str = "none"
+):
+    """A segment encoder as M6Rec builds it from ``settings`` (its config's encoder keys)."""
+    from recbole_m6rec.lm import SegmentEncoder
+
+    return SegmentEncoder.load(
+        plm,
+        upper_layers=settings["late_interaction_layers"],
+        segment_tokens=settings["segment_tokens"],
+        max_tokens=settings["text_max_tokens"],
+        cache_dir=cache_dir,
+        batch_size=settings["encode_batch_size"],
+        item_layers=item_layers,
+        quantize=quantize,
+    )
+
+
+def encode_items(
+    plm: str, settings: dict, texts: list[str], item_layers: int | None, quantize: str, cache_dir: str
+) -> dict:
+    """Encode every text through a fresh encoder of this setting (a cache miss: ``cache_dir`` is this run's), timed,
+    with the time split of :class:`_Timers` and the token and FLOP counts. The states stay in ``cache_dir`` for the
+    models built later in the run."""
+    encoder = segment_encoder(plm, settings, cache_dir, item_layers, quantize)
+    tokens = encoder.tokenize(texts)
+    batches = encoding_batches(tokens, encoder.batch_size)
+    k = encoder.item_layers
+    d = encoder.stack.hidden_size
+    valid = int(tokens.lengths.sum())
+    padded = sum(len(rows) * int(tokens.lengths[rows].max()) for rows in batches)
+    # attention's two products (scores, weighted sum): 2 x 2 L^2 d per text and layer; the explicit mask makes torch
+    # compute every slot of the padded batch
+    attention_useful = 4 * d * k * int((tokens.lengths.long() ** 2).sum())
+    attention_executed = 4 * d * k * sum(len(rows) * int(tokens.lengths[rows].max()) ** 2 for rows in batches)
+    per_token = _layer_flops_per_token(encoder.stack, k)
+    timers = _Timers(list(encoder.stack.layers[:k]))
+    machine = machine_load()
+    started = time.perf_counter()
+    try:
+        encoder.encode(texts, "items")
+    finally:
+        seconds = time.perf_counter() - started
+        timers.close()
+    if encoder.cache_misses != 1:
+        raise RuntimeError(f"item encoding came from a cache ({cache_dir}); timing needs a fresh computation")
+    split = timers.seconds
+    useful = per_token * valid + attention_useful
+    return {
+        "quantize": quantize,
+        "item_layers": k,
+        "lower_layers": encoder.n_lower_layers,
+        "items": len(texts) - 1,  # row 0 is the padding text
+        "seconds": round(seconds, 2),
+        "items_per_s": round((len(texts) - 1) / seconds, 1),
+        "valid_tokens": valid,
+        "padded_tokens": padded,
+        "padding_share": round(1 - valid / padded, 3),
+        "linear_flops_per_token": per_token,
+        "useful_gflops": _gflops(useful, seconds),
+        "executed_gflops": _gflops(per_token * padded + attention_executed, seconds),
+        "linear_gflops": _gflops(per_token * padded, split["attention_linear"] + split["mlp_linear"]),
+        "split_s": {
+            "attention_linear": round(split["attention_linear"], 2),
+            "attention_core": round(split["attention"] - split["attention_linear"], 2),
+            "mlp_linear": round(split["mlp_linear"], 2),
+            "mlp_activation": round(split["mlp"] - split["mlp_linear"], 2),
+            "rest": round(seconds - split["attention"] - split["mlp"], 2),
+        },
+        "machine": machine,
+    }
+
+
+def paired_encoding(plm: str, settings: dict, texts: list[str], n_batches: int, rounds: int) -> dict:
+    """fp32 and int8 lower layers alternated on the same ``n_batches`` batches (spread over the length order),
+    ``rounds`` times each: seconds per round and the median ratio."""
+    encoders = {quantize: segment_encoder(plm, settings, None, quantize=quantize) for quantize in ("none", "int8")}
+    tokens = encoders["none"].tokenize(texts)
+    batches = encoding_batches(tokens, encoders["none"].batch_size)
+    chosen = [batches[i * len(batches) // n_batches] for i in range(n_batches)]
+    inputs = []
+    for rows in chosen:
+        length = int(tokens.lengths[rows].max())
+        inputs.append((tokens.input_ids[rows, :length], tokens.attention_mask[rows, :length]))
+    times = {"none": [], "int8": []}
+    with torch.no_grad():
+        for encoder in encoders.values():
+            encoder.stack.eval()
+            encoder.forward_tokens(*inputs[-1])  # warm-up
+        for _ in range(rounds):
+            for quantize, encoder in encoders.items():
+                started = time.perf_counter()
+                for ids, mask in inputs:
+                    encoder.forward_tokens(ids, mask)
+                times[quantize].append(round(time.perf_counter() - started, 3))
+    ratios = [f / q for f, q in zip(times["none"], times["int8"])]
+    return {
+        "batches": n_batches,
+        "rows": sum(len(rows) for rows in chosen),
+        "seconds_fp32": times["none"],
+        "seconds_int8": times["int8"],
+        "int8_speedup_median": round(statistics.median(ratios), 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ scoring latency
+def scoring_latency(plm: str, n_candidates: int, rounds: int, cache_dir: str) -> dict:
+    """M6RecCTR ``predict`` on RecBole's labelled test samples, fp32 and int8 models alternated ``rounds`` times;
+    median milliseconds per 1,000 candidates each."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_m6rec.data import create_dataset
+    from recbole_m6rec.model.m6rec_ctr import M6RecCTR
+
+    configs = {q: plugin_config("M6RecCTR", plm, cache_dir, quantize=q, eval_batch_size=64) for q in ("none", "int8")}
+    init_seed(2020, True)
+    _, _, test = data_preparation(configs["none"], create_dataset(configs["none"]))
+    models = {}
+    for quantize, config in configs.items():
+        init_seed(2020, True)
+        models[quantize] = M6RecCTR(config, test._dataset).eval()
+    batches, total = [], 0
+    for batch in test:
+        batches.append(batch[0])
+        total += len(batch[0])
+        if total >= n_candidates:
+            break
+    times = {q: [] for q in models}
+    with torch.no_grad():
+        for model in models.values():
+            model.predict(batches[0][:2])  # warm-up
+        for _ in range(rounds):
+            for quantize, model in models.items():
+                started, scored = time.perf_counter(), 0
+                for batch in batches:
+                    take = min(len(batch), n_candidates - scored)
+                    model.predict(batch[:take])
+                    scored += take
+                times[quantize].append(1e6 * (time.perf_counter() - started) / scored)
+    return {
+        "candidates_timed": scored,
+        "ms_per_1000_fp32": [round(t, 1) for t in times["none"]],
+        "ms_per_1000_int8": [round(t, 1) for t in times["int8"]],
+        "median_fp32": round(statistics.median(times["none"]), 1),
+        "median_int8": round(statistics.median(times["int8"]), 1),
+        "int8_speedup_median": round(statistics.median([f / q for f, q in zip(times["none"], times["int8"])]), 2),
+    }

@@ -1,0 +1,81 @@
+"""What else ran on this machine during a measurement: a benchmark's times are its own only when it ran alone.
+
+* :func:`machine_load` is a snapshot: the load average and the busiest other processes (``ps``).
+* :class:`CpuBeside` measures a whole interval: the CPU time every process on the machine used (``/proc/stat``)
+  minus this process's own (and its children's), divided by the wall time, is how many cores other processes kept
+  busy on average. A snapshot misses a job that started and ended in between; this does not.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+
+__all__ = ["machine_load", "CpuBeside"]
+
+
+def machine_load(limit: int = 5) -> dict:
+    """``{load_average: [1, 5, 15 min], busiest_other_processes: ["pid %cpu command", ...]}`` now; only processes
+    using at least 1% CPU are listed, at most ``limit``."""
+    try:
+        lines = subprocess.run(
+            ["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1:]
+    except (OSError, subprocess.SubprocessError):
+        lines = []
+    own = str(os.getpid())
+    busiest = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[0] != own and float(fields[1]) >= 1.0:
+            busiest.append(" ".join(fields)[:90])
+    return {"load_average": [round(x, 2) for x in os.getloadavg()], "busiest_other_processes": busiest[:limit]}
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (``/proc/stat``: user, nice, system, irq, softirq, steal; not
+    idle or iowait); ``None`` where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class CpuBeside:
+    """Cores other processes kept busy, on average, between :meth:`start` (or construction) and :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self._wall, self._busy, self._own = time.perf_counter(), _machine_busy_seconds(), _own_seconds()
+        self._load_start = [round(x, 2) for x in os.getloadavg()]
+
+    def stop(self) -> dict:
+        """``{cpus, other_cores, load_average_start, load_average_end}``; ``other_cores`` is ``None`` where the
+        machine's CPU time cannot be read, and never below 0 (clock ticks round)."""
+        wall = time.perf_counter() - self._wall
+        busy = _machine_busy_seconds()
+        other = None
+        if busy is not None and self._busy is not None and wall > 0:
+            other = round(max(0.0, (busy - self._busy) - (_own_seconds() - self._own)) / wall, 2)
+        return {
+            "cpus": os.cpu_count(),
+            "other_cores": other,
+            "load_average_start": self._load_start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        }

@@ -1,0 +1,70 @@
+"""The compression benchmark's measurements on a tiny random model: rates and counts that must hold whatever the
+machine's speed, the encoding timed from a fresh computation, and the report's sentence on what ran beside it."""
+
+import pytest
+import torch
+
+from recbole_m6rec.benchmarks.compression_accuracy import early_exit_layers
+from recbole_m6rec.benchmarks.compression_report import _sharing_sentence
+from recbole_m6rec.benchmarks.compression_speed import encode_items, matmul_rates, paired_encoding
+
+SETTINGS = {"late_interaction_layers": 2, "segment_tokens": 4, "text_max_tokens": 32, "encode_batch_size": 8}
+# lengths differ within a batch (5 of them in 24 texts, 8 a batch): length-sorted batches still pad
+TEXTS = [""] + [f"Movie {i}, a {'comedy' if i % 2 else 'drama'}" + " and more" * (i % 5) for i in range(24)]
+
+
+def test_early_exit_steps_are_distinct_and_start_with_every_layer():
+    assert early_exit_layers(28) == [28, 21, 14, 7]
+    assert early_exit_layers(2) == [2, 1]
+    assert early_exit_layers(1) == [1]
+
+
+def test_matmul_rates_cover_every_shape_and_their_mix():
+    rates = matmul_rates(rows=16, shapes=[(32, 64), (64, 32)], repeats=1)
+    assert [(s["K"], s["N"]) for s in rates["shapes"]] == [(32, 64), (64, 32)]
+    for shape in rates["shapes"]:
+        assert shape["fp32_gflops"] > 0 and shape["int8_linear_gflops"] > 0
+    mix = rates["layer_mix_gflops"]
+    low = min(s["fp32_gflops"] for s in rates["shapes"])
+    high = max(s["fp32_gflops"] for s in rates["shapes"])
+    assert low * 0.99 <= mix["fp32"] <= high * 1.01  # total FLOPs over total time lies between the shapes' rates
+
+
+@pytest.mark.parametrize("quantize, layers", [("none", None), ("int8", None), ("none", 1)])
+def test_item_encoding_is_timed_from_a_fresh_computation_with_its_counts(tmp_path, quantize, layers):
+    result = encode_items("tiny-random-llama", SETTINGS, TEXTS, layers, quantize, str(tmp_path))
+    assert result["items"] == len(TEXTS) - 1 and result["items_per_s"] > 0
+    assert result["item_layers"] == (layers or result["lower_layers"])
+    assert 0 <= result["padding_share"] < 1 and result["valid_tokens"] < result["padded_tokens"]
+    assert result["executed_gflops"] >= result["useful_gflops"] > 0
+    assert all(seconds >= 0 for name, seconds in result["split_s"].items() if name != "rest")
+    assert sum(result["split_s"].values()) == pytest.approx(result["seconds"], abs=0.05)
+    with pytest.raises(RuntimeError, match="from a cache"):  # the same states again: a timing would be a cache read
+        encode_items("tiny-random-llama", SETTINGS, TEXTS, layers, quantize, str(tmp_path))
+
+
+def test_paired_encoding_alternates_both_settings_on_the_same_batches():
+    torch.manual_seed(0)
+    result = paired_encoding("tiny-random-llama", SETTINGS, TEXTS, n_batches=2, rounds=2)
+    assert result["batches"] == 2 and 2 <= result["rows"] <= 2 * SETTINGS["encode_batch_size"]
+    assert len(result["seconds_fp32"]) == len(result["seconds_int8"]) == 2 and result["int8_speedup_median"] > 0
+
+
+def _record(other_cores=None, loads=(2.0, 2.1)):
+    phase = {
+        "seconds": 10.0,
+        "before": {"load_average": [loads[0], 1.0, 1.0], "busiest_other_processes": []},
+        "after": {"load_average": [loads[1], 1.0, 1.0], "busiest_other_processes": []},
+    }
+    if other_cores is not None:
+        phase["other_cores"] = other_cores
+    return {"settings": {"threads": 2}, "phases": {"matmul rates": phase}}
+
+
+def test_the_report_says_whether_other_jobs_ran_beside_it():
+    assert _sharing_sentence(_record(other_cores=0.05)).startswith("Nothing else ran beside")
+    shared = _sharing_sentence(_record(other_cores=1.4))
+    assert "Other jobs shared this CPU" in shared and "1.4 to 1.4 cores" in shared
+    # older records without the measured cores: the load average against the run's own threads
+    assert "stayed within" in _sharing_sentence(_record(loads=(2.0, 2.3)))
+    assert "load average reached 4.2" in _sharing_sentence(_record(loads=(4.2, 2.0)))
