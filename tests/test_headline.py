@@ -163,6 +163,57 @@ def test_bad_markers_and_missing_reports_are_errors(tmp_path, capsys):
     assert headline.main(["--readme", str(readme), "--check"]) == 2
 
 
+def _figures_project(tmp_path, body):
+    report = tmp_path / "reports" / "speed"
+    report.mkdir(parents=True)
+    (report / "report.json").write_text(
+        json.dumps({"rows": [{"setting": "fp32", "ms": 300.0}, {"setting": "int8", "ms": 120.0}], "share": 0.0417}),
+        encoding="utf-8",
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(body, encoding="utf-8")
+    return readme
+
+
+def test_figures_in_the_prose_are_written_and_checked_from_a_report(tmp_path, capsys):
+    ratio = "<!-- figure:speed/report.json:rows.setting=fp32.ms/rows.setting=int8.ms fmt=.1f -->"
+    share = "<!-- figure:speed/report.json:share scale=100 fmt=.1f -->"
+    readme = _figures_project(tmp_path, f"int8 is {ratio}?<!-- /figure -->x faster; {share}?<!-- /figure -->% of it.\n")
+    assert headline.main(["--readme", str(readme), "--check"]) == 1  # placeholders differ from the report
+    assert headline.main(["--readme", str(readme)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert f"{ratio}2.5<!-- /figure -->x faster; {share}4.2<!-- /figure -->% of it." in text
+    assert headline.main(["--readme", str(readme), "--check"]) == 0
+    readme.write_text(text.replace(">2.5<", ">2.6<"), encoding="utf-8")  # a hand-edited figure
+    capsys.readouterr()
+    assert headline.main(["--readme", str(readme), "--check"]) == 1
+    assert "-int8 is" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "marker, message",
+    [
+        ("speed/report.json:rows.setting=bf16.ms", "no element with setting=bf16 (has: fp32, int8)"),
+        ("speed/report.json:rows.5.ms", "index 5 is outside the list of 2"),
+        ("speed/report.json:speed", "no key 'speed' (has: rows, share)"),
+        ("speed/report.json:rows.0.setting", "is 'fp32', not a number"),
+        ("speed/missing.json:share", "cannot read"),
+        ("speed/report.json:share colour=red", "unknown option(s) colour"),
+        ("speed/report.json:share/share/share", "expected PATH or PATH/PATH"),
+    ],
+)
+def test_bad_figures_name_what_is_wrong(tmp_path, capsys, marker, message):
+    readme = _figures_project(tmp_path, f"<!-- figure:{marker} -->1<!-- /figure -->\n")
+    assert headline.main(["--readme", str(readme)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_figure_without_its_closing_marker_on_the_line_is_an_error(tmp_path, capsys):
+    readme = _figures_project(tmp_path, "<!-- figure:speed/report.json:share -->4\n<!-- /figure -->\n")
+    assert headline.main(["--readme", str(readme)]) == 2
+    assert "on the same line" in capsys.readouterr().err
+
+
 def test_provenance_labels_in_both_layouts():
     label = headline.provenance_label
     assert label(None) == label({}) == "no provenance (older code)"

@@ -16,6 +16,8 @@ test result for each metric named in ``metrics=``, the epochs each seed ran, and
 picks and orders rows (default: every row, best mean validation value of the first metric first); without
 ``metrics=`` the plan's kind decides (AUC and LogLoss for labelled plans, NDCG@10 and the cold/warm Recall@10 for a
 cold-item plan, else NDCG@10 and Recall@10). Nothing between the markers is kept: edit the reports, not the README.
+
+Single numbers in the prose are figures (:mod:`recbole_m6rec.benchmarks.figures`), rewritten and checked alike.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from recbole_m6rec.benchmarks.figures import FIGURE_OPENING, render_figures
 
 __all__ = ["load_results", "headline_table", "render", "main"]
 
@@ -193,7 +197,7 @@ def _options(text: str) -> dict[str, list[str]]:
 
 
 def render(readme: str, reports_dir: Path | str) -> str:
-    """``readme`` with every headline block rewritten from ``reports_dir``."""
+    """``readme`` with every headline block and every figure (:mod:`.figures`) rewritten from ``reports_dir``."""
     reports_dir = Path(reports_dir)
     opened = OPENING.findall(readme)
     closed = {m.group("plan") for m in MARKER.finditer(readme)}
@@ -210,7 +214,7 @@ def render(readme: str, reports_dir: Path | str) -> str:
         opening = match.group(0)[: match.start("body") - match.start(0)]
         return f"{opening}\n{table}\n<!-- /headline:{plan} -->"
 
-    return MARKER.sub(replace, readme)
+    return render_figures(MARKER.sub(replace, readme), reports_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reports_dir = Path(args.reports) if args.reports else readme_path.resolve().parent / "reports"
     current = readme_path.read_text(encoding="utf-8")
     plans = list(dict.fromkeys(OPENING.findall(current)))
-    if not plans:
-        print(f"{readme_path}: no <!-- headline:<plan> --> markers", file=sys.stderr)
+    figures = len(FIGURE_OPENING.findall(current))
+    if not plans and not figures:
+        print(f"{readme_path}: no <!-- headline:<plan> --> or <!-- figure:... --> markers", file=sys.stderr)
         return 2
     try:
         wanted = render(current, reports_dir)
@@ -237,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.check:
         if wanted == current:
-            print(f"{readme_path}: headline tables match the reports ({', '.join(plans)})")
+            print(f"{readme_path}: headline tables ({', '.join(plans)}) and {figures} figures match the reports")
             return 0
         diff = difflib.unified_diff(
             current.splitlines(keepends=True),
@@ -256,7 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recbole_m6rec.cache import atomic_write_text
 
         atomic_write_text(readme_path, wanted)
-    print(f"{readme_path}: {'rewrote' if wanted != current else 'unchanged,'} headline tables for {', '.join(plans)}")
+    print(
+        f"{readme_path}: {'rewrote' if wanted != current else 'unchanged,'} headline tables for "
+        f"{', '.join(plans) or 'no plan'} and {figures} figures"
+    )
     for plan in plans:
         records = load_results(reports_dir / plan / "results")
         if any(not r["provenance"] for r in records):

@@ -1,0 +1,112 @@
+"""Single numbers in the README's prose, written from a report's JSON file (the tables are :mod:`.headline`'s).
+
+A figure is a value between two markers, on one line:
+
+    int8 encodes <!-- figure:compression_ml-100k/report.json:summary.int8_encoding_speedup fmt=.2f -->1.73<!-- /figure -->x
+    faster, about <!-- figure:ctr_serving_ml-100k/latency.json:0.ms_per_1000_candidates/0.serving.ms_per_1000_candidates fmt=.0f -->90<!-- /figure -->x
+
+``FILE:EXPR`` names a JSON file under the reports folder and a value in it. ``EXPR`` is a path, or two paths with
+``/`` between them (their ratio). A path's steps are separated by ``.``: a key of an object, an index of a list, or
+``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``).
+Options: ``fmt=`` a Python format spec (default: the value as it is), ``scale=`` a factor applied first (``100`` for
+a percentage). ``python -m recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails
+when one differs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+__all__ = ["FIGURE", "FIGURE_OPENING", "figure_value", "render_figures"]
+
+FIGURE = re.compile(
+    r"<!-- figure:(?P<file>[\w.\-/]+):(?P<expr>[^\s>]+)(?P<options>(?: [a-z]+=[^\s>]+)*)\s*-->"
+    r"(?P<body>[^\n]*?)<!-- /figure -->"
+)
+FIGURE_OPENING = re.compile(r"<!-- figure:[^>]*-->")
+
+
+def _step(value, step: str, where: str):
+    if isinstance(value, list):
+        if step.lstrip("-").isdigit():
+            index = int(step)
+            if -len(value) <= index < len(value):
+                return value[index]
+            raise ValueError(f"{where}: index {index} is outside the list of {len(value)}")
+        key, sep, wanted = step.partition("=")
+        if sep:
+            for element in value:
+                if isinstance(element, dict) and str(element.get(key)) == wanted:
+                    return element
+            seen = sorted({str(e.get(key)) for e in value if isinstance(e, dict)})
+            raise ValueError(f"{where}: no element with {key}={wanted} (has: {', '.join(seen) or 'none'})")
+        raise ValueError(f"{where}: {step!r} on a list; use an index or key=value")
+    if isinstance(value, dict):
+        if step in value:
+            return value[step]
+        raise ValueError(f"{where}: no key {step!r} (has: {', '.join(map(str, value)) or 'none'})")
+    raise ValueError(f"{where}: {step!r} goes below a plain value ({value!r})")
+
+
+def _lookup(document, path: str, where: str) -> float:
+    value = document
+    for step in path.split("."):
+        value = _step(value, step, f"{where} at {step!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: {path} is {value!r}, not a number")
+    return float(value)
+
+
+def figure_value(reports_dir: Path | str, file: str, expr: str) -> float:
+    """The number ``expr`` names in ``<reports_dir>/<file>`` (a path, or ``path/path`` for a ratio)."""
+    source = Path(reports_dir) / file
+    where = f"figure {file}:{expr}"
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"{where}: cannot read {source} ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: {source} is not JSON ({error})") from None
+    paths = expr.split("/")
+    if len(paths) > 2 or not all(paths):
+        raise ValueError(f"{where}: expected PATH or PATH/PATH")
+    values = [_lookup(document, path, where) for path in paths]
+    if len(values) == 2:
+        if values[1] == 0:
+            raise ValueError(f"{where}: the denominator is 0")
+        return values[0] / values[1]
+    return values[0]
+
+
+def _options(text: str, where: str) -> dict[str, str]:
+    options = dict(item.split("=", 1) for item in text.split())
+    unknown = set(options) - {"fmt", "scale"}
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; valid: fmt=, scale=")
+    return options
+
+
+def render_figures(text: str, reports_dir: Path | str) -> str:
+    """``text`` with every figure rewritten from the reports; a marker that does not parse is an error."""
+    if len(FIGURE_OPENING.findall(text)) != len(FIGURE.findall(text)):
+        broken = next(m.group(0) for m in FIGURE_OPENING.finditer(text) if not FIGURE.match(text, m.start()))
+        raise ValueError(
+            f"figure marker {broken!r}: expected FILE:EXPR [fmt=..] [scale=..] and, on the same line, "
+            "<!-- /figure -->"
+        )
+
+    def replace(match: re.Match) -> str:
+        where = f"figure {match.group('file')}:{match.group('expr')}"
+        options = _options(match.group("options"), where)
+        value = figure_value(reports_dir, match.group("file"), match.group("expr"))
+        try:
+            value *= float(options.get("scale", 1))
+            shown = format(value, options.get("fmt", ""))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        opening = match.group(0)[: match.start("body") - match.start(0)]
+        return f"{opening}{shown}<!-- /figure -->"
+
+    return FIGURE.sub(replace, text)
