@@ -68,3 +68,42 @@ def test_the_report_says_whether_other_jobs_ran_beside_it():
     # older records without the measured cores: the load average against the run's own threads
     assert "stayed within" in _sharing_sentence(_record(loads=(2.0, 2.3)))
     assert "load average reached 4.2" in _sharing_sentence(_record(loads=(4.2, 2.0)))
+
+
+def test_the_summary_names_each_setting_for_readme_figures():
+    from recbole_m6rec.benchmarks.compression_report import summary
+
+    def encoding(quantize, layers, items_per_s):
+        return {
+            "quantize": quantize,
+            "item_layers": layers,
+            "lower_layers": 4,
+            "items_per_s": items_per_s,
+            "useful_gflops": 20.0,
+        }
+
+    def accuracy(model):
+        rows = [
+            {"setting": "fp32", "base": "trained", "valid": 0.1, "test": 0.09},
+            {"setting": "fp32", "base": "short", "valid": 0.08, "test": 0.07},
+            {"setting": "int8", "base": "trained", "valid_change": -0.004, "test_change": 0.002},
+            {"setting": "early exit k=2", "base": "trained", "valid_change": -0.5, "test_change": -0.4},
+            {"setting": "early exit k=2", "base": "short", "valid_change": -0.05, "test_change": -0.03},
+        ]
+        return {"model": model, "rows": rows}
+
+    record = {
+        "settings": {"plm": "p"},
+        "accuracy_plm": "p",
+        "encoding": [encoding("none", 4, 10.0), encoding("int8", 4, 15.0), encoding("none", 2, 19.0)],
+        "matmul": {"layer_mix_gflops": {"fp32": 40.0, "int8_linear": 60.0}},
+        "paired_encoding": {"int8_speedup_median": 1.4},
+        "latency": {"median_fp32": 900.0, "median_int8": 600.0, "int8_speedup_median": 1.5},
+        "accuracy": [accuracy("M6Rec"), accuracy("M6RecCTR")],
+    }
+    out = summary(record)
+    assert out["encoding_int8_speedup"] == 1.5 and out["encoding_fp32_share_of_matmul"] == 0.5
+    assert out["early_exit_encoding"] == [{"layers": 2, "items_per_s": 19.0, "speedup": 1.9}]
+    assert (out["m6rec_fp32_valid"], out["m6rec_fp32_short_valid"]) == (0.1, 0.08)
+    assert out["m6rec_int8_valid_change"] == -0.004 and out["ctr_int8_test_change"] == 0.002
+    assert out["m6rec_exit2_valid_change"] == -0.5 and out["m6rec_exit2_afresh_valid_change"] == -0.05

@@ -50,7 +50,7 @@ from torch import nn
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.compression_accuracy import accuracy, early_exit_layers, epoch_estimate, plugin_config
-from recbole_m6rec.benchmarks.compression_report import report_markdown
+from recbole_m6rec.benchmarks.compression_report import report_markdown, summary
 from recbole_m6rec.benchmarks.compression_speed import (
     encode_items,
     encoding_batches,
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> str:
         record = json.loads(Path(args.from_record).read_text()) if args.from_record else run(args)
     finally:
         sys.argv = argv_before
-    return publish("recbole_m6rec.benchmarks.compression", argv, report_markdown(record), record, args.report, "report")
+    data = {**record, "summary": summary(record)}  # flat names for README figures
+    return publish("recbole_m6rec.benchmarks.compression", argv, report_markdown(record), data, args.report, "report")
 
 
 if __name__ == "__main__":

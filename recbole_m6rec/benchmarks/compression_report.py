@@ -4,7 +4,53 @@ from __future__ import annotations
 
 from recbole_m6rec.benchmarks.compression_accuracy import epochs_text
 
-__all__ = ["report_markdown"]
+__all__ = ["report_markdown", "summary"]
+
+
+def summary(record: dict) -> dict:
+    """The report's headline numbers under flat names, for README figures (``summary.<name>`` in report.json):
+    speeds and their ratios, and each setting's relative change in NDCG@10 (M6Rec) and AUC (M6RecCTR)."""
+    n_lower = record["encoding"][0]["lower_layers"]
+    enc = {(r["quantize"], r["item_layers"]): r for r in record["encoding"]}
+    fp32, int8 = enc[("none", n_lower)], enc[("int8", n_lower)]
+    mix = record["matmul"]["layer_mix_gflops"]
+    out = {
+        "plm": record["settings"]["plm"],
+        "accuracy_plm": record["accuracy_plm"],
+        "matmul_fp32_gflops": mix["fp32"],
+        "matmul_int8_gflops": mix["int8_linear"],
+        "encoding_fp32_useful_gflops": fp32["useful_gflops"],
+        "encoding_fp32_share_of_matmul": round(fp32["useful_gflops"] / mix["fp32"], 3),
+        "encoding_fp32_items_per_s": fp32["items_per_s"],
+        "encoding_int8_items_per_s": int8["items_per_s"],
+        "encoding_int8_speedup": round(int8["items_per_s"] / fp32["items_per_s"], 3),
+        "encoding_int8_speedup_paired": record["paired_encoding"]["int8_speedup_median"],
+        "latency_fp32_ms_per_1000": record["latency"]["median_fp32"],
+        "latency_int8_ms_per_1000": record["latency"]["median_int8"],
+        "latency_int8_speedup": record["latency"]["int8_speedup_median"],
+        "early_exit_encoding": [
+            {
+                "layers": r["item_layers"],
+                "items_per_s": r["items_per_s"],
+                "speedup": round(r["items_per_s"] / fp32["items_per_s"], 3),
+            }
+            for r in record["encoding"]
+            if r["quantize"] == "none" and r["item_layers"] != n_lower
+        ],
+    }
+    for result in record["accuracy"]:
+        prefix = "m6rec" if result["model"] == "M6Rec" else "ctr"
+        for row in result["rows"]:
+            if row["setting"] == "fp32":
+                name = "fp32" if row["base"] == "trained" else "fp32_short"
+                out[f"{prefix}_{name}_valid"], out[f"{prefix}_{name}_test"] = row["valid"], row["test"]
+                continue
+            name = row["setting"].replace("early exit k=", "exit").replace(" ", "_")
+            if row["base"] == "short":
+                name += "_afresh"
+            out[f"{prefix}_{name}_valid_change"] = row["valid_change"]
+            out[f"{prefix}_{name}_test_change"] = row["test_change"]
+    return out
 
 
 def _goal(met: bool) -> str:
