@@ -208,10 +208,34 @@ def test_bad_figures_name_what_is_wrong(tmp_path, capsys, marker, message):
     assert message in capsys.readouterr().err
 
 
-def test_a_figure_without_its_closing_marker_on_the_line_is_an_error(tmp_path, capsys):
-    readme = _figures_project(tmp_path, "<!-- figure:speed/report.json:share -->4\n<!-- /figure -->\n")
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<!-- figure:speed/report.json:share -->4\n<!-- /figure -->\n",  # closing marker on the next line
+        # one figure lost its closing marker, the next on the line has one
+        "<!-- figure:speed/report.json:share -->1 and <!-- figure:speed/report.json:share -->2<!-- /figure -->\n",
+        "<!-- figure:speed/report.json:share fmt=>6.1f -->4<!-- /figure -->\n",  # an option the marker cannot hold
+    ],
+)
+def test_a_figure_that_does_not_parse_is_an_error(tmp_path, capsys, body):
+    readme = _figures_project(tmp_path, body)
     assert headline.main(["--readme", str(readme)]) == 2
     assert "on the same line" in capsys.readouterr().err
+
+
+def test_default_figure_formats(tmp_path):
+    from recbole_m6rec.benchmarks.figures import render_figures
+
+    readme = _figures_project(tmp_path, "")
+    data = json.loads((readme.parent / "reports" / "speed" / "report.json").read_text())
+    data["count"] = 5
+    (readme.parent / "reports" / "speed" / "report.json").write_text(json.dumps(data))
+    text = (
+        "<!-- figure:speed/report.json:count -->?<!-- /figure --> "
+        "<!-- figure:speed/report.json:share scale=100 -->?<!-- /figure -->"
+    )
+    rendered = render_figures(text, readme.parent / "reports")
+    assert ">5<" in rendered and ">4.17<" in rendered
 
 
 def test_provenance_labels_in_both_layouts():

@@ -1,9 +1,13 @@
 """What ran beside a measurement: the cores other processes kept busy (not this one's own work), and the report's
 line that says which runs had the machine to themselves."""
 
+import os
+import resource
 import subprocess
 import sys
 import time
+
+import torch
 
 from recbole_m6rec.benchmarks.machine import CpuBeside, machine_load
 from recbole_m6rec.benchmarks.report_sections import provenance_lines
@@ -11,26 +15,46 @@ from recbole_m6rec.benchmarks.report_sections import provenance_lines
 SPIN = "import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end: pass\n"
 
 
-def _spin_here(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def test_a_busy_neighbour_counts_and_this_process_own_work_does_not():
-    own = CpuBeside()
-    _spin_here(1.5)
-    own_work = own.stop()
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    neighbour = CpuBeside()
+
+def test_this_process_own_work_is_not_counted_as_other_processes():
+    """Whatever else runs, the machine cannot have been busier than its CPUs: other processes' cores plus this
+    process's own cannot exceed them. Counting the own work as others' breaks that as soon as this process works."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # this process alone could fill the machine
+    try:
+        a = torch.randn(512, 512)
+        beside, own_before, started = CpuBeside(), _own_cpu_seconds(), time.perf_counter()
+        while time.perf_counter() - started < 1.5:
+            a = torch.tanh(a @ a)
+        measured = beside.stop()
+        own_cores = (_own_cpu_seconds() - own_before) / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    assert own_cores > 0.2  # this process did work (on a loaded machine, less than a core)
+    assert measured["other_cores"] + own_cores <= measured["cpus"] + 0.15, (measured, own_cores)
+
+
+def test_a_busy_neighbour_counts_as_what_it_used():
+    """Other processes kept at least the neighbour's own CPU time busy, however loaded the machine is."""
+    beside, children_before, started = CpuBeside(), _children_cpu_seconds(), time.perf_counter()
     spinner = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=1.5)])
-    time.sleep(1.6)
-    with_neighbour = neighbour.stop()  # before wait(): a waited-for child would count as this process's own
+    os.waitid(os.P_PID, spinner.pid, os.WEXITED | os.WNOWAIT)  # it has ended, but is not reaped yet: reaped
+    measured = beside.stop()  # children count as the run's own (a job's worker processes are its own work)
+    wall = time.perf_counter() - started
     spinner.wait()
-
-    # whatever else runs on this machine runs in both intervals; only the neighbour differs
-    assert with_neighbour["other_cores"] - own_work["other_cores"] >= 0.3, (own_work, with_neighbour)
-    assert with_neighbour["cpus"] >= 1 and len(with_neighbour["load_average_start"]) == 3
+    neighbour_cores = (_children_cpu_seconds() - children_before) / wall
+    assert neighbour_cores > 0.2
+    assert measured["other_cores"] >= neighbour_cores - 0.05, (measured, neighbour_cores)
+    assert measured["cpus"] >= 1 and len(measured["load_average_start"]) == 3
 
 
 def test_machine_load_lists_other_busy_processes_not_this_one():

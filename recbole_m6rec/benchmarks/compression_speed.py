@@ -101,7 +101,7 @@ class _Timers:
         self._handles, self._open = [], {}
         for layer in layers:
             for child_name, child in layer.named_children():
-                block = "attention" if "att" in child_name else "mlp" if child_name in MLP_BLOCKS else None
+                block = "attention" if child_name in ATTENTION_BLOCKS else "mlp" if child_name in MLP_BLOCKS else None
                 if block is None:  # norms: counted in the rest
                     continue
                 self._watch(child, block)
@@ -123,6 +123,7 @@ class _Timers:
             handle.remove()
 
 
+ATTENTION_BLOCKS = ("self_attn", "attention")  # Llama's, BERT's (not Llama's post_attention_layernorm: a norm)
 MLP_BLOCKS = ("mlp", "intermediate", "output")  # Llama's MLP; BERT's two FFN halves
 
 
@@ -240,8 +241,9 @@ def paired_encoding(plm: str, settings: dict, texts: list[str], n_batches: int, 
                 started = time.perf_counter()
                 for ids, mask in inputs:
                     encoder.forward_tokens(ids, mask)
-                times[quantize].append(round(time.perf_counter() - started, 3))
-    ratios = [f / q for f, q in zip(times["none"], times["int8"])]
+                times[quantize].append(time.perf_counter() - started)
+    ratios = [f / q for f, q in zip(times["none"], times["int8"])]  # from unrounded times: a tiny model's round
+    times = {quantize: [round(t, 3) for t in rounds] for quantize, rounds in times.items()}  # can round to 0
     return {
         "batches": n_batches,
         "rows": sum(len(rows) for rows in chosen),

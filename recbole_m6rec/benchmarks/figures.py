@@ -2,14 +2,14 @@
 
 A figure is a value between two markers, on one line:
 
-    int8 encodes <!-- figure:compression_ml-100k/report.json:summary.int8_encoding_speedup fmt=.2f -->1.73<!-- /figure -->x
+    int8 encodes <!-- figure:compression_ml-100k/report.json:summary.encoding_int8_speedup fmt=.2f -->1.73<!-- /figure -->x
     faster, about <!-- figure:ctr_serving_ml-100k/latency.json:0.ms_per_1000_candidates/0.serving.ms_per_1000_candidates fmt=.0f -->90<!-- /figure -->x
 
 ``FILE:EXPR`` names a JSON file under the reports folder and a value in it. ``EXPR`` is a path, or two paths with
 ``/`` between them (their ratio). A path's steps are separated by ``.``: a key of an object, an index of a list, or
 ``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``).
-Options: ``fmt=`` a Python format spec (default: the value as it is), ``scale=`` a factor applied first (``100`` for
-a percentage). ``python -m recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails
+Options: ``fmt=`` a Python format spec (default: an integer as it is, a float as ``g``: 6 significant digits),
+``scale=`` a factor applied first (``100`` for a percentage). ``python -m recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails
 when one differs.
 """
 
@@ -23,9 +23,9 @@ __all__ = ["FIGURE", "FIGURE_OPENING", "figure_value", "render_figures"]
 
 FIGURE = re.compile(
     r"<!-- figure:(?P<file>[\w.\-/]+):(?P<expr>[^\s>]+)(?P<options>(?: [a-z]+=[^\s>]+)*)\s*-->"
-    r"(?P<body>[^\n]*?)<!-- /figure -->"
+    r"(?P<body>(?:(?!<!--)[^\n])*?)<!-- /figure -->"  # the body never crosses another marker
 )
-FIGURE_OPENING = re.compile(r"<!-- figure:[^>]*-->")
+FIGURE_OPENING = re.compile(r"<!-- figure:[^\n]*?-->")
 
 
 def _step(value, step: str, where: str):
@@ -50,16 +50,16 @@ def _step(value, step: str, where: str):
     raise ValueError(f"{where}: {step!r} goes below a plain value ({value!r})")
 
 
-def _lookup(document, path: str, where: str) -> float:
+def _lookup(document, path: str, where: str) -> int | float:
     value = document
     for step in path.split("."):
         value = _step(value, step, f"{where} at {step!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{where}: {path} is {value!r}, not a number")
-    return float(value)
+    return value
 
 
-def figure_value(reports_dir: Path | str, file: str, expr: str) -> float:
+def figure_value(reports_dir: Path | str, file: str, expr: str) -> int | float:
     """The number ``expr`` names in ``<reports_dir>/<file>`` (a path, or ``path/path`` for a ratio)."""
     source = Path(reports_dir) / file
     where = f"figure {file}:{expr}"
@@ -91,7 +91,9 @@ def _options(text: str, where: str) -> dict[str, str]:
 def render_figures(text: str, reports_dir: Path | str) -> str:
     """``text`` with every figure rewritten from the reports; a marker that does not parse is an error."""
     if len(FIGURE_OPENING.findall(text)) != len(FIGURE.findall(text)):
-        broken = next(m.group(0) for m in FIGURE_OPENING.finditer(text) if not FIGURE.match(text, m.start()))
+        broken = next(
+            (m.group(0) for m in FIGURE_OPENING.finditer(text) if not FIGURE.match(text, m.start())), "a figure"
+        )
         raise ValueError(
             f"figure marker {broken!r}: expected FILE:EXPR [fmt=..] [scale=..] and, on the same line, "
             "<!-- /figure -->"
@@ -102,8 +104,9 @@ def render_figures(text: str, reports_dir: Path | str) -> str:
         options = _options(match.group("options"), where)
         value = figure_value(reports_dir, match.group("file"), match.group("expr"))
         try:
-            value *= float(options.get("scale", 1))
-            shown = format(value, options.get("fmt", ""))
+            if "scale" in options:
+                value *= float(options["scale"])
+            shown = format(value, options.get("fmt", "g" if isinstance(value, float) else ""))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         opening = match.group(0)[: match.start("body") - match.start(0)]

@@ -35,17 +35,17 @@ def machine_load(limit: int = 5) -> dict:
 
 
 def _machine_busy_seconds() -> float | None:
-    """CPU seconds all processes have used since boot (``/proc/stat``: user, nice, system, irq, softirq, steal; not
-    idle or iowait); ``None`` where there is no ``/proc/stat``."""
+    """CPU seconds all processes on this machine have used since boot (``/proc/stat``: user, nice, system, irq,
+    softirq; not idle, iowait, or steal, which is other virtual machines' time); ``None`` where it cannot be read."""
     try:
         with open("/proc/stat", encoding="ascii") as stat:
             fields = stat.readline().split()
-    except OSError:
+        if len(fields) < 8 or fields[0] != "cpu":
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+        return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
         return None
-    if not fields or fields[0] != "cpu":
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_seconds() -> float:
