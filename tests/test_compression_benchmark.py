@@ -107,3 +107,37 @@ def test_the_summary_names_each_setting_for_readme_figures():
     assert (out["m6rec_fp32_valid"], out["m6rec_fp32_short_valid"]) == (0.1, 0.08)
     assert out["m6rec_int8_valid_change"] == -0.004 and out["ctr_int8_test_change"] == 0.002
     assert out["m6rec_exit2_valid_change"] == -0.5 and out["m6rec_exit2_afresh_valid_change"] == -0.05
+
+
+def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_so(tmp_path):
+    import json
+
+    from recbole_m6rec.benchmarks.compression import take_accuracy
+    from recbole_m6rec.benchmarks.compression_report import _accuracy_source_lines
+
+    settings = {
+        "accuracy_plm": "auto",
+        "max_epoch_minutes": 15.0,
+        "epochs": 3,
+        "retrain_epochs": 1,
+        "accuracy_threads": 1,
+    }
+    phase = {"seconds": 1.0, "before": {}, "after": {}}
+    earlier = {
+        "settings": {**settings, "plm": "p"},
+        "machine": {"start": {"load_average": [3.0, 2.0, 1.0]}},
+        "phases": {"matmul rates": phase, "epoch estimate": phase, "accuracy M6Rec": phase},
+        "accuracy_plm": "p",
+        "accuracy": [{"model": "M6Rec", "rows": []}],
+    }
+    earlier_file = tmp_path / "record.json"
+    earlier_file.write_text(json.dumps(earlier))
+    record = {"settings": {**settings, "epochs": 9, "plm": "p"}, "phases": {"matmul rates": {"seconds": 2.0}}}
+    take_accuracy(record, str(earlier_file))
+    assert record["accuracy"] == earlier["accuracy"] and record["settings"]["epochs"] == 3
+    assert set(record["phases"]) == {"matmul rates", "epoch estimate", "accuracy M6Rec"}
+    assert record["phases"]["matmul rates"] == {"seconds": 2.0}  # this run's speed phases stay its own
+    assert "comes from an earlier run" in " ".join(_accuracy_source_lines(record))
+    earlier_file.write_text(json.dumps({**earlier, "accuracy": None}))
+    with pytest.raises(ValueError, match="has no accuracy part"):
+        take_accuracy(record, str(earlier_file))

@@ -30,6 +30,8 @@ and the busiest other processes before and after; compare the ratios within this
 :mod:`~recbole_m6rec.benchmarks.compression_speed` and :mod:`~recbole_m6rec.benchmarks.compression_accuracy`, the
 report's text in :mod:`~recbole_m6rec.benchmarks.compression_report`. ``report.md`` and ``report.json`` go into ``--report``; the measurements
 are also saved after every phase to ``<work_dir>/record.json``, from which ``--from_record`` rewrites the report.
+``--accuracy_from=<record.json>`` measures the speed part only and takes the accuracy part from that earlier record:
+speed measured again on a quiet machine, next to accuracy that took an hour of training.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def run(args) -> dict:
     from recbole_m6rec.data import create_dataset
     from recbole_m6rec.text import build_item_texts
 
+    started_at = time.time()
     torch.set_num_threads(args.threads)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="compression-"))
     cache_dir = str(work / "text")  # this run's own cache: every encoding is computed, none read from disk
@@ -151,6 +154,9 @@ def run(args) -> dict:
     record["latency"] = phase(
         "scoring latency", scoring_latency, args.plm, args.candidates, args.latency_rounds, cache_dir
     )
+    if args.accuracy_from:
+        take_accuracy(record, args.accuracy_from)
+        return finish(record, work, started_at)
     # training and evaluation on --accuracy_threads: their numbers do not depend on it, their time under load does
     torch.set_num_threads(args.accuracy_threads)
     accuracy_plm = args.accuracy_plm
@@ -173,11 +179,44 @@ def run(args) -> dict:
         )
         for name in ("M6Rec", "M6RecCTR")
     ]
+    return finish(record, work, started_at)
+
+
+def finish(record: dict, work: Path, started_at: float) -> dict:
+    """The record's last parts (the code this process ran, the machine at the end), saved for ``--from_record``."""
+    from recbole_m6rec.benchmarks import provenance
+
     record.pop("results", None)  # every result has its own key now
+    record["code"] = provenance.collect(None, "ml-100k", started_at)
     record["machine"]["end"] = machine_load()
     atomic_write_text(work / "record.json", json.dumps(record, indent=2) + "\n")  # --from_record reads it back
     print(f"measurements saved to {work / 'record.json'}", flush=True)
     return record
+
+
+ACCURACY_SETTINGS = ("accuracy_plm", "max_epoch_minutes", "epochs", "retrain_epochs", "accuracy_threads")
+
+
+def take_accuracy(record: dict, earlier_file: str) -> None:
+    """The accuracy part of an earlier run's record (``--accuracy_from``): its results, the settings and phases
+    that made them, and where they came from. The speed part is this run's: speed can be measured again alone,
+    on a quiet machine, without the hour of training."""
+    earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
+    if not earlier.get("accuracy"):
+        raise ValueError(f"--accuracy_from={earlier_file}: that record has no accuracy part (its run ended before it)")
+    for key in ("accuracy", "accuracy_plm", "epoch_estimate"):
+        if key in earlier:
+            record[key] = earlier[key]
+    for key in ACCURACY_SETTINGS:
+        record["settings"][key] = earlier["settings"][key]
+    record["phases"].update(
+        {name: phase for name, phase in earlier["phases"].items() if name.startswith(("accuracy", "epoch estimate"))}
+    )
+    record["accuracy_source"] = {
+        "record": str(earlier_file),
+        "started_load": earlier["machine"]["start"]["load_average"],
+        "code": {k: (earlier.get("code") or {}).get(k) for k in ("git_commit", "git_dirty", "code_hash")},
+    }
 
 
 def _lower_layers(plm: str, config) -> int:
@@ -212,6 +251,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work_dir", default=None, help="this run's caches and checkpoints (default: a temp folder)")
     parser.add_argument(
         "--from_record", default=None, help="rewrite the report from a saved record.json, measure nothing"
+    )
+    parser.add_argument(
+        "--accuracy_from",
+        default=None,
+        help="measure speed only; take the accuracy part from an earlier run's record.json",
     )
     args = parser.parse_args(argv)
     for name in (

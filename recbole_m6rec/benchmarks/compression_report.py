@@ -82,6 +82,7 @@ def report_markdown(record: dict) -> str:
         + ".",
         "",
         _sharing_sentence(record),
+        *_accuracy_source_lines(record),
         "",
         "## Ratios within this run",
         "",
@@ -234,11 +235,40 @@ def _change(value) -> str:
     return "–" if value is None else f"{100 * value:+.2f}%"
 
 
+def _accuracy_source_lines(record: dict) -> list[str]:
+    source = record.get("accuracy_source")
+    if not source:
+        return []
+    code = source["code"]
+    ran = f"commit `{code['git_commit'][:10]}`" if code.get("git_commit") else "code it did not record"
+    return [
+        "",
+        f"The speed part was measured in this run; the accuracy part comes from an earlier run of this command "
+        f"(`{source['record']}`, {ran}; load average {source['started_load']} at its start), taken with "
+        "`--accuracy_from` so that speed could be measured again on a quieter machine without retraining. Its "
+        "phases are listed under Machine with the others.",
+    ]
+
+
+def _code_line(record: dict) -> list[str]:
+    code = record.get("code")
+    if not code:
+        return []
+    versions = ", ".join(f"{k} {v}" for k, v in (code.get("versions") or {}).items())
+    dirty = " + uncommitted changes" if code.get("git_dirty") else ""
+    return [
+        f"Code: commit `{(code.get('git_commit') or 'unknown')[:10]}`{dirty}, plugin code hash "
+        f"`{(code.get('code_hash') or '')[:10]}`; {versions}.",
+        "",
+    ]
+
+
 def _machine_lines(record: dict) -> list[str]:
     machine = record["machine"]
     lines = [
         "## Machine",
         "",
+        *_code_line(record),
         f"{machine['cpus']} CPUs ({machine['processor'] or 'x86_64'}), {machine['platform']}, torch {machine['torch']} "
         f"({machine['threads']} threads, quantized engine {machine['quantized_engine']}). The machine may be shared: "
         "the cores other processes kept busy during each phase (the machine's CPU time less this run's, over the phase's "
