@@ -6,7 +6,7 @@ import torch
 
 from recbole_m6rec.benchmarks.compression_accuracy import early_exit_layers
 from recbole_m6rec.benchmarks.compression_report import _sharing_sentence
-from recbole_m6rec.benchmarks.compression_speed import encode_items, matmul_rates, paired_encoding
+from recbole_m6rec.benchmarks.compression_speed import activation_ranges, encode_items, matmul_rates, paired_encoding
 
 SETTINGS = {"late_interaction_layers": 2, "segment_tokens": 4, "text_max_tokens": 32, "encode_batch_size": 8}
 # lengths differ within a batch (5 of them in 24 texts, 8 a batch): length-sorted batches still pad
@@ -48,6 +48,15 @@ def test_paired_encoding_alternates_both_settings_on_the_same_batches():
     result = paired_encoding("tiny-random-llama", SETTINGS, TEXTS, n_batches=2, rounds=2)
     assert result["batches"] == 2 and 2 <= result["rows"] <= 2 * SETTINGS["encode_batch_size"]
     assert len(result["seconds_fp32"]) == len(result["seconds_int8"]) == 2 and result["int8_speedup_median"] > 0
+
+
+def test_activation_ranges_cover_every_linear_kind_over_real_tokens_only():
+    result = activation_ranges("tiny-random-llama", SETTINGS, TEXTS, n_texts=16)
+    assert result["texts"] == 16 and 0 < result["tokens"] < 16 * 32
+    assert {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(result["kinds"])
+    for row in result["kinds"].values():
+        assert row["max_abs"] >= row["median_abs"] > 0
+        assert row["max_over_median"] == pytest.approx(row["max_abs"] / row["median_abs"], rel=0.01)
 
 
 def _record(other_cores=None, loads=(2.0, 2.1)):

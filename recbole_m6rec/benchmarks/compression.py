@@ -15,13 +15,16 @@ One run measures, on ml-100k with the default language model (``--plm``, SmolLM2
    attention and MLP, attention's core (scores, softmax, weighted sum), the MLP's activation, and the rest (norms,
    residuals, embeddings, masks, pooling). A paired check alternates fp32 and int8 on the same batches
    (``--paired_rounds``), so their ratio is measured close in time.
+   The input range of each kind of linear layer (largest against median magnitude) says what int8 has to
+   represent: dynamic quantisation gives a whole input tensor one scale.
 3. **Scoring latency** of M6RecCTR's ``predict`` per 1,000 labelled test candidates (as ``ctr_latency``), fp32 and
    int8 models alternated (``--latency_rounds``), untrained: latency does not depend on the weights.
 4. **Accuracy**: M6Rec (NDCG@10, valid and test) and M6RecCTR (AUC) are each trained once in fp32 with the default
    settings for ``--epochs`` epochs (best epoch by validation); the *same trained parameters* are then evaluated with
    int8 (items re-encoded by the int8 layers, online layers int8 too) and with early-exit item states, nothing
-   retrained. Early exit changes what the online layers read, so each early-exit setting is also trained afresh for
-   ``--retrain_epochs`` epochs and compared with the fp32 model after as many epochs (same seed, same batches).
+   retrained. Both change what the online layers read, so each setting (int8 and every early exit) is also trained
+   afresh for ``--retrain_epochs`` epochs and compared with the fp32 model after as many epochs (same seed, same
+   batches).
    ``--accuracy_plm auto`` times two training steps of M6Rec on ``--plm`` and uses ``minilm-l6`` instead when an
    epoch would take over ``--max_epoch_minutes`` on this machine now; the report says which it used.
 
@@ -54,6 +57,7 @@ from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.compression_accuracy import accuracy, early_exit_layers, epoch_estimate, plugin_config
 from recbole_m6rec.benchmarks.compression_report import report_markdown, summary
 from recbole_m6rec.benchmarks.compression_speed import (
+    activation_ranges,
     encode_items,
     encoding_batches,
     matmul_rates,
@@ -142,6 +146,7 @@ def run(args) -> dict:
         )
         for quantize, k in [("none", None), ("int8", None)] + [("none", k) for k in early_exit_layers(n_lower)[1:]]
     ]
+    record["activation_ranges"] = phase("activation ranges", activation_ranges, args.plm, settings, texts)
     record["paired_encoding"] = phase(
         "paired fp32 / int8 encoding",
         paired_encoding,
@@ -237,7 +242,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max_epoch_minutes", type=float, default=15.0, help="auto: longest affordable M6Rec epoch")
     parser.add_argument("--epochs", type=int, default=3, help="fp32 training epochs for the accuracy part")
     parser.add_argument(
-        "--retrain_epochs", type=int, default=1, help="epochs of each early exit trained afresh (0: none)"
+        "--retrain_epochs", type=int, default=1, help="epochs of int8 and each early exit trained afresh (0: none)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed measurements")
     parser.add_argument(

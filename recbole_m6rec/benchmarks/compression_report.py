@@ -28,6 +28,10 @@ def summary(record: dict) -> dict:
         "latency_fp32_ms_per_1000": record["latency"]["median_fp32"],
         "latency_int8_ms_per_1000": record["latency"]["median_int8"],
         "latency_int8_speedup": record["latency"]["int8_speedup_median"],
+        "activation_max_over_median": {
+            kind: row["max_over_median"]
+            for kind, row in (record.get("activation_ranges") or {}).get("kinds", {}).items()
+        },
         "early_exit_encoding": [
             {
                 "layers": r["item_layers"],
@@ -168,6 +172,7 @@ def report_markdown(record: dict) -> str:
         f"Paired check: {paired['rows']} texts in {paired['batches']} batches, seconds per round fp32 "
         f"{paired['seconds_fp32']}, int8 {paired['seconds_int8']}.",
         "",
+        *_activation_lines(record),
         "## Scoring latency (M6RecCTR predict, ms per 1,000 candidates)",
         "",
         f"{latency['candidates_timed']} labelled test candidates per round, untrained models; rounds alternated.",
@@ -233,6 +238,25 @@ def _accuracy_lines(result: dict, record: dict) -> list[str]:
 
 def _change(value) -> str:
     return "–" if value is None else f"{100 * value:+.2f}%"
+
+
+def _activation_lines(record: dict) -> list[str]:
+    ranges = record.get("activation_ranges")
+    if not ranges:
+        return []
+    lines = [
+        "## What int8 has to represent: the input range of each linear layer",
+        "",
+        f"Over {ranges['texts']} item texts ({ranges['tokens']} real tokens), every lower layer. Dynamic quantisation "
+        "gives each input tensor one scale: with the largest value r times the median, typical values are rounded "
+        "in steps of about r/127 of their own size (below one step from r ~ 127 on).",
+        "",
+        "| linear layer | largest abs input | median abs input | largest / median |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, row in ranges["kinds"].items():
+        lines.append(f"| {kind} | {row['max_abs']} | {row['median_abs']} | {row['max_over_median']} |")
+    return lines + [""]
 
 
 def _accuracy_source_lines(record: dict) -> list[str]:

@@ -20,6 +20,7 @@ __all__ = [
     "encoding_batches",
     "encode_items",
     "paired_encoding",
+    "activation_ranges",
     "scoring_latency",
 ]
 
@@ -251,6 +252,47 @@ def paired_encoding(plm: str, settings: dict, texts: list[str], n_batches: int, 
         "seconds_int8": times["int8"],
         "int8_speedup_median": round(statistics.median(ratios), 2),
     }
+
+
+def activation_ranges(plm: str, settings: dict, texts: list[str], n_texts: int = 64) -> dict:
+    """What int8 has to represent: for each kind of linear layer of the lower layers (``q_proj``, ``down_proj``,
+    ...), the largest and the median magnitude of its input over ``n_texts`` item texts (one padded batch).
+
+    Dynamic quantisation gives a whole input tensor one scale, so an input whose largest value is r times its median
+    rounds its typical values to steps of about r/127 of their size (8-bit, 7 for activations on x86): past r ~ 127
+    the typical value is below one step."""
+    encoder = segment_encoder(plm, settings, None)
+    tokens = encoder.tokenize(texts[1 : n_texts + 1])
+    length = int(tokens.lengths.max())
+    ids, mask = tokens.input_ids[:, :length], tokens.attention_mask[:, :length]
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def record(kind: str, module: nn.Module, args: tuple) -> None:
+        real = args[0][mask.bool()] if args[0].shape[:2] == mask.shape else args[0]  # real tokens only
+        seen.setdefault(kind, []).append(real.detach().abs().flatten())
+
+    handles = []
+    for index in range(encoder.item_layers):
+        for name, module in encoder.stack.layers[index].named_modules():
+            if _is_linear(module) and "adapter" not in name.split("."):
+                handles.append(module.register_forward_pre_hook(partial(record, name.split(".")[-1])))
+    try:
+        with torch.no_grad():
+            encoder.stack.eval()
+            encoder.forward_tokens(ids, mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+    kinds = {}
+    for kind, values in seen.items():
+        largest = max(float(v.max()) for v in values)
+        median = float(torch.cat(values).median())
+        kinds[kind] = {
+            "max_abs": round(largest, 3),
+            "median_abs": round(median, 4),
+            "max_over_median": round(largest / max(median, 1e-12), 1),
+        }
+    return {"texts": len(tokens), "tokens": int(mask.sum()), "kinds": kinds}
 
 
 # ------------------------------------------------------------------------------------------------ scoring latency
