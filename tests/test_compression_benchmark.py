@@ -6,7 +6,13 @@ import torch
 
 from recbole_m6rec.benchmarks.compression_accuracy import early_exit_layers
 from recbole_m6rec.benchmarks.compression_report import _sharing_sentence
-from recbole_m6rec.benchmarks.compression_speed import activation_ranges, encode_items, matmul_rates, paired_encoding
+from recbole_m6rec.benchmarks.compression_speed import (
+    activation_ranges,
+    encode_items,
+    matmul_rates,
+    paired_encoding,
+    state_separation,
+)
 
 SETTINGS = {"late_interaction_layers": 2, "segment_tokens": 4, "text_max_tokens": 32, "encode_batch_size": 8}
 # lengths differ within a batch (5 of them in 24 texts, 8 a batch): length-sorted batches still pad
@@ -57,6 +63,15 @@ def test_activation_ranges_cover_every_linear_kind_over_real_tokens_only():
     for row in result["kinds"].values():
         assert row["max_abs"] >= row["median_abs"] > 0
         assert row["max_over_median"] == pytest.approx(row["max_abs"] / row["median_abs"], rel=0.01)
+
+
+def test_state_separation_compares_each_item_with_itself_and_the_others():
+    result = state_separation("tiny-random-llama", SETTINGS, TEXTS, n_texts=20)
+    assert result["items"] == 20
+    assert -1 <= result["fp32_between_items_cosine"] < 1 and 0 < result["int8_to_fp32_same_item_cosine"] <= 1
+    assert 0 <= result["int8_nearest_is_own_share"] <= 1
+    # int8 moves a state less than the distance between two items on this model: most stay nearest to themselves
+    assert result["int8_to_fp32_same_item_cosine"] > result["fp32_between_items_cosine"]
 
 
 def _record(other_cores=None, loads=(2.0, 2.1)):

@@ -64,6 +64,7 @@ from recbole_m6rec.benchmarks.compression_speed import (
     paired_encoding,
     scoring_latency,
     segment_encoder,
+    state_separation,
 )
 from recbole_m6rec.benchmarks.machine import CpuBeside, machine_load
 
@@ -147,6 +148,7 @@ def run(args) -> dict:
         for quantize, k in [("none", None), ("int8", None)] + [("none", k) for k in early_exit_layers(n_lower)[1:]]
     ]
     record["activation_ranges"] = phase("activation ranges", activation_ranges, args.plm, settings, texts)
+    record["state_separation"] = phase("int8 state separation", state_separation, args.plm, settings, texts)
     record["paired_encoding"] = phase(
         "paired fp32 / int8 encoding",
         paired_encoding,

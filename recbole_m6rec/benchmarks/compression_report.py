@@ -32,6 +32,7 @@ def summary(record: dict) -> dict:
             kind: row["max_over_median"]
             for kind, row in (record.get("activation_ranges") or {}).get("kinds", {}).items()
         },
+        **{f"int8_{key}": value for key, value in (record.get("state_separation") or {}).items() if key != "items"},
         "early_exit_encoding": [
             {
                 "layers": r["item_layers"],
@@ -256,6 +257,16 @@ def _activation_lines(record: dict) -> list[str]:
     ]
     for kind, row in ranges["kinds"].items():
         lines.append(f"| {kind} | {row['max_abs']} | {row['median_abs']} | {row['max_over_median']} |")
+    separation = record.get("state_separation")
+    if separation:
+        lines += [
+            "",
+            f"Whether int8 states still tell items apart ({separation['items']} items, pooled states): two different "
+            f"items' fp32 states have cosine {separation['fp32_between_items_cosine']} on average; an item's int8 "
+            f"state has cosine {separation['int8_to_fp32_same_item_cosine']} with its own fp32 state; and "
+            f"{100 * separation['int8_nearest_is_own_share']:.0f}% of int8 states are nearest to their own item's "
+            "fp32 state.",
+        ]
     return lines + [""]
 
 

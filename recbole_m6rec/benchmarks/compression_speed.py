@@ -21,6 +21,7 @@ __all__ = [
     "encode_items",
     "paired_encoding",
     "activation_ranges",
+    "state_separation",
     "scoring_latency",
 ]
 
@@ -293,6 +294,41 @@ def activation_ranges(plm: str, settings: dict, texts: list[str], n_texts: int =
             "max_over_median": round(largest / max(median, 1e-12), 1),
         }
     return {"texts": len(tokens), "tokens": int(mask.sum()), "kinds": kinds}
+
+
+def state_separation(plm: str, settings: dict, texts: list[str], n_texts: int = 256) -> dict:
+    """Whether int8 item states still tell items apart: for ``n_texts`` item texts, the mean cosine between two
+    different items' fp32 states (how close items already are), the mean cosine between an item's int8 and fp32
+    states (how far int8 moves it), and the share of items whose int8 state is nearest (cosine) to their own fp32
+    state among all ``n_texts``. States are the pooled segment states M6Rec caches, flattened per item."""
+    states = {}
+    for quantize in ("none", "int8"):
+        encoder = segment_encoder(plm, settings, None, quantize=quantize)
+        tokens = encoder.tokenize(texts[1 : n_texts + 1])
+        rows = []
+        with torch.no_grad():
+            encoder.stack.eval()
+            for batch in encoding_batches(tokens, encoder.batch_size):
+                length = int(tokens.lengths[batch].max())
+                pooled, _ = encoder.forward_tokens(
+                    tokens.input_ids[batch, :length], tokens.attention_mask[batch, :length]
+                )
+                rows.append((batch, pooled.flatten(1)))
+        flat = torch.empty(len(tokens), rows[0][1].shape[1])
+        for batch, pooled in rows:
+            flat[batch] = pooled
+        states[quantize] = torch.nn.functional.normalize(flat, dim=1)
+    fp32, int8 = states["none"], states["int8"]
+    n = len(fp32)
+    between = (fp32 @ fp32.T).masked_select(~torch.eye(n, dtype=torch.bool))
+    own = (fp32 * int8).sum(1)
+    nearest = (int8 @ fp32.T).argmax(1)
+    return {
+        "items": n,
+        "fp32_between_items_cosine": round(float(between.mean()), 4),
+        "int8_to_fp32_same_item_cosine": round(float(own.mean()), 4),
+        "int8_nearest_is_own_share": round(float((nearest == torch.arange(n)).float().mean()), 3),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ scoring latency
