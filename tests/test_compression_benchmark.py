@@ -157,11 +157,15 @@ def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_
     earlier_file = tmp_path / "record.json"
     earlier_file.write_text(json.dumps(earlier))
     record = {"settings": {**settings, "epochs": 9, "plm": "p"}, "phases": {"matmul rates": {"seconds": 2.0}}}
-    take_accuracy(record, str(earlier_file))
-    assert record["accuracy"] == earlier["accuracy"] and record["settings"]["epochs"] == 3
+    assert take_accuracy(record, str(earlier_file)) == earlier["accuracy"] and record["settings"]["epochs"] == 3
     assert set(record["phases"]) == {"matmul rates", "epoch estimate", "accuracy M6Rec"}
     assert record["phases"]["matmul rates"] == {"seconds": 2.0}  # this run's speed phases stay its own
     assert "comes from an earlier run" in " ".join(_accuracy_source_lines(record))
+    # a run cut short after M6Rec: its saved phase results still count
+    cut = {**earlier, "accuracy": None, "results": {"accuracy M6Rec": earlier["accuracy"][0]}}
+    earlier_file.write_text(json.dumps(cut))
+    assert take_accuracy(record, str(earlier_file)) == earlier["accuracy"]
+    assert record["accuracy_source"]["models"] == ["M6Rec"]
     earlier_file.write_text(json.dumps({**earlier, "accuracy": None}))
     with pytest.raises(ValueError, match="has no accuracy part"):
         take_accuracy(record, str(earlier_file))

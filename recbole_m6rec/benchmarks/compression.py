@@ -33,8 +33,9 @@ and the busiest other processes before and after; compare the ratios within this
 :mod:`~recbole_m6rec.benchmarks.compression_speed` and :mod:`~recbole_m6rec.benchmarks.compression_accuracy`, the
 report's text in :mod:`~recbole_m6rec.benchmarks.compression_report`. ``report.md`` and ``report.json`` go into ``--report``; the measurements
 are also saved after every phase to ``<work_dir>/record.json``, from which ``--from_record`` rewrites the report.
-``--accuracy_from=<record.json>`` measures the speed part only and takes the accuracy part from that earlier record:
-speed measured again on a quiet machine, next to accuracy that took an hour of training.
+``--accuracy_from=<record.json or report.json>`` takes the accuracy results that earlier record holds (a run cut short
+keeps the models it finished) and measures the speed part again, on a quiet machine, without the hours of training;
+``--accuracy_models`` names the models this run measures itself when the record lacks them ('' for none).
 """
 
 from __future__ import annotations
@@ -161,31 +162,25 @@ def run(args) -> dict:
     record["latency"] = phase(
         "scoring latency", scoring_latency, args.plm, args.candidates, args.latency_rounds, cache_dir
     )
-    if args.accuracy_from:
-        take_accuracy(record, args.accuracy_from)
+    record["accuracy"] = take_accuracy(record, args.accuracy_from) if args.accuracy_from else []
+    taken = {result["model"] for result in record["accuracy"]}
+    to_measure = [name for name in args.accuracy_models if name not in taken]
+    if not to_measure:
         return finish(record, work, started_at)
     # training and evaluation on --accuracy_threads: their numbers do not depend on it, their time under load does
-    torch.set_num_threads(args.accuracy_threads)
-    accuracy_plm = args.accuracy_plm
+    torch.set_num_threads(record["settings"]["accuracy_threads"])
+    accuracy_plm = record.get("accuracy_plm") or args.accuracy_plm
     if accuracy_plm == "auto":
         record["epoch_estimate"] = phase("epoch estimate", epoch_estimate, args.plm, cache_dir)
         too_slow = record["epoch_estimate"]["epoch_s"] > 60 * args.max_epoch_minutes
         accuracy_plm = FALLBACK_PLM if too_slow else args.plm
     record["accuracy_plm"] = accuracy_plm
     accuracy_lower = n_lower if accuracy_plm == args.plm else _lower_layers(accuracy_plm, config)
-    record["accuracy"] = [
-        phase(
-            f"accuracy {name}",
-            accuracy,
-            name,
-            accuracy_plm,
-            args.epochs,
-            args.retrain_epochs,
-            cache_dir,
-            accuracy_lower,
+    for name in to_measure:
+        epochs, retrain_epochs = record["settings"]["epochs"], record["settings"]["retrain_epochs"]
+        record["accuracy"].append(
+            phase(f"accuracy {name}", accuracy, name, accuracy_plm, epochs, retrain_epochs, cache_dir, accuracy_lower)
         )
-        for name in ("M6Rec", "M6RecCTR")
-    ]
     return finish(record, work, started_at)
 
 
@@ -204,14 +199,27 @@ def finish(record: dict, work: Path, started_at: float) -> dict:
 ACCURACY_SETTINGS = ("accuracy_plm", "max_epoch_minutes", "epochs", "retrain_epochs", "accuracy_threads")
 
 
-def take_accuracy(record: dict, earlier_file: str) -> None:
-    """The accuracy part of an earlier run's record (``--accuracy_from``): its results, the settings and phases
-    that made them, and where they came from. The speed part is this run's: speed can be measured again alone,
-    on a quiet machine, without the hour of training."""
+ACCURACY_MODELS = ("M6Rec", "M6RecCTR")
+
+
+def earlier_accuracy(earlier: dict) -> list[dict]:
+    """The accuracy results in a record: a finished run's ``accuracy``, or the ``results`` an unfinished run saved
+    phase by phase (a run cut short after M6Rec keeps M6Rec's)."""
+    if earlier.get("accuracy"):
+        return list(earlier["accuracy"])
+    results = earlier.get("results") or {}
+    return [results[f"accuracy {name}"] for name in ACCURACY_MODELS if f"accuracy {name}" in results]
+
+
+def take_accuracy(record: dict, earlier_file: str) -> list[dict]:
+    """The accuracy results of an earlier run's record (``--accuracy_from``), with the settings and phases that made
+    them and where they came from (``record["accuracy_source"]``). The speed part is this run's: speed can be
+    measured again alone, on a quiet machine, without the hour of training."""
     earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
-    if not earlier.get("accuracy"):
+    taken = earlier_accuracy(earlier)
+    if not taken:
         raise ValueError(f"--accuracy_from={earlier_file}: that record has no accuracy part (its run ended before it)")
-    for key in ("accuracy", "accuracy_plm", "epoch_estimate"):
+    for key in ("accuracy_plm", "epoch_estimate"):
         if key in earlier:
             record[key] = earlier[key]
     for key in ACCURACY_SETTINGS:
@@ -223,7 +231,9 @@ def take_accuracy(record: dict, earlier_file: str) -> None:
         "record": str(earlier_file),
         "started_load": earlier["machine"]["start"]["load_average"],
         "code": {k: (earlier.get("code") or {}).get(k) for k in ("git_commit", "git_dirty", "code_hash")},
+        "models": [result["model"] for result in taken],
     }
+    return taken
 
 
 def _lower_layers(plm: str, config) -> int:
@@ -262,7 +272,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--accuracy_from",
         default=None,
-        help="measure speed only; take the accuracy part from an earlier run's record.json",
+        help="take the accuracy results an earlier run's record.json holds (speed is measured again)",
+    )
+    parser.add_argument(
+        "--accuracy_models",
+        default=",".join(ACCURACY_MODELS),
+        help="models whose accuracy this run measures unless --accuracy_from has it; '' for none",
     )
     args = parser.parse_args(argv)
     for name in (
@@ -277,6 +292,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
+    args.accuracy_models = [name for name in args.accuracy_models.split(",") if name]
+    unknown = sorted(set(args.accuracy_models) - set(ACCURACY_MODELS))
+    if unknown:
+        parser.error(f"--accuracy_models: {', '.join(unknown)} unknown; valid: {', '.join(ACCURACY_MODELS)}")
     if not 0 <= args.retrain_epochs <= args.epochs:
         parser.error(f"--retrain_epochs must be between 0 and --epochs={args.epochs} (got {args.retrain_epochs})")
     return args
