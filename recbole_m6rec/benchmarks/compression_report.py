@@ -209,10 +209,9 @@ def _sharing_sentence(record: dict) -> str:
     phases = record["phases"].values()
     cores = [phase["other_cores"] for phase in phases if phase.get("other_cores") is not None]
     if cores:
+        which = "every phase" if len(cores) == len(phases) else f"each of the {len(cores)} phases that measured it"
         if max(cores) < 0.25:
-            return (
-                "Nothing else ran beside the measurements: other processes kept under 0.25 cores busy in every phase."
-            )
+            return f"Nothing else ran beside the measurements: other processes kept under 0.25 cores busy in {which}."
         measured = f"other processes kept {min(cores):.1f} to {max(cores):.1f} cores busy on average, by phase"
     else:
         loads = [phase[when]["load_average"][0] for phase in phases for when in ("before", "after")]
@@ -300,14 +299,15 @@ def _accuracy_source_lines(record: dict) -> list[str]:
 
 
 def _code_line(record: dict) -> list[str]:
+    settings = ", ".join(f"`{key}={value}`" for key, value in record["settings"].items())
     code = record.get("code")
     if not code:
-        return []
+        return [f"Settings of the measuring run: {settings}.", ""]
     versions = ", ".join(f"{k} {v}" for k, v in (code.get("versions") or {}).items())
     dirty = " + uncommitted changes" if code.get("git_dirty") else ""
     return [
         f"Code: commit `{(code.get('git_commit') or 'unknown')[:10]}`{dirty}, plugin code hash "
-        f"`{(code.get('code_hash') or '')[:10]}`; {versions}.",
+        f"`{(code.get('code_hash') or '')[:10]}`; {versions}. Settings of the measuring run: {settings}.",
         "",
     ]
 
