@@ -7,12 +7,17 @@ from recbole_m6rec.benchmarks.compression_accuracy import epochs_text
 __all__ = ["report_markdown", "summary"]
 
 
+def _full_depth(record: dict) -> tuple[int, dict, dict]:
+    """The number of lower layers and the fp32 and int8 item encodings that ran all of them."""
+    n_lower = record["encoding"][0]["lower_layers"]
+    enc = {(r["quantize"], r["item_layers"]): r for r in record["encoding"]}
+    return n_lower, enc[("none", n_lower)], enc[("int8", n_lower)]
+
+
 def summary(record: dict) -> dict:
     """The report's headline numbers under flat names, for README figures (``summary.<name>`` in report.json):
     speeds and their ratios, and each setting's relative change in NDCG@10 (M6Rec) and AUC (M6RecCTR)."""
-    n_lower = record["encoding"][0]["lower_layers"]
-    enc = {(r["quantize"], r["item_layers"]): r for r in record["encoding"]}
-    fp32, int8 = enc[("none", n_lower)], enc[("int8", n_lower)]
+    n_lower, fp32, int8 = _full_depth(record)
     mix = record["matmul"]["layer_mix_gflops"]
     out = {
         "plm": record["settings"]["plm"],
@@ -63,9 +68,7 @@ def _goal(met: bool) -> str:
 
 
 def report_markdown(record: dict) -> str:
-    enc = {(r["quantize"], r["item_layers"]): r for r in record["encoding"]}
-    n_lower = record["encoding"][0]["lower_layers"]
-    fp32, int8 = enc[("none", n_lower)], enc[("int8", n_lower)]
+    n_lower, fp32, int8 = _full_depth(record)
     mix = record["matmul"]["layer_mix_gflops"]
     latency, paired = record["latency"], record["paired_encoding"]
     by_model = {result["model"]: result for result in record.get("accuracy") or []}
