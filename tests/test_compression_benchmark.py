@@ -137,7 +137,7 @@ def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_
     import json
 
     from recbole_m6rec.benchmarks.compression import take_accuracy
-    from recbole_m6rec.benchmarks.compression_report import _accuracy_source_lines
+    from recbole_m6rec.benchmarks.compression_report import _source_lines
 
     settings = {
         "accuracy_plm": "auto",
@@ -160,12 +160,76 @@ def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_
     assert take_accuracy(record, str(earlier_file)) == earlier["accuracy"] and record["settings"]["epochs"] == 3
     assert set(record["phases"]) == {"matmul rates", "epoch estimate", "accuracy M6Rec"}
     assert record["phases"]["matmul rates"] == {"seconds": 2.0}  # this run's speed phases stay its own
-    assert "comes from an earlier run" in " ".join(_accuracy_source_lines(record))
+    assert "M6Rec comes from an earlier run" in " ".join(_source_lines(record))
     # a run cut short after M6Rec: its saved phase results still count
     cut = {**earlier, "accuracy": None, "results": {"accuracy M6Rec": earlier["accuracy"][0]}}
     earlier_file.write_text(json.dumps(cut))
     assert take_accuracy(record, str(earlier_file)) == earlier["accuracy"]
-    assert record["accuracy_source"]["models"] == ["M6Rec"]
+    assert [source["models"] for source in record["accuracy_sources"]] == [["M6Rec"]]
     earlier_file.write_text(json.dumps({**earlier, "accuracy": None}))
     with pytest.raises(ValueError, match="has no accuracy part"):
         take_accuracy(record, str(earlier_file))
+
+
+def _record_file(tmp_path, name: str, record: dict) -> str:
+    import json
+
+    path = tmp_path / name
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+def test_results_taken_from_a_run_that_took_them_keep_their_first_origin(tmp_path):
+    from recbole_m6rec.benchmarks.compression import take_accuracy
+
+    machine = {"start": {"load_average": [1.0, 1.0, 1.0]}}
+    settings = {"accuracy_plm": "p", "max_epoch_minutes": 1.0, "epochs": 1, "retrain_epochs": 1, "accuracy_threads": 1}
+    first = _record_file(
+        tmp_path,
+        "first.json",
+        {"settings": settings, "machine": machine, "phases": {}, "accuracy": [{"model": "M6Rec"}]},
+    )
+    # the second run took M6Rec from the first and measured M6RecCTR itself
+    second_record = {
+        "settings": settings,
+        "machine": {"start": {"load_average": [2.0, 2.0, 2.0]}},
+        "phases": {},
+        "code": {"git_commit": "abc"},
+        "accuracy_source": {"record": first, "started_load": [1.0], "code": {}, "models": ["M6Rec"]},
+        "accuracy": [{"model": "M6Rec"}, {"model": "M6RecCTR"}],
+    }
+    second = _record_file(tmp_path, "second.json", second_record)
+    record = {"settings": {}, "phases": {}}
+    take_accuracy(record, second)
+    origins = {source["record"]: source["models"] for source in record["accuracy_sources"]}
+    assert origins == {first: ["M6Rec"], second: ["M6RecCTR"]}
+    assert record["accuracy_sources"][1]["code"]["git_commit"] == "abc"
+
+
+def test_speed_from_an_earlier_record_keeps_its_measurements_settings_and_phases_and_says_so(tmp_path):
+    from recbole_m6rec.benchmarks.compression import SPEED_RESULTS, SPEED_SETTINGS, take_speed
+    from recbole_m6rec.benchmarks.compression_report import _sharing_sentence, _source_lines
+
+    quiet = {"seconds": 1.0, "other_cores": 0.0}
+    earlier = {
+        "settings": {key: f"earlier {key}" for key in SPEED_SETTINGS} | {"epochs": 3},
+        "machine": {"start": {"load_average": [0.1, 0.1, 0.1]}},
+        "phases": {"matmul rates": quiet, "accuracy M6Rec": {"seconds": 9.0, "other_cores": 1.5}},
+        "code": {"git_commit": "0123456789abcdef", "git_dirty": False, "code_hash": "h"},
+        **{key: {"measured": key} for key in SPEED_RESULTS},
+    }
+    record = {
+        "settings": {"threads": 1, "epochs": 9},
+        "phases": {"accuracy M6RecCTR": {"seconds": 5.0, "other_cores": 1.2}},
+    }
+    take_speed(record, _record_file(tmp_path, "speed.json", earlier))
+    assert all(record[key] == {"measured": key} for key in SPEED_RESULTS)
+    assert record["settings"]["threads"] == "earlier threads" and record["settings"]["epochs"] == 9
+    assert set(record["phases"]) == {"matmul rates", "accuracy M6RecCTR"}  # the earlier run's training stays there
+    assert record["speed_source"]["code"]["git_commit"] == "0123456789abcdef"
+    assert "speed part comes from an earlier run" in " ".join(_source_lines(record))
+    # load beside training does not make the speed measurements loaded
+    assert _sharing_sentence(record).startswith("Nothing else ran beside the speed measurements")
+    with pytest.raises(ValueError, match="lacks latency"):
+        cut = {key: value for key, value in earlier.items() if key != "latency"}
+        take_speed(record, _record_file(tmp_path, "cut.json", cut))

@@ -35,6 +35,7 @@ report's text in :mod:`~recbole_m6rec.benchmarks.compression_report`. ``report.m
 are also saved after every phase to ``<work_dir>/record.json``, from which ``--from_record`` rewrites the report.
 ``--accuracy_from=<record.json or report.json>`` takes the accuracy results that earlier record holds (a run cut short
 keeps the models it finished) and measures the speed part again, on a quiet machine, without the hours of training;
+``--speed_from=<record.json or report.json>`` does the converse: it keeps speed measured alone and only trains.
 ``--accuracy_models`` names the models this run measures itself when the record lacks them ('' for none).
 """
 
@@ -56,7 +57,12 @@ from torch import nn
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.compression_accuracy import accuracy, early_exit_layers, epoch_estimate, plugin_config
-from recbole_m6rec.benchmarks.compression_report import report_markdown, summary
+from recbole_m6rec.benchmarks.compression_report import (
+    ACCURACY_PHASES,
+    accuracy_sources,
+    report_markdown,
+    summary,
+)
 from recbole_m6rec.benchmarks.compression_speed import (
     activation_ranges,
     encode_items,
@@ -118,6 +124,9 @@ def run(args) -> dict:
 
     config = plugin_config("M6Rec", args.plm, cache_dir)
     init_seed(config["seed"], config["reproducibility"])
+    if args.speed_from:
+        take_speed(record, args.speed_from)
+        return measure_accuracy(record, args, phase, config, work, started_at)
     train, _, _ = data_preparation(config, create_dataset(config))
     texts = build_item_texts(train._dataset, config["item_text_fields"], config["item_text_template"])
     encoder_keys = ("late_interaction_layers", "segment_tokens", "text_max_tokens", "encode_batch_size")
@@ -162,6 +171,13 @@ def run(args) -> dict:
     record["latency"] = phase(
         "scoring latency", scoring_latency, args.plm, args.candidates, args.latency_rounds, cache_dir
     )
+    return measure_accuracy(record, args, phase, config, work, started_at)
+
+
+def measure_accuracy(record: dict, args, phase, config, work: Path, started_at: float) -> dict:
+    """The accuracy part: what ``--accuracy_from`` holds, then the ``--accuracy_models`` it lacks, each measured
+    through ``phase`` (which times it and saves the record)."""
+    cache_dir = str(work / "text")
     record["accuracy"] = take_accuracy(record, args.accuracy_from) if args.accuracy_from else []
     taken = {result["model"] for result in record["accuracy"]}
     to_measure = [name for name in args.accuracy_models if name not in taken]
@@ -175,7 +191,7 @@ def run(args) -> dict:
         too_slow = record["epoch_estimate"]["epoch_s"] > 60 * args.max_epoch_minutes
         accuracy_plm = FALLBACK_PLM if too_slow else args.plm
     record["accuracy_plm"] = accuracy_plm
-    accuracy_lower = n_lower if accuracy_plm == args.plm else _lower_layers(accuracy_plm, config)
+    accuracy_lower = _lower_layers(accuracy_plm, config)
     for name in to_measure:
         epochs, retrain_epochs = record["settings"]["epochs"], record["settings"]["retrain_epochs"]
         record["accuracy"].append(
@@ -211,9 +227,47 @@ def earlier_accuracy(earlier: dict) -> list[dict]:
     return [results[f"accuracy {name}"] for name in ACCURACY_MODELS if f"accuracy {name}" in results]
 
 
+SPEED_RESULTS = (
+    "matmul",
+    "matmul_1_thread",
+    "encoding",
+    "activation_ranges",
+    "state_separation",
+    "paired_encoding",
+    "latency",
+)
+SPEED_SETTINGS = ("plm", "threads", "repeats", "paired_batches", "paired_rounds", "candidates", "latency_rounds")
+
+
+def take_speed(record: dict, earlier_file: str) -> None:
+    """The speed part of an earlier run's record (``--speed_from``): its measurements, the settings and phases that
+    made them and where they came from (``record["speed_source"]``), so that a run that only trains (under load)
+    keeps speed measured on a quiet machine."""
+    earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
+    missing = [key for key in SPEED_RESULTS if key not in earlier]
+    if missing:
+        raise ValueError(f"--speed_from={earlier_file}: that record lacks {', '.join(missing)} (its run ended early)")
+    record.update({key: earlier[key] for key in SPEED_RESULTS})
+    record["settings"].update({key: earlier["settings"][key] for key in SPEED_SETTINGS})
+    record["phases"].update(
+        {name: phase for name, phase in earlier["phases"].items() if not name.startswith(ACCURACY_PHASES)}
+    )
+    record["speed_source"] = _source(earlier, earlier_file, models=None)
+
+
+def _source(earlier: dict, earlier_file: str, models: list[str] | None) -> dict:
+    """Where taken results come from: the record, its load at the start and the code it ran."""
+    return {
+        "record": str(earlier_file),
+        "started_load": earlier["machine"]["start"]["load_average"],
+        "code": {k: (earlier.get("code") or {}).get(k) for k in ("git_commit", "git_dirty", "code_hash")},
+        **({} if models is None else {"models": models}),
+    }
+
+
 def take_accuracy(record: dict, earlier_file: str) -> list[dict]:
     """The accuracy results of an earlier run's record (``--accuracy_from``), with the settings and phases that made
-    them and where they came from (``record["accuracy_source"]``). The speed part is this run's: speed can be
+    them and where they came from (``record["accuracy_sources"]``). The speed part is this run's: speed can be
     measured again alone, on a quiet machine, without the hour of training."""
     earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
     taken = earlier_accuracy(earlier)
@@ -225,14 +279,13 @@ def take_accuracy(record: dict, earlier_file: str) -> list[dict]:
     for key in ACCURACY_SETTINGS:
         record["settings"][key] = earlier["settings"][key]
     record["phases"].update(
-        {name: phase for name, phase in earlier["phases"].items() if name.startswith(("accuracy", "epoch estimate"))}
+        {name: phase for name, phase in earlier["phases"].items() if name.startswith(ACCURACY_PHASES)}
     )
-    record["accuracy_source"] = {
-        "record": str(earlier_file),
-        "started_load": earlier["machine"]["start"]["load_average"],
-        "code": {k: (earlier.get("code") or {}).get(k) for k in ("git_commit", "git_dirty", "code_hash")},
-        "models": [result["model"] for result in taken],
-    }
+    # a result the earlier run took from a still earlier one keeps that origin
+    sources = accuracy_sources(earlier)
+    handed_on = {model for source in sources for model in source.get("models") or []}
+    measured_there = [result["model"] for result in taken if result["model"] not in handed_on]
+    record["accuracy_sources"] = sources + ([_source(earlier, earlier_file, measured_there)] if measured_there else [])
     return taken
 
 
@@ -273,6 +326,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--accuracy_from",
         default=None,
         help="take the accuracy results an earlier run's record.json holds (speed is measured again)",
+    )
+    parser.add_argument(
+        "--speed_from",
+        default=None,
+        help="take the speed part an earlier run's record.json holds (this run only trains and evaluates)",
     )
     parser.add_argument(
         "--accuracy_models",

@@ -7,6 +7,9 @@ from recbole_m6rec.benchmarks.compression_accuracy import epochs_text
 __all__ = ["report_markdown", "summary"]
 
 
+ACCURACY_PHASES = ("accuracy", "epoch estimate")  # phases whose numbers do not depend on the machine's load
+
+
 def _full_depth(record: dict) -> tuple[int, dict, dict]:
     """The number of lower layers and the fp32 and int8 item encodings that ran all of them."""
     n_lower = record["encoding"][0]["lower_layers"]
@@ -90,7 +93,7 @@ def report_markdown(record: dict) -> str:
         + ".",
         "",
         _sharing_sentence(record),
-        *_accuracy_source_lines(record),
+        *_source_lines(record),
         "",
         "## Ratios within this run",
         "",
@@ -207,14 +210,14 @@ def report_markdown(record: dict) -> str:
 
 
 def _sharing_sentence(record: dict) -> str:
-    """Whether other jobs ran beside the measurements: from the cores other processes kept busy in each phase, or
-    (records without that) from the load average against this run's own threads."""
-    phases = record["phases"].values()
+    """Whether other jobs ran beside the speed measurements (accuracy does not depend on load): from the cores other
+    processes kept busy in each phase, or (records without that) from the load average against its own threads."""
+    phases = [phase for name, phase in record["phases"].items() if not name.startswith(ACCURACY_PHASES)]
     cores = [phase["other_cores"] for phase in phases if phase.get("other_cores") is not None]
     if cores:
         which = "every phase" if len(cores) == len(phases) else f"each of the {len(cores)} phases that measured it"
         if max(cores) < 0.25:
-            return f"Nothing else ran beside the measurements: other processes kept under 0.25 cores busy in {which}."
+            return f"Nothing else ran beside the speed measurements: other processes kept under 0.25 cores busy in {which}."
         measured = f"other processes kept {min(cores):.1f} to {max(cores):.1f} cores busy on average, by phase"
     else:
         loads = [phase[when]["load_average"][0] for phase in phases for when in ("before", "after")]
@@ -285,20 +288,38 @@ def _activation_lines(record: dict) -> list[str]:
     return lines + [""]
 
 
-def _accuracy_source_lines(record: dict) -> list[str]:
-    source = record.get("accuracy_source")
-    if not source:
-        return []
+def accuracy_sources(record: dict) -> list[dict]:
+    """The earlier runs a record's accuracy results come from, one entry per run (older records kept one)."""
+    if "accuracy_sources" in record:
+        return list(record["accuracy_sources"])
+    return [record["accuracy_source"]] if record.get("accuracy_source") else []
+
+
+def _source_lines(record: dict) -> list[str]:
+    """Which parts of this report were measured by the run that wrote it, and which it took from earlier runs."""
+    speed = record.get("speed_source")
+    lines = [
+        "",
+        "The speed part was measured in this run."
+        if not speed
+        else f"The speed part comes from an earlier run of this command ({_described(speed)}), taken with "
+        "`--speed_from` so that it stays a measurement on a quiet machine while this run trained under load.",
+    ]
+    for source in accuracy_sources(record):
+        lines.append(
+            f"The accuracy of {', '.join(source.get('models') or ['every model'])} comes from an earlier run of this "
+            f"command ({_described(source)}), taken with `--accuracy_from`."
+        )
+    if speed or accuracy_sources(record):
+        lines.append("Every run's phases are listed under Machine.")
+    return lines if len(lines) > 2 else []
+
+
+def _described(source: dict) -> str:
     code = source["code"]
     ran = f"commit `{code['git_commit'][:10]}`" if code.get("git_commit") else "code it did not record"
-    return [
-        "",
-        f"The speed part was measured in this run; the accuracy of {', '.join(source.get('models') or ['every model'])} "
-        "comes from an earlier run of this command "
-        f"(`{source['record']}`, {ran}; load average {source['started_load']} at its start), taken with "
-        "`--accuracy_from` so that speed could be measured again on a quieter machine without retraining. Its "
-        "phases are listed under Machine with the others.",
-    ]
+    dirty = " + uncommitted changes" if code.get("git_dirty") else ""
+    return f"`{source['record']}`, {ran}{dirty}; load average {source['started_load']} at its start"
 
 
 def _code_line(record: dict) -> list[str]:
