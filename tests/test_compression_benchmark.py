@@ -233,3 +233,29 @@ def test_speed_from_an_earlier_record_keeps_its_measurements_settings_and_phases
     with pytest.raises(ValueError, match="lacks latency"):
         cut = {key: value for key, value in earlier.items() if key != "latency"}
         take_speed(record, _record_file(tmp_path, "cut.json", cut))
+
+
+def test_accuracy_part_trains_once_and_compares_every_setting_with_fp32_trained_alike(tmp_path, capsys):
+    """The accuracy part end to end on the tiny model: one fp32 training, int8 and the early exit evaluated with its
+    parameters and trained afresh, each row's change taken against the fp32 row of its own training budget."""
+    from recbole_m6rec.benchmarks.compression_accuracy import accuracy
+
+    result = accuracy("M6Rec", "tiny-random-llama", 2, 2, str(tmp_path / "text"), 2)
+    rows = {(row["setting"], row["base"]): row for row in result["rows"]}
+    assert list(rows) == [
+        ("fp32", "trained"),
+        ("fp32", "short"),
+        ("int8", "trained"),
+        ("int8", "short"),
+        ("early exit k=1", "trained"),
+        ("early exit k=1", "short"),
+    ]
+    shown = capsys.readouterr().out
+    # the short fp32 row holds the parameters of the last epoch, the trained one the best (here the first) epoch's
+    assert f"M6Rec fp32 epoch 2/2: valid ndcg@10 {rows[('fp32', 'short')]['valid']:.4f}" in shown
+    assert rows[("fp32", "short")]["valid"] != rows[("fp32", "trained")]["valid"]  # so the two bases differ
+    for (_setting, base), row in rows.items():
+        fp32 = rows[("fp32", base)]
+        assert row["valid_change"] == pytest.approx((row["valid"] - fp32["valid"]) / fp32["valid"], abs=1e-4)
+    assert len(result["epoch_seconds"]) == 2 and result["metric"] == "ndcg@10"
+    assert "M6Rec int8: training afresh for 2 epochs" in shown

@@ -41,6 +41,11 @@ def epochs_text(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
+def _progress(line: str) -> None:
+    """One line per step of the hour-long accuracy part (RecBole's own logging is kept at warnings)."""
+    print(f"[{time.strftime('%H:%M:%S')}]   {line}", flush=True)
+
+
 def _metric(model: str) -> str:
     return "ndcg@10" if model == "M6Rec" else "auc"
 
@@ -123,6 +128,10 @@ def accuracy(model_name: str, plm: str, epochs: int, retrain_epochs: int, cache_
         epoch_seconds.append(round(time.perf_counter() - marks[-1], 1))  # training and validation of the epoch
         marks.append(time.perf_counter())
         epoch_states[epoch_idx] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        _progress(
+            f"{model_name} fp32 epoch {epoch_idx + 1}/{epochs}: valid {metric} {valid_score:.4f}, "
+            f"{epoch_seconds[-1]} s"
+        )
 
     with anomaly_detection_off():
         trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=after_epoch)
@@ -139,12 +148,14 @@ def accuracy(model_name: str, plm: str, epochs: int, retrain_epochs: int, cache_
     for overrides, name in [({"quantize": "int8"}, "int8")] + [
         ({"item_encoder_layers": k}, f"early exit k={k}") for k in early_exit_layers(n_lower)[1:]
     ]:
+        _progress(f"{model_name} {name}: evaluating the fp32 parameters")
         model, trainer = build(overrides, best)
         rows.append(
             {"setting": name, "trained": "fp32 parameters, not retrained", "base": "trained", **scores(trainer)}
         )
         del model, trainer
         if retrain_epochs:  # trained with the setting: the adapters learn on the states it gives
+            _progress(f"{model_name} {name}: training afresh for {epochs_text(retrain_epochs)}")
             model, trainer = build({**overrides, "epochs": retrain_epochs, "eval_step": retrain_epochs + 1})
             with anomaly_detection_off():
                 trainer.fit(train, valid, saved=False, show_progress=False)
