@@ -128,6 +128,14 @@ def test_the_summary_names_each_setting_for_readme_figures():
     out = summary(record)
     assert out["encoding_int8_speedup"] == 1.5 and out["encoding_fp32_share_of_matmul"] == 0.5
     assert out["early_exit_encoding"] == [{"layers": 2, "items_per_s": 19.0, "speedup": 1.9}]
+    assert "encoding_compiled_speedup" not in out  # records from before the compiled phase
+    record["compiled_encoding"] = {
+        "compiled_speedup_median": 1.25,
+        "compiled_useful_gflops": 34.0,
+        "compile_and_first_pass_s": 99.0,
+    }
+    compiled = summary(record)
+    assert compiled["encoding_compiled_speedup"] == 1.25 and compiled["encoding_compiled_share_of_matmul"] == 0.85
     assert (out["m6rec_fp32_valid"], out["m6rec_fp32_short_valid"]) == (0.1, 0.08)
     assert out["m6rec_int8_valid_change"] == -0.004 and out["ctr_int8_test_change"] == 0.002
     assert out["m6rec_exit2_valid_change"] == -0.5 and out["m6rec_exit2_afresh_valid_change"] == -0.05
@@ -259,3 +267,21 @@ def test_accuracy_part_trains_once_and_compares_every_setting_with_fp32_trained_
         assert row["valid_change"] == pytest.approx((row["valid"] - fp32["valid"]) / fp32["valid"], abs=1e-4)
     assert len(result["epoch_seconds"]) == 2 and result["metric"] == "ndcg@10"
     assert "M6Rec int8: training afresh for 2 epochs" in shown
+
+
+def test_compiled_encoding_matches_eager_states_and_times_both_on_the_same_texts():
+    """``torch.compile`` of the tiny model's lower layers: states equal eager ones to float tolerance, both timed
+    over every text, with the FLOPs the eager encoding counts (real tokens only)."""
+    from recbole_m6rec.benchmarks.compression_compiled import compiled_encoding
+    from recbole_m6rec.benchmarks.compression_speed import _layer_flops_per_token, segment_encoder, useful_flops
+
+    result = compiled_encoding("tiny-random-llama", SETTINGS, TEXTS, rounds=1)
+    assert result["items"] == len(TEXTS) - 1 and result["compiled_items_per_s"] > 0
+    assert result["max_state_diff_over_max_state"] < 1e-4
+    assert len(result["seconds_eager"]) == len(result["seconds_compiled"]) == 1
+    assert result["eager_useful_gflops"] > 0 and result["compiled_speedup_median"] > 0
+    encoder = segment_encoder("tiny-random-llama", SETTINGS, None)
+    lengths = [int(n) for n in encoder.tokenize(TEXTS).lengths]
+    k, d = encoder.item_layers, encoder.stack.hidden_size
+    expected = _layer_flops_per_token(encoder.stack, k) * sum(lengths) + 4 * d * k * sum(n * n for n in lengths)
+    assert useful_flops(encoder, encoder.tokenize(TEXTS)) == expected

@@ -14,7 +14,9 @@ One run measures, on ml-100k with the default language model (``--plm``, SmolLM2
    "executed" every padded token slot of the batches. Timing hooks split each encoding into the linear layers of
    attention and MLP, attention's core (scores, softmax, weighted sum), the MLP's activation, and the rest (norms,
    residuals, embeddings, masks, pooling). A paired check alternates fp32 and int8 on the same batches
-   (``--paired_rounds``), so their ratio is measured close in time.
+   (``--paired_rounds``), so their ratio is measured close in time. ``torch.compile`` of the fp32 layers is timed
+   against eager in alternated full passes (``--compile_rounds``, in
+   :mod:`~recbole_m6rec.benchmarks.compression_compiled`).
    The input range of each kind of linear layer (largest against median magnitude) says what int8 has to
    represent: dynamic quantisation gives a whole input tensor one scale.
 3. **Scoring latency** of M6RecCTR's ``predict`` per 1,000 labelled test candidates (as ``ctr_latency``), fp32 and
@@ -57,6 +59,7 @@ from torch import nn
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.compression_accuracy import accuracy, early_exit_layers, epoch_estimate, plugin_config
+from recbole_m6rec.benchmarks.compression_compiled import compiled_encoding
 from recbole_m6rec.benchmarks.compression_report import (
     ACCURACY_PHASES,
     accuracy_sources,
@@ -168,6 +171,10 @@ def run(args) -> dict:
         args.paired_batches,
         args.paired_rounds,
     )
+    if args.compile_rounds:
+        record["compiled_encoding"] = phase(
+            "compiled fp32 encoding", compiled_encoding, args.plm, settings, texts, args.compile_rounds
+        )
     record["latency"] = phase(
         "scoring latency", scoring_latency, args.plm, args.candidates, args.latency_rounds, cache_dir
     )
@@ -236,6 +243,7 @@ SPEED_RESULTS = (
     "paired_encoding",
     "latency",
 )
+SPEED_OPTIONAL = ("compiled_encoding",)  # records older than that phase lack it
 SPEED_SETTINGS = ("plm", "threads", "repeats", "paired_batches", "paired_rounds", "candidates", "latency_rounds")
 
 
@@ -247,8 +255,10 @@ def take_speed(record: dict, earlier_file: str) -> None:
     missing = [key for key in SPEED_RESULTS if key not in earlier]
     if missing:
         raise ValueError(f"--speed_from={earlier_file}: that record lacks {', '.join(missing)} (its run ended early)")
-    record.update({key: earlier[key] for key in SPEED_RESULTS})
-    record["settings"].update({key: earlier["settings"][key] for key in SPEED_SETTINGS})
+    record.update({key: earlier[key] for key in SPEED_RESULTS + SPEED_OPTIONAL if key in earlier})
+    record["settings"].update(
+        {key: earlier["settings"][key] for key in SPEED_SETTINGS + ("compile_rounds",) if key in earlier["settings"]}
+    )
     record["phases"].update(
         {name: phase for name, phase in earlier["phases"].items() if not name.startswith(ACCURACY_PHASES)}
     )
@@ -318,6 +328,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--paired_rounds", type=int, default=3, help="alternations of the paired check")
     parser.add_argument("--candidates", type=int, default=1000, help="scored candidates per latency round")
     parser.add_argument("--latency_rounds", type=int, default=3, help="alternations of the latency check")
+    parser.add_argument(
+        "--compile_rounds", type=int, default=2, help="alternated eager / compiled encoding passes (0: skip)"
+    )
     parser.add_argument("--work_dir", default=None, help="this run's caches and checkpoints (default: a temp folder)")
     parser.add_argument(
         "--from_record", default=None, help="rewrite the report from a saved record.json, measure nothing"
@@ -354,6 +367,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = sorted(set(args.accuracy_models) - set(ACCURACY_MODELS))
     if unknown:
         parser.error(f"--accuracy_models: {', '.join(unknown)} unknown; valid: {', '.join(ACCURACY_MODELS)}")
+    if args.compile_rounds < 0:
+        parser.error(f"--compile_rounds must be >= 0 (0 skips the compiled encoding; got {args.compile_rounds})")
     if not 0 <= args.retrain_epochs <= args.epochs:
         parser.error(f"--retrain_epochs must be between 0 and --epochs={args.epochs} (got {args.retrain_epochs})")
     return args

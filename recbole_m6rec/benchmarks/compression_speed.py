@@ -19,6 +19,7 @@ __all__ = [
     "segment_encoder",
     "encoding_batches",
     "encode_items",
+    "useful_flops",
     "paired_encoding",
     "activation_ranges",
     "state_separation",
@@ -143,6 +144,19 @@ def _layer_flops_per_token(stack, n_layers: int) -> int:
     return total
 
 
+def _attention_flops(encoder, lengths: list[int]) -> int:
+    """Attention's two products (scores, weighted sum), 2 x 2 L^2 d per text of length L and layer."""
+    return 4 * encoder.stack.hidden_size * encoder.item_layers * sum(length**2 for length in lengths)
+
+
+def useful_flops(encoder, tokens) -> int:
+    """The FLOPs of encoding ``tokens`` through ``encoder``'s item layers, counting real tokens only."""
+    lengths = [int(length) for length in tokens.lengths]
+    return _layer_flops_per_token(encoder.stack, encoder.item_layers) * sum(lengths) + _attention_flops(
+        encoder, lengths
+    )
+
+
 def encoding_batches(tokens, batch_size: int) -> list[torch.Tensor]:
     """The rows of each encoding batch, as ``SegmentEncoder._compute`` forms them (length-sorted)."""
     order = torch.argsort(tokens.lengths, descending=True, stable=True)
@@ -177,13 +191,10 @@ def encode_items(
     tokens = encoder.tokenize(texts)
     batches = encoding_batches(tokens, encoder.batch_size)
     k = encoder.item_layers
-    d = encoder.stack.hidden_size
     valid = int(tokens.lengths.sum())
     padded = sum(len(rows) * int(tokens.lengths[rows].max()) for rows in batches)
-    # attention's two products (scores, weighted sum): 2 x 2 L^2 d per text and layer; the explicit mask makes torch
-    # compute every slot of the padded batch
-    attention_useful = 4 * d * k * int((tokens.lengths.long() ** 2).sum())
-    attention_executed = 4 * d * k * sum(len(rows) * int(tokens.lengths[rows].max()) ** 2 for rows in batches)
+    # the explicit mask makes torch compute every slot of the padded batch
+    attention_executed = _attention_flops(encoder, [int(tokens.lengths[rows].max()) for rows in batches for _ in rows])
     per_token = _layer_flops_per_token(encoder.stack, k)
     timers = _Timers(list(encoder.stack.layers[:k]))
     machine = machine_load()
@@ -196,7 +207,7 @@ def encode_items(
     if encoder.cache_misses != 1:
         raise RuntimeError(f"item encoding came from a cache ({cache_dir}); timing needs a fresh computation")
     split = timers.seconds
-    useful = per_token * valid + attention_useful
+    useful = useful_flops(encoder, tokens)
     return {
         "quantize": quantize,
         "item_layers": k,
