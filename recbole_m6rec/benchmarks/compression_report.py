@@ -138,7 +138,7 @@ def report_markdown(record: dict) -> str:
         "| goal | result | |",
         "|---|---|---|",
         f"| fp32 encoding at >= 0.8x the measured fp32 matmul rate | {fp32['useful_gflops']} vs {mix['fp32']} GFLOP/s "
-        f"({fp32['useful_gflops'] / mix['fp32']:.2f}x) | {_goal(fp32['useful_gflops'] >= 0.8 * mix['fp32'])} |",
+        f"({fp32['useful_gflops'] / mix['fp32']:.3f}x) | {_goal(fp32['useful_gflops'] >= 0.8 * mix['fp32'])} |",
         *_compiled_goal(record, mix["fp32"]),
         f"| int8 encoding >= 1.5x fp32 throughput | {speedup:.2f}x whole catalogue, {paired['int8_speedup_median']:.2f}x "
         f"paired | {_goal(min(speedup, paired['int8_speedup_median']) >= 1.5)} |",
@@ -230,7 +230,7 @@ def _compiled_goal(record: dict, matmul_fp32: float) -> list[str]:
     share = compiled["compiled_useful_gflops"] / matmul_fp32
     return [
         f"| the same, compiled (`torch.compile`) | {compiled['compiled_useful_gflops']} vs {matmul_fp32} GFLOP/s "
-        f"({share:.2f}x) | {_goal(share >= 0.8)} |"
+        f"({share:.3f}x) | {_goal(share >= 0.8)} |"
     ]
 
 
