@@ -1,6 +1,9 @@
 """The compression benchmark's measurements on a tiny random model: rates and counts that must hold whatever the
 machine's speed, the encoding timed from a fresh computation, and the report's sentence on what ran beside it."""
 
+import os
+import shutil
+
 import pytest
 import torch
 
@@ -133,9 +136,11 @@ def test_the_summary_names_each_setting_for_readme_figures():
         "compiled_speedup_median": 1.25,
         "compiled_useful_gflops": 34.0,
         "compile_and_first_pass_s": 99.0,
+        "seconds_compiled": [40.0, 42.0, 41.0],
     }
     compiled = summary(record)
     assert compiled["encoding_compiled_speedup"] == 1.25 and compiled["encoding_compiled_share_of_matmul"] == 0.85
+    assert compiled["encoding_compile_s"] == 58.0  # the first pass less a compiled pass
     assert (out["m6rec_fp32_valid"], out["m6rec_fp32_short_valid"]) == (0.1, 0.08)
     assert out["m6rec_int8_valid_change"] == -0.004 and out["ctr_int8_test_change"] == 0.002
     assert out["m6rec_exit2_valid_change"] == -0.5 and out["m6rec_exit2_afresh_valid_change"] == -0.05
@@ -144,8 +149,7 @@ def test_the_summary_names_each_setting_for_readme_figures():
 def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_so(tmp_path):
     import json
 
-    from recbole_m6rec.benchmarks.compression import take_accuracy
-    from recbole_m6rec.benchmarks.compression_report import _source_lines
+    from recbole_m6rec.benchmarks.compression_sources import source_lines, take_accuracy
 
     settings = {
         "accuracy_plm": "auto",
@@ -168,7 +172,7 @@ def test_accuracy_from_an_earlier_record_keeps_its_settings_and_phases_and_says_
     assert take_accuracy(record, str(earlier_file)) == earlier["accuracy"] and record["settings"]["epochs"] == 3
     assert set(record["phases"]) == {"matmul rates", "epoch estimate", "accuracy M6Rec"}
     assert record["phases"]["matmul rates"] == {"seconds": 2.0}  # this run's speed phases stay its own
-    assert "M6Rec comes from an earlier run" in " ".join(_source_lines(record))
+    assert "M6Rec comes from an earlier run" in " ".join(source_lines(record))
     # a run cut short after M6Rec: its saved phase results still count
     cut = {**earlier, "accuracy": None, "results": {"accuracy M6Rec": earlier["accuracy"][0]}}
     earlier_file.write_text(json.dumps(cut))
@@ -188,7 +192,7 @@ def _record_file(tmp_path, name: str, record: dict) -> str:
 
 
 def test_results_taken_from_a_run_that_took_them_keep_their_first_origin(tmp_path):
-    from recbole_m6rec.benchmarks.compression import take_accuracy
+    from recbole_m6rec.benchmarks.compression_sources import take_accuracy
 
     machine = {"start": {"load_average": [1.0, 1.0, 1.0]}}
     settings = {"accuracy_plm": "p", "max_epoch_minutes": 1.0, "epochs": 1, "retrain_epochs": 1, "accuracy_threads": 1}
@@ -212,11 +216,18 @@ def test_results_taken_from_a_run_that_took_them_keep_their_first_origin(tmp_pat
     origins = {source["record"]: source["models"] for source in record["accuracy_sources"]}
     assert origins == {first: ["M6Rec"], second: ["M6RecCTR"]}
     assert record["accuracy_sources"][1]["code"]["git_commit"] == "abc"
+    # records from before phases were tagged: an accuracy phase is credited to the source holding its model
+    from recbole_m6rec.benchmarks.compression_report import _phase_run
+
+    untagged = {"accuracy_sources": record["accuracy_sources"]}
+    assert _phase_run("accuracy M6RecCTR", {}, untagged) == f"`{second}`"
+    assert _phase_run("accuracy M6Rec", {}, untagged) == f"`{first}`"
+    assert _phase_run("matmul rates", {}, untagged) == "this one"
 
 
 def test_speed_from_an_earlier_record_keeps_its_measurements_settings_and_phases_and_says_so(tmp_path):
-    from recbole_m6rec.benchmarks.compression import SPEED_RESULTS, SPEED_SETTINGS, take_speed
-    from recbole_m6rec.benchmarks.compression_report import _sharing_sentence, _source_lines
+    from recbole_m6rec.benchmarks.compression_report import _sharing_sentence
+    from recbole_m6rec.benchmarks.compression_sources import SPEED_RESULTS, SPEED_SETTINGS, source_lines, take_speed
 
     quiet = {"seconds": 1.0, "other_cores": 0.0}
     earlier = {
@@ -234,13 +245,28 @@ def test_speed_from_an_earlier_record_keeps_its_measurements_settings_and_phases
     assert all(record[key] == {"measured": key} for key in SPEED_RESULTS)
     assert record["settings"]["threads"] == "earlier threads" and record["settings"]["epochs"] == 9
     assert set(record["phases"]) == {"matmul rates", "accuracy M6RecCTR"}  # the earlier run's training stays there
+    assert record["phases"]["matmul rates"]["run"].endswith("speed.json")
+    assert "run" not in record["phases"]["accuracy M6RecCTR"]  # this run's own phase
     assert record["speed_source"]["code"]["git_commit"] == "0123456789abcdef"
-    assert "speed part comes from an earlier run" in " ".join(_source_lines(record))
+    assert "speed part comes from an earlier run" in " ".join(source_lines(record))
     # load beside training does not make the speed measurements loaded
     assert _sharing_sentence(record).startswith("Nothing else ran beside the speed measurements")
     with pytest.raises(ValueError, match="lacks latency"):
         cut = {key: value for key, value in earlier.items() if key != "latency"}
         take_speed(record, _record_file(tmp_path, "cut.json", cut))
+    with pytest.raises(ValueError, match="--speed_from=.*nowhere.json: no such file"):
+        take_speed(record, str(tmp_path / "nowhere.json"))
+    # a run that took its speed part from this one: taking from it again credits the run that measured
+    relay = {
+        **earlier,
+        "phases": record["phases"],
+        "speed_source": record["speed_source"],
+        "code": {"git_commit": "fedcba9876543210"},
+    }
+    again = {"settings": {}, "phases": {}}
+    take_speed(again, _record_file(tmp_path, "relay.json", relay))
+    assert again["speed_source"]["code"]["git_commit"] == "0123456789abcdef"
+    assert again["phases"]["matmul rates"]["run"].endswith("speed.json")
 
 
 def test_accuracy_part_trains_once_and_compares_every_setting_with_fp32_trained_alike(tmp_path, capsys):
@@ -269,6 +295,9 @@ def test_accuracy_part_trains_once_and_compares_every_setting_with_fp32_trained_
     assert "M6Rec int8: training afresh for 2 epochs" in shown
 
 
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
 def test_compiled_encoding_matches_eager_states_and_times_both_on_the_same_texts():
     """``torch.compile`` of the tiny model's lower layers: states equal eager ones to float tolerance, both timed
     over every text, with the FLOPs the eager encoding counts (real tokens only)."""
@@ -285,3 +314,23 @@ def test_compiled_encoding_matches_eager_states_and_times_both_on_the_same_texts
     k, d = encoder.item_layers, encoder.stack.hidden_size
     expected = _layer_flops_per_token(encoder.stack, k) * sum(lengths) + 4 * d * k * sum(n * n for n in lengths)
     assert useful_flops(encoder, encoder.tokenize(TEXTS)) == expected
+
+
+def test_the_command_line_refuses_combinations_that_would_measure_nothing_or_be_ignored(tmp_path):
+    from recbole_m6rec.benchmarks.compression import parse_args
+
+    record = _record_file(tmp_path, "r.json", {})
+    with pytest.raises(SystemExit):
+        parse_args(["--report=x", f"--from_record={record}", f"--speed_from={record}"])
+    with pytest.raises(SystemExit):
+        parse_args(["--report=x", f"--speed_from={record}", "--accuracy_models="])
+    with pytest.raises(SystemExit):
+        parse_args(["--report=x", "--compile_rounds=-1"])
+    assert parse_args(["--report=x", f"--speed_from={record}"]).accuracy_models == ["M6Rec", "M6RecCTR"]
+
+
+def test_an_unfinished_records_saved_results_count_beside_its_finished_ones():
+    from recbole_m6rec.benchmarks.compression_sources import earlier_accuracy
+
+    record = {"accuracy": [{"model": "M6Rec"}], "results": {"accuracy M6RecCTR": {"model": "M6RecCTR"}}}
+    assert [result["model"] for result in earlier_accuracy(record)] == ["M6Rec", "M6RecCTR"]

@@ -51,7 +51,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -60,12 +62,8 @@ from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.compression_accuracy import accuracy, early_exit_layers, epoch_estimate, plugin_config
 from recbole_m6rec.benchmarks.compression_compiled import compiled_encoding
-from recbole_m6rec.benchmarks.compression_report import (
-    ACCURACY_PHASES,
-    accuracy_sources,
-    report_markdown,
-    summary,
-)
+from recbole_m6rec.benchmarks.compression_report import report_markdown, summary
+from recbole_m6rec.benchmarks.compression_sources import ACCURACY_MODELS, read_record, take_accuracy, take_speed
 from recbole_m6rec.benchmarks.compression_speed import (
     activation_ranges,
     encode_items,
@@ -77,6 +75,9 @@ from recbole_m6rec.benchmarks.compression_speed import (
     state_separation,
 )
 from recbole_m6rec.benchmarks.machine import CpuBeside, machine_load
+
+if TYPE_CHECKING:
+    from recbole.config import Config
 
 __all__ = ["main", "run"]
 
@@ -129,6 +130,11 @@ def run(args) -> dict:
     init_seed(config["seed"], config["reproducibility"])
     if args.speed_from:
         take_speed(record, args.speed_from)
+        if record["settings"]["plm"] != args.plm:  # the accuracy part would train on another model than it names
+            raise ValueError(
+                f"--speed_from={args.speed_from} measured --plm={record['settings']['plm']}, this run has "
+                f"--plm={args.plm}: give the same model"
+            )
         return measure_accuracy(record, args, phase, config, work, started_at)
     train, _, _ = data_preparation(config, create_dataset(config))
     texts = build_item_texts(train._dataset, config["item_text_fields"], config["item_text_template"])
@@ -181,7 +187,9 @@ def run(args) -> dict:
     return measure_accuracy(record, args, phase, config, work, started_at)
 
 
-def measure_accuracy(record: dict, args, phase, config, work: Path, started_at: float) -> dict:
+def measure_accuracy(
+    record: dict, args: argparse.Namespace, phase: Callable, config: Config, work: Path, started_at: float
+) -> dict:
     """The accuracy part: what ``--accuracy_from`` holds, then the ``--accuracy_models`` it lacks, each measured
     through ``phase`` (which times it and saves the record)."""
     cache_dir = str(work / "text")
@@ -217,86 +225,6 @@ def finish(record: dict, work: Path, started_at: float) -> dict:
     atomic_write_text(work / "record.json", json.dumps(record, indent=2) + "\n")  # --from_record reads it back
     print(f"measurements saved to {work / 'record.json'}", flush=True)
     return record
-
-
-ACCURACY_SETTINGS = ("accuracy_plm", "max_epoch_minutes", "epochs", "retrain_epochs", "accuracy_threads")
-
-
-ACCURACY_MODELS = ("M6Rec", "M6RecCTR")
-
-
-def earlier_accuracy(earlier: dict) -> list[dict]:
-    """The accuracy results in a record: a finished run's ``accuracy``, or the ``results`` an unfinished run saved
-    phase by phase (a run cut short after M6Rec keeps M6Rec's)."""
-    if earlier.get("accuracy"):
-        return list(earlier["accuracy"])
-    results = earlier.get("results") or {}
-    return [results[f"accuracy {name}"] for name in ACCURACY_MODELS if f"accuracy {name}" in results]
-
-
-SPEED_RESULTS = (
-    "matmul",
-    "matmul_1_thread",
-    "encoding",
-    "activation_ranges",
-    "state_separation",
-    "paired_encoding",
-    "latency",
-)
-SPEED_OPTIONAL = ("compiled_encoding",)  # records older than that phase lack it
-SPEED_SETTINGS = ("plm", "threads", "repeats", "paired_batches", "paired_rounds", "candidates", "latency_rounds")
-
-
-def take_speed(record: dict, earlier_file: str) -> None:
-    """The speed part of an earlier run's record (``--speed_from``): its measurements, the settings and phases that
-    made them and where they came from (``record["speed_source"]``), so that a run that only trains (under load)
-    keeps speed measured on a quiet machine."""
-    earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
-    missing = [key for key in SPEED_RESULTS if key not in earlier]
-    if missing:
-        raise ValueError(f"--speed_from={earlier_file}: that record lacks {', '.join(missing)} (its run ended early)")
-    record.update({key: earlier[key] for key in SPEED_RESULTS + SPEED_OPTIONAL if key in earlier})
-    record["settings"].update(
-        {key: earlier["settings"][key] for key in SPEED_SETTINGS + ("compile_rounds",) if key in earlier["settings"]}
-    )
-    record["phases"].update(
-        {name: phase for name, phase in earlier["phases"].items() if not name.startswith(ACCURACY_PHASES)}
-    )
-    record["speed_source"] = _source(earlier, earlier_file, models=None)
-
-
-def _source(earlier: dict, earlier_file: str, models: list[str] | None) -> dict:
-    """Where taken results come from: the record, its load at the start and the code it ran."""
-    return {
-        "record": str(earlier_file),
-        "started_load": earlier["machine"]["start"]["load_average"],
-        "code": {k: (earlier.get("code") or {}).get(k) for k in ("git_commit", "git_dirty", "code_hash")},
-        **({} if models is None else {"models": models}),
-    }
-
-
-def take_accuracy(record: dict, earlier_file: str) -> list[dict]:
-    """The accuracy results of an earlier run's record (``--accuracy_from``), with the settings and phases that made
-    them and where they came from (``record["accuracy_sources"]``). The speed part is this run's: speed can be
-    measured again alone, on a quiet machine, without the hour of training."""
-    earlier = json.loads(Path(earlier_file).read_text(encoding="utf-8"))
-    taken = earlier_accuracy(earlier)
-    if not taken:
-        raise ValueError(f"--accuracy_from={earlier_file}: that record has no accuracy part (its run ended before it)")
-    for key in ("accuracy_plm", "epoch_estimate"):
-        if key in earlier:
-            record[key] = earlier[key]
-    for key in ACCURACY_SETTINGS:
-        record["settings"][key] = earlier["settings"][key]
-    record["phases"].update(
-        {name: phase for name, phase in earlier["phases"].items() if name.startswith(ACCURACY_PHASES)}
-    )
-    # a result the earlier run took from a still earlier one keeps that origin
-    sources = accuracy_sources(earlier)
-    handed_on = {model for source in sources for model in source.get("models") or []}
-    measured_there = [result["model"] for result in taken if result["model"] not in handed_on]
-    record["accuracy_sources"] = sources + ([_source(earlier, earlier_file, measured_there)] if measured_there else [])
-    return taken
 
 
 def _lower_layers(plm: str, config) -> int:
@@ -367,6 +295,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = sorted(set(args.accuracy_models) - set(ACCURACY_MODELS))
     if unknown:
         parser.error(f"--accuracy_models: {', '.join(unknown)} unknown; valid: {', '.join(ACCURACY_MODELS)}")
+    if args.from_record and (args.speed_from or args.accuracy_from):
+        parser.error(
+            "--from_record rewrites a report and measures nothing: --speed_from / --accuracy_from do not apply"
+        )
+    if args.speed_from and not args.accuracy_from and not args.accuracy_models:
+        parser.error(f"--speed_from={args.speed_from} with no --accuracy_from and --accuracy_models='': nothing to do")
     if args.compile_rounds < 0:
         parser.error(f"--compile_rounds must be >= 0 (0 skips the compiled encoding; got {args.compile_rounds})")
     if not 0 <= args.retrain_epochs <= args.epochs:
@@ -379,7 +313,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     argv_before, sys.argv = sys.argv, [sys.argv[0]]  # RecBole reads sys.argv; keep this script's flags out of it
     try:
-        record = json.loads(Path(args.from_record).read_text()) if args.from_record else run(args)
+        record = read_record(args.from_record, "--from_record") if args.from_record else run(args)
     finally:
         sys.argv = argv_before
     data = {**record, "summary": summary(record)}  # flat names for README figures

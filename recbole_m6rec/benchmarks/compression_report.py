@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
+
 from recbole_m6rec.benchmarks.compression_accuracy import epochs_text
+from recbole_m6rec.benchmarks.compression_sources import ACCURACY_PHASES, accuracy_sources, source_lines
 
 __all__ = ["report_markdown", "summary"]
-
-
-ACCURACY_PHASES = ("accuracy", "epoch estimate")  # phases whose numbers do not depend on the machine's load
 
 
 def _full_depth(record: dict) -> tuple[int, dict, dict]:
@@ -74,7 +74,7 @@ def _compiled_summary(record: dict, matmul_fp32: float) -> dict:
     return {
         "encoding_compiled_speedup": compiled["compiled_speedup_median"],
         "encoding_compiled_share_of_matmul": round(compiled["compiled_useful_gflops"] / matmul_fp32, 3),
-        "encoding_compile_s": compiled["compile_and_first_pass_s"],
+        "encoding_compile_s": _compile_seconds(compiled),
     }
 
 
@@ -105,7 +105,7 @@ def report_markdown(record: dict) -> str:
         + ".",
         "",
         _sharing_sentence(record),
-        *_source_lines(record),
+        *source_lines(record),
         "",
         "## Ratios within this run",
         "",
@@ -230,8 +230,14 @@ def _compiled_goal(record: dict, matmul_fp32: float) -> list[str]:
     share = compiled["compiled_useful_gflops"] / matmul_fp32
     return [
         f"| the same, compiled (`torch.compile`) | {compiled['compiled_useful_gflops']} vs {matmul_fp32} GFLOP/s "
-        f"({share:.3f}x) | {_goal(share >= 0.8)} |"
+        f"({share:.3f}x; eager in the same phase {compiled['eager_useful_gflops']}, "
+        f"{compiled['eager_useful_gflops'] / matmul_fp32:.3f}x) | {_goal(share >= 0.8)} |"
     ]
+
+
+def _compile_seconds(compiled: dict) -> float:
+    """Compiling alone: the first compiled pass less a compiled pass's median time."""
+    return round(compiled["compile_and_first_pass_s"] - statistics.median(compiled["seconds_compiled"]), 1)
 
 
 def _compiled_lines(record: dict) -> list[str]:
@@ -243,7 +249,8 @@ def _compiled_lines(record: dict) -> list[str]:
         "",
         f"`torch.compile` (dynamic shapes) of the fp32 lower layers with pooling, over all {compiled['items']} item "
         f"texts in {compiled['batches']} batches: compiling and the first pass took "
-        f"{compiled['compile_and_first_pass_s']} s; then full passes alternated, eager "
+        f"{compiled['compile_and_first_pass_s']} s (compiling about {_compile_seconds(compiled)} s); then full passes "
+        "alternated, eager "
         f"{compiled['seconds_eager']} s, compiled {compiled['seconds_compiled']} s: compiled is "
         f"**{compiled['compiled_speedup_median']:.2f}×** eager (median of the rounds), "
         f"{compiled['eager_useful_gflops']} against {compiled['compiled_useful_gflops']} useful GFLOP/s. Largest state "
@@ -297,6 +304,9 @@ def _accuracy_lines(result: dict, record: dict) -> list[str]:
             f"| {row['setting']} | {row['trained']} | {row['valid']:.4f} | {_change(row['valid_change'])} | "
             f"{row['test']:.4f} | {_change(row['test_change'])} |"
         )
+    afresh = {row["setting"] for row in result["rows"] if row["base"] == "short"}
+    if settings["retrain_epochs"] and "int8" not in afresh:
+        lines += ["", "No int8 row trained afresh: the run that measured this model predates that row."]
     return lines + [""]
 
 
@@ -333,40 +343,6 @@ def _activation_lines(record: dict) -> list[str]:
     return lines + [""]
 
 
-def accuracy_sources(record: dict) -> list[dict]:
-    """The earlier runs a record's accuracy results come from, one entry per run (older records kept one)."""
-    if "accuracy_sources" in record:
-        return list(record["accuracy_sources"])
-    return [record["accuracy_source"]] if record.get("accuracy_source") else []
-
-
-def _source_lines(record: dict) -> list[str]:
-    """Which parts of this report were measured by the run that wrote it, and which it took from earlier runs."""
-    speed = record.get("speed_source")
-    lines = [
-        "",
-        "The speed part was measured in this run."
-        if not speed
-        else f"The speed part comes from an earlier run of this command ({_described(speed)}), taken with "
-        "`--speed_from` so that it stays a measurement on a quiet machine while this run trained under load.",
-    ]
-    for source in accuracy_sources(record):
-        lines.append(
-            f"The accuracy of {', '.join(source.get('models') or ['every model'])} comes from an earlier run of this "
-            f"command ({_described(source)}), taken with `--accuracy_from`."
-        )
-    if speed or accuracy_sources(record):
-        lines.append("Every run's phases are listed under Machine.")
-    return lines if len(lines) > 2 else []
-
-
-def _described(source: dict) -> str:
-    code = source["code"]
-    ran = f"commit `{code['git_commit'][:10]}`" if code.get("git_commit") else "code it did not record"
-    dirty = " + uncommitted changes" if code.get("git_dirty") else ""
-    return f"`{source['record']}`, {ran}{dirty}; load average {source['started_load']} at its start"
-
-
 def _code_line(record: dict) -> list[str]:
     settings = ", ".join(f"`{key}={value}`" for key, value in record["settings"].items())
     code = record.get("code")
@@ -381,6 +357,19 @@ def _code_line(record: dict) -> list[str]:
     ]
 
 
+def _phase_run(name: str, phase: dict, record: dict) -> str:
+    """The record a phase ran in: its tag, or for accuracy phases of records from before phases were tagged, the
+    source that holds the model (the epoch estimate went with the first)."""
+    if phase.get("run"):
+        return f"`{phase['run']}`"
+    sources = accuracy_sources(record)
+    if name.startswith(ACCURACY_PHASES) and sources:
+        model = name.removeprefix("accuracy ")
+        holding = [source for source in sources if model in (source.get("models") or [])]
+        return f"`{(holding or sources)[0]['record']}`"
+    return "this one"
+
+
 def _machine_lines(record: dict) -> list[str]:
     machine = record["machine"]
     lines = [
@@ -392,13 +381,15 @@ def _machine_lines(record: dict) -> list[str]:
         "the cores other processes kept busy during each phase (the machine's CPU time less this run's, over the phase's "
         "wall time), the load average (1, 5, 15 min) and the busiest other processes before and after.",
         "",
-        "| phase | s | other processes' cores | load before | load after | busiest other processes before |",
-        "|---|---:|---:|---|---|---|",
+        "| phase | run | s | other processes' cores | load before | load after | busiest other processes before |",
+        "|---|---|---:|---:|---|---|---|",
     ]
     for name, phase in record["phases"].items():
         other = phase.get("other_cores")
+        run = _phase_run(name, phase, record)
         lines.append(
-            f"| {name} | {phase['seconds']} | {'–' if other is None else other} | {phase['before']['load_average']} | "
+            f"| {name} | {run} | {phase['seconds']} | {'–' if other is None else other} | "
+            f"{phase['before']['load_average']} | "
             f"{phase['after']['load_average']} | "
             f"{', '.join(phase['before']['busiest_other_processes'][:3]) or 'none seen'} |"
         )
