@@ -16,21 +16,18 @@ import time
 
 import torch
 
-from recbole_m6rec.benchmarks.compression_speed import encoding_batches, segment_encoder, useful_flops
+from recbole_m6rec.benchmarks.compression_speed import batch_inputs, encoding_batches, segment_encoder, useful_flops
 
 __all__ = ["compiled_encoding"]
 
 
 def compiled_encoding(plm: str, settings: dict, texts: list[str], rounds: int) -> dict:
-    """Eager and ``torch.compile``-d fp32 lower layers (with pooling, as M6Rec encodes items) over every text,
-    ``rounds`` full passes each, alternated, after one untimed-for-speed compiling pass."""
+    """Eager and ``torch.compile``-d fp32 lower layers (with pooling, as M6Rec encodes items) over every text:
+    one compiling pass (timed as such), then ``rounds`` full passes of each, alternated."""
     encoder = segment_encoder(plm, settings, None)
     encoder.stack.eval()
     tokens = encoder.tokenize(texts)
-    inputs = []
-    for rows in encoding_batches(tokens, encoder.batch_size):
-        length = int(tokens.lengths[rows].max())
-        inputs.append((tokens.input_ids[rows, :length], tokens.attention_mask[rows, :length]))
+    inputs = batch_inputs(tokens, encoding_batches(tokens, encoder.batch_size))
     eager = encoder.forward_tokens
     # one graph for every batch shape: texts are padded to each batch's longest, so lengths vary
     compiled = torch.compile(encoder.forward_tokens, dynamic=True)

@@ -19,6 +19,7 @@ __all__ = [
     "segment_encoder",
     "encoding_batches",
     "encode_items",
+    "batch_inputs",
     "useful_flops",
     "paired_encoding",
     "activation_ranges",
@@ -163,6 +164,15 @@ def encoding_batches(tokens, batch_size: int) -> list[torch.Tensor]:
     return list(order.split(batch_size))
 
 
+def batch_inputs(tokens, batches: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each batch's token ids and attention mask, cut to its longest text (as M6Rec's encoding pads them)."""
+    inputs = []
+    for rows in batches:
+        length = int(tokens.lengths[rows].max())
+        inputs.append((tokens.input_ids[rows, :length], tokens.attention_mask[rows, :length]))
+    return inputs
+
+
 def segment_encoder(
     plm: str, settings: dict, cache_dir: str | None, item_layers: int | None = None, quantize: str = "none"
 ):
@@ -240,10 +250,7 @@ def paired_encoding(plm: str, settings: dict, texts: list[str], n_batches: int, 
     tokens = encoders["none"].tokenize(texts)
     batches = encoding_batches(tokens, encoders["none"].batch_size)
     chosen = [batches[i * len(batches) // n_batches] for i in range(n_batches)]
-    inputs = []
-    for rows in chosen:
-        length = int(tokens.lengths[rows].max())
-        inputs.append((tokens.input_ids[rows, :length], tokens.attention_mask[rows, :length]))
+    inputs = batch_inputs(tokens, chosen)
     times = {"none": [], "int8": []}
     with torch.no_grad():
         for encoder in encoders.values():
