@@ -1,5 +1,5 @@
 """M6Rec with the real default language model (SmolLM2-135M) through RecBole's full pipeline on a slice of
-ml-100k, against Pop on the same split and under the same history-masking rule."""
+ml-100k, against MostPop (ranking by training interactions) on the same split and under the same history-masking rule."""
 
 import sys
 
@@ -27,7 +27,7 @@ def outcomes(tmp_path_factory):
     try:
         results = {}
         # ~450 users make ~450 training windows: small batches give M6Rec ~110 optimiser steps in 4 epochs
-        for model, extra in (("M6Rec", {"epochs": 4, "train_batch_size": 16}), ("Pop", {"epochs": 1})):
+        for model, extra in (("M6Rec", {"epochs": 4, "train_batch_size": 16}), ("MostPop", {})):
             config = PluginConfig(
                 model=model, dataset="ml-100k", config_dict={**SLICE, **extra, "checkpoint_dir": str(folder / "saved")}
             )
@@ -37,11 +37,14 @@ def outcomes(tmp_path_factory):
     return results
 
 
-def test_m6rec_with_smollm2_beats_pop_on_the_same_slice(outcomes):
-    m6rec, pop = outcomes["M6Rec"], outcomes["Pop"]
+def test_m6rec_with_smollm2_beats_most_popular_on_the_same_slice(outcomes):
+    m6rec, pop = outcomes["M6Rec"], outcomes["MostPop"]
     assert m6rec.split_fingerprint == pop.split_fingerprint
     assert m6rec.history_mask == pop.history_mask == "all"
     assert m6rec.extra["trainable_share"] < 0.01  # option-adapter: a small share of the backbone
-    m6rec_ndcg = m6rec.result["test_result"]["ndcg@10"]
-    pop_ndcg = pop.result["test_result"]["ndcg@10"]
-    assert m6rec_ndcg > pop_ndcg, (m6rec_ndcg, pop_ndcg)
+    # concluded on validation (measured: 0.0499 against 0.0366 on the project's CPU); test only has to agree
+    # (0.0487 against 0.0453). RecBole's Pop, a broken popularity count, would have been far easier: 0.0361 on test.
+    m6rec_valid, pop_valid = m6rec.result["best_valid_result"]["ndcg@10"], pop.result["best_valid_result"]["ndcg@10"]
+    assert m6rec_valid > 1.2 * pop_valid, (m6rec_valid, pop_valid)
+    m6rec_test, pop_test = m6rec.result["test_result"]["ndcg@10"], pop.result["test_result"]["ndcg@10"]
+    assert m6rec_test > pop_test, (m6rec_test, pop_test)

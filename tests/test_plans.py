@@ -1,0 +1,63 @@
+"""The committed CPU benchmark plans (`configs/*.yaml`) are valid runs before a campaign starts: a typo in a row or
+a search key would otherwise surface hours into a campaign, or never (RecBole reads an unknown key as None).
+The GPU plans have their own test in test_gpu_campaign.py."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from recbole_m6rec import registry
+from recbole_m6rec.benchmarks import tuning
+from recbole_m6rec.benchmarks.plan import job_spec, load_plan
+from recbole_m6rec.config import PluginConfig
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CPU_PLANS = sorted(path.name for path in CONFIGS_DIR.glob("*.yaml") if not path.name.startswith("gpu_"))
+
+
+def first_point(space: dict) -> dict:
+    """One point of a checked search space: each key at its first choice or its lower bound."""
+    return {key: spec[1] for key, spec in space.items()}
+
+
+def check_row(plan: dict, name: str) -> None:
+    """Build the row's config, at one point of its search space if it has one, and, for a plugin model on a
+    language model, validate its settings the way the model's constructor does."""
+    row = plan["rows"][name]
+    point = {}
+    if "search" in row:
+        point = first_point(tuning.validate_search(name, row["search"], plan["tuning"].get("algo", "random")))
+    spec = job_spec(plan, name, plan["seeds"][0], overrides=point)
+    config = PluginConfig(model=spec["model"], dataset=spec["dataset"], config_dict=spec["config_dict"])
+    for key in point:  # a searched key must be a setting with a default somewhere, or RecBole ignores it silently
+        assert key in config.internal_config_dict, f"row '{name}': search key '{key}' is no setting of {spec['model']}"
+    settings_class = getattr(registry.get_model(spec["model"]), "settings_class", None)
+    if settings_class is not None:
+        settings_class.from_config(config)
+
+
+@pytest.mark.parametrize("plan_file", CPU_PLANS)
+def test_committed_plan_rows_are_valid_runs(plan_file, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    plan = load_plan(str(CONFIGS_DIR / plan_file), {}, None, None)
+    if "tuning" in plan:
+        tuning.validate_tuning(plan)
+    for name in plan["rows"]:
+        check_row(plan, name)
+
+
+def test_a_misspelt_row_key_is_caught(monkeypatch):
+    """The checks above can fail: a typo in a row's M6Rec key, a value M6Rec refuses, a search key RecBole ignores."""
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    plan = load_plan(str(CONFIGS_DIR / "levers_ml-100k.yaml"), {}, None, None)
+    plan["rows"]["M6Rec-itemadapter"] = {"model": "M6Rec", "item_adaptor_rank": 256}
+    with pytest.raises(ValueError, match="item_adapter_rank"):
+        check_row(plan, "M6Rec-itemadapter")
+    plan["rows"]["M6Rec-bad-window"] = {"model": "M6Rec", "window_stride": 0}
+    with pytest.raises(ValueError, match="window_stride"):
+        check_row(plan, "M6Rec-bad-window")
+    plan = load_plan(str(CONFIGS_DIR / "bench_ml-100k.yaml"), {}, None, None)
+    plan["rows"]["SASRec"]["search"]["hiden_size"] = plan["rows"]["SASRec"]["search"].pop("hidden_size")
+    with pytest.raises(AssertionError, match="search key 'hiden_size' is no setting of SASRec"):
+        check_row(plan, "SASRec")
