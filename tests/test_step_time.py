@@ -42,9 +42,9 @@ def test_the_benchmark_writes_one_row_per_catalogue_and_loss_and_its_command(tmp
         "0",
         "--steps",
         "1",
-        "--batch-size",
+        "--batch_size",
         "8",
-        "--max-history",
+        "--max_history",
         "10",
     ]
     step_time.main(argv)

@@ -248,8 +248,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--plm", default="smollm2-135m", help="plm_name_or_path (default: M6Rec's default model)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="catalogue sizes")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
-    parser.add_argument("--max-history", type=int, default=None, help="MAX_ITEM_LIST_LENGTH (default RecBole's)")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=32, help="windows per batch")
+    parser.add_argument(
+        "--max_history", "--max-history", type=int, default=None, help="MAX_ITEM_LIST_LENGTH (default RecBole's)"
+    )
     parser.add_argument("--negatives", type=int, default=256, help="softmax_negatives for sampled_softmax")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
