@@ -3,12 +3,14 @@
 A plan names the dataset, the seeds, the RecBole settings every row shares (``common``) and the rows: a row is a
 name plus a RecBole/plugin model, the settings that differ from ``common`` and optionally a ``search`` space for
 tuning. :func:`job_spec` turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides,
-together with the result's provenance, whether a finished result can be reused.
+together with the result's provenance, whether a finished result can be reused. It covers settings as values
+(:func:`effective_settings`), so a comment or an overridden default in the plugin's yaml files changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -23,6 +25,7 @@ __all__ = [
     "parse_seeds",
     "row_settings",
     "job_spec",
+    "effective_settings",
     "is_labelled",
 ]
 
@@ -70,8 +73,33 @@ def row_settings(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ROW_KEYS_NOT_SETTINGS}
 
 
+def _merged(lower: dict, upper: dict) -> dict:
+    """``upper`` over ``lower``, mappings merged key by key (a superset of what RecBole keeps of both)."""
+    merged = dict(lower)
+    for key, value in upper.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
+
+
+def default_files(model: str, dataset: str) -> list[Path]:
+    """The plugin yaml files whose defaults a run of ``model`` on ``dataset`` reads, lowest precedence first."""
+    model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
+    return [PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{dataset}.yaml"]
+
+
+def effective_settings(model: str, dataset: str, config_dict: dict) -> dict:
+    """The settings a run reads from the plugin's yaml defaults and the plan, as values: comments, layout and a
+    default that the plan overrides do not count, so editing them leaves finished results valid."""
+    settings: dict = {}
+    for path in default_files(model, dataset):
+        if path.is_file():
+            settings = _merged(settings, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return _merged(settings, config_dict)
+
+
 def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) -> dict:
-    """What one job runs, and ``config_hash``: a hash of its settings (code, data and libraries are the
+    """What one job runs, and ``config_hash``: a hash of the settings it reads (code, data and libraries are the
     provenance's part, checked separately)."""
     row = plan["rows"][name]
     model = row["model"]
@@ -84,13 +112,9 @@ def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) ->
         "config_dict": config_dict,
         "config_files": plan.get("config_files") or [],
     }
-    # the defaults a run reads from the plugin's yaml files count too: changing them invalidates finished results
-    model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
-    defaults = [
-        path.read_text(encoding="utf-8") if path.is_file() else ""
-        for path in (PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{plan['dataset']}.yaml")
-    ]
-    spec["config_hash"] = stable_hash([model, plan["dataset"], seed, config_dict, spec["config_files"], defaults])[:16]
+    # the plugin's yaml defaults count by value: changing one that the run reads invalidates finished results
+    settings = effective_settings(model, plan["dataset"], config_dict)
+    spec["config_hash"] = stable_hash(["settings", model, plan["dataset"], seed, settings, spec["config_files"]])[:16]
     return spec
 
 

@@ -1,0 +1,99 @@
+"""``config_hash`` counts the plugin's yaml defaults by value, and ``rehash`` carries results hashed the older way
+(yaml text) over to it only where their settings are provably today's."""
+
+import json
+
+import pytest
+
+from recbole_m6rec.benchmarks import job, plan, rehash
+
+PLAN = {
+    "dataset": "ml-100k",
+    "seeds": [2020],
+    "tuning": {"trials": 1, "seed": 2020},
+    "common": {"epochs": 3},
+    "rows": {
+        "M6Rec": {"model": "M6Rec"},
+        "M6Rec-t05": {"model": "M6Rec", "temperature": 0.05},
+        "SASRec": {"model": "SASRec", "search": {"learning_rate": ["choice", 0.001]}},
+    },
+}
+DEFAULTS = "# the defaults\ntemperature: 0.05   # (float) softmax temperature\nadapter_rank: 256\n"
+
+
+@pytest.fixture
+def defaults(tmp_path, monkeypatch):
+    """One yaml of defaults in place of the plugin's files, for every model."""
+    path = tmp_path / "defaults.yaml"
+    path.write_text(DEFAULTS)
+    for module in (plan, rehash):
+        monkeypatch.setattr(module, "default_files", lambda model, dataset: [path])
+    return path
+
+
+def hashes() -> dict[str, str]:
+    return {name: plan.job_spec(PLAN, name, 2020)["config_hash"] for name in PLAN["rows"]}
+
+
+def test_config_hash_counts_defaults_by_value(defaults):
+    before = hashes()
+    defaults.write_text(DEFAULTS.replace("# the defaults", "# the defaults, reworded").replace("  # (float)", " #"))
+    assert hashes() == before  # comments and layout do not count
+    defaults.write_text(DEFAULTS.replace("temperature: 0.05", "temperature: 0.07"))
+    after = hashes()
+    assert after["M6Rec"] != before["M6Rec"]  # a default the row reads
+    assert after["M6Rec-t05"] == before["M6Rec-t05"]  # a default the row overrides
+    assert plan.job_spec(PLAN, "M6Rec", 2021)["config_hash"] != after["M6Rec"]
+
+
+def write(path, record):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_rehash_carries_only_results_whose_settings_are_today(defaults, tmp_path):
+    report = tmp_path / "report"
+    for name in ("M6Rec", "M6Rec-t05"):
+        write(
+            report / "results" / f"{name}-seed2020.json",
+            {"status": "ok", "config_hash": rehash.text_hash(PLAN, name, 2020)},
+        )
+    stale = report / "results" / "SASRec-seed2020.json"
+    write(stale, {"status": "ok", "config_hash": "0123456789abcdef"})  # settings that are not today's
+    params = {"learning_rate": 0.001}
+    old_trial = report / "tuning" / "SASRec" / f"trial-{rehash.text_hash(PLAN, 'SASRec', 2020, params)}.json"
+    write(old_trial, {"status": "ok", "config_hash": rehash.text_hash(PLAN, "SASRec", 2020, params)})
+    write(
+        report / "tuning" / "SASRec-tuning.json", {"seed": 2020, "trials": [{"params": params}], "best_params": params}
+    )
+    partial = job.partial_folder(report / "results" / "M6Rec-t05-seed2020.json")
+    write(partial / "partial.json", {"config_hash": rehash.text_hash(PLAN, "M6Rec-t05", 2020), "seed": 2020})
+
+    done = rehash.carry_over(PLAN, report)
+
+    new = hashes()
+    assert done["left"] == ["results/SASRec-seed2020.json"]
+    assert json.loads(stale.read_text())["config_hash"] == "0123456789abcdef"
+    for name in ("M6Rec", "M6Rec-t05"):
+        record = json.loads((report / "results" / f"{name}-seed2020.json").read_text())
+        assert record["config_hash"] == new[name] and record["config_hash_text"] == rehash.text_hash(PLAN, name, 2020)
+    trial_hash = plan.job_spec(PLAN, "SASRec", 2020, params)["config_hash"]
+    assert not old_trial.exists()
+    assert json.loads((old_trial.parent / f"trial-{trial_hash}.json").read_text())["config_hash"] == trial_hash
+    assert json.loads((partial / "partial.json").read_text())["config_hash"] == new["M6Rec-t05"]
+    assert len(done["carried"]) == 3 and done["partial"] == ["results/.partial/M6Rec-t05-seed2020"]
+    assert rehash.carry_over(PLAN, report) == {"carried": [], "partial": [], "left": ["results/SASRec-seed2020.json"]}
+
+    # settings that changed since: nothing is carried
+    for name in ("M6Rec", "M6Rec-t05"):
+        write(
+            report / "results" / f"{name}-seed2020.json",
+            {"status": "ok", "config_hash": rehash.text_hash(PLAN, name, 2020)},
+        )
+    defaults.write_text(DEFAULTS.replace("adapter_rank: 256", "adapter_rank: 64"))
+    assert rehash.carry_over(PLAN, report)["carried"] == []
+
+
+def test_rehash_refuses_a_missing_report(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--report=.*no such folder"):
+        rehash.main(["--config_files=configs/bench_ml-100k.yaml", f"--report={tmp_path / 'nope'}"])
