@@ -159,7 +159,7 @@ def useful_flops(encoder, tokens) -> int:
 
 
 def encoding_batches(tokens, batch_size: int) -> list[torch.Tensor]:
-    """The rows of each encoding batch, as ``SegmentEncoder._compute`` forms them (length-sorted)."""
+    """The rows of each encoding batch, as ``lm.batch_encoding.encode_all`` forms them (length-sorted)."""
     order = torch.argsort(tokens.lengths, descending=True, stable=True)
     return list(order.split(batch_size))
 

@@ -10,13 +10,13 @@ both settings and the device type, whose kernels differ in the last bits.
 
 Decoders put a huge-norm "attention sink" on their first token (measured on SmolLM2 layer 28: norm ~22,600 vs ~500
 for other tokens), so a decoder segment starts with the tokenizer's BOS (added by :mod:`.tokenize`) and pooling skips
-position 0; encoders mean-pool every valid token, as sentence-transformers do.
+position 0; encoders mean-pool every valid token, as sentence-transformers do (:mod:`.pooling`). The states are
+computed by :mod:`.batch_encoding` and cached here, keyed by everything that changes them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 import transformers
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from ..cache import cache_root, load_tensors, save_tensors, source_digest, stable_hash
 from .backbone import LayerStack
+from .batch_encoding import encode_all, rank_and_world
 from .fingerprint import plm_fingerprint
 from .loading import load_plm
+from .pooling import chunk_pool, masked_mean, pool_mask
 from .tokenize import TokenizedTexts, tokenize_phrases, tokenize_texts
 
 __all__ = [
@@ -38,9 +39,6 @@ __all__ = [
     "SegmentEncoder",
     "TextSegments",
     "PhraseTable",
-    "pool_mask",
-    "masked_mean",
-    "chunk_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,38 +48,6 @@ ALL_TOKENS = "all"
 
 QUANTIZE_MODES = ("none", "int8")
 """``quantize``: none = float layers; int8 = torch's dynamic int8 quantisation of the frozen layers' linears."""
-
-
-# ------------------------------------------------------------------------------------------------------- pooling
-def pool_mask(attention_mask: torch.Tensor, skip_first: bool) -> torch.Tensor:
-    """``[B L]`` tokens that enter pooling: valid ones, minus position 0 (a decoder's sink) when ``skip_first`` and
-    anything else is left."""
-    keep = attention_mask.bool().clone()
-    if skip_first:
-        rest = keep.clone()
-        rest[:, 0] = False
-        has_rest = rest.any(dim=1, keepdim=True)
-        keep = torch.where(has_rest, rest, keep)
-    return keep
-
-
-def masked_mean(hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Mean of the kept token states ``[B L d] -> [B d]`` (a row with nothing kept gives zeros)."""
-    keep = keep.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
-
-
-def chunk_pool(hidden: torch.Tensor, keep: torch.Tensor, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split each row's kept tokens into ``n_chunks`` contiguous chunks and mean-pool each. ``[B L d] -> [B n d]``,
-    with ``[B n]`` True where a chunk holds a token."""
-    counts = keep.sum(dim=1, keepdim=True).clamp(min=1)  # [B 1]
-    rank = keep.long().cumsum(dim=1) - 1  # index of a kept token among kept tokens
-    chunk = torch.where(keep, rank * n_chunks // counts, torch.full_like(rank, n_chunks))  # [B L]; n_chunks = drop
-    one_hot = F.one_hot(chunk, n_chunks + 1)[..., :n_chunks].to(hidden.dtype)  # [B L n]
-    sums = torch.einsum("bln,bld->bnd", one_hot, hidden)
-    sizes = one_hot.sum(dim=1)  # [B n]
-    pooled = sums / sizes.clamp(min=1).unsqueeze(-1)
-    return pooled, sizes > 0
 
 
 # -------------------------------------------------------------------------------------------------- the states
@@ -318,9 +284,9 @@ class SegmentEncoder:
                 self.cache_hits += 1
                 return loaded["states"], loaded["mask"]
             logger.warning("segment cache file %s is unusable (%s); rebuilding it", path, reason)
-        states, mask = self._compute(tokens, description)
+        states, mask = encode_all(self, tokens, description)
         self.cache_misses += 1
-        if path is not None and _rank_and_world()[0] == 0:  # one writer; the others hold the same states
+        if path is not None and rank_and_world()[0] == 0:  # one writer; the others hold the same states
             settings = {
                 "plm": self.plm_id,
                 "lower_layers": self.n_lower_layers,
@@ -338,63 +304,6 @@ class SegmentEncoder:
             save_tensors(path, key, {"states": states, "mask": mask}, settings)
         return states, mask
 
-    @torch.no_grad()
-    def _compute(self, tokens: TokenizedTexts, description: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode every row, in batches of ``batch_size`` rows of the length-sorted order (so each batch pads
-        little). In a multi-process run each rank encodes every ``world``-th of those batches and the shares are
-        gathered, so every rank ends with all rows; a text meets the same batch, padded to the same width, however
-        many processes encode, so the states do not depend on the number of processes."""
-        started = time.perf_counter()
-        rank, world = _rank_and_world()
-        order = torch.argsort(tokens.lengths, descending=True, stable=True)
-        batches = list(order.split(self.batch_size))
-        shares = [torch.cat(batches[r::world]) if batches[r::world] else order[:0] for r in range(world)]
-        states, mask = self._encode_rows(tokens, shares[rank], description, show=rank == 0)
-        if world > 1:
-            states, mask = _gather_shares(states, mask, [len(share) for share in shares])
-            order = torch.cat(shares)
-        inverse = torch.argsort(order)
-        logger.info(
-            "encoded %d %s through %d layers (%s, %s) in %.1f s%s",
-            len(tokens),
-            description,
-            self.item_layers,
-            self.quantize,
-            self.device.type,
-            time.perf_counter() - started,
-            f" ({world} processes)" if world > 1 else "",
-        )
-        return states[inverse].contiguous(), mask[inverse].contiguous()
-
-    def _encode_rows(
-        self, tokens: TokenizedTexts, rows: torch.Tensor, description: str, show: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        modes = {module: module.training for module in self.stack.modules()}
-        self.stack.eval()
-        width = self.width(tokens)
-        device = self.device
-        states, masks = [], []
-        n = len(rows)
-        bar = tqdm(
-            range(0, n, self.batch_size),
-            desc=f"Encoding {description} ({n})",
-            unit="batch",
-            disable=not show or n <= self.batch_size,
-        )
-        for start in bar:
-            index = rows[start : start + self.batch_size]
-            length = int(tokens.lengths[index].max())
-            input_ids = tokens.input_ids[index, :length].to(device)  # no copy on the CPU
-            attention = tokens.attention_mask[index, :length].to(device)
-            pooled, mask = self.fit(*self.forward_tokens(input_ids, attention), width)
-            states.append(pooled.cpu())  # states are kept on the CPU; the model moves them with itself
-            masks.append(mask.cpu())
-        for module, mode in modes.items():  # each module as it was (a loaded model's layers stay in eval mode)
-            module.training = mode
-        if not states:  # more processes than rows: this rank's share is empty
-            return torch.zeros(0, width, self.stack.hidden_size), torch.zeros(0, width, dtype=torch.bool)
-        return torch.cat(states), torch.cat(masks)
-
     def _state_problem(self, tensors: dict[str, torch.Tensor], n_rows: int) -> str | None:
         """Why cached segment states cannot be what :meth:`_compute` returns, or None."""
         states, mask = tensors["states"], tensors["mask"]
@@ -409,25 +318,3 @@ class SegmentEncoder:
         if not bool(mask.any(dim=1).all()) or not bool(torch.isfinite(states).all()):
             return "empty or non-finite rows"
         return None
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _gather_shares(states: torch.Tensor, mask: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' shares, concatenated in rank order (rank r holds ``counts[r]`` rows)."""
-    world = len(counts)
-    pad = max(counts) - states.shape[0]
-    states = F.pad(states, (0, 0, 0, 0, 0, pad))
-    mask = F.pad(mask.to(torch.uint8), (0, 0, 0, pad))  # gloo gathers no bool tensors
-    all_states = [torch.empty_like(states) for _ in range(world)]
-    all_masks = [torch.empty_like(mask) for _ in range(world)]
-    torch.distributed.all_gather(all_states, states.contiguous())
-    torch.distributed.all_gather(all_masks, mask.contiguous())
-    return (
-        torch.cat([s[:c] for s, c in zip(all_states, counts)]),
-        torch.cat([m[:c] for m, c in zip(all_masks, counts)]).bool(),
-    )
