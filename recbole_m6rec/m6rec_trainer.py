@@ -33,8 +33,10 @@ __all__ = ["M6RecTrainer", "step_size_factor", "whole_sequence_indices", "window
 
 def whole_sequence_indices(user_ids: np.ndarray, max_length: int, stride: int | None = None) -> np.ndarray:
     """Indices of the prefix samples that end each user's windows: the user's last sample, then every ``stride``-th
-    (default ``max_length``: windows that tile the history) going back (samples of a user are in time order)."""
-    stride = stride or max_length
+    (default ``max_length``: windows that tile the history) going back (samples of a user are in time order). A
+    window holds at most ``max_length`` items, so a longer stride acts as ``max_length``: it would leave targets
+    between the windows unscored."""
+    stride = min(stride or max_length, max_length)
     user_ids = np.asarray(user_ids)
     order = np.argsort(user_ids, kind="stable")  # keeps each user's samples in time order
     sorted_users = user_ids[order]

@@ -13,7 +13,7 @@ from recbole_m6rec.benchmarks import gpu_campaign, gpu_checks, gpu_plans, job, r
 from recbole_m6rec.benchmarks.plan import job_spec
 
 EXPECTED_ROWS = {
-    "ml-1m": ["MostPop", "BPR", "GRU4Rec", "SASRec", "M6Rec", "M6Rec-hybrid"],
+    "ml-1m": ["MostPop", "BPR", "GRU4Rec", "SASRec", "M6Rec", "M6Rec-text"],
     "ctr_ml-100k": ["M6RecCTR-L1", "M6RecCTR", "M6RecCTR-L3", "M6RecCTR-joined"],
     "zero-shot_ml-100k": ["M6Rec-zero-shot", "MostPop"],
 }

@@ -41,7 +41,7 @@ def test_m6rec_with_smollm2_beats_most_popular_on_the_same_slice(outcomes):
     m6rec, pop = outcomes["M6Rec"], outcomes["MostPop"]
     assert m6rec.split_fingerprint == pop.split_fingerprint
     assert m6rec.history_mask == pop.history_mask == "all"
-    assert m6rec.extra["trainable_share"] < 0.01  # option-adapter: a small share of the backbone
+    assert m6rec.extra["trainable_share"] < 0.02  # option-adapter, the item-state adapter and ID embeddings
     # concluded on validation (measured: 0.0499 against 0.0366 on the project's CPU); test only has to agree
     # (0.0487 against 0.0453). RecBole's Pop, a broken popularity count, would have been far easier: 0.0361 on test.
     m6rec_valid, pop_valid = m6rec.result["best_valid_result"]["ndcg@10"], pop.result["best_valid_result"]["ndcg@10"]

@@ -137,6 +137,18 @@ def test_overlapping_windows_score_every_training_target_once_with_the_longest_h
         assert float(whole.calculate_loss(batch)) == pytest.approx(float(prefix.calculate_loss(reference)), rel=1e-5)
 
 
+def test_a_stride_longer_than_a_window_tiles_the_history_instead_of_skipping_targets(data):
+    """The default stride (25) is longer than a window when MAX_ITEM_LIST_LENGTH is set below it: the windows then
+    tile the history, as without a stride, instead of leaving the targets between them unscored."""
+    config, train = data[0], data[1]
+    length = config["MAX_ITEM_LIST_LENGTH"]
+    users = train._dataset.inter_feat["user_id"].numpy()
+    tiled = whole_sequence_indices(users, length)
+    assert whole_sequence_indices(users, length, 3 * length).tolist() == tiled.tolist()
+    windows = whole_sequence_loader(config, train, 3 * length)._dataset.inter_feat
+    assert WINDOW_SKIP_FIELD not in windows and int(windows["item_length"].sum()) == len(users)
+
+
 def test_m6recctr_refuses_overlapping_windows(make_config):
     from recbole_m6rec.config import PluginConfig
     from recbole_m6rec.model.settings import M6RecCTRSettings

@@ -21,7 +21,7 @@ __all__ = [
 
 # --- selection on validation --------------------------------------------------------------------------------------
 def family_of(primary: str) -> str:
-    """Rows named like the primary up to its first '-' (``M6Rec``, ``M6Rec-prior``, ... for ``M6Rec-hybrid``) are
+    """Rows named like the primary up to its first '-' (``M6Rec``, ``M6Rec-prior``, ... for ``M6Rec-text``) are
     its variants, not baselines."""
     return primary.split("-")[0]
 

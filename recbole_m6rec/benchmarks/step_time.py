@@ -50,7 +50,8 @@ DEFAULT_SIZES = (1682, 3706, 50000)
 
 def pad_catalogue(model, items: int) -> None:
     """Give ``model`` a catalogue of ``items`` items (at least its own; row 0 stays the padding item): item i past the
-    real ones reuses the cached segment states and the seen flag of real item ``(i - 1) % real + 1``."""
+    real ones reuses the cached segment states, the seen flag and (text+ID hybrid) a copy of the ID embedding of real
+    item ``(i - 1) % real + 1``."""
     segments = model._item_segments
     if segments.states is None:
         raise ValueError("padding the catalogue needs cached segment states (a tuning other than 'full')")
@@ -61,6 +62,11 @@ def pad_catalogue(model, items: int) -> None:
     rows[1:] = (rows[1:] - 1) % real + 1
     model._item_segments = dataclasses.replace(segments, states=segments.states[rows], mask=segments.mask[rows])
     model.cold.seen = model.cold.seen[rows]
+    if model.item_id_embedding is not None:  # the hybrid: a learned ID vector per item, as a real catalogue has
+        old = model.item_id_embedding
+        model.item_id_embedding = torch.nn.Embedding(items + 1, old.embedding_dim, padding_idx=0).to(old.weight)
+        with torch.no_grad():
+            model.item_id_embedding.weight.copy_(old.weight[rows])
     model.n_items = items + 1
 
 

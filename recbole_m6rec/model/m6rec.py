@@ -246,7 +246,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         embedding = self.item_id_embedding(item_ids) * self.cold.keep_seen(item_ids)
         p = self.settings.item_id_dropout
         if self.training and p > 0:  # whole ID vectors dropped per occurrence: the text must carry the item alone
-            keep = torch.rand(item_ids.shape, device=item_ids.device) >= p
+            keep = torch.rand(item_ids.shape, dtype=embedding.dtype, device=item_ids.device) >= p
             embedding = embedding * keep.unsqueeze(-1).to(embedding.dtype) / (1 - p)
         return embedding
 
