@@ -293,3 +293,44 @@ def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(rep
     prepare_report_dir(copy, resume=False, fresh=True)
     assert not list((copy / "results").iterdir()) and not (copy / "tuning").exists()
     assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays
+
+
+def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_them(tmp_path):
+    """``--keep_finished`` keeps a finished row whose recorded code no longer matches the files (a plan explored
+    on older code) instead of running it again, and the report says which row and which file; a plain --resume
+    runs it again."""
+    plan = {
+        "dataset": "ml-100k",
+        "seeds": [1],
+        "common": {
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            "user_inter_num_interval": "[0,25]",
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "state": "WARNING",
+        },
+        "rows": {"MostPop": {"model": "MostPop"}},
+    }
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "report"
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}"]) == 0
+    result = out / "results" / "MostPop-seed1.json"
+    record = json.loads(result.read_text())
+    planted = next(iter(record["provenance"]["code"]))
+    record["provenance"]["code"][planted] = "0" * 16  # as if this file had other contents when the row ran
+    result.write_text(json.dumps(record))
+    with pytest.raises(SystemExit):  # it keeps the folder's results, so it needs --resume
+        leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--keep_finished"])
+
+    kept = [f"--config_files={plan_file}", f"--report={out}", "--resume", "--keep_finished"]
+    assert leaderboard.main(kept) == 0
+    assert json.loads(result.read_text()) == record  # not run again
+    text = (out / "report.md").read_text()
+    assert "changed after they ran" in text and f"MostPop/seed1: code changed: {planted}" in text
+
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume"]) == 0
+    rerun = json.loads(result.read_text())
+    assert rerun["provenance"]["code"][planted] != "0" * 16  # a plain --resume ran it again
+    assert "changed after they ran" not in (out / "report.md").read_text()

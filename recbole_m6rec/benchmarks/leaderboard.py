@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     resume.add_argument("--fresh", action="store_true", help="delete the folder's earlier results first")
     parser.add_argument(
+        "--keep_finished",
+        action="store_true",
+        help="with --resume: reuse every finished result whose settings are unchanged, even where its code, data or "
+        "libraries changed since it ran (the report lists each such row and what changed); for a plan explored on "
+        "older code, whose rows would otherwise all run again",
+    )
+    parser.add_argument(
         "--no_tuning",
         action="store_true",
         help="ignore the plan's tuning block: every row runs with the settings it lists",
@@ -74,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reference", default=None, help="a report folder (e.g. the committed one) to show next to this run's numbers"
     )
     args, rest = parser.parse_known_args(argv)
+    if args.keep_finished and not args.resume:
+        parser.error("--keep_finished keeps the folder's finished results: use it with --resume")
     overrides = {key: yaml.safe_load(value) for key, value in parse_cmd_args(rest).items()}
     rows = args.rows.split(",") if args.rows else None
     plan = load_plan(args.config_files, overrides, rows, parse_seeds(args.seeds, args.config_files))
@@ -88,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
         adopt_tuning_trial(spec, report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json", out)
-        records.append(run_or_reuse(spec, out, f"{k}/{len(jobs)}"))
+        records.append(run_or_reuse(spec, out, f"{k}/{len(jobs)}", keep_finished=args.keep_finished))
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
     print(report)

@@ -9,6 +9,7 @@ import json
 import statistics
 from pathlib import Path
 
+from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.report_tables import CAP_MARK
 from recbole_m6rec.benchmarks.runner import load_results
 
@@ -84,6 +85,11 @@ def provenance_lines(records: list[dict]) -> list[str]:
         lines.append("- **Rows ran different library versions** (see each result's `provenance.versions`).")
     if missing:
         lines.append(f"- **No provenance recorded** (older results): {', '.join(missing)}.")
+    changed_since = [(r, provenance.stale_reasons(r)) for r, o in zip(done, origins) if o.get("code")]
+    changed_since = [(r, reasons) for r, reasons in changed_since if reasons]
+    if changed_since:  # kept with --keep_finished: a --resume alone would run these again
+        lines.append("- **Rows whose code, data or libraries changed after they ran** (kept as they are):")
+        lines += [f"  - {r['row']}/seed{r['seed']}: {'; '.join(reasons)}" for r, reasons in changed_since]
     runtimes = sorted(
         {
             f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}"

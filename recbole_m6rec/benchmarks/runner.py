@@ -33,17 +33,19 @@ __all__ = [
 ]
 
 
-def reuse_verdict(previous: dict, spec: dict) -> str | None:
-    """None when ``previous`` can stand for a run of ``spec`` now; otherwise why it cannot."""
+def reuse_verdict(previous: dict, spec: dict, keep_finished: bool = False) -> str | None:
+    """None when ``previous`` can stand for a run of ``spec`` now; otherwise why it cannot. ``keep_finished``
+    accepts a finished run of the same settings whatever code, data or libraries it ran (the report lists what
+    changed since)."""
     if previous.get("status") != "ok":
         return f"the earlier run {previous.get('status', 'did not finish')}"
     if previous.get("config_hash") != spec["config_hash"]:
         return "its settings changed"
-    reasons = provenance.stale_reasons(previous)
+    reasons = [] if keep_finished else provenance.stale_reasons(previous)
     return "; ".join(reasons) if reasons else None
 
 
-def reusable_result(spec: dict, out: Path) -> tuple[dict | None, str | None]:
+def reusable_result(spec: dict, out: Path, keep_finished: bool = False) -> tuple[dict | None, str | None]:
     """``(record, None)`` when ``out`` holds a result that can stand for a run of ``spec`` now; ``(None, why)`` when
     it holds one that cannot; ``(None, None)`` when there is no file."""
     if not out.exists():
@@ -52,11 +54,13 @@ def reusable_result(spec: dict, out: Path) -> tuple[dict | None, str | None]:
         previous = json.loads(out.read_text(encoding="utf-8"))
     except ValueError:
         previous = {}
-    why = reuse_verdict(previous, spec)
+    why = reuse_verdict(previous, spec, keep_finished)
     return (previous, None) if why is None else (None, why)
 
 
-def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None) -> dict:
+def run_or_reuse(
+    spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None, keep_finished: bool = False
+) -> dict:
     """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
     With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
     budget ran out; not a crash) and its checkpoints are deleted, so a budget is never stretched over two runs.
@@ -64,9 +68,11 @@ def run_or_reuse(spec: dict, out: Path, index: str, resume: bool = True, timeout
     (:mod:`recbole_m6rec.benchmarks.job`)."""
     label = f"[{index}] {spec['row']} seed {spec['seed']}"
     if resume:
-        previous, why = reusable_result(spec, out)
+        previous, why = reusable_result(spec, out, keep_finished)
         if previous is not None:
-            print(f"{label}: reusing finished result {out}", flush=True)
+            changed = provenance.stale_reasons(previous) if keep_finished else []
+            kept = f" (kept although {'; '.join(changed)})" if changed else ""
+            print(f"{label}: reusing finished result {out}{kept}", flush=True)
             return previous
         if why is not None:
             print(f"{label}: not reusing {out}: {why}", flush=True)
