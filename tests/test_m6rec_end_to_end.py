@@ -42,9 +42,10 @@ def test_m6rec_with_smollm2_beats_most_popular_on_the_same_slice(outcomes):
     assert m6rec.split_fingerprint == pop.split_fingerprint
     assert m6rec.history_mask == pop.history_mask == "all"
     assert m6rec.extra["trainable_share"] < 0.02  # option-adapter, the item-state adapter and ID embeddings
-    # concluded on validation (measured: 0.0499 against 0.0366 on the project's CPU); test only has to agree
-    # (0.0487 against 0.0453). RecBole's Pop, a broken popularity count, would have been far easier: 0.0361 on test.
+    # concluded on validation (measured with M6Rec's defaults: 0.0763 against 0.0366 on the project's CPU; 0.0499
+    # with the defaults before the accuracy levers); test has to agree (0.0633 against 0.0453; 0.0487 before).
+    # RecBole's Pop, a broken popularity count, would have been far easier: 0.0361 on test.
     m6rec_valid, pop_valid = m6rec.result["best_valid_result"]["ndcg@10"], pop.result["best_valid_result"]["ndcg@10"]
-    assert m6rec_valid > 1.2 * pop_valid, (m6rec_valid, pop_valid)
+    assert m6rec_valid > 1.5 * pop_valid, (m6rec_valid, pop_valid)
     m6rec_test, pop_test = m6rec.result["test_result"]["ndcg@10"], pop.result["test_result"]["ndcg@10"]
-    assert m6rec_test > pop_test, (m6rec_test, pop_test)
+    assert m6rec_test > 1.2 * pop_test, (m6rec_test, pop_test)
