@@ -67,7 +67,6 @@ from recbole_m6rec.benchmarks.compression_sources import ACCURACY_MODELS, read_r
 from recbole_m6rec.benchmarks.compression_speed import (
     activation_ranges,
     encode_items,
-    encoding_batches,
     matmul_rates,
     paired_encoding,
     scoring_latency,
@@ -75,6 +74,7 @@ from recbole_m6rec.benchmarks.compression_speed import (
     state_separation,
 )
 from recbole_m6rec.benchmarks.machine import CpuBeside, machine_load
+from recbole_m6rec.lm.batch_encoding import length_sorted_batches
 
 if TYPE_CHECKING:
     from recbole.config import Config
@@ -143,7 +143,7 @@ def run(args) -> dict:
 
     probe = segment_encoder(args.plm, settings, None)
     tokens = probe.tokenize(texts)
-    batches = encoding_batches(tokens, probe.batch_size)
+    batches = length_sorted_batches(tokens, probe.batch_size)
     tokens_per_batch = int(statistics.median(len(rows) * int(tokens.lengths[rows].max()) for rows in batches))
     shapes = [(m.in_features, m.out_features) for m in probe.stack.layers[0].modules() if isinstance(m, nn.Linear)]
     n_lower = probe.n_lower_layers

@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from recbole_m6rec.benchmarks.compression_speed import batch_inputs, encoding_batches, segment_encoder, useful_flops
+from recbole_m6rec.benchmarks.compression_speed import batch_inputs, segment_encoder, useful_flops
+from recbole_m6rec.lm.batch_encoding import length_sorted_batches
 
 __all__ = ["compiled_encoding"]
 
@@ -27,7 +28,7 @@ def compiled_encoding(plm: str, settings: dict, texts: list[str], rounds: int) -
     encoder = segment_encoder(plm, settings, None)
     encoder.stack.eval()
     tokens = encoder.tokenize(texts)
-    inputs = batch_inputs(tokens, encoding_batches(tokens, encoder.batch_size))
+    inputs = batch_inputs(tokens, length_sorted_batches(tokens, encoder.batch_size))
     eager = encoder.forward_tokens
     # one graph for every batch shape: texts are padded to each batch's longest, so lengths vary
     compiled = torch.compile(encoder.forward_tokens, dynamic=True)

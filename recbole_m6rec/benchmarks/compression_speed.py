@@ -13,11 +13,11 @@ from torch import nn
 
 from recbole_m6rec.benchmarks.compression_accuracy import plugin_config
 from recbole_m6rec.benchmarks.machine import machine_load
+from recbole_m6rec.lm.batch_encoding import length_sorted_batches
 
 __all__ = [
     "matmul_rates",
     "segment_encoder",
-    "encoding_batches",
     "encode_items",
     "batch_inputs",
     "useful_flops",
@@ -158,12 +158,6 @@ def useful_flops(encoder, tokens) -> int:
     )
 
 
-def encoding_batches(tokens, batch_size: int) -> list[torch.Tensor]:
-    """The rows of each encoding batch, as ``lm.batch_encoding.encode_all`` forms them (length-sorted)."""
-    order = torch.argsort(tokens.lengths, descending=True, stable=True)
-    return list(order.split(batch_size))
-
-
 def batch_inputs(tokens, batches: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each batch's token ids and attention mask, cut to its longest text (as M6Rec's encoding pads them)."""
     inputs = []
@@ -199,7 +193,7 @@ def encode_items(
     models built later in the run."""
     encoder = segment_encoder(plm, settings, cache_dir, item_layers, quantize)
     tokens = encoder.tokenize(texts)
-    batches = encoding_batches(tokens, encoder.batch_size)
+    batches = length_sorted_batches(tokens, encoder.batch_size)
     k = encoder.item_layers
     valid = int(tokens.lengths.sum())
     padded = sum(len(rows) * int(tokens.lengths[rows].max()) for rows in batches)
@@ -248,7 +242,7 @@ def paired_encoding(plm: str, settings: dict, texts: list[str], n_batches: int, 
     ``rounds`` times each: seconds per round and the median ratio."""
     encoders = {quantize: segment_encoder(plm, settings, None, quantize=quantize) for quantize in ("none", "int8")}
     tokens = encoders["none"].tokenize(texts)
-    batches = encoding_batches(tokens, encoders["none"].batch_size)
+    batches = length_sorted_batches(tokens, encoders["none"].batch_size)
     chosen = [batches[i * len(batches) // n_batches] for i in range(n_batches)]
     inputs = batch_inputs(tokens, chosen)
     times = {"none": [], "int8": []}
@@ -326,7 +320,7 @@ def state_separation(plm: str, settings: dict, texts: list[str], n_texts: int = 
         rows = []
         with torch.no_grad():
             encoder.stack.eval()
-            for batch in encoding_batches(tokens, encoder.batch_size):
+            for batch in length_sorted_batches(tokens, encoder.batch_size):
                 length = int(tokens.lengths[batch].max())
                 pooled, _ = encoder.forward_tokens(
                     tokens.input_ids[batch, :length], tokens.attention_mask[batch, :length]

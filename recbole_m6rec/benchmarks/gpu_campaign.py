@@ -7,7 +7,8 @@ Three parts, each a leaderboard plan in ``configs/gpu_*.yaml`` (:data:`PARTS`), 
 folder under ``--out`` (same ``report.md``, ``results.csv``, ``results/<row>-seed<N>.json`` with split fingerprints
 and provenance as :mod:`recbole_m6rec.benchmarks.leaderboard` writes; its functions do the work):
 
-* ``ml-1m``: MostPop, BPR, GRU4Rec, SASRec, M6Rec (text+ID hybrid) and M6Rec-text, one seed, no tuning, early stopping on valid;
+* ``ml-1m``: MostPop, BPR, GRU4Rec, SASRec, M6Rec (text+ID hybrid) and M6Rec-text, one seed, no tuning, early
+  stopping on valid;
 * ``ctr_ml-100k``: M6RecCTR with 1, 2 and 3 online layers next to the joined model (every layer online over every
   token, ``late_interaction_layers: all``, resolved here to the backbone's layer count);
 * ``zero-shot_ml-100k``: M6RecZeroShot ranking every item for every user (no re-ranking), next to MostPop.
