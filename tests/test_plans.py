@@ -61,3 +61,40 @@ def test_a_misspelt_row_key_is_caught(monkeypatch):
     plan["rows"]["SASRec"]["search"]["hiden_size"] = plan["rows"]["SASRec"]["search"].pop("hidden_size")
     with pytest.raises(AssertionError, match="search key 'hiden_size' is no setting of SASRec"):
         check_row(plan, "SASRec")
+
+
+def write_plan(tmp_path, rows: dict, seeds=(2020, 2021)) -> str:
+    import yaml
+
+    path = tmp_path / "plan.yaml"
+    path.write_text(
+        yaml.safe_dump({"dataset": "ml-100k", "seeds": list(seeds), "common": {}, "rows": rows}, sort_keys=False)
+    )
+    return str(path)
+
+
+def test_a_row_with_its_own_seeds_runs_those_and_the_others_the_plans(tmp_path):
+    from recbole_m6rec.benchmarks.plan import jobs
+
+    rows = {
+        "Pop": {"model": "MostPop"},
+        "Key": {"model": "BPR", "seeds": [2020, 2021, 2022]},
+        "One": {"model": "BPR", "seeds": [2021]},
+    }
+    plan = load_plan(write_plan(tmp_path, rows), {}, None, None)
+    # seed by seed, so that an interrupted plan has every row on its first seed; the extra seed comes last
+    assert jobs(plan) == [("Pop", 2020), ("Key", 2020), ("Pop", 2021), ("Key", 2021), ("One", 2021), ("Key", 2022)]
+    # a row's seeds are not a setting: listing them leaves the row's finished results valid
+    plain = load_plan(write_plan(tmp_path, {"Key": {"model": "BPR"}}), {}, None, None)
+    assert job_spec(plan, "Key", 2020)["config_hash"] == job_spec(plain, "Key", 2020)["config_hash"]
+    assert "seeds" not in job_spec(plan, "Key", 2020)["config_dict"]
+    # --seeds replaces every row's seeds, as it does the plan's
+    cut = load_plan(write_plan(tmp_path, rows), {}, None, [2020])
+    assert jobs(cut) == [("Pop", 2020), ("Key", 2020), ("One", 2020)]
+
+
+@pytest.mark.parametrize("seeds", [[], 2020, [2020, "2021"], [2020, 2020], [True]])
+def test_a_row_seed_list_that_is_not_distinct_integers_is_refused(tmp_path, seeds):
+    path = write_plan(tmp_path, {"Key": {"model": "BPR", "seeds": seeds}})
+    with pytest.raises(ValueError, match=r"row 'Key': seeds must|row 'Key': seeds lists a seed twice"):
+        load_plan(path, {}, None, None)

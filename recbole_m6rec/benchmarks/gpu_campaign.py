@@ -43,7 +43,7 @@ from recbole_m6rec.benchmarks import runner
 from recbole_m6rec.benchmarks.gpu_checks import describe, device_refusal, device_summary, model_device_problem
 from recbole_m6rec.benchmarks.gpu_plans import CONFIGS_DIR, PARTS, load_part
 from recbole_m6rec.benchmarks.gpu_summary import summary_text
-from recbole_m6rec.benchmarks.plan import job_spec
+from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.report import write_report
 
 __all__ = ["main", "run_part"]
@@ -86,9 +86,9 @@ def run_part(
     records in the plan's row order. ``refused``: ``{model: why}`` for models not to start (recorded ``skipped``)."""
     campaign = plan["campaign"]
     deadline = started + float(campaign["budget"]) * budget_s
-    jobs = [(row, seed) for seed in plan["seeds"] for row in plan["rows"]]
+    planned = jobs(plan)
     # longest budgets first: the rows that need the most time start at once
-    order = sorted(jobs, key=lambda job: -float(campaign["row_budget"][job[0]]))
+    order = sorted(planned, key=lambda job: -float(campaign["row_budget"][job[0]]))
     records: dict[tuple, dict] = {}
 
     def run_one(job: tuple[str, int]) -> None:
@@ -122,7 +122,7 @@ def run_part(
     with ThreadPoolExecutor(max_workers=int(campaign["workers"]), thread_name_prefix=name) as pool:
         for future in [pool.submit(run_one, job) for job in order]:
             future.result()
-    ordered = [records[job] for job in jobs]
+    ordered = [records[job] for job in planned]
     write_report(plan, ordered, report_dir, command)
     return ordered
 

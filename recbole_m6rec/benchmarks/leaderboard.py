@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_m6rec.benchmarks.plan import job_spec, load_plan, parse_seeds
+from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
 from recbole_m6rec.config import parse_cmd_args
@@ -91,13 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
     prepare_report_dir(report_dir, args.resume, args.fresh)
     tuned = tune(plan, report_dir, resume=True)
-    jobs = [(name, seed) for seed in plan["seeds"] for name in plan["rows"]]
+    planned = jobs(plan)
     records = []
-    for k, (name, seed) in enumerate(jobs, 1):
+    for k, (name, seed) in enumerate(planned, 1):
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
         adopt_tuning_trial(spec, report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json", out)
-        records.append(run_or_reuse(spec, out, f"{k}/{len(jobs)}", keep_finished=args.keep_finished))
+        records.append(run_or_reuse(spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished))
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
     print(report)

@@ -1,8 +1,8 @@
 """A leaderboard plan: the yaml read and checked, and what each (row, seed) of it runs.
 
 A plan names the dataset, the seeds, the RecBole settings every row shares (``common``) and the rows: a row is a
-name plus a RecBole/plugin model, the settings that differ from ``common`` and optionally a ``search`` space for
-tuning. :func:`job_spec` turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides,
+name plus a RecBole/plugin model, the settings that differ from ``common``, optionally a ``search`` space for tuning
+and its own ``seeds`` (a subset or superset of the plan's, e.g. more seeds for the rows a conclusion rests on). :func:`job_spec` turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides,
 together with the result's provenance, whether a finished result can be reused. It covers settings as values
 (:func:`effective_settings`), so a comment or an overridden default in the plugin's yaml files changes nothing.
 """
@@ -23,6 +23,8 @@ __all__ = [
     "ROW_KEYS_NOT_SETTINGS",
     "load_plan",
     "parse_seeds",
+    "jobs",
+    "row_seeds",
     "row_settings",
     "job_spec",
     "effective_settings",
@@ -30,12 +32,13 @@ __all__ = [
 ]
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
-ROW_KEYS_NOT_SETTINGS = ("model", "search")  # a row's keys that are not RecBole settings
+ROW_KEYS_NOT_SETTINGS = ("model", "search", "seeds")  # a row's keys that are not RecBole settings
 
 
 def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Sequence[int] | None) -> dict:
-    """The plan in ``path`` with ``overrides`` merged into ``common``, cut down to ``rows`` and ``seeds`` when given;
-    a missing key, an unknown row or a row without a model is refused."""
+    """The plan in ``path`` with ``overrides`` merged into ``common``, cut down to ``rows`` and ``seeds`` when given
+    (``seeds`` replace the rows' own seeds too); a missing key, an unknown row, a row without a model or a seed list
+    that is not a list of integers is refused."""
     with open(path, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle) or {}
     missing = [key for key in REQUIRED_KEYS if key not in plan]
@@ -49,10 +52,36 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
         plan["rows"] = {row: plan["rows"][row] for row in rows}
     if seeds:
         plan["seeds"] = list(seeds)
+    _check_seeds(plan["seeds"], f"benchmark file '{path}': seeds")
     for name, row in plan["rows"].items():
         if not isinstance(row, dict) or "model" not in row:
             raise ValueError(f"row '{name}' needs a 'model' (e.g. {{model: SASRec}}); got {row!r}")
+        if seeds:
+            row.pop("seeds", None)
+        elif "seeds" in row:
+            _check_seeds(row["seeds"], f"row '{name}': seeds")
     return plan
+
+
+def _check_seeds(seeds, where: str) -> None:
+    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ValueError(f"{where} must be a non-empty list of integers, e.g. [2020, 2021, 2022] (got {seeds!r})")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where} lists a seed twice (got {seeds!r})")
+
+
+def row_seeds(plan: dict, name: str) -> list[int]:
+    """The seeds row ``name`` runs: its own ``seeds`` if it lists them, else the plan's."""
+    return list(plan["rows"][name].get("seeds") or plan["seeds"])
+
+
+def jobs(plan: dict) -> list[tuple[str, int]]:
+    """Every (row, seed) the plan runs, seed by seed in the plan's order (a row's extra seeds after them), so that a
+    plan interrupted early has every row on its first seed."""
+    order = list(plan["seeds"])
+    for name in plan["rows"]:
+        order += [seed for seed in row_seeds(plan, name) if seed not in order]
+    return [(name, seed) for seed in order for name in plan["rows"] if seed in row_seeds(plan, name)]
 
 
 def parse_seeds(value: str | None, plan_path: str) -> list[int] | None:

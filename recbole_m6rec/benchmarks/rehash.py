@@ -24,7 +24,7 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks import job
-from recbole_m6rec.benchmarks.plan import default_files, job_spec, load_plan
+from recbole_m6rec.benchmarks.plan import default_files, job_spec, load_plan, row_seeds
 
 __all__ = ["text_hash", "carry_over", "main"]
 
@@ -47,7 +47,7 @@ def _jobs(plan: dict, report_dir: Path) -> Iterator[tuple[str, int, dict, Path, 
         tuning_file = report_dir / "tuning" / f"{name}-tuning.json"
         tuning = json.loads(tuning_file.read_text(encoding="utf-8")) if tuning_file.is_file() else {}
         chosen = tuning.get("best_params") or {}
-        for seed in plan["seeds"]:
+        for seed in row_seeds(plan, name):
             out = report_dir / "results" / f"{name}-seed{seed}.json"
             yield name, seed, chosen, out, out
         for trial in tuning.get("trials") or []:

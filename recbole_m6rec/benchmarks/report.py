@@ -17,7 +17,7 @@ import yaml
 
 from recbole_m6rec import __version__
 from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text
-from recbole_m6rec.benchmarks.plan import is_labelled
+from recbole_m6rec.benchmarks.plan import is_labelled, row_seeds
 from recbole_m6rec.benchmarks.report_sections import (
     convergence_lines,
     provenance_lines,
@@ -61,6 +61,17 @@ def environment() -> str:
         f"{transformers.__version__}, numpy {numpy.__version__}, pandas {pandas.__version__}, Python "
         f"{platform.python_version()}; CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     )
+
+
+def _seeds_sentence(plan: dict) -> str:
+    """The plan's seeds, then the rows that run other seeds (a row's own ``seeds``) with theirs."""
+    own = {name: row_seeds(plan, name) for name in plan["rows"] if row_seeds(plan, name) != list(plan["seeds"])}
+    text = ", ".join(map(str, plan["seeds"]))
+    if own:
+        text += "; rows with their own seeds: " + "; ".join(
+            f"{name} {', '.join(map(str, seeds))}" for name, seeds in own.items()
+        )
+    return text
 
 
 def plots(summary: list[dict], main_metric: str, report_dir: Path) -> list[str]:
@@ -154,7 +165,7 @@ def write_report(
         markdown_table(summary, accuracy, main_metric=main_metric),
         "",
         f"Best mean per column in bold; ± is the standard deviation over seeds "
-        f"({', '.join(map(str, plan['seeds']))}). `valid {main_metric}` is the best epoch's validation score, the "
+        f"({_seeds_sentence(plan)}). `valid {main_metric}` is the best epoch's validation score, the "
         "only number used to choose (epochs, tuned settings, the rows compared below). `epochs (best)`: epochs run "
         f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. Times are "
         "wall-clock seconds of training plus test evaluation for one seed, on the machine below, one job at a "
