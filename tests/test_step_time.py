@@ -46,10 +46,14 @@ def test_the_benchmark_writes_one_row_per_catalogue_and_loss_and_its_command(tmp
         "8",
         "--max_history",
         "10",
+        "--precisions",
+        "float32",
+        "bfloat16",
     ]
     step_time.main(argv)
     record = json.loads((folder / "results.json").read_text())
-    rows = {(r["items"], r["loss"]): r for r in record["results"]}
+    assert len(record["results"]) == 2 * 3 * 2  # catalogues x losses x precisions
+    rows = {(r["items"], r["loss"]): r for r in record["results"] if r["precision"] == "float32"}
     assert set(rows) == {(n, loss) for n in (1682, 3000) for loss in ("CE", "BPR", "sampled_softmax")}
     assert rows[(1682, "CE")]["items_scored"] == 1682 and rows[(3000, "CE")]["items_scored"] == 3000
     positions = record["settings"]["scored_positions"]
@@ -59,4 +63,11 @@ def test_the_benchmark_writes_one_row_per_catalogue_and_loss_and_its_command(tmp
     report = (folder / "report.md").read_text()
     assert record["command"] in report and "--sizes 1682 3000" in record["command"]
     assert "| 3,000 |" in report and "load average" in report
+    assert "| items | CE float32 | CE bfloat16 | BPR float32 |" in report and "torch.autocast" in report
+    bf16 = {(r["items"], r["loss"]): r for r in record["results"] if r["precision"] == "bfloat16"}
+    # bfloat16 really ran under autocast: the same step from the same seed ends at a slightly different loss
+    first = rows[(1682, "CE")]["final_loss"]
+    assert bf16[(1682, "CE")]["final_loss"] != first and abs(bf16[(1682, "CE")]["final_loss"] - first) < 0.05 * abs(
+        first
+    )
     assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary files

@@ -1,4 +1,5 @@
-"""M6Rec's training-step time against catalogue size, for each loss (CE, inbatch, BPR, sampled_softmax).
+"""M6Rec's training-step time against catalogue size, for each loss (CE, inbatch, BPR, sampled_softmax), in float32
+and optionally under bfloat16 autocast (what RecBole's ``enable_amp`` does on a CPU: ``--precisions float32 bfloat16``).
 
     python -m recbole_m6rec.benchmarks.step_time --report=reports/step_time
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -46,6 +48,7 @@ LOSSES = {
     "sampled_softmax": {"loss_type": "sampled_softmax"},
 }
 DEFAULT_SIZES = (1682, 3706, 50000)
+PRECISIONS = ("float32", "bfloat16")  # bfloat16: the step under torch.autocast, as RecBole's enable_amp runs it
 
 
 def pad_catalogue(model, items: int) -> None:
@@ -70,8 +73,12 @@ def pad_catalogue(model, items: int) -> None:
     model.n_items = items + 1
 
 
-def measure(model, batch, warmup: int, steps: int, learning_rate: float) -> dict:
-    """Median seconds of a training step (forward, backward, Adam step) and the items the item tower scored."""
+def measure(model, batch, warmup: int, steps: int, learning_rate: float, precision: str = "float32") -> dict:
+    """Median seconds of a training step (forward, backward, Adam step) and the items the item tower scored;
+    ``precision`` bfloat16 runs the forward pass under ``torch.autocast`` (float32 weights and optimiser)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    device_type = next(model.parameters()).device.type
     scored = []
     item_vectors = model.item_vectors
 
@@ -87,7 +94,8 @@ def measure(model, batch, warmup: int, steps: int, learning_rate: float) -> dict
         for step in range(warmup + steps):
             started = time.perf_counter()
             optimizer.zero_grad()
-            loss = model.calculate_loss(batch)
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                loss = model.calculate_loss(batch)
             loss.backward()
             optimizer.step()
             if step >= warmup:
@@ -138,28 +146,26 @@ def run(args) -> dict:
     train, _, _ = data_preparation(config, dataset)
     batch = next(iter(whole_sequence_loader(config, train)))
     results = []
-    for n_items in args.sizes:
-        for name in args.losses:
-            init_seed(config["seed"], config["reproducibility"])
-            model = get_model("M6Rec")(config, train._dataset)
-            model.settings = dataclasses.replace(model.settings, **LOSSES[name], softmax_negatives=args.negatives)
-            pad_catalogue(model, n_items)
-            if model.n_items > train._dataset.item_num:  # RecBole's negative from the padded catalogue
-                batch.interaction[model.NEG_ITEM_ID] = draw_negatives(
-                    negative_pool(model.n_items), batch[model.ITEM_ID]
-                )
-            row = {
-                "items": n_items,
-                "loss": name,
-                **measure(model, batch, args.warmup, args.steps, config["learning_rate"]),
-            }
-            results.append(row)
-            print(
-                f"{n_items:>7} items  {name:<16} {row['median_s']:.3f} s/step  "
-                f"({row['items_scored']} item vectors)",
-                flush=True,
-            )
-            del model
+    for n_items, name, precision in itertools.product(args.sizes, args.losses, args.precisions):
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model("M6Rec")(config, train._dataset)
+        model.settings = dataclasses.replace(model.settings, **LOSSES[name], softmax_negatives=args.negatives)
+        pad_catalogue(model, n_items)
+        if model.n_items > train._dataset.item_num:  # RecBole's negative from the padded catalogue
+            batch.interaction[model.NEG_ITEM_ID] = draw_negatives(negative_pool(model.n_items), batch[model.ITEM_ID])
+        row = {
+            "items": n_items,
+            "loss": name,
+            "precision": precision,
+            **measure(model, batch, args.warmup, args.steps, config["learning_rate"], precision),
+        }
+        results.append(row)
+        print(
+            f"{n_items:>7} items  {name:<16} {precision:<9} {row['median_s']:.3f} s/step  "
+            f"({row['items_scored']} item vectors)",
+            flush=True,
+        )
+        del model
     return {
         "command": "python -m recbole_m6rec.benchmarks.step_time " + " ".join(shlex.quote(a) for a in args.argv),
         "settings": {
@@ -171,6 +177,7 @@ def run(args) -> dict:
             "warmup_steps": args.warmup,
             "timed_steps": args.steps,
             "torch_threads": torch.get_num_threads(),
+            "precisions": list(args.precisions),
             "tuning": config["tuning"],
             "item_tower": config["item_tower"],
             "segment_tokens": config["segment_tokens"],
@@ -186,20 +193,24 @@ def run(args) -> dict:
     }
 
 
-def _table(sizes: list[int], losses: list[str], cell_text) -> list[str]:
-    """Markdown rows: one per catalogue size, one column per loss, ``cell_text(size, loss)`` in each cell."""
-    lines = ["| items | " + " | ".join(losses) + " |", "|---:|" + "---:|" * len(losses)]
+def _table(sizes: list[int], headers: list[str], cell_text) -> list[str]:
+    """Markdown rows: one per catalogue size, one column per header, ``cell_text(size, k)`` in column k."""
+    lines = ["| items | " + " | ".join(headers) + " |", "|---:|" + "---:|" * len(headers)]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(cell_text(n, name) for name in losses) + " |")
+        lines.append(f"| {n:,} | " + " | ".join(cell_text(n, k) for k in range(len(headers))) + " |")
     return lines
 
 
 def report_markdown(record: dict) -> str:
     results = record["results"]
     sizes = sorted({r["items"] for r in results})
-    losses = [name for name in LOSSES if any(r["loss"] == name for r in results)]
-    cell = {(r["items"], r["loss"]): r for r in results}
-    base = cell.get((sizes[0], "CE"))
+    precisions = [p for p in PRECISIONS if any(r.get("precision", "float32") == p for r in results)]
+    columns = [  # (loss, precision), named by the loss alone when every step ran in float32
+        (name, p) for name in LOSSES for p in precisions if any(r["loss"] == name for r in results)
+    ]
+    label = {c: c[0] if precisions == ["float32"] else f"{c[0]} {c[1]}" for c in columns}
+    cell = {(r["items"], (r["loss"], r.get("precision", "float32"))): r for r in results}
+    base = cell.get((sizes[0], ("CE", "float32")))
     lines = [
         "# M6Rec training-step time against catalogue size",
         "",
@@ -210,21 +221,29 @@ def report_markdown(record: dict) -> str:
         f"positions), {record['settings']['plm_name_or_path']}, after {record['settings']['warmup_steps']} warm-up "
         f"step(s), {record['settings']['timed_steps']} timed; in brackets the item vectors the item tower computed "
         "per step. A catalogue of N items is ml-100k's item table padded to N rows (see the module docstring of "
-        "`recbole_m6rec.benchmarks.step_time`).",
+        "`recbole_m6rec.benchmarks.step_time`)."
+        + (
+            " `bfloat16`: the forward pass under torch.autocast (bfloat16 matrix products, float32 weights and "
+            "optimiser), as RecBole's `enable_amp` runs a training step on the CPU."
+            if "bfloat16" in precisions
+            else ""
+        ),
         "",
     ]
     lines += _table(
         sizes,
-        losses,
-        lambda n, name: f"{cell[(n, name)]['median_s']:.3f} ({cell[(n, name)]['items_scored']:,})"
-        if (n, name) in cell
+        [label[c] for c in columns],
+        lambda n, k: f"{cell[(n, columns[k])]['median_s']:.3f} ({cell[(n, columns[k])]['items_scored']:,})"
+        if (n, columns[k]) in cell
         else "–",
     )
-    lines += ["", "Each step's time relative to CE's on the smallest catalogue:", ""]
+    lines += ["", "Each step's time relative to float32 CE's on the smallest catalogue:", ""]
     lines += _table(
         sizes,
-        losses,
-        lambda n, name: f"{cell[(n, name)]['median_s'] / base['median_s']:.2f}" if (n, name) in cell and base else "–",
+        [label[c] for c in columns],
+        lambda n, k: f"{cell[(n, columns[k])]['median_s'] / base['median_s']:.2f}"
+        if (n, columns[k]) in cell and base
+        else "–",
     )
     machine = record["machine"]
     lines += [
@@ -262,6 +281,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per setting")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per setting")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32"],
+        choices=PRECISIONS,
+        help="float32, and bfloat16 = the step under torch.autocast as RecBole's enable_amp runs it",
+    )
     args = parser.parse_args(argv)
     args.argv = argv
     for name in ("batch_size", "negatives", "warmup", "steps"):
