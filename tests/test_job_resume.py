@@ -78,6 +78,10 @@ def test_a_killed_job_continues_where_it_stopped(tmp_path):
     partial = job.partial_folder(out)
     assert len(list(partial.glob("SASRec-*-last.pth"))) == 1  # epochs 0 and 1 finished before the kill
     pretend_changed(partial, "recbole_m6rec/model/m6rec.py")  # code a SASRec run never imports
+    # the report folder is moved before the run continues: the checkpoint's own paths name the old folder
+    (tmp_path / "results").rename(tmp_path / "moved")
+    out = tmp_path / "moved" / "SASRec-seed2020.json"
+    partial = job.partial_folder(out)
 
     done, resumed = run(tmp_path, spec, out)
     assert done.returncode == 0, done.stderr[-2000:]

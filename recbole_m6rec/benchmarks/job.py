@@ -141,6 +141,7 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
         same = False
     points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime) if same else []
     if points:
+        _best_file_beside(points[-1])
         return points[-1], stamp
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -152,6 +153,19 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
     }
     atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
     return None, stamp
+
+
+def _best_file_beside(point: Path) -> None:
+    """Point a resume point's ``best_file`` (where the run keeps its best epoch's model) into the folder it lies in.
+    The path is written when the run starts; a partial folder moved since (a report folder renamed or copied, a
+    tuning trial given a new hash) would otherwise send the continued run's saves to a folder that is gone."""
+    from recbole_m6rec.checkpoint import load_plain_checkpoint, save_plain_checkpoint
+
+    checkpoint = load_plain_checkpoint(point, map_location="cpu")
+    best = checkpoint.get("best_file")
+    if best and Path(best).parent.resolve() != point.parent.resolve():
+        checkpoint.pop("format", None)
+        save_plain_checkpoint(point, **{**checkpoint, "best_file": str(point.parent / Path(best).name)})
 
 
 def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
