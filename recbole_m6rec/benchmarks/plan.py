@@ -2,8 +2,9 @@
 
 A plan names the dataset, the seeds, the RecBole settings every row shares (``common``) and the rows: a row is a
 name plus a RecBole/plugin model, the settings that differ from ``common``, optionally a ``search`` space for tuning
-and its own ``seeds`` (a subset or superset of the plan's, e.g. more seeds for the rows a conclusion rests on). :func:`job_spec` turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides,
-together with the result's provenance, whether a finished result can be reused. It covers settings as values
+and its own ``seeds`` (other than the plan's, e.g. more seeds for the rows a conclusion rests on). :func:`job_spec`
+turns a (row, seed) into the job a process runs, with ``config_hash``: the hash that decides, together with the
+result's provenance, whether a finished result can be reused. It covers settings as values
 (:func:`effective_settings`), so a comment or an overridden default in the plugin's yaml files changes nothing.
 """
 
@@ -78,10 +79,11 @@ def row_seeds(plan: dict, name: str) -> list[int]:
 def jobs(plan: dict) -> list[tuple[str, int]]:
     """Every (row, seed) the plan runs, seed by seed in the plan's order (a row's extra seeds after them), so that a
     plan interrupted early has every row on its first seed."""
+    seeds = {name: row_seeds(plan, name) for name in plan["rows"]}
     order = list(plan["seeds"])
-    for name in plan["rows"]:
-        order += [seed for seed in row_seeds(plan, name) if seed not in order]
-    return [(name, seed) for seed in order for name in plan["rows"] if seed in row_seeds(plan, name)]
+    for own in seeds.values():
+        order += [seed for seed in own if seed not in order]
+    return [(name, seed) for seed in order for name in plan["rows"] if seed in seeds[name]]
 
 
 def parse_seeds(value: str | None, plan_path: str) -> list[int] | None:

@@ -65,7 +65,7 @@ def environment() -> str:
 
 def _seeds_sentence(plan: dict) -> str:
     """The plan's seeds, then the rows that run other seeds (a row's own ``seeds``) with theirs."""
-    own = {name: row_seeds(plan, name) for name in plan["rows"] if row_seeds(plan, name) != list(plan["seeds"])}
+    own = {name: seeds for name in plan["rows"] if (seeds := row_seeds(plan, name)) != list(plan["seeds"])}
     text = ", ".join(map(str, plan["seeds"]))
     if own:
         text += "; rows with their own seeds: " + "; ".join(
