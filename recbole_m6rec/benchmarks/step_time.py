@@ -193,11 +193,12 @@ def run(args) -> dict:
     }
 
 
-def _table(sizes: list[int], headers: list[str], cell_text) -> list[str]:
-    """Markdown rows: one per catalogue size, one column per header, ``cell_text(size, k)`` in column k."""
-    lines = ["| items | " + " | ".join(headers) + " |", "|---:|" + "---:|" * len(headers)]
+def _table(sizes: list[int], columns: list, headers: dict, cell: dict, text) -> list[str]:
+    """Markdown rows: one per catalogue size, one column per entry of ``columns`` (headed ``headers[column]``),
+    ``text(result)`` in each cell that has a result in ``cell[(size, column)]``, "–" in the others."""
+    lines = ["| items | " + " | ".join(headers[c] for c in columns) + " |", "|---:|" + "---:|" * len(columns)]
     for n in sizes:
-        lines.append(f"| {n:,} | " + " | ".join(cell_text(n, k) for k in range(len(headers))) + " |")
+        lines.append(f"| {n:,} | " + " | ".join(text(cell[(n, c)]) if (n, c) in cell else "–" for c in columns) + " |")
     return lines
 
 
@@ -230,21 +231,10 @@ def report_markdown(record: dict) -> str:
         ),
         "",
     ]
-    lines += _table(
-        sizes,
-        [label[c] for c in columns],
-        lambda n, k: f"{cell[(n, columns[k])]['median_s']:.3f} ({cell[(n, columns[k])]['items_scored']:,})"
-        if (n, columns[k]) in cell
-        else "–",
-    )
-    lines += ["", "Each step's time relative to float32 CE's on the smallest catalogue:", ""]
-    lines += _table(
-        sizes,
-        [label[c] for c in columns],
-        lambda n, k: f"{cell[(n, columns[k])]['median_s'] / base['median_s']:.2f}"
-        if (n, columns[k]) in cell and base
-        else "–",
-    )
+    lines += _table(sizes, columns, label, cell, lambda r: f"{r['median_s']:.3f} ({r['items_scored']:,})")
+    base_name = "CE's" if precisions == ["float32"] else "float32 CE's"
+    lines += ["", f"Each step's time relative to {base_name} on the smallest catalogue:", ""]
+    lines += _table(sizes, columns, label, cell if base else {}, lambda r: f"{r['median_s'] / base['median_s']:.2f}")
     machine = record["machine"]
     lines += [
         "",
