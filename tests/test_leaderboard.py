@@ -159,6 +159,20 @@ def test_epochs_valid_column_and_cap_marks(report):
     assert all(r["valid_ndcg@10"] for r in rows if r["status"] == "ok")
 
 
+def test_trainable_column_shows_each_models_trained_share(report):
+    out = report[0]
+    lines = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    column = header.index("trainable")
+    cells = {}
+    for line in lines[1:]:
+        row = [cell.strip() for cell in line.strip("|").split("|")]
+        cells.setdefault(row[0], row[column] if len(row) == len(header) else None)
+    share = json.loads((out / "results" / "M6Rec-tiny-seed1.json").read_text())["extra"]["trainable_share"]
+    assert 0 < share < 1 and cells["M6Rec-tiny"] == f"{100 * share:.2f}%"
+    assert cells["BPR"] == "all" and cells["MostPop"] == "–"
+
+
 def test_tuning_trials_choose_on_valid_and_feed_the_final_seeds(report):
     out = report[0]
     tuning = json.loads((out / "tuning" / "BPR-tuning.json").read_text())

@@ -167,9 +167,11 @@ def write_report(
         f"Best mean per column in bold; ± is the standard deviation over seeds "
         f"({_seeds_sentence(plan)}). `valid {main_metric}` is the best epoch's validation score, the "
         "only number used to choose (epochs, tuned settings, the rows compared below). `epochs (best)`: epochs run "
-        f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. Times are "
-        "wall-clock seconds of training plus test evaluation for one seed, on the machine below, one job at a "
-        "time; M6Rec's one-time item encoding is a separate column.",
+        f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. `trainable`: the "
+        "share of the model's parameters that training updates (a frozen language model counts in the total). "
+        "Times are wall-clock seconds of training plus test evaluation of one run, mean over seeds, on the machine "
+        "below (the provenance above says which runs had other jobs beside them); M6Rec's one-time item encoding "
+        "is a separate column.",
         "",
         *convergence_lines(records),
         "",

@@ -25,6 +25,7 @@ __all__ = [
     "lower_is_better_clause",
     "is_accuracy_metric",
     "epochs_cell",
+    "trainable_cell",
     "markdown_table",
 ]
 
@@ -189,6 +190,15 @@ def epochs_cell(epochs: list[tuple]) -> str:
     return " / ".join(cells)
 
 
+def trainable_cell(entry: dict) -> str:
+    """The share of a model's parameters that train, where the model reports it (M6Rec's frozen language model
+    counts in the total); ``all`` for a model that reports none and trains (ID models train every parameter); ``–``
+    for one that trains nothing."""
+    if entry.get("trainable_share"):
+        return f"{100 * entry['trainable_share']:.2f}%"
+    return "all" if any(trains for trains, *_ in entry.get("epochs", [])) else "–"
+
+
 def _mean_cell(entry: dict, key: str, best: float | None) -> str:
     mean, std = entry[key]
     text = f"{mean:.4f} ± {std:.4f}" if entry["runs"] > 1 else f"{mean:.4f}"
@@ -207,7 +217,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
     with_valid = bool(main_metric) and any(e.get("valid") for e in summary)
     best = {m: _best(summary, m, m) for m in metrics}
     best_valid = _best(summary, "valid", main_metric) if with_valid else None
-    costs = ["train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
+    costs = ["trainable", "train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
     header = (
         ["model", "seeds"]
         + ([f"valid {main_metric}"] if with_valid else [])
@@ -228,6 +238,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
         if with_costs:
             cells.append(epochs_cell(e["epochs"]))
             cells.append(" / ".join(f"`{c}`" for c in e["code"]))
+            cells.append(trainable_cell(e))
             cells.append(f"{e['train_seconds'][0]:.0f}")
             cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
             cells.append(f"{e['peak_rss_mb'][0]:.0f}")
