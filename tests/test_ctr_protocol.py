@@ -15,7 +15,12 @@ from helpers import QUIET
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.job import compact_samples
 from recbole_m6rec.benchmarks.report_stats import labelled_significance_lines
-from recbole_m6rec.benchmarks.significance import auc_ci, paired_auc_over_seeds
+from recbole_m6rec.benchmarks.significance import (
+    auc_ci,
+    auc_interval_over_users,
+    paired_auc_over_users,
+    weighted_aucs,
+)
 from recbole_m6rec.config import PluginConfig
 from recbole_m6rec.quick_start import run_pipeline
 from recbole_m6rec.split import leave_last_counts
@@ -129,6 +134,7 @@ def test_compact_samples_pair_a_context_row_with_a_sequential_row(like_rate, unt
     a, b = compact_samples(like_rate.per_sample_test), compact_samples(untrained_fm.per_sample_test)
     assert a["samples_digest"] == b["samples_digest"]
     assert a["label"] == b["label"]
+    assert a["user"] == b["user"] and len(set(a["user"])) == 943  # what the bootstrap resamples
     assert compact_samples({}) == {}
 
 
@@ -172,13 +178,14 @@ def test_paired_auc_pairs_only_the_same_samples_and_sees_a_real_difference():
     weak = [float(y + rng.normal(0, 3.0)) for y in labels]
     records = [_record("Mine", 1, labels, good), _record("Other", 1, labels, weak)]
     samples = {r["row"]: {r["seed"]: r["per_sample_test"]} for r in records}
-    result = paired_auc_over_seeds(samples["Mine"], samples["Other"])
-    assert result["diff"] > 0.1 and result["ci_low"] > 0 and result["p_value"] < 1e-6
+    result = paired_auc_over_users(samples["Mine"], samples["Other"])
+    assert result["diff"] > 0.1 and result["ci_low"] > 0 and result["p_value"] == result["p_floor"]
     shifted = _record("Other", 1, labels[1:] + labels[:1], weak)  # other samples: never paired
-    assert paired_auc_over_seeds(samples["Mine"], {1: shifted["per_sample_test"]}) is None
+    assert paired_auc_over_users(samples["Mine"], {1: shifted["per_sample_test"]}) is None
     summary = [{"row": "Mine", "runs": 1}, {"row": "Other", "runs": 1}]
     lines = "\n".join(labelled_significance_lines(records, summary, "auc", "Mine", "Other", ["Other"]))
-    assert "vs Other (the best baseline on valid): **+" in lines and "2000 test samples" in lines
+    assert "vs Other (the best baseline on valid): **+" in lines and "2000 test samples from 2000 users" in lines
+    assert "p ≤ 0.001, Holm p ≤ 0.001" in lines  # no resample on the far side: the bootstrap only bounds p
 
 
 def test_the_null_difference_is_not_significant():
@@ -186,9 +193,39 @@ def test_the_null_difference_is_not_significant():
     labels = rng.integers(0, 2, 3000).tolist()
     a = [float(y + rng.normal(0, 2.0)) for y in labels]
     b = [float(y + rng.normal(0, 2.0)) for y in labels]
-    result = paired_auc_over_seeds({1: compact_samples(_samples(labels, a))}, {1: compact_samples(_samples(labels, b))})
+    result = paired_auc_over_users({1: compact_samples(_samples(labels, a))}, {1: compact_samples(_samples(labels, b))})
     assert result["ci_low"] < 0 < result["ci_high"] and result["p_value"] > 0.05
     assert not math.isnan(result["diff"])
+
+
+def test_auc_intervals_resample_users_not_their_correlated_samples():
+    rng = np.random.default_rng(2)
+    n_users, per_user = 400, 5
+    labels = np.repeat(rng.integers(0, 2, n_users), per_user)  # a user's samples move together
+    a, b = (np.repeat(rng.normal(0, 1, n_users), per_user) + labels for _ in range(2))
+    users = [str(u) for u in np.repeat(np.arange(n_users), per_user)]
+    row_a = {"samples_digest": "same", "label": labels.tolist(), "score": a.tolist(), "user": users}
+    row_b = {**row_a, "score": b.tolist()}
+    by_sample_a = {key: value for key, value in row_a.items() if key != "user"}  # an older result: no users
+    clustered, by_sample = auc_interval_over_users({1: row_a}), auc_interval_over_users({1: by_sample_a})
+    assert clustered["clustered"] and clustered["n_users"] == n_users and not by_sample["clustered"]
+    assert clustered["auc"] == by_sample["auc"] == pytest.approx(auc_ci(labels, a)["auc"], abs=1e-12)
+    width = lambda r: r["ci_high"] - r["ci_low"]  # noqa: E731
+    # five copies of each user carry one user's evidence: the interval is about sqrt(5) times wider
+    assert width(clustered) > 1.8 * width(by_sample)
+    paired = paired_auc_over_users({1: row_a}, {1: row_b})
+    assert paired["n_users"] == n_users and paired["ci_low"] < paired["diff"] < paired["ci_high"]
+
+
+def test_weighted_aucs_equal_the_auc_of_the_repeated_samples():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(labels + rng.normal(0, 1, 300), 1)  # rounded: many ties
+    weights = rng.integers(0, 4, (3, 300))
+    for row in weights:
+        repeated = np.repeat(np.arange(300), row)
+        expected = auc_ci(labels[repeated], scores[repeated])["auc"]
+        assert weighted_aucs(labels, scores, row[None])[0] == pytest.approx(expected, abs=1e-12)
 
 
 def _samples(labels, scores):

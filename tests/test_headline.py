@@ -10,7 +10,7 @@ from recbole_m6rec.benchmarks import headline
 PROVENANCE = {"commit": "0123456789abcdef0123", "dirty": False, "code_hash": "feedfacecafe"}
 
 
-def _result(row, seed, valid, test, *, provenance=None, status="ok", new_layout=True, epochs=10):
+def _result(row, seed, valid, test, *, provenance=None, status="ok", new_layout=True, epochs=10, hit_cap=None):
     record = {
         "row": row,
         "model": row.split("-")[0],
@@ -25,6 +25,8 @@ def _result(row, seed, valid, test, *, provenance=None, status="ok", new_layout=
         record.update(valid=valid, test=test, extra={"epochs_run": epochs})
     if provenance is not None:
         record["provenance"] = provenance
+    if hit_cap is not None:
+        record["hit_cap"] = hit_cap
     return record
 
 
@@ -47,6 +49,7 @@ def project(tmp_path):
             {"ndcg@10": 0.10, "recall@10": 0.20},
             {"NDCG@10": 0.08, "recall@10": 0.16},
             provenance=PROVENANCE,
+            hit_cap=True,
         ),
     )
     _write(
@@ -59,6 +62,7 @@ def project(tmp_path):
             {"ndcg@10": 0.10, "recall@10": 0.18},
             provenance=PROVENANCE,
             epochs=7,
+            hit_cap=False,
         ),
     )
     _write(
@@ -104,12 +108,15 @@ def test_rewrites_the_blocks_from_the_reports(project, capsys):
         "# Title\n\nText before.\n\n<!-- headline:rank metrics=ndcg@10,recall@10 rows=SASRec,M6Rec,Pop -->\n"
     )
     assert "Between.\n" in text and text.endswith("Text after.\n")
-    # mean over the two seeds of valid and test, per metric; the code that made them
-    assert _row(text, "M6Rec") == ("| M6Rec | 2 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10, 7 | `0123456789` |")
-    # the older layout (valid/test, extra.epochs_run) without provenance
-    assert _row(text, "SASRec") == (
-        "| SASRec | 1 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10 | " "no provenance (older code) |"
+    # mean ± standard deviation over the two seeds of valid and test, per metric; epochs with the cap mark; the code
+    assert _row(text, "M6Rec") == (
+        "| M6Rec | 2 | 0.1100 ± 0.0141 | 0.0900 ± 0.0141 | 0.2100 ± 0.0141 | 0.1700 ± 0.0141 | 10†, 7 | `0123456789` |"
     )
+    # the older layout (valid/test, extra.epochs_run) without provenance, nor whether it reached its cap
+    assert _row(text, "SASRec") == (
+        "| SASRec | 1 | 0.1100 | 0.0900 | 0.2100 | 0.1700 | 10* | " "no provenance (older code) |"
+    )
+    assert "† = stopped at its epoch cap, * = the result does not record whether it did" in text
     # rows= orders the rows; a row with no finished result says so; the failed run is named
     assert text.index("| SASRec |") < text.index("| M6Rec |") < text.index("| Pop |")
     assert _row(text, "Pop") == "| Pop | 0 | – | – | – | – | – | no finished result |"
@@ -129,13 +136,13 @@ def test_rewrites_the_blocks_from_the_reports(project, capsys):
 def test_check_fails_on_a_hand_edited_number(project, capsys):
     headline.main(["--readme", str(project)])
     text = project.read_text(encoding="utf-8")
-    edited = text.replace("| M6Rec | 2 | 0.1100 | 0.0900 |", "| M6Rec | 2 | 0.1100 | 0.0990 |")
+    edited = text.replace("| M6Rec | 2 | 0.1100 ± 0.0141 | 0.0900 ±", "| M6Rec | 2 | 0.1100 ± 0.0141 | 0.0990 ±")
     assert edited != text
     project.write_text(edited, encoding="utf-8")
     capsys.readouterr()
     assert headline.main(["--readme", str(project), "--check"]) == 1
     err = capsys.readouterr().err
-    assert "-| M6Rec | 2 | 0.1100 | 0.0990 |" in err and "+| M6Rec | 2 | 0.1100 | 0.0900 |" in err
+    assert "-| M6Rec | 2 | 0.1100 ± 0.0141 | 0.0990 ±" in err and "+| M6Rec | 2 | 0.1100 ± 0.0141 | 0.0900 ±" in err
     assert project.read_text(encoding="utf-8") == edited  # --check writes nothing
     # a new result file also makes the README stale
     headline.main(["--readme", str(project)])
@@ -260,3 +267,20 @@ def test_the_readme_tables_match_the_committed_reports(capsys):
     fails here."""
     readme = Path(__file__).resolve().parents[1] / "README.md"
     assert headline.main(["--readme", str(readme), "--check"]) == 0, capsys.readouterr().err
+
+
+def test_results_on_different_splits_are_refused(tmp_path):
+    rank = tmp_path / "reports" / "rank" / "results"
+    _write(rank, "A-seed1.json", _result("A", 1, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}))
+    _write(rank, "B-seed1.json", {**_result("B", 1, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}), "split_fingerprint": "ff"})
+    with pytest.raises(ValueError, match=r"different splits \(`abcd1234abcd1234`: A; `ff`: B\)"):
+        headline.headline_table("rank", headline.load_results(rank), ["ndcg@10"])
+
+
+def test_a_metric_missing_from_a_seed_says_over_how_many_seeds_its_mean_is():
+    records = [
+        headline._normalise(_result("A", 1, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, hit_cap=False), Path("a1")),
+        headline._normalise(_result("A", 2, {}, {"ndcg@10": 0.3}, hit_cap=False), Path("a2")),
+    ]
+    row = _row(headline.headline_table("rank", records, ["ndcg@10"]), "A")
+    assert row == "| A | 2 | 0.1000 (1 of 2 seeds) | 0.2000 ± 0.1414 | 10, 10 | no provenance (older code) |"

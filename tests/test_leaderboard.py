@@ -10,9 +10,16 @@ import yaml
 from recbole_m6rec.benchmarks import leaderboard, provenance
 from recbole_m6rec.benchmarks.plan import job_spec
 from recbole_m6rec.benchmarks.report import NOTES_MARKER
-from recbole_m6rec.benchmarks.report_sections import reference_lines
-from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split, summarise
-from recbole_m6rec.benchmarks.runner import load_results, prepare_report_dir
+from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines
+from recbole_m6rec.benchmarks.report_stats import choose_on_valid, ratio_lines
+from recbole_m6rec.benchmarks.report_tables import (
+    SplitMismatchError,
+    check_one_split,
+    markdown_table,
+    run_seconds,
+    summarise,
+)
+from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, load_results, prepare_report_dir
 
 NOTE = "Hand-written: BPR's numbers here come from a one-epoch budget."
 
@@ -186,6 +193,20 @@ def test_tuning_trials_choose_on_valid_and_feed_the_final_seeds(report):
     assert "## Tuning" in text and json.dumps(tuning["best_params"]) in text
 
 
+def test_the_winning_trial_replaces_an_earlier_campaigns_result_but_never_a_current_one(report, tmp_path):
+    current = json.loads((report[0] / "results" / "BPR-seed1.json").read_text())
+    spec = {key: current[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
+    trial, out = tmp_path / "trial.json", tmp_path / "BPR-seed1.json"
+    trial.write_text(json.dumps(current))
+    out.write_text(json.dumps({**current, "config_hash": "0" * 16}))  # other settings: an earlier campaign's row
+    adopt_tuning_trial(spec, trial, out)
+    assert json.loads(out.read_text()) == current  # adopted, not left for a rerun of the same job
+    kept = {**current, "wall_seconds": -1.0}
+    out.write_text(json.dumps(kept))
+    adopt_tuning_trial(spec, trial, out)
+    assert json.loads(out.read_text()) == kept
+
+
 def test_hand_written_notes_survive_regeneration(report):
     text = (report[0] / "report.md").read_text()
     assert text.count(NOTES_MARKER) == 1
@@ -348,3 +369,63 @@ def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_the
     rerun = json.loads(result.read_text())
     assert rerun["provenance"]["code"][planted] != "0" * 16  # a plain --resume ran it again
     assert "changed after they ran" not in (out / "report.md").read_text()
+
+
+def test_a_continued_runs_time_is_scaled_from_its_continued_epochs_to_all():
+    run = {
+        "row": "A",
+        "seed": 1,
+        "status": "ok",
+        "train_seconds": 30.0,  # epochs 7, 8, 9 only: it continued from a resume point after epoch 6
+        "test_seconds": 5.0,
+        "epochs_run": 10,
+        "resumed_from_epoch": 7,
+        "test": {"ndcg@10": 0.1},
+        "valid": {"ndcg@10": 0.1},
+        "peak_rss_mb": 100.0,
+    }
+    assert run_seconds(run) == 30.0 * 10 / 3 + 5.0
+    assert run_seconds({**run, "resumed_from_epoch": None}) == 35.0
+    table = markdown_table(summarise([run], ["A"], ["ndcg@10"], "ndcg@10"), ["ndcg@10"], main_metric="ndcg@10")
+    assert "| ~105 |" in table
+    assert "scaled to all its epochs, marked ~" in " ".join(convergence_lines([run]))
+
+
+def test_results_that_do_not_record_their_epoch_cap_are_named_not_called_converged():
+    current = {"row": "New", "seed": 1, "status": "ok", "hit_cap": False}
+    older = {"row": "Old", "seed": 1, "status": "ok", "epochs_run": 10}  # written before runs recorded hit_cap
+    assert convergence_lines([current]) == [
+        "Every trained row stopped early on its validation metric, before its epoch cap."
+    ]
+    lines = convergence_lines([current, older])
+    assert lines == ["Results that do not record whether they reached their epoch cap: Old (seed 1)."]
+
+
+def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
+    def run(row, seed, valid, test):
+        return {
+            "row": row,
+            "seed": seed,
+            "status": "ok",
+            "valid": {"ndcg@10": valid},
+            "test": {"ndcg@10": test},
+            "train_seconds": 1.0,
+            "peak_rss_mb": 1.0,
+        }
+
+    records = [
+        run("M6Rec", 1, 0.10, 0.10),  # its mean over 3 seeds (0.167) beats M6Rec-x's one seed, not its seed 1
+        run("M6Rec", 2, 0.20, 0.20),
+        run("M6Rec", 3, 0.20, 0.20),
+        run("M6Rec-x", 1, 0.12, 0.12),
+        run("SASRec", 1, 0.11, 0.10),
+        run("SASRec", 2, 0.11, 0.10),
+        run("SASRec", 3, 0.11, 0.10),
+    ]
+    summary = summarise(records, ["M6Rec", "M6Rec-x", "SASRec"], ["ndcg@10"], "ndcg@10")
+    assert choose_on_valid(summary, "ndcg@10") == ("M6Rec-x", "SASRec")
+    text = "\n".join(ratio_lines(summary, "ndcg@10"))
+    assert "compared on seed(s) 1, the ones every row ran" in text
+    assert "mean over seed(s) 1: **1.20×** (valid: 0.1200 vs 0.1100)" in text
+    same_seeds = [r for r in records if r["row"] != "M6Rec-x"]
+    assert choose_on_valid(summarise(same_seeds, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10"), "ndcg@10")[0] == "M6Rec"

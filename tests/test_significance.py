@@ -50,7 +50,15 @@ def test_identical_rows_give_ratio_1_and_p_1():
     rng = np.random.default_rng(2)
     values = keyed(rng.uniform(0, 1, size=(3, 200)))
     ci = paired_ratio_ci(values, dict(values))
-    assert ci == {"ratio": 1.0, "ci_low": 1.0, "ci_high": 1.0, "p_value": 1.0, "n_users": 200, "n_seeds": 3}
+    assert ci == {
+        "ratio": 1.0,
+        "ci_low": 1.0,
+        "ci_high": 1.0,
+        "p_value": 1.0,
+        "p_floor": 2 / 10001,
+        "n_users": 200,
+        "n_seeds": 3,
+    }
 
 
 def test_a_pure_seed_shift_that_cancels_over_seeds_is_no_difference():

@@ -65,6 +65,7 @@ def _normalise(record: dict, path: Path) -> dict:
         "valid": _metric_dict(record, "best_valid_result", "valid"),
         "test": _metric_dict(record, "test_result", "test"),
         "epochs": epochs,
+        "hit_cap": record.get("hit_cap"),
         "split": record.get("split_fingerprint"),
         "provenance": record.get("provenance"),
         "file": path.name,
@@ -131,8 +132,25 @@ def _mean(values: list) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
+def _stats(values: list) -> tuple[float | None, float | None, int]:
+    """Mean, standard deviation (over two or more values) and count of the values that are there."""
+    values = [float(v) for v in values if v is not None]
+    mean = statistics.fmean(values) if values else None
+    return mean, (statistics.stdev(values) if len(values) > 1 else None), len(values)
+
+
+def _number(stats: tuple[float | None, float | None, int], seeds: int) -> str:
+    mean, sd, count = stats
+    if mean is None:
+        return "–"
+    text = f"{mean:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+    return text + (f" ({count} of {seeds} seeds)" if count < seeds else "")
+
+
+def _epochs(entry_epochs: list, hit_caps: list) -> str:
+    """``12, 30†``: epochs per seed, † where it stopped at its epoch cap, * where the result does not say."""
+    marks = {True: "†", False: "", None: "*"}
+    return ", ".join(("?" if e is None else str(e)) + marks[cap] for e, cap in zip(entry_epochs, hit_caps))
 
 
 def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> list[dict]:
@@ -148,7 +166,11 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
                 "seeds": [r["seed"] for r in mine],
                 "valid": {m: _mean([r["valid"].get(m) for r in mine]) for m in metrics},
                 "test": {m: _mean([r["test"].get(m) for r in mine]) for m in metrics},
+                "stats": {
+                    (part, m): _stats([r[part].get(m) for r in mine]) for m in metrics for part in ("valid", "test")
+                },
                 "epochs": [r["epochs"] for r in mine],
+                "hit_caps": [None if r.get("hit_cap") is None else bool(r["hit_cap"]) for r in mine],
                 "code": list(dict.fromkeys(provenance_label(r["provenance"]) for r in mine)),
             }
         )
@@ -168,17 +190,31 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
         if not entry["seeds"]:
             cells = [entry["row"], "0"] + ["–"] * (2 * len(metrics)) + ["–", "no finished result"]
         else:
-            numbers = [_number(entry[part][m]) for m in metrics for part in ("valid", "test")]
-            epochs = ", ".join("?" if e is None else str(e) for e in entry["epochs"])
+            numbers = [
+                _number(entry["stats"][part, m], len(entry["seeds"])) for m in metrics for part in ("valid", "test")
+            ]
+            epochs = _epochs(entry["epochs"], entry["hit_caps"])
             cells = [entry["row"], str(len(entry["seeds"]))] + numbers + [epochs, "; ".join(entry["code"])]
         lines.append("| " + " | ".join(cells) + " |")
     splits = sorted({str(r["split"]) for r in records if r["status"] == "ok" and r["split"]})
+    if len(splits) > 1:  # one table, one split, as the leaderboard's own report insists
+        rows_of = {s: sorted({r["row"] for r in records if str(r["split"]) == s}) for s in splits}
+        raise ValueError(
+            f"reports/{plan}: its results were scored on different splits ("
+            + "; ".join(f"`{s}`: {', '.join(rows)}" for s, rows in rows_of.items())
+            + "); rerun the odd rows on the plan's split"
+        )
     seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
     failed = [r for r in records if r["status"] != "ok"]
     footer = (
-        f"Mean over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: valid = the best "
-        f"validation epoch, test = that epoch's model on test. Split fingerprint "
-        f"{', '.join(f'`{s}`' for s in splits) or 'not recorded'}."
+        f"Mean ± standard deviation over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: "
+        f"valid = the best validation epoch, test = that epoch's model on test; † = stopped at its epoch cap"
+        + (
+            ", * = the result does not record whether it did (older code)"
+            if any(cap is None for entry in summary for cap in entry["hit_caps"])
+            else ""
+        )
+        + f". Split fingerprint {', '.join(f'`{s}`' for s in splits) or 'not recorded'}."
     )
     if failed:
         footer += " Failed, left out: " + ", ".join(f"{r['row']} seed {r['seed']}" for r in failed) + "."

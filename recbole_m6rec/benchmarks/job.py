@@ -5,7 +5,7 @@
 SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
 whether the run succeeds or fails. A finished record holds the results (``valid``: the best epoch's validation
 result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
-``per_sample_test`` (labelled evaluation: each test sample's label and score, for a paired AUC test) and its
+``per_sample_test`` (labelled evaluation: each test sample's user, label and score, for a paired AUC test) and its
 ``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
 the library versions, the git commit) and ``machine`` (:class:`recbole_m6rec.benchmarks.machine.CpuBeside`: how
 many cores other processes kept busy during the run, so a report can say whose times were measured alone).
@@ -93,16 +93,18 @@ def apply_torch_settings(config_dict: dict) -> None:
 
 
 def compact_samples(samples: dict) -> dict:
-    """Labelled evaluation's test samples for a paired AUC test: labels and scores sorted by (user, item), and one
-    digest of that (user, item, label) sequence, so two rows are paired only when they scored the same samples
+    """Labelled evaluation's test samples for a paired AUC test: users, labels and scores sorted by (user, item), and
+    one digest of that (user, item, label) sequence, so two rows are paired only when they scored the same samples
     ({} for a ranking evaluation). Sorted, because a context dataset evaluates its samples in time order and a
-    sequential one user by user."""
+    sequential one user by user. The users let the test resample users, not samples: one user's several test
+    samples are not independent."""
     if not samples:
         return {}
     order = sorted(range(len(samples["user"])), key=lambda k: (samples["user"][k], samples["item"][k]))
     users, items, labels = ([samples[name][k] for k in order] for name in ("user", "item", "label"))
     return {
         "samples_digest": stable_hash([users, items, labels])[:16],
+        "user": [str(user) for user in users],
         "label": [int(label) for label in labels],
         "score": [float(f"{samples['score'][k]:.9g}") for k in order],  # 9 digits: a float32 exactly
     }

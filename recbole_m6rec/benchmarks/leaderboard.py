@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, (name, seed) in enumerate(planned, 1):
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
-        adopt_tuning_trial(spec, report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json", out)
+        trial = report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json"
+        adopt_tuning_trial(spec, trial, out, keep_finished=args.keep_finished)
         records.append(run_or_reuse(spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished))
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)

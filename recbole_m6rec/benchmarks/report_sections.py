@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.report_tables import CAP_MARK
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK, run_seconds
 from recbole_m6rec.benchmarks.runner import load_results
 
 ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
@@ -36,12 +36,14 @@ def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
 def convergence_lines(records: list[dict]) -> list[str]:
     """The runs that stopped at their epoch cap (marked in the table), or that none did; the runs continued after
     an interruption."""
-    capped = sorted({f"{r['row']} (seed {r['seed']})" for r in records if r.get("status") == "ok" and r.get("hit_cap")})
-    lines = (
-        [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."]
-        if capped
-        else ["Every trained row stopped early on its validation metric, before its epoch cap."]
-    )
+    done = [r for r in records if r.get("status") == "ok" and r.get("trains", True)]
+    capped = sorted({f"{r['row']} (seed {r['seed']})" for r in done if r.get("hit_cap")})
+    unknown = sorted({f"{r['row']} (seed {r['seed']})" for r in done if "hit_cap" not in r})
+    lines = [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."] if capped else []
+    if unknown:  # results written before runs recorded it
+        lines.append(f"Results that do not record whether they reached their epoch cap: {', '.join(unknown)}.")
+    elif not capped:
+        lines.append("Every trained row stopped early on its validation metric, before its epoch cap.")
     resumed = [
         f"{r['row']} (seed {r['seed']}) at epoch {r['resumed_from_epoch']}"
         for r in records
@@ -50,7 +52,8 @@ def convergence_lines(records: list[dict]) -> list[str]:
     if resumed:
         lines.append(
             "Continued after an interruption, from the resume point of the last finished epoch (same metrics as an "
-            f"uninterrupted run; its train time counts the continuation only): {', '.join(sorted(resumed))}."
+            "uninterrupted run; its measured train time covers the continued epochs only, so its time in the table is "
+            f"that scaled to all its epochs, marked ~): {', '.join(sorted(resumed))}."
         )
     return lines
 
@@ -151,7 +154,11 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         "## Tuning",
         "",
         f"Each tuned row's trials at the tuning seed, selected on valid {main_metric}; the "
-        "chosen settings then ran on every seed (already in the per-row settings below).",
+        "chosen settings then ran on every seed (already in the per-row settings below). The winning trial is that "
+        "row's run at the tuning seed, not run again: its valid score is the best of its trials, so it is a little "
+        "optimistic, and its test score shares that run's luck. Every tuned row gets the same number of trials, so "
+        "the edge is alike for all of them; the rows that train nothing (or are not tuned) do not get it, and the "
+        "other seeds' runs carry none of it.",
         "",
     ]
     for row, record in tuned.items():
@@ -197,7 +204,7 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
 
         ref_valid = mean([(r.get("valid") or {}).get(main_metric) for r in theirs])
         ref_test = mean([(r.get("test") or {}).get(main_metric) for r in theirs])
-        ref_time = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in theirs]
+        ref_time = [run_seconds(r) for r in theirs]
         mine, valid, seconds = e.get(main_metric), e.get("valid"), e.get("train_seconds")
         cells = [
             e["row"],

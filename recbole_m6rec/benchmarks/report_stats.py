@@ -1,5 +1,5 @@
 """The report's comparisons: which rows are compared (chosen on validation, never on test) and how they compare on
-test: ratios of means, paired bootstrap intervals over users, DeLong's paired AUC test for labelled plans.
+test: ratios of means and AUC differences, with paired bootstrap intervals that resample users.
 
 The plan's ``primary`` row names a family (its name up to the first ``-``); the family's best row on validation is
 compared with every row outside it (the baselines), the best baseline on validation singled out.
@@ -11,6 +11,7 @@ from recbole_m6rec.benchmarks.report_tables import smaller_is_better
 
 __all__ = [
     "family_of",
+    "common_seeds",
     "choose_on_valid",
     "best_baseline",
     "significance_lines",
@@ -26,22 +27,48 @@ def family_of(primary: str) -> str:
     return primary.split("-")[0]
 
 
-def _by_valid(entries: list[dict]) -> dict | None:
-    entries = [e for e in entries if e["runs"] > 0 and e.get("valid") is not None]
+def common_seeds(entries: list[dict]) -> list | None:
+    """The seeds every one of ``entries`` has a validation score for, when they did not all run the same seeds
+    (``None`` when they did, or share none): rows are then compared on those seeds only, so a row's mean over more
+    seeds never meets a single seed's luckier or unluckier draw."""
+    seed_sets = [set(e.get("valid_by_seed") or {}) for e in entries]
+    if not seed_sets or all(seeds == seed_sets[0] for seeds in seed_sets):
+        return None
+    shared = set.intersection(*seed_sets)
+    return sorted(shared, key=str) if shared else None
+
+
+def _valid_score(entry: dict, seeds: list | None) -> float:
+    if seeds is None:
+        return entry["valid"][0]
+    return sum(entry["valid_by_seed"][s] for s in seeds) / len(seeds)
+
+
+def _by_valid(entries: list[dict], seeds: list | None) -> dict | None:
     if not entries:
         return None
     metric_smaller = entries[0].get("_smaller", False)
     pick = min if metric_smaller else max
-    return pick(entries, key=lambda e: e["valid"][0])
+    return pick(entries, key=lambda e: _valid_score(e, seeds))
+
+
+def _in_family(row: str, family: str) -> bool:
+    return row == family or row.startswith(family + "-")
+
+
+def _candidates(summary: list[dict]) -> list[dict]:
+    return [e for e in summary if e["runs"] > 0 and e.get("valid") is not None]
 
 
 def choose_on_valid(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> tuple[str | None, str | None]:
-    """(the primary's variant, the baseline) with the best mean validation ``main_metric``; test plays no part."""
+    """(the primary's variant, the baseline) with the best mean validation ``main_metric``, over the seeds every
+    row ran (:func:`common_seeds`) when rows ran different seeds; test plays no part."""
     family = family_of(primary)
     smaller = smaller_is_better(main_metric) if main_metric else False
-    marked = [{**e, "_smaller": smaller} for e in summary]
-    mine = _by_valid([e for e in marked if e["row"].startswith(family)])
-    theirs = _by_valid([e for e in marked if not e["row"].startswith(family)])
+    marked = [{**e, "_smaller": smaller} for e in _candidates(summary)]
+    seeds = common_seeds(marked)
+    mine = _by_valid([e for e in marked if _in_family(e["row"], family)], seeds)
+    theirs = _by_valid([e for e in marked if not _in_family(e["row"], family)], seeds)
     return (mine["row"] if mine else None), (theirs["row"] if theirs else None)
 
 
@@ -61,7 +88,7 @@ def significance_lines(
     if chosen is None or best is None:
         return []
     family = family_of(primary)
-    baselines = [e["row"] for e in summary if e["runs"] > 0 and not e["row"].startswith(family)]
+    baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
     try:
         from recbole_m6rec.benchmarks.significance import paired_ratio_ci
     except ImportError as error:
@@ -96,8 +123,14 @@ def significance_lines(
     )
     return [
         header,
-        *comparison_lines(results, best, lambda r: f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}],"),
+        *comparison_lines(results, best, _ratio_effect),
     ]
+
+
+def _ratio_effect(r: dict) -> str:
+    return (
+        f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_users']} users × {r['n_seeds']} seeds),"
+    )
 
 
 def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"label": [...], "score": [...]}}
@@ -111,42 +144,52 @@ def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"labe
 def labelled_significance_lines(
     records: list[dict], summary: list[dict], main_metric: str, chosen: str, best: str, baselines: list[str]
 ) -> list[str]:
-    """Labelled (CTR) plans: each row's test AUC with its DeLong interval, and the validation-chosen primary against
-    every row outside its family by DeLong's paired test on the same test samples, Holm-adjusted."""
-    from recbole_m6rec.benchmarks.significance import auc_ci, paired_auc_over_seeds
+    """Labelled (CTR) plans: each row's test AUC with its interval, and the validation-chosen primary against every
+    row outside its family on the same test samples, by a paired bootstrap that resamples users (a user's several
+    test samples are correlated), Holm-adjusted."""
+    from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
 
     if main_metric != "auc":
-        return [f"- Paired comparison {chosen} vs baselines: DeLong's test is for AUC, not {main_metric}."]
+        return [f"- Paired comparison {chosen} vs baselines: the paired test here is for AUC, not {main_metric}."]
     samples = {e["row"]: _per_sample_by_seed(records, e["row"]) for e in summary if e["runs"] > 0}
-    lines, intervals, n_samples = [], [], 0
+    lines, intervals, facts = [], [], None
     for row, by_seed in samples.items():
-        cis = [auc_ci(s["label"], s["score"]) for s in by_seed.values()]
-        if cis:
-            half = sum(ci["ci_high"] - ci["ci_low"] for ci in cis) / (2 * len(cis))
-            intervals.append(f"{row} {sum(ci['auc'] for ci in cis) / len(cis):.4f} ± {half:.4f}")
-            n_samples = len(next(iter(by_seed.values()))["label"])
+        interval = auc_interval_over_users(by_seed)
+        if interval is not None:
+            intervals.append(f"{row} {interval['auc']:.4f} [{interval['ci_low']:.4f}, {interval['ci_high']:.4f}]")
+            facts = facts or interval
     if intervals:
         lines.append(
-            f"- Test AUC with DeLong's 95% half-width (mean over seeds; {n_samples} test samples): "
-            + "; ".join(intervals)
+            f"- Test AUC with its 95% interval (mean over seeds; {_resampling(facts)}; {facts['samples']} test "
+            f"samples from {facts['n_users']} users): " + "; ".join(intervals)
         )
     results = {
         row: result
         for row in baselines
-        if (result := paired_auc_over_seeds(samples.get(chosen, {}), samples.get(row, {}))) is not None
+        if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
     }
     if not results:
         lines.append(
             f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
         )
         return lines
+    resampling = _resampling(next(iter(results.values())))
     lines.append(
-        f"- Test AUC of {chosen} − each baseline (DeLong's paired test on the same samples, per seed; mean difference, "
-        "95% interval from the mean per-seed standard error, an upper bound whatever the seeds' correlation; p for "
-        f"difference = 0 Holm-adjusted over {len(results)} comparisons):"
+        f"- Test AUC of {chosen} − each baseline (paired bootstrap on the same samples, {resampling}; mean "
+        f"difference over the seeds both ran, 95% interval; p for difference = 0 Holm-adjusted over {len(results)} "
+        "comparisons):"
     )
-    effect = lambda r: f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"  # noqa: E731
+
+    def effect(r: dict) -> str:
+        return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
+
     return lines + comparison_lines(results, best, effect)
+
+
+def _resampling(facts: dict) -> str:
+    if facts["clustered"]:
+        return f"{facts['n_boot']} resamples of users, each with all its test samples on every seed"
+    return f"{facts['n_boot']} resamples of test samples (these results record no users)"
 
 
 def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
@@ -157,9 +200,23 @@ def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
     adjusted = holm({row: r["p_value"] for row, r in results.items()})
     return [
         f"  - vs {row}{' (the best baseline on valid)' if row == best else ''}: {effect(r)} "
-        f"p = {r['p_value']:.3g}, Holm p = {adjusted[row]:.3g}"
+        f"{p_text('p', r['p_value'], _floored(r))}, {p_text('Holm p', adjusted[row], _floored(r))}"
         for row, r in results.items()
     ]
+
+
+def _floored(result: dict) -> bool:
+    """A bootstrap p at its floor ``2 / (B + 1)``: no resample fell on the far side, so the bootstrap only bounds it."""
+    return bool(result.get("p_floor")) and result["p_value"] <= result["p_floor"] * (1 + 1e-9)
+
+
+def p_text(name: str, p: float, floored: bool = False) -> str:
+    """``p = 0.031``, or ``p ≤ 0.0002`` for a bound (a floored bootstrap p, and the Holm-adjusted p made from it)."""
+    return f"{name} {'≤' if floored else '='} {p:.3g}"
+
+
+def _seed_list(seeds: list) -> str:
+    return ", ".join(str(s) for s in seeds)
 
 
 def ratio_lines(
@@ -173,19 +230,25 @@ def ratio_lines(
     if chosen is None or by_row[chosen].get(main_metric) is None:
         return []
     mine = by_row[chosen]
+    shared = common_seeds(_candidates(summary))
     lines = [
         f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
         + (f", {baseline} the best baseline" if baseline else "")
+        + (f", compared on seed(s) {_seed_list(shared)}, the ones every row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
-    if baseline is not None:
+    if baseline is not None and mine.get("test_by_seed") and by_row[baseline].get("test_by_seed"):
         best = by_row[baseline]
-        ratio = mine[main_metric][0] / best[main_metric][0] if best[main_metric][0] else float("inf")
-        lines.append(
-            f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}: "
-            f"**{ratio:.2f}×** (valid: {mine['valid'][0]:.4f} vs {best['valid'][0]:.4f})"
-        )
+        seeds = sorted(set(mine["test_by_seed"]) & set(best["test_by_seed"]), key=str)
+        if seeds:
+            a, b = (sum(e["test_by_seed"][s] for s in seeds) / len(seeds) for e in (mine, best))
+            va, vb = (sum(e["valid_by_seed"].get(s, 0.0) for s in seeds) / len(seeds) for e in (mine, best))
+            ratio = a / b if b else float("inf")
+            lines.append(
+                f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}, mean over seed(s) "
+                f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {va:.4f} vs {vb:.4f})"
+            )
     cold_metric = "cold_recall@10"
     if mine.get(cold_metric) is not None:
         for other in (timing_reference, "MostPop"):
@@ -197,6 +260,11 @@ def ratio_lines(
         ratio = mine["train_seconds"][0] / by_row[timing_reference]["train_seconds"][0]
         lines.append(
             f"- {chosen} train+eval time / {timing_reference} train+eval time: **{ratio:.2f}×** "
-            "(item encoding reported separately)"
+            "(item encoding reported separately"
+            + (
+                "; a run continued after an interruption counts as its continued epochs' time scaled to all)"
+                if mine.get("time_scaled") or by_row[timing_reference].get("time_scaled")
+                else ")"
+            )
         )
     return lines

@@ -20,6 +20,7 @@ __all__ = [
     "check_one_split",
     "metric_names",
     "results_csv",
+    "run_seconds",
     "summarise",
     "smaller_is_better",
     "lower_is_better_clause",
@@ -120,6 +121,16 @@ def results_csv(records: list[dict], metrics: list[str], main_metric: str) -> st
     return buffer.getvalue()
 
 
+def run_seconds(record: dict) -> float:
+    """A finished run's training (with its per-epoch validation) plus test time. A run continued after an
+    interruption measured only its continued epochs: their time is scaled to all the epochs it ran."""
+    train = float(record["train_seconds"])
+    resumed, epochs = record.get("resumed_from_epoch") or 0, _epochs_run(record)
+    if resumed and isinstance(epochs, int) and epochs > resumed:
+        train *= epochs / (epochs - resumed)
+    return train + float(record.get("test_seconds", 0))
+
+
 def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
     """One entry per row in ``rows``: its finished runs' (mean, std) of each test metric, of the valid
     ``main_metric`` (``valid``), time and memory; its failed runs, epochs, item encoding time and code hashes."""
@@ -130,8 +141,7 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry = {"row": name, "runs": len(done), "failed": failed}
         columns = {m: [float(r["test"][m]) for r in done] for m in metrics}
         columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]
-        # training (with its per-epoch validation) plus the final test evaluation
-        columns["train_seconds"] = [float(r["train_seconds"]) + float(r.get("test_seconds", 0)) for r in done]
+        columns["train_seconds"] = [run_seconds(r) for r in done]
         columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
         for m, values in columns.items():
             entry[m] = (
@@ -145,6 +155,10 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["item_encoding_seconds"] = encodings[0] if encodings else None
         shares = [r["extra"].get("trainable_share") for r in done if (r.get("extra") or {}).get("trainable_share")]
         entry["trainable_share"] = shares[0] if shares else None
+        entry["time_scaled"] = any(r.get("resumed_from_epoch") for r in done)
+        # per seed, for comparisons between rows that ran different seeds
+        entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
+        entry["test_by_seed"] = {r["seed"]: float(r["test"][main_metric]) for r in done if main_metric in r["test"]}
         entry["epochs"] = [
             (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]
@@ -239,7 +253,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
             cells.append(epochs_cell(e["epochs"]))
             cells.append(" / ".join(f"`{c}`" for c in e["code"]))
             cells.append(trainable_cell(e))
-            cells.append(f"{e['train_seconds'][0]:.0f}")
+            cells.append(f"{'~' if e.get('time_scaled') else ''}{e['train_seconds'][0]:.0f}")
             cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
             cells.append(f"{e['peak_rss_mb'][0]:.0f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -166,9 +166,11 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
     return tuned
 
 
-def adopt_tuning_trial(spec: dict, trial: Path, out: Path) -> None:
-    """The winning trial ran this very job (same settings at the tuning seed): copy it instead of rerunning it."""
-    if out.exists() or not trial.is_file():
+def adopt_tuning_trial(spec: dict, trial: Path, out: Path, keep_finished: bool = False) -> None:
+    """The winning trial ran this very job (same settings at the tuning seed): copy it instead of rerunning it.
+    A result already in ``out`` is kept only while it can stand for this job; one from other settings or older code
+    (an earlier campaign's) is replaced, not rerun."""
+    if not trial.is_file() or reusable_result(spec, out, keep_finished)[0] is not None:
         return
     record = json.loads(trial.read_text(encoding="utf-8"))
     if reuse_verdict(record, spec) is None:

@@ -10,7 +10,11 @@ Each run stores every test user's value of the main metric (``per_user_test`` in
   with its values on every seed, so seeds of one user are not counted as independent evidence.
 - :func:`holm`: Holm-Bonferroni adjusted p-values, for a report that compares the primary row with several others.
 - :func:`auc_ci`, :func:`paired_auc_test`: DeLong's interval for one AUC, and DeLong's test for two AUCs on the same
-  test samples (DeLong, DeLong & Clarke-Pearson, Biometrics 1988), computed with midranks (Sun & Xu, 2014).
+  test samples (DeLong, DeLong & Clarke-Pearson, Biometrics 1988), computed with midranks (Sun & Xu, 2014). They
+  treat samples as independent: right for one test sample per user.
+- :func:`auc_interval_over_users`, :func:`paired_auc_over_users`: the same questions when a user has several test
+  samples (leave-last-N-out), whose outcomes are correlated: a bootstrap that resamples users, each with all its
+  samples, over the seeds both rows ran. The leaderboard's CTR reports use these.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from scipy import stats
 __all__ = [
     "PairedTest",
     "auc_ci",
+    "auc_interval_over_users",
     "holm",
+    "paired_auc_over_users",
     "paired_auc_test",
     "paired_ratio_ci",
     "paired_test",
     "per_user_by_seed",
     "per_user_means",
+    "weighted_aucs",
 ]
 
 
@@ -140,7 +147,7 @@ def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boo
     the interval reflects how many users there are, not users times seeds. The p-value is the bootstrap's: twice the
     smaller share of resampled ratios on either side of 1 (so p < 0.05 exactly when 1 is outside the interval, up to
     resampling noise). A resample whose baseline sum is 0 has ratio inf (1 if the primary's is 0 too).
-    Returns ``ratio, ci_low, ci_high, p_value, n_users, n_seeds``.
+    Returns ``ratio, ci_low, ci_high, p_value, p_floor`` (the smallest p it can give), ``n_users, n_seeds``.
     """
     if not (isinstance(n_boot, int) and n_boot > 0):
         raise ValueError(f"n_boot must be a positive int (got {n_boot!r})")
@@ -166,6 +173,7 @@ def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boo
         "ci_low": float(low),
         "ci_high": float(high),
         "p_value": float(p_value),
+        "p_floor": 2 / (n_boot + 1),
         "n_users": int(n),
         "n_seeds": int(n_seeds),
     }
@@ -250,33 +258,96 @@ def paired_auc_test(labels, scores_a, scores_b, alpha: float = 0.05) -> dict:
     }
 
 
-def paired_auc_over_seeds(primary: dict, baseline: dict, alpha: float = 0.05) -> dict | None:
-    """DeLong's paired test of two rows scored on the same labelled samples, over the seeds both ran.
+# --- AUC: a bootstrap over users ----------------------------------------------------------------------------------
+def weighted_aucs(labels, scores, weights: np.ndarray) -> np.ndarray:
+    """AUC of ``scores`` for each row of ``weights`` ``[B n]`` (sample k counted ``weights[b, k]`` times; ties count
+    one half): the AUCs of ``B`` bootstrap resamples at once. With all weights 1 it is the ordinary AUC."""
+    y, (s,) = _labels_and_scores(labels, scores)
+    order = np.argsort(s, kind="stable")
+    w = np.asarray(weights, dtype=float)[:, order]
+    y, s = y[order], s[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first sample of each group of equal scores
+    pos = np.add.reduceat(w * y, starts, axis=1)  # [B G] weight of positives per score group
+    neg = np.add.reduceat(w * ~y, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives scored strictly lower than the group
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
-    ``primary`` and ``baseline`` map a seed to ``{"samples_digest", "label", "score"}`` (a result's
-    ``per_sample_test``); a seed counts only when both rows scored the same samples in the same order (same digest).
-    The difference is the mean of the per-seed AUC differences; its standard error is the mean of the per-seed
-    DeLong standard errors, an upper bound on the standard error of the mean whatever the correlation between seeds
-    (they share the samples, so they are not independent). ``None`` when no seed pairs."""
-    tests = []
-    for seed in sorted(set(primary) & set(baseline), key=str):
-        a, b = primary[seed], baseline[seed]
-        if not a or not b or a.get("samples_digest") != b.get("samples_digest"):
-            continue
-        tests.append({**paired_auc_test(a["label"], a["score"], b["score"], alpha), "samples": len(a["label"])})
-    if not tests:
+
+def _user_resampled_aucs(runs: list[dict], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Each run's AUC and its AUCs on ``n_boot`` resamples ``[B runs]`` that draw users with replacement, each drawn
+    user bringing all its samples in every run (so one user's samples, correlated, are never counted as independent).
+    A run is a result's ``per_sample_test`` (``label``, ``score``, ``user``); results without ``user`` (older ones)
+    are resampled sample by sample, and the returned facts say so."""
+    clustered = all("user" in run for run in runs)
+    groups = [run["user"] if clustered else [str(k) for k in range(len(run["label"]))] for run in runs]
+    users = sorted(set().union(*groups))
+    index = {user: k for k, user in enumerate(users)}
+    members = [np.array([index[u] for u in group]) for group in groups]
+    rng = np.random.default_rng(seed)
+    resampled = np.empty((n_boot, len(runs)))
+    chunk = max(1, 1_000_000 // max(len(m) for m in members))
+    for start in range(0, n_boot, chunk):
+        draws = rng.integers(0, len(users), size=(min(chunk, n_boot - start), len(users)))
+        counts = np.stack([np.bincount(row, minlength=len(users)) for row in draws])  # [b users]
+        for j, (run, member) in enumerate(zip(runs, members)):
+            resampled[start : start + len(draws), j] = weighted_aucs(run["label"], run["score"], counts[:, member])
+    observed = np.array([weighted_aucs(r["label"], r["score"], np.ones((1, len(r["label"]))))[0] for r in runs])
+    facts = {"clustered": clustered, "n_users": len(users), "samples": len(runs[0]["label"]), "n_boot": n_boot}
+    return observed, resampled, facts
+
+
+def _bootstrap_p(values: np.ndarray, null: float) -> float:
+    """Two-sided bootstrap p for ``null``: twice the smaller share of resampled values on either side, +1 corrected
+    (so never below ``2 / (B + 1)``)."""
+    finite = values[np.isfinite(values)]
+    below, above = np.count_nonzero(finite <= null), np.count_nonzero(finite >= null)
+    return float(min(1.0, 2 * (min(below, above) + 1) / (len(finite) + 1)))
+
+
+def auc_interval_over_users(by_seed: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """A row's test AUC, mean over its seeds, with a 95% percentile interval from resampling users (each with all
+    its samples on every seed). ``by_seed`` maps a seed to a result's ``per_sample_test``; ``None`` when empty.
+    Returns ``auc, ci_low, ci_high, seeds, samples, n_users, clustered``."""
+    runs = [run for _, run in sorted(by_seed.items(), key=lambda kv: str(kv[0])) if run]
+    if not runs:
         return None
-    diff = float(np.mean([t["diff"] for t in tests]))
-    se = float(np.mean([t["se"] for t in tests]))
-    half = stats.norm.ppf(1 - alpha / 2) * se
-    p_value = (1.0 if diff == 0 else 0.0) if se == 0 else float(2 * stats.norm.sf(abs(diff) / se))
+    observed, resampled, facts = _user_resampled_aucs(runs, n_boot, seed)
+    low, high = np.nanpercentile(resampled.mean(axis=1), [2.5, 97.5])
+    return {"auc": float(observed.mean()), "ci_low": float(low), "ci_high": float(high), "seeds": len(runs), **facts}
+
+
+def paired_auc_over_users(primary: dict, baseline: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """Two rows' test AUCs compared on the same labelled samples, over the seeds both ran: the mean over seeds of
+    the AUC difference (primary - baseline), a 95% percentile interval and a two-sided p for difference = 0 from a
+    paired bootstrap that resamples users (the same users for both rows, each with all its samples on every seed).
+
+    ``primary`` and ``baseline`` map a seed to ``{"samples_digest", "label", "score", "user"}`` (a result's
+    ``per_sample_test``); a seed counts only when both rows scored the same samples in the same order (same digest).
+    Resampling users, not samples, matters when a user contributes several test samples (leave-last-N-out): their
+    outcomes are correlated, and a per-sample interval (DeLong's included) would be too narrow. ``None`` when no
+    seed pairs. Returns ``auc_a, auc_b, diff, ci_low, ci_high, p_value, p_floor, seeds, samples, n_users,
+    clustered``."""
+    seeds = [
+        s
+        for s in sorted(set(primary) & set(baseline), key=str)
+        if primary[s] and baseline[s] and primary[s].get("samples_digest") == baseline[s].get("samples_digest")
+    ]
+    if not seeds:
+        return None
+    runs = [primary[s] for s in seeds] + [baseline[s] for s in seeds]
+    observed, resampled, facts = _user_resampled_aucs(runs, n_boot, seed)
+    k = len(seeds)
+    diffs = resampled[:, :k].mean(axis=1) - resampled[:, k:].mean(axis=1)
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
     return {
-        "auc_a": float(np.mean([t["auc_a"] for t in tests])),
-        "auc_b": float(np.mean([t["auc_b"] for t in tests])),
-        "diff": diff,
-        "ci_low": diff - half,
-        "ci_high": diff + half,
-        "p_value": p_value,
-        "seeds": len(tests),
-        "samples": tests[0]["samples"],
+        "auc_a": float(observed[:k].mean()),
+        "auc_b": float(observed[k:].mean()),
+        "diff": float(observed[:k].mean() - observed[k:].mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": _bootstrap_p(diffs, 0.0),
+        "p_floor": 2 / (n_boot + 1),
+        "seeds": k,
+        **facts,
     }
