@@ -429,3 +429,25 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     assert "mean over seed(s) 1: **1.20×** (valid: 0.1200 vs 0.1100)" in text
     same_seeds = [r for r in records if r["row"] != "M6Rec-x"]
     assert choose_on_valid(summarise(same_seeds, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10"), "ndcg@10")[0] == "M6Rec"
+
+
+def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
+    def run(row, cold_recall):
+        return {
+            "row": row,
+            "seed": 1,
+            "status": "ok",
+            "valid": {"ndcg@10": 0.1},
+            "test": {"ndcg@10": 0.1, "cold_recall@10": cold_recall},
+            "train_seconds": 1.0,
+            "peak_rss_mb": 1.0,
+            "extra": {"cold_test_users": 116},
+        }
+
+    records = [run("M6Rec", 6 / 116), run("SASRec", 0.0), run("MostPop", 3 / 116)]
+    summary = summarise(records, ["M6Rec", "SASRec", "MostPop"], ["ndcg@10", "cold_recall@10"], "ndcg@10")
+    text = "\n".join(ratio_lines(summary, "ndcg@10"))
+    assert (
+        "cold_recall@10 / SASRec cold_recall@10: undefined (the other finds none) (0.0517 vs 0.0000; 6.0 vs 0.0" in text
+    )
+    assert "/ MostPop cold_recall@10: 2.0× (0.0517 vs 0.0259; 6.0 vs 3.0 of 116 cold test users" in text

@@ -254,8 +254,13 @@ def ratio_lines(
         for other in (timing_reference, "MostPop"):
             if other in by_row and by_row[other].get(cold_metric) is not None:
                 a, b = mine[cold_metric][0], by_row[other][cold_metric][0]
-                ratio = f"{a / b:.1f}×" if b else "∞ (the other scores 0)"
-                lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: **{ratio}** ({a:.4f} vs {b:.4f})")
+                ratio = f"{a / b:.1f}×" if b else "undefined (the other finds none)"
+                users = mine.get("cold_test_users")
+                # leave-one-out: one target per test user, so recall@10 x cold users = cold targets found
+                found = (
+                    f"; {a * users:.1f} vs {b * users:.1f} of {users} cold test users, mean over seeds" if users else ""
+                )
+                lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: {ratio} ({a:.4f} vs {b:.4f}{found})")
     if timing_reference in by_row:
         ratio = mine["train_seconds"][0] / by_row[timing_reference]["train_seconds"][0]
         lines.append(

@@ -155,6 +155,8 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["item_encoding_seconds"] = encodings[0] if encodings else None
         shares = [r["extra"].get("trainable_share") for r in done if (r.get("extra") or {}).get("trainable_share")]
         entry["trainable_share"] = shares[0] if shares else None
+        cold_users = [r["extra"]["cold_test_users"] for r in done if (r.get("extra") or {}).get("cold_test_users")]
+        entry["cold_test_users"] = cold_users[0] if cold_users else None
         entry["time_scaled"] = any(r.get("resumed_from_epoch") for r in done)
         # per seed, for comparisons between rows that ran different seeds
         entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
