@@ -451,3 +451,32 @@ def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
         "cold_recall@10 / SASRec cold_recall@10: undefined (the other finds none) (0.0517 vs 0.0000; 6.0 vs 0.0" in text
     )
     assert "/ MostPop cold_recall@10: 2.0× (0.0517 vs 0.0259; 6.0 vs 3.0 of 116 cold test users" in text
+
+
+def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
+    plan = {
+        "dataset": "ml-100k",
+        "seeds": [1],
+        "common": {
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            "user_inter_num_interval": "[0,25]",
+            "metrics": ["Recall", "NDCG"],
+            "topk": [10],
+            "valid_metric": "NDCG@10",
+            "state": "WARNING",
+        },
+        "rows": {
+            "MostPop": {"model": "MostPop"},
+            "MostPop-fewer-users": {"model": "MostPop", "user_inter_num_interval": "[0,22]"},  # another split
+            "MostPop-later": {"model": "MostPop"},
+        },
+    }
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit, match="different splits.*stopped after job 2 of 3"):
+        leaderboard.main([f"--config_files={plan_file}", f"--report={out}"])
+    assert sorted(p.name for p in (out / "results").glob("*.json")) == [
+        "MostPop-fewer-users-seed1.json",
+        "MostPop-seed1.json",
+    ]

@@ -38,6 +38,7 @@ import yaml
 
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
+from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
 from recbole_m6rec.config import parse_cmd_args
 
@@ -99,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         trial = report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json"
         adopt_tuning_trial(spec, trial, out, keep_finished=args.keep_finished)
         records.append(run_or_reuse(spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished))
+        try:  # now, not after hours of further jobs whose table would be refused
+            check_one_split(records)
+        except SplitMismatchError as error:
+            raise SystemExit(f"{error}; stopped after job {k} of {len(planned)}") from error
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
     print(report)
