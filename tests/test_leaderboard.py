@@ -480,3 +480,20 @@ def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
         "MostPop-fewer-users-seed1.json",
         "MostPop-seed1.json",
     ]
+
+
+def test_a_metric_some_runs_did_not_record_is_averaged_over_those_that_did_and_says_so():
+    def run(seed, test):
+        return {
+            "row": "A",
+            "seed": seed,
+            "status": "ok",
+            "valid": {"ndcg@10": 0.1},
+            "test": test,
+            "train_seconds": 1.0,
+            "peak_rss_mb": 1.0,
+        }
+
+    records = [run(1, {"ndcg@10": 0.1, "hit@10": 0.2}), run(2, {"ndcg@10": 0.3})]  # seed 2: an older result
+    table = markdown_table(summarise(records, ["A"], ["ndcg@10", "hit@10"], "ndcg@10"), ["ndcg@10", "hit@10"])
+    assert "| **0.2000 ± 0.1414** | **0.2000 (1 of 2 seeds)** |" in table

@@ -82,7 +82,7 @@ def plots(summary: list[dict], main_metric: str, report_dir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [e for e in summary if e["runs"] > 0]
+    done = [e for e in summary if e["runs"] > 0 and e.get(main_metric) is not None]
     if not done:
         return []
     names = [e["row"] for e in done]

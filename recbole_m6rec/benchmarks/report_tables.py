@@ -139,10 +139,12 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         done = [r for r in records if r["row"] == name and r.get("status") == "ok"]
         failed = [r for r in records if r["row"] == name and r.get("status") != "ok"]
         entry = {"row": name, "runs": len(done), "failed": failed}
-        columns = {m: [float(r["test"][m]) for r in done] for m in metrics}
+        # a metric a run did not record (an older result beside newer ones) is averaged over the runs that did
+        columns = {m: [float(r["test"][m]) for r in done if m in (r.get("test") or {})] for m in metrics}
         columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]
         columns["train_seconds"] = [run_seconds(r) for r in done]
         columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
+        entry["counts"] = {m: len(values) for m, values in columns.items()}
         for m, values in columns.items():
             entry[m] = (
                 (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else None
@@ -216,8 +218,13 @@ def trainable_cell(entry: dict) -> str:
 
 
 def _mean_cell(entry: dict, key: str, best: float | None) -> str:
+    if entry.get(key) is None:
+        return "–"
     mean, std = entry[key]
-    text = f"{mean:.4f} ± {std:.4f}" if entry["runs"] > 1 else f"{mean:.4f}"
+    count = entry.get("counts", {}).get(key, entry["runs"])
+    text = f"{mean:.4f} ± {std:.4f}" if count > 1 else f"{mean:.4f}"
+    if count < entry["runs"]:
+        text += f" ({count} of {entry['runs']} seeds)"
     return f"**{text}**" if best is not None and abs(mean - best) < 1e-12 else text
 
 
