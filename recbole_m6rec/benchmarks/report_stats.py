@@ -111,12 +111,7 @@ def significance_lines(
         if mine and theirs and set(mine) & set(theirs):
             results[row] = paired_ratio_ci(mine, theirs)
     if not results:
-        reason = (
-            f"labelled evaluation scores one sample per user; {main_metric} is not a per-user metric"
-            if labelled
-            else "no per-user values to pair (sampled evaluation?)"
-        )
-        return [f"- Paired comparison {chosen} vs baselines: not computed ({reason})."]
+        return [f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair)."]
     header = (
         f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
         f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
