@@ -51,7 +51,7 @@ def convergence_lines(records: list[dict]) -> list[str]:
     ]
     if resumed:
         lines.append(
-            "Continued after an interruption, from the resume point of the last finished epoch (same metrics as an "
+            "Continued after an interruption, from the resume point of the last evaluated epoch (same metrics as an "
             "uninterrupted run; its measured train time covers the continued epochs only, so its time in the table is "
             f"that scaled to all its epochs, marked ~): {', '.join(sorted(resumed))}."
         )

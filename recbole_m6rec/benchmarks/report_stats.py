@@ -123,9 +123,8 @@ def significance_lines(
 
 
 def _ratio_effect(r: dict) -> str:
-    return (
-        f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_users']} users × {r['n_seeds']} seeds),"
-    )
+    seeds = f"{r['n_seeds']} seed{'' if r['n_seeds'] == 1 else 's'}"
+    return f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_users']} users × {seeds}),"
 
 
 def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"label": [...], "score": [...]}}
