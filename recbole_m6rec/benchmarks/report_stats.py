@@ -239,9 +239,17 @@ def ratio_lines(
             a, b = (sum(e["test_by_seed"][s] for s in seeds) / len(seeds) for e in (mine, best))
             va, vb = (sum(e["valid_by_seed"].get(s, 0.0) for s in seeds) / len(seeds) for e in (mine, best))
             ratio = a / b if b else float("inf")
+            # the spread a retrained model would show: the bootstrap below resamples users, not training runs
+            per_seed = [
+                f"{seed} {mine['test_by_seed'][seed] / best['test_by_seed'][seed]:.2f}×"
+                for seed in seeds
+                if best["test_by_seed"][seed]
+            ]
             lines.append(
                 f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}, mean over seed(s) "
-                f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {va:.4f} vs {vb:.4f})"
+                f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {va:.4f} vs {vb:.4f}"
+                + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "")
+                + ")"
             )
     cold_metric = "cold_recall@10"
     if mine.get(cold_metric) is not None:
