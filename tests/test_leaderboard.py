@@ -330,11 +330,9 @@ def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(rep
     assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays
 
 
-def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_them(tmp_path):
-    """``--keep_finished`` keeps a finished row whose recorded code no longer matches the files (a plan explored
-    on older code) instead of running it again, and the report says which row and which file; a plain --resume
-    runs it again."""
-    plan = {
+def _small_plan(rows: dict) -> dict:
+    """A one-seed plan on ml-100k's users with at most 25 interactions: seconds per MostPop row."""
+    return {
         "dataset": "ml-100k",
         "seeds": [1],
         "common": {
@@ -345,8 +343,15 @@ def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_the
             "valid_metric": "NDCG@10",
             "state": "WARNING",
         },
-        "rows": {"MostPop": {"model": "MostPop"}},
+        "rows": rows,
     }
+
+
+def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_them(tmp_path):
+    """``--keep_finished`` keeps a finished row whose recorded code no longer matches the files (a plan explored
+    on older code) instead of running it again, and the report says which row and which file; a plain --resume
+    runs it again."""
+    plan = _small_plan({"MostPop": {"model": "MostPop"}})
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(plan))
     out = tmp_path / "report"
@@ -371,19 +376,31 @@ def test_keep_finished_reuses_results_from_changed_code_and_the_report_names_the
     assert "changed after they ran" not in (out / "report.md").read_text()
 
 
-def test_a_continued_runs_time_is_scaled_from_its_continued_epochs_to_all():
-    run = {
-        "row": "A",
-        "seed": 1,
+def _finished(row: str, seed: int, valid: dict, test: dict, **fields) -> dict:
+    """A finished run's result as the report reads it, without running anything."""
+    return {
+        "row": row,
+        "seed": seed,
         "status": "ok",
-        "train_seconds": 30.0,  # epochs 7, 8, 9 only: it continued from a resume point after epoch 6
-        "test_seconds": 5.0,
-        "epochs_run": 10,
-        "resumed_from_epoch": 7,
-        "test": {"ndcg@10": 0.1},
-        "valid": {"ndcg@10": 0.1},
-        "peak_rss_mb": 100.0,
+        "valid": valid,
+        "test": test,
+        "train_seconds": 1.0,
+        "peak_rss_mb": 1.0,
+        **fields,
     }
+
+
+def test_a_continued_runs_time_is_scaled_from_its_continued_epochs_to_all():
+    run = _finished(
+        "A",
+        1,
+        {"ndcg@10": 0.1},
+        {"ndcg@10": 0.1},
+        train_seconds=30.0,  # epochs 7, 8, 9 only: it continued from a resume point after epoch 6
+        test_seconds=5.0,
+        epochs_run=10,
+        resumed_from_epoch=7,
+    )
     assert run_seconds(run) == 30.0 * 10 / 3 + 5.0
     assert run_seconds({**run, "resumed_from_epoch": None}) == 35.0
     table = markdown_table(summarise([run], ["A"], ["ndcg@10"], "ndcg@10"), ["ndcg@10"], main_metric="ndcg@10")
@@ -403,15 +420,7 @@ def test_results_that_do_not_record_their_epoch_cap_are_named_not_called_converg
 
 def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     def run(row, seed, valid, test):
-        return {
-            "row": row,
-            "seed": seed,
-            "status": "ok",
-            "valid": {"ndcg@10": valid},
-            "test": {"ndcg@10": test},
-            "train_seconds": 1.0,
-            "peak_rss_mb": 1.0,
-        }
+        return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": test})
 
     records = [
         run("M6Rec", 1, 0.10, 0.10),  # its mean over 3 seeds (0.167) beats M6Rec-x's one seed, not its seed 1
@@ -438,16 +447,8 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
 
 def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
     def run(row, cold_recall):
-        return {
-            "row": row,
-            "seed": 1,
-            "status": "ok",
-            "valid": {"ndcg@10": 0.1},
-            "test": {"ndcg@10": 0.1, "cold_recall@10": cold_recall},
-            "train_seconds": 1.0,
-            "peak_rss_mb": 1.0,
-            "extra": {"cold_test_users": 116},
-        }
+        test = {"ndcg@10": 0.1, "cold_recall@10": cold_recall}
+        return _finished(row, 1, {"ndcg@10": 0.1}, test, extra={"cold_test_users": 116})
 
     records = [run("M6Rec", 6 / 116), run("SASRec", 0.0), run("MostPop", 3 / 116)]
     summary = summarise(records, ["M6Rec", "SASRec", "MostPop"], ["ndcg@10", "cold_recall@10"], "ndcg@10")
@@ -459,23 +460,13 @@ def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
 
 
 def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
-    plan = {
-        "dataset": "ml-100k",
-        "seeds": [1],
-        "common": {
-            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
-            "user_inter_num_interval": "[0,25]",
-            "metrics": ["Recall", "NDCG"],
-            "topk": [10],
-            "valid_metric": "NDCG@10",
-            "state": "WARNING",
-        },
-        "rows": {
+    plan = _small_plan(
+        {
             "MostPop": {"model": "MostPop"},
             "MostPop-fewer-users": {"model": "MostPop", "user_inter_num_interval": "[0,22]"},  # another split
             "MostPop-later": {"model": "MostPop"},
-        },
-    }
+        }
+    )
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(plan))
     out = tmp_path / "report"
@@ -488,17 +479,10 @@ def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
 
 
 def test_a_metric_some_runs_did_not_record_is_averaged_over_those_that_did_and_says_so():
-    def run(seed, test):
-        return {
-            "row": "A",
-            "seed": seed,
-            "status": "ok",
-            "valid": {"ndcg@10": 0.1},
-            "test": test,
-            "train_seconds": 1.0,
-            "peak_rss_mb": 1.0,
-        }
-
-    records = [run(1, {"ndcg@10": 0.1, "hit@10": 0.2}), run(2, {"ndcg@10": 0.3})]  # seed 2: an older result
+    valid = {"ndcg@10": 0.1}
+    records = [
+        _finished("A", 1, valid, {"ndcg@10": 0.1, "hit@10": 0.2}),
+        _finished("A", 2, valid, {"ndcg@10": 0.3}),
+    ]  # seed 2: an older result
     table = markdown_table(summarise(records, ["A"], ["ndcg@10", "hit@10"], "ndcg@10"), ["ndcg@10", "hit@10"])
     assert "| **0.2000 ± 0.1414** | **0.2000 (1 of 2 seeds)** |" in table
