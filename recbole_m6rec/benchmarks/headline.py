@@ -127,11 +127,6 @@ def _is_smaller_better(metric: str) -> bool:
     return name.removeprefix("cold_").removeprefix("warm_") in SMALLER_IS_BETTER
 
 
-def _mean(values: list) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def _stats(values: list) -> tuple[float | None, float | None, int]:
     """Mean, standard deviation (over two or more values) and count of the values that are there."""
     values = [float(v) for v in values if v is not None]
@@ -154,7 +149,8 @@ def _epochs(entry_epochs: list, hit_caps: list) -> str:
 
 
 def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> list[dict]:
-    """One entry per row: seeds, mean valid and test per metric, epochs per seed, provenance labels."""
+    """One entry per row: seeds, (mean, standard deviation, count) of valid and test per metric, epochs and cap marks
+    per seed, provenance labels."""
     done = [r for r in records if r["status"] == "ok"]
     names = list(rows) if rows else list(dict.fromkeys(r["row"] for r in done))
     summary = []
@@ -164,8 +160,6 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
             {
                 "row": name,
                 "seeds": [r["seed"] for r in mine],
-                "valid": {m: _mean([r["valid"].get(m) for r in mine]) for m in metrics},
-                "test": {m: _mean([r["test"].get(m) for r in mine]) for m in metrics},
                 "stats": {
                     (part, m): _stats([r[part].get(m) for r in mine]) for m in metrics for part in ("valid", "test")
                 },
@@ -177,7 +171,12 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
     if not rows and metrics:
         first = metrics[0]
         sign = 1 if _is_smaller_better(first) else -1
-        summary.sort(key=lambda e: (e["valid"][first] is None, sign * (e["valid"][first] or 0.0)))
+
+        def by_valid(entry: dict) -> tuple[bool, float]:
+            mean = entry["stats"]["valid", first][0]
+            return mean is None, sign * (mean or 0.0)
+
+        summary.sort(key=by_valid)
     return summary
 
 
