@@ -486,3 +486,60 @@ def test_a_metric_some_runs_did_not_record_is_averaged_over_those_that_did_and_s
     ]  # seed 2: an older result
     table = markdown_table(summarise(records, ["A"], ["ndcg@10", "hit@10"], "ndcg@10"), ["ndcg@10", "hit@10"])
     assert "| **0.2000 ± 0.1414** | **0.2000 (1 of 2 seeds)** |" in table
+
+
+def _status_rows(text: str) -> dict[str, str]:
+    return {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+
+
+def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_path, capsys):
+    from recbole_m6rec.checkpoint import save_plain_checkpoint
+
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    plan_file = report[0].parent / "plan.yaml"
+    plan = yaml.safe_load(plan_file.read_text())
+    status = [f"--config_files={plan_file}", f"--report={out}", "--status"]
+
+    assert leaderboard.main(status) == 0
+    rows = _status_rows(capsys.readouterr().out)
+    assert rows["BPR"].startswith("| BPR | 2 of 2 trials, best valid ndcg@10 ")
+    assert rows["BPR"].endswith("| done | done |") and rows["MostPop"].endswith("| done | done |")
+    assert "reruns: the earlier run failed" in rows["Broken"]
+
+    # what a --resume would rerun or continue: a result whose code changed since, an interrupted run and tuning
+    changed = json.loads((out / "results" / "MostPop-seed2.json").read_text())
+    first_file = next(iter(changed["provenance"]["code"]))
+    changed["provenance"]["code"][first_file] = "0" * 16
+    (out / "results" / "MostPop-seed2.json").write_text(json.dumps(changed))
+    (out / "results" / "M6Rec-tiny-seed1.json").unlink()
+    partial = out / "results" / ".partial" / "M6Rec-tiny-seed1"
+    partial.mkdir(parents=True)
+    spec = job_spec(plan, "M6Rec-tiny", 1)
+    (partial / "partial.json").write_text(json.dumps({"config_hash": spec["config_hash"], "seed": 1}))
+    save_plain_checkpoint(partial / "M6Rec-last.pth", epoch=2)
+    tuning = json.loads((out / "tuning" / "BPR-tuning.json").read_text())
+    tuning["trials"] = tuning["trials"][:1]  # the tuning was interrupted after its first trial
+    (out / "tuning" / "BPR-tuning.json").write_text(json.dumps(tuning))
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    assert leaderboard.main(status) == 0
+    text = capsys.readouterr().out
+    rows = _status_rows(text)
+    assert f"reruns: code changed: {first_file}" in rows["MostPop"]
+    assert "| continues: 3 epochs done, saved " in rows["M6Rec-tiny"]
+    assert rows["BPR"].startswith("| BPR | 1 of 2 trials") and rows["BPR"].endswith("| after tuning | after tuning |")
+    assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
+
+
+def test_a_resumed_tuning_labels_each_trial_by_its_place_in_the_budget(report, tmp_path, capsys):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    tuning = json.loads((out / "tuning" / "BPR-tuning.json").read_text())
+    tuning["trials"] = tuning["trials"][:1]  # interrupted after its first trial
+    (out / "tuning" / "BPR-tuning.json").write_text(json.dumps(tuning))
+    plan_file = report[0].parent / "plan.yaml"
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume", "--rows=BPR"]) == 0
+    log = capsys.readouterr().out
+    assert "[tuning BPR 2/2] BPR seed 1" in log and "[tuning BPR 1/2]" not in log

@@ -40,6 +40,7 @@ from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
+from recbole_m6rec.benchmarks.status import status_report
 from recbole_m6rec.config import parse_cmd_args
 
 __all__ = ["main"]
@@ -74,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "older code, whose rows would otherwise all run again",
     )
     parser.add_argument(
+        "--status",
+        action="store_true",
+        help="run nothing: print what the report folder holds of the plan and what is left (tuning trials, and "
+        "per seed: done, reruns and why, continues an interrupted run, or to run)",
+    )
+    parser.add_argument(
         "--no_tuning",
         action="store_true",
         help="ignore the plan's tuning block: every row runs with the settings it lists",
@@ -82,14 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reference", default=None, help="a report folder (e.g. the committed one) to show next to this run's numbers"
     )
     args, rest = parser.parse_known_args(argv)
-    if args.keep_finished and not args.resume:
-        parser.error("--keep_finished keeps the folder's finished results: use it with --resume")
+    if args.keep_finished and not (args.resume or args.status):
+        parser.error("--keep_finished keeps the folder's finished results: use it with --resume (or --status)")
     overrides = {key: yaml.safe_load(value) for key, value in parse_cmd_args(rest).items()}
     rows = args.rows.split(",") if args.rows else None
     plan = load_plan(args.config_files, overrides, rows, parse_seeds(args.seeds, args.config_files))
     if args.no_tuning:
         plan.pop("tuning", None)
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
+    if args.status:
+        print(status_report(plan, report_dir, args.keep_finished))
+        return 0
     prepare_report_dir(report_dir, args.resume, args.fresh)
     tuned = tune(plan, report_dir, resume=True)
     planned = jobs(plan)

@@ -145,9 +145,11 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
             record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
-        def still_current(overrides: dict, trial=trial) -> bool:
+        def still_current(overrides: dict, trial=trial, count=count) -> bool:
             """A trial in the tuning record counts only while its result file's provenance is current."""
-            return resume and reusable_result(*trial(overrides))[0] is not None
+            current = resume and reusable_result(*trial(overrides))[0] is not None
+            count["n"] += current  # a reused trial takes its place in the count, so a run's label is its index
+            return current
 
         print(
             f"tuning {name} on valid {plan['common'].get('valid_metric')}, seed {seed}: "
