@@ -115,3 +115,12 @@ def test_a_partial_run_of_other_settings_or_code_is_not_continued(tmp_path):
     done, record = run(tmp_path, changed, out)
     assert done.returncode == 0, done.stderr[-2000:]
     assert record["status"] == "ok" and "resumed_from_epoch" not in record
+
+
+def test_an_unreadable_resume_point_starts_over_instead_of_failing_every_resume(tmp_path):
+    spec = job_spec(PLAN, "SASRec", 2020)
+    folder = job.partial_folder(tmp_path / "SASRec-seed2020.json")
+    assert job.resume_point(folder, spec)[0] is None  # a fresh run stamps the folder
+    (folder / "SASRec-Dec-03-2026_11-00-00-last.pth").write_bytes(b"cut short by a full disk")
+    point, stamp = job.resume_point(folder, spec)
+    assert point is None and not list(folder.glob("*.pth")) and stamp["config_hash"] == spec["config_hash"]

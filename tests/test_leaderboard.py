@@ -543,3 +543,28 @@ def test_a_resumed_tuning_labels_each_trial_by_its_place_in_the_budget(report, t
     assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume", "--rows=BPR"]) == 0
     log = capsys.readouterr().out
     assert "[tuning BPR 2/2] BPR seed 1" in log and "[tuning BPR 1/2]" not in log
+
+
+def test_status_counts_the_trials_a_resumed_tuning_reuses_within_its_budget(report, tmp_path):
+    from recbole_m6rec.benchmarks.status import tuning_status
+
+    plan = yaml.safe_load((report[0].parent / "plan.yaml").read_text())
+    plan["tuning"] = {"trials": 3, "seed": 1, "algo": "random"}
+    plan["rows"]["BPR"]["search"] = {"learning_rate": ["choice", 0.001, 0.002, 0.003, 0.004]}
+    current = json.loads((report[0] / "results" / "BPR-seed1.json").read_text())  # today's code and libraries
+    trials = []
+    for index, (rate, score) in enumerate([(0.001, 0.01), (0.002, 0.05), (0.003, 0.03), (0.004, 0.09)]):
+        spec = job_spec(plan, "BPR", 1, {"learning_rate": rate})
+        path = tmp_path / "tuning" / "BPR" / f"trial-{spec['config_hash']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if index:  # the first trial's result is gone: it runs again, and the later ones are still reused
+            path.write_text(json.dumps({**current, "config_hash": spec["config_hash"], "valid": {"ndcg@10": score}}))
+        trials.append({"index": index, "params": {"learning_rate": rate}, "status": "ok", "valid": {"ndcg@10": score}})
+    header = {"row": "BPR", "space": plan["rows"]["BPR"]["search"], "metric": "ndcg@10", "algo": "random", "seed": 1}
+    (tmp_path / "tuning" / "BPR-tuning.json").write_text(json.dumps({**header, "trials": trials}))
+
+    status = tuning_status(plan, "BPR", tmp_path)
+    assert (status["done"], status["budget"]) == (2, 3)
+    assert status["best_params"] == {"learning_rate": 0.002}  # the fourth trial (0.09) lies beyond the budget
+    plan["tuning"] = {"trials": 10, "seed": 1, "algo": "exhaustive"}
+    assert tuning_status(plan, "BPR", tmp_path)["budget"] == 4  # a smaller grid runs whole, in fewer trials

@@ -143,8 +143,11 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
         same = False
     points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime) if same else []
     if points:
-        _best_file_beside(points[-1])
-        return points[-1], stamp
+        try:
+            _best_file_beside(points[-1])
+            return points[-1], stamp
+        except ValueError as error:  # unreadable (a disk that filled up): start over rather than fail every resume
+            print(f"starting over: the resume point in {folder} cannot be read ({error})", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     stamp = {

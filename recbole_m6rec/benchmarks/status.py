@@ -31,62 +31,89 @@ def _trial_path(report_dir: Path, spec: dict) -> Path:
 
 def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
     """``"k epochs done, saved DD Mon HH:MM UTC"`` for the interrupted run whose checkpoints are in ``folder``
-    (:func:`~recbole_m6rec.benchmarks.job.partial_folder`); with ``spec``, only if it is a run of that job. A rerun
-    also checks the code and libraries before it continues, which this does not."""
+    (:func:`~recbole_m6rec.benchmarks.job.partial_folder`); with ``spec``, only if it is a run of that job. A run
+    with no finished epoch starts over, so it is none. A rerun also checks the code and libraries before it
+    continues, which this does not."""
     try:
         stamp = json.loads((folder / "partial.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict):
         return None
     if spec is not None and (stamp.get("config_hash"), stamp.get("seed")) != (spec["config_hash"], spec["seed"]):
         return None
     points = sorted(folder.glob("*-last.pth"), key=lambda path: path.stat().st_mtime)
     if not points:
-        return "started, no epoch finished yet"
+        return None
     from recbole_m6rec.checkpoint import load_plain_checkpoint
 
     try:
-        epochs = load_plain_checkpoint(points[-1], map_location="cpu")["epoch"] + 1
-    except (ValueError, KeyError):
+        epochs = int(load_plain_checkpoint(points[-1], map_location="cpu")["epoch"]) + 1
+    except (ValueError, KeyError, TypeError):
         return None
     saved = time.strftime("%d %b %H:%M UTC", time.gmtime(points[-1].stat().st_mtime))
     return f"{epochs} epochs done, saved {saved}"
 
 
-def tuning_status(plan: dict, name: str, report_dir: Path, keep_finished: bool = False) -> dict | None:
-    """Row ``name``'s tuning: ``{budget, done, best_params, best_valid, metric, running}`` counting only trials whose
-    result a ``--resume`` would reuse; ``None`` when the row is not tuned."""
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
+    """Row ``name``'s tuning: ``{budget, done, best_params, best_valid, metric, running}``, or ``{error}`` when it
+    cannot tune (the leaderboard then runs the row untuned); ``None`` when the row is not tuned.
+
+    A recorded trial counts when its result file is one a ``--resume`` would reuse and holds the metric: trials
+    count only while current, ``--keep_finished`` or not, as the tuner checks them. A trial that does not count
+    runs again with the same settings; the later ones are still reused, since their settings do not follow from
+    scores, except under ``bayes`` from hyperopt's 20th trial on."""
     from recbole_m6rec.benchmarks.tuning import _smaller_is_better, validate_search, validate_tuning
 
     row = plan["rows"][name]
     if not row.get("search") or "tuning" not in plan:
         return None
-    tuning = validate_tuning(plan)
-    space = validate_search(name, row["search"], tuning["algo"])
-    metric = str(plan["common"].get("valid_metric", "")).lower()
+    try:
+        tuning = validate_tuning(plan)
+        space = validate_search(name, row["search"], tuning["algo"])
+        fixed = sorted(set(space) & set(row))
+        if fixed:
+            raise ValueError(f"row '{name}' sets {fixed} both as fixed values and in `search`")
+        metric = str(plan["common"].get("valid_metric", "")).lower()
+        if not metric:
+            raise ValueError("the plan's `common.valid_metric` is not set")
+    except ValueError as error:
+        return {"error": str(error)}
+    budget = tuning["trials"]
+    if tuning["algo"] == "exhaustive":  # a smaller grid is run whole, in fewer trials
+        budget = min(budget, math.prod(len(spec) - 1 for spec in space.values()))
     header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
     try:
         record = json.loads((report_dir / "tuning" / f"{name}-tuning.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = {}
-    trials = record.get("trials") or [] if all(record.get(k) == v for k, v in header.items()) else []
+    record = record if isinstance(record, dict) else {}
+    trials = (record.get("trials") or []) if all(record.get(k) == v for k, v in header.items()) else []
     done, best_params, best_valid = 0, None, None
     sign = -1.0 if _smaller_is_better(metric) else 1.0
-    for trial in trials:  # the tuner reuses a prefix of its record: the first trial that does not count ends it
-        spec = job_spec(plan, name, tuning["seed"], trial.get("params"))
-        # trials count only while current, --keep_finished or not: the tuner checks them that way
-        if trial.get("status") == "ok" and reusable_result(spec, _trial_path(report_dir, spec))[0]:
-            score = trial["valid"].get(metric)
-            if score is not None and math.isfinite(score) and (best_valid is None or sign * score > sign * best_valid):
-                best_params, best_valid = trial["params"], score
-        else:  # a failed or stale trial runs again, and hyperopt's later proposals may follow from it
+    for index, trial in enumerate(trials[:budget]):
+        params = trial.get("params") if isinstance(trial, dict) else None
+        if not isinstance(params, dict):
             break
-        done += 1
-    # the next trial's settings are hyperopt's to propose: show the latest interrupted trial, whichever it is
+        spec = job_spec(plan, name, tuning["seed"], params)
+        previous = reusable_result(spec, _trial_path(report_dir, spec))[0]
+        score = ((previous or {}).get("valid") or {}).get(metric)
+        if previous is not None and _finite(score):
+            done += 1
+            if best_valid is None or sign * score > sign * best_valid:
+                best_params, best_valid = params, score
+        elif tuning["algo"] == "bayes" and index >= 20:  # TPE's later proposals follow from this trial's score
+            break
+    # the trial to run next is hyperopt's to propose: show the latest interrupted trial, whichever it is
     folders = sorted((report_dir / "tuning" / name / ".partial").glob("trial-*"), key=lambda p: p.stat().st_mtime)
     running = _interrupted(folders[-1]) if folders else None
     return {
-        "budget": tuning["trials"],
-        "done": min(done, tuning["trials"]),
+        "budget": budget,
+        "done": done,
         "best_params": best_params,
         "best_valid": best_valid,
         "metric": metric,
@@ -99,15 +126,15 @@ def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished
     done ...`` or ``to run``. ``params`` are the row's chosen tuning settings."""
     spec = job_spec(plan, name, seed, params)
     out = report_dir / "results" / f"{name}-seed{seed}.json"
-    found = [reusable_result(spec, path, keep_finished) for path in (out, _trial_path(report_dir, spec))]
-    for previous, _ in found:  # the winning tuning trial is this very job at the tuning seed
-        if previous is not None:
-            changed = provenance.stale_reasons(previous) if keep_finished else []
-            return "done, code changed since (kept)" if changed else "done"
+    result, why = reusable_result(spec, out, keep_finished)
+    if result is None:  # the winning tuning trial is this very job at the tuning seed, adopted only while current
+        result = reusable_result(spec, _trial_path(report_dir, spec))[0]
+    if result is not None:
+        changed = provenance.stale_reasons(result) if keep_finished else []
+        return "done, code changed since (kept)" if changed else "done"
     interrupted = _interrupted(partial_folder(out), spec)
     if interrupted:
         return f"continues: {interrupted}"
-    why = found[0][1]
     return f"reruns: {why}" if why else "to run"
 
 
@@ -124,10 +151,12 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
     ]
     trials_left = jobs_left = 0
     for name in plan["rows"]:
-        tuned = tuning_status(plan, name, report_dir, keep_finished)
+        tuned = tuning_status(plan, name, report_dir)
         cells = {}
         if tuned is None:
             tuning_cell, params = "–", None
+        elif "error" in tuned:
+            tuning_cell, params, tuned = f"cannot tune ({tuned['error']}): runs untuned", None, None
         else:
             best = (
                 f", best valid {tuned['metric']} {tuned['best_valid']:.4f}" if tuned["best_valid"] is not None else ""
