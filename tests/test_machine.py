@@ -9,7 +9,8 @@ import time
 
 import torch
 
-from recbole_m6rec.benchmarks.machine import CpuBeside, machine_load
+from recbole_m6rec.benchmarks.leaderboard import emulated_autocast_rows
+from recbole_m6rec.benchmarks.machine import CpuBeside, cpu_model, has_bfloat16, machine_load
 from recbole_m6rec.benchmarks.report_sections import provenance_lines
 
 SPIN = "import time\nend = time.perf_counter() + {seconds}\nwhile time.perf_counter() < end: pass\n"
@@ -81,3 +82,41 @@ def test_the_report_names_the_runs_that_did_not_run_alone():
     assert "Not recorded for 1 older runs" in line
     alone = provenance_lines([_run("BPR", 1, 0.02)])
     assert any("none: all 1 runs ran alone" in line for line in alone)
+
+
+AMD_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+XEON_AMX = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU implementer\t: 0x41\n"
+
+
+def test_the_cpu_and_its_bfloat16_instructions_are_read_from_cpuinfo():
+    assert (cpu_model(AMD_AVX2), has_bfloat16(AMD_AVX2)) == ("AMD EPYC", False)
+    assert (cpu_model(XEON_AMX), has_bfloat16(XEON_AMX)) == ("Intel(R) Xeon(R) Platinum 8480+", True)
+    assert (cpu_model(ARM_BF16), has_bfloat16(ARM_BF16)) == (None, True)
+    assert has_bfloat16("") is None  # unknown is not "no": nothing is refused on it
+
+
+def test_autocast_rows_are_refused_on_a_cpu_that_would_emulate_bfloat16():
+    plan = {
+        "common": {"epochs": 1},
+        "rows": {"SASRec": {"model": "SASRec"}, "M6Rec": {"model": "M6Rec", "enable_amp": True}},
+    }
+    assert emulated_autocast_rows(plan, bfloat16=False, cuda=False) == ["M6Rec"]
+    assert emulated_autocast_rows(plan, bfloat16=True, cuda=False) == []
+    assert emulated_autocast_rows(plan, bfloat16=None, cuda=False) == []
+    assert emulated_autocast_rows(plan, bfloat16=False, cuda=True) == []  # trains on the GPU
+    plan["common"]["use_gpu"] = False
+    assert emulated_autocast_rows(plan, bfloat16=False, cuda=True) == ["M6Rec"]
+
+
+def test_the_report_says_which_rows_ran_on_which_cpu():
+    def on(row, cpu, bf16):
+        record = _run(row, 1, 0.0)
+        record["provenance"] = {"runtime": {"torch_threads": 1, "cpu": cpu, "cpu_bfloat16": bf16}}
+        return record
+
+    one = provenance_lines([on("BPR", "AMD EPYC", False), on("SASRec", "AMD EPYC", False)])
+    assert "- CPU: AMD EPYC, no bfloat16 instructions." in one
+    two = provenance_lines([on("BPR", "AMD EPYC", False), on("SASRec", "Xeon", True)])
+    assert "- **Rows ran on different CPUs** (compare times only within one):" in two
+    assert "  - Xeon, bfloat16 instructions: SASRec/seed1" in two

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, cpu_model, has_bfloat16
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
@@ -47,6 +48,18 @@ __all__ = ["main"]
 
 # --help shows what the command does; the paragraph on where the code lives is for readers of the source
 COMMAND_HELP = __doc__.split("\nThe code, one job per module")[0] if __doc__ else None
+
+
+def emulated_autocast_rows(plan: dict, bfloat16: bool | None, cuda: bool) -> list[str]:
+    """Rows that would train under ``enable_amp`` (torch's bfloat16 autocast) on a CPU without bfloat16 instructions
+    (``bfloat16`` False), where autocast emulates them: about 70 times slower than float32 on such a CPU."""
+    if bfloat16 is not False:
+        return []
+    return [
+        name
+        for name, row in plan["rows"].items()
+        if {**plan["common"], **row}.get("enable_amp") and not (cuda and {**plan["common"], **row}.get("use_gpu", True))
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.status:
         print(status_report(plan, report_dir, args.keep_finished))
         return 0
+    import torch
+
+    slow = emulated_autocast_rows(plan, has_bfloat16(), torch.cuda.is_available())
+    if slow:
+        raise SystemExit(
+            f"rows {', '.join(slow)} train with enable_amp (bfloat16 autocast), but this CPU ({cpu_model()}) has no "
+            f"bfloat16 instructions ({', '.join(BFLOAT16_FLAGS)} in /proc/cpuinfo): torch would emulate them, "
+            "about 70 times slower than float32. Run these rows on a CPU that has them, or leave them out with "
+            "--rows=<the others>."
+        )
     prepare_report_dir(report_dir, args.resume, args.fresh)
     tuned = tune(plan, report_dir, resume=True)
     planned = jobs(plan)

@@ -11,7 +11,8 @@ A job records, after its run:
 * ``data``: the dataset's atomic files (SHA-256 each).
 * ``versions``: Python, recbole, torch, transformers, numpy.
 * ``runtime``: what changes times but not numbers: torch's thread count, a preloaded memory allocator
-  (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count.
+  (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model and
+  whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them).
 * ``git_commit``, ``git_dirty`` (the working tree differs from that commit) and ``dirty_code`` (which of the row's
   own code files differ from it), for the reader; reuse is decided by the hashes, not by the commit.
 * ``changed_during_run``: code files modified after the job started; such a result is never reused, since the file
@@ -123,11 +124,15 @@ def library_versions() -> dict[str, str]:
 def runtime() -> dict:
     import torch
 
+    from recbole_m6rec.benchmarks.machine import cpu_model, has_bfloat16
+
     preload = os.environ.get("LD_PRELOAD", "")
     return {
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "ld_preload": " ".join(Path(p).name for p in preload.split() if p) or None,
+        "cpu": cpu_model(),
+        "cpu_bfloat16": has_bfloat16(),
     }
 
 

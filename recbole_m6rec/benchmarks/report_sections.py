@@ -102,6 +102,7 @@ def provenance_lines(records: list[dict]) -> list[str]:
     )
     if runtimes:  # times only: neither changes a number
         lines.append("- Runtime (changes times, not results): " + "; ".join(runtimes) + ".")
+    lines += _cpu_lines(done, origins)
     lines += _beside_lines(done)
     # files shared by rows, with different contents
     contents: dict[str, dict[str, set]] = {}
@@ -120,6 +121,24 @@ def provenance_lines(records: list[dict]) -> list[str]:
             "the plugin files each row imported (baselines import none of the language-model code)."
         )
     return lines
+
+
+def _cpu_lines(done: list[dict], origins: list[dict]) -> list[str]:
+    """The CPUs the rows ran on; where there were several, which rows ran on which, since times compare only on one
+    (results older than this record say nothing, and are left out)."""
+    cpus: dict[str, list[str]] = {}
+    for r, o in zip(done, origins):
+        rt = o.get("runtime") or {}
+        if "cpu" in rt:
+            bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(
+                rt.get("cpu_bfloat16"), ""
+            )
+            cpus.setdefault(f"{rt['cpu'] or 'unnamed CPU'}{bf16}", []).append(f"{r['row']}/seed{r['seed']}")
+    if len(cpus) <= 1:
+        return [f"- CPU: {cpu}." for cpu in cpus]
+    return ["- **Rows ran on different CPUs** (compare times only within one):"] + [
+        f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())
+    ]
 
 
 def _beside_lines(done: list[dict]) -> list[str]:
