@@ -445,6 +445,27 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     )
 
 
+def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
+    def run(row, seed, seconds, cpu):
+        runtime = {"runtime": {"cpu": cpu}} if cpu else {}
+        return _finished(row, seed, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, train_seconds=seconds, provenance=runtime)
+
+    records = [
+        run("M6Rec", 1, 300.0, None),  # older results, CPU not recorded: one unnamed CPU
+        run("SASRec", 1, 100.0, None),
+        run("M6Rec", 2, 900.0, "AMD EPYC"),  # a slower machine, with SASRec's seed 2 on the faster one
+        run("SASRec", 2, 100.0, "Xeon"),
+        run("M6Rec", 3, 600.0, "AMD EPYC"),
+        run("SASRec", 3, 200.0, "AMD EPYC"),
+    ]
+    summary = summarise(records, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
+    line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
+    assert "**3.00×** (mean over seed(s) 1, 3; not seed(s) 2, which ran them on different CPUs" in line
+    apart = [run("M6Rec", 2, 900.0, "AMD EPYC"), run("SASRec", 2, 100.0, "Xeon")]
+    summary = summarise(apart, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
+    assert "none of their seeds ran both on one CPU, so no ratio" in "\n".join(ratio_lines(summary, "ndcg@10"))
+
+
 def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
     def run(row, cold_recall):
         test = {"ndcg@10": 0.1, "cold_recall@10": cold_recall}

@@ -117,6 +117,7 @@ def test_the_report_says_which_rows_ran_on_which_cpu():
 
     one = provenance_lines([on("BPR", "AMD EPYC", False), on("SASRec", "AMD EPYC", False)])
     assert "- CPU: AMD EPYC, no bfloat16 instructions." in one
-    two = provenance_lines([on("BPR", "AMD EPYC", False), on("SASRec", "Xeon", True)])
-    assert "- **Rows ran on different CPUs** (compare times only within one):" in two
+    two = provenance_lines([on("BPR", "AMD EPYC", False), on("SASRec", "Xeon", True), _run("GRU4Rec", 1, 0.0)])
+    assert "- **Rows ran on different CPUs, or may have** (compare times only within one):" in two
     assert "  - Xeon, bfloat16 instructions: SASRec/seed1" in two
+    assert "  - not recorded (older results): GRU4Rec/seed1" in two

@@ -124,21 +124,24 @@ def provenance_lines(records: list[dict]) -> list[str]:
 
 
 def _cpu_lines(done: list[dict], origins: list[dict]) -> list[str]:
-    """The CPUs the rows ran on; where there were several, which rows ran on which, since times compare only on one
-    (results older than this record say nothing, and are left out)."""
+    """The CPUs the rows ran on; where there were several, or older results that do not say, which rows ran on
+    which, since times compare only on one."""
     cpus: dict[str, list[str]] = {}
+    unknown = []
     for r, o in zip(done, origins):
         rt = o.get("runtime") or {}
-        if "cpu" in rt:
-            bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(
-                rt.get("cpu_bfloat16"), ""
-            )
-            cpus.setdefault(f"{rt['cpu'] or 'unnamed CPU'}{bf16}", []).append(f"{r['row']}/seed{r['seed']}")
-    if len(cpus) <= 1:
-        return [f"- CPU: {cpu}." for cpu in cpus]
-    return ["- **Rows ran on different CPUs** (compare times only within one):"] + [
-        f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())
-    ]
+        if "cpu" not in rt:
+            unknown.append(f"{r['row']}/seed{r['seed']}")
+            continue
+        bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(rt.get("cpu_bfloat16"), "")
+        cpus.setdefault(f"{rt['cpu'] or 'unnamed CPU'}{bf16}", []).append(f"{r['row']}/seed{r['seed']}")
+    if not cpus:
+        return []
+    if len(cpus) == 1 and not unknown:
+        return [f"- CPU: {next(iter(cpus))}."]
+    lines = ["- **Rows ran on different CPUs, or may have** (compare times only within one):"]
+    lines += [f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())]
+    return lines + ([f"  - not recorded (older results): {', '.join(unknown)}"] if unknown else [])
 
 
 def _beside_lines(done: list[dict]) -> list[str]:

@@ -7,6 +7,8 @@ compared with every row outside it (the baselines), the best baseline on validat
 
 from __future__ import annotations
 
+import statistics
+
 from recbole_m6rec.benchmarks.report_tables import smaller_is_better
 
 __all__ = [
@@ -264,14 +266,29 @@ def ratio_lines(
                 )
                 lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: {ratio} ({a:.4f} vs {b:.4f}{found})")
     if timing_reference in by_row:
-        ratio = mine["train_seconds"][0] / by_row[timing_reference]["train_seconds"][0]
-        lines.append(
-            f"- {chosen} train+eval time / {timing_reference} train+eval time: **{ratio:.2f}×** "
-            "(item encoding reported separately"
-            + (
-                "; a run continued after an interruption counts as its continued epochs' time scaled to all)"
-                if mine.get("time_scaled") or by_row[timing_reference].get("time_scaled")
-                else ")"
-            )
-        )
+        lines += _time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
     return lines
+
+
+def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:
+    """The chosen row's time over the reference's, mean over the seeds on which both ran on one CPU: times compare
+    only on one machine (a result that does not record its CPU counts as one unnamed CPU)."""
+    mine_t, theirs_t = mine.get("time_by_seed") or {}, theirs.get("time_by_seed") or {}
+    mine_cpu, theirs_cpu = mine.get("cpu_by_seed") or {}, theirs.get("cpu_by_seed") or {}
+    seeds = sorted((s for s in set(mine_t) & set(theirs_t) if mine_cpu.get(s) == theirs_cpu.get(s)), key=str)
+    label = f"- {chosen} train+eval time / {reference} train+eval time"
+    if not seeds:
+        return [f"{label}: none of their seeds ran both on one CPU, so no ratio"]
+    ratio = statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds)
+    apart = sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str)
+    return [
+        f"{label}: **{ratio:.2f}×** (mean over seed(s) {_seed_list(seeds)}"
+        + (f"; not seed(s) {_seed_list(apart)}, which ran them on different CPUs" if apart else "")
+        + "; item encoding reported separately"
+        + (
+            "; a run continued after an interruption counts as its continued epochs' time scaled to all"
+            if mine.get("time_scaled") or theirs.get("time_scaled")
+            else ""
+        )
+        + ")"
+    ]

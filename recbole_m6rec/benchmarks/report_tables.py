@@ -163,6 +163,8 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         # per seed, for comparisons between rows that ran different seeds
         entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
         entry["test_by_seed"] = {r["seed"]: float(r["test"][main_metric]) for r in done if main_metric in r["test"]}
+        entry["time_by_seed"] = {r["seed"]: run_seconds(r) for r in done}
+        entry["cpu_by_seed"] = {r["seed"]: ((r.get("provenance") or {}).get("runtime") or {}).get("cpu") for r in done}
         entry["epochs"] = [
             (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]
