@@ -110,12 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_tuning:
         plan.pop("tuning", None)
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
-    if args.status:
-        print(status_report(plan, report_dir, args.keep_finished))
-        return 0
     import torch
 
     slow = emulated_autocast_rows(plan, has_bfloat16(), torch.cuda.is_available())
+    if args.status:
+        print(status_report(plan, report_dir, args.keep_finished))
+        if slow:
+            print(
+                f"This CPU ({cpu_model()}) has no bfloat16 instructions: rows {', '.join(slow)} (enable_amp) run elsewhere."
+            )
+        return 0
     if slow:
         raise SystemExit(
             f"rows {', '.join(slow)} train with enable_amp (bfloat16 autocast), but this CPU ({cpu_model()}) has no "
