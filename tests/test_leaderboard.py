@@ -514,6 +514,7 @@ def _status_rows(text: str) -> dict[str, str]:
 
 
 def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_path, capsys):
+    from recbole_m6rec.benchmarks.status import rows_with_work_left
     from recbole_m6rec.checkpoint import save_plain_checkpoint
 
     out = tmp_path / "report"
@@ -527,6 +528,7 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert rows["BPR"].startswith("| BPR | 2 of 2 trials, best valid ndcg@10 ")
     assert rows["BPR"].endswith("| done | done |") and rows["MostPop"].endswith("| done | done |")
     assert "reruns: the earlier run failed" in rows["Broken"]
+    assert rows_with_work_left(plan, out) == ["Broken"]
 
     # what a --resume would rerun or continue: a result whose code changed since, an interrupted run and tuning
     changed = json.loads((out / "results" / "MostPop-seed2.json").read_text())
@@ -551,6 +553,7 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert "| continues: 3 epochs done, saved " in rows["M6Rec-tiny"]
     assert rows["BPR"].startswith("| BPR | 1 of 2 trials") and rows["BPR"].endswith("| after tuning | after tuning |")
     assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
+    assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
 
 

@@ -41,7 +41,7 @@ from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
-from recbole_m6rec.benchmarks.status import status_report
+from recbole_m6rec.benchmarks.status import rows_with_work_left, status_report
 from recbole_m6rec.config import parse_cmd_args
 
 __all__ = ["main"]
@@ -113,11 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     slow = emulated_autocast_rows(plan, has_bfloat16(), torch.cuda.is_available())
+    if slow and (args.resume or args.status):  # rows whose every result is reused run nothing here
+        slow = [row for row in slow if row in rows_with_work_left(plan, report_dir, args.keep_finished)]
     if args.status:
         print(status_report(plan, report_dir, args.keep_finished))
         if slow:
             print(
-                f"This CPU ({cpu_model()}) has no bfloat16 instructions: rows {', '.join(slow)} (enable_amp) run elsewhere."
+                f"This CPU ({cpu_model()}) has no bfloat16 instructions: rows {', '.join(slow)} (enable_amp) have work left to run elsewhere."
             )
         return 0
     if slow:

@@ -22,7 +22,7 @@ from recbole_m6rec.benchmarks.job import partial_folder
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import reusable_result
 
-__all__ = ["tuning_status", "job_status", "status_report"]
+__all__ = ["tuning_status", "job_status", "rows_with_work_left", "status_report"]
 
 
 def _trial_path(report_dir: Path, spec: dict) -> Path:
@@ -138,6 +138,40 @@ def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished
     return f"reruns: {why}" if why else "to run"
 
 
+def _row_status(plan: dict, name: str, planned: list, report_dir: Path, keep_finished: bool) -> tuple:
+    """Row ``name``'s tuning cell, ``{seed: cell}`` and the tuning trials it has left."""
+    tuned = tuning_status(plan, name, report_dir)
+    trials_left, params = 0, None
+    if tuned is None:
+        tuning_cell = "–"
+    elif "error" in tuned:
+        tuning_cell, tuned = f"cannot tune ({tuned['error']}): runs untuned", None
+    else:
+        best = f", best valid {tuned['metric']} {tuned['best_valid']:.4f}" if tuned["best_valid"] is not None else ""
+        tuning_cell = f"{tuned['done']} of {tuned['budget']} trials{best}"
+        if tuned["running"] and tuned["done"] < tuned["budget"]:
+            tuning_cell += f"; an interrupted trial: {tuned['running']}"
+        trials_left = tuned["budget"] - tuned["done"]
+        params = tuned["best_params"] if trials_left == 0 else None
+    cells = {}
+    for row, seed in planned:
+        if row == name:
+            waiting = tuned is not None and params is None
+            cells[seed] = "after tuning" if waiting else job_status(plan, name, seed, report_dir, keep_finished, params)
+    return tuning_cell, cells, trials_left
+
+
+def rows_with_work_left(plan: dict, report_dir: Path, keep_finished: bool = False) -> list[str]:
+    """The rows of which a ``--resume`` would still run something: a tuning trial or a seed."""
+    planned = jobs(plan)
+    left = []
+    for name in plan["rows"]:
+        _, cells, trials_left = _row_status(plan, name, planned, Path(report_dir), keep_finished)
+        if trials_left or not all(cell.startswith("done") for cell in cells.values()):
+            left.append(name)
+    return left
+
+
 def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> str:
     """A markdown table of the plan's rows against its seeds, and a line that counts what is left."""
     report_dir = Path(report_dir)
@@ -151,29 +185,9 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
     ]
     trials_left = jobs_left = 0
     for name in plan["rows"]:
-        tuned = tuning_status(plan, name, report_dir)
-        cells = {}
-        if tuned is None:
-            tuning_cell, params = "–", None
-        elif "error" in tuned:
-            tuning_cell, params, tuned = f"cannot tune ({tuned['error']}): runs untuned", None, None
-        else:
-            best = (
-                f", best valid {tuned['metric']} {tuned['best_valid']:.4f}" if tuned["best_valid"] is not None else ""
-            )
-            tuning_cell = f"{tuned['done']} of {tuned['budget']} trials{best}"
-            if tuned["running"] and tuned["done"] < tuned["budget"]:
-                tuning_cell += f"; an interrupted trial: {tuned['running']}"
-            trials_left += tuned["budget"] - tuned["done"]
-            params = tuned["best_params"] if tuned["done"] == tuned["budget"] else None
-        for row, seed in planned:
-            if row != name:
-                continue
-            if tuned is not None and params is None:
-                cells[seed] = "after tuning"
-            else:
-                cells[seed] = job_status(plan, name, seed, report_dir, keep_finished, params)
-            jobs_left += not cells[seed].startswith("done")
+        tuning_cell, cells, row_trials_left = _row_status(plan, name, planned, report_dir, keep_finished)
+        trials_left += row_trials_left
+        jobs_left += sum(not cell.startswith("done") for cell in cells.values())
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]
     return "\n".join(lines)
