@@ -98,15 +98,19 @@ def test_the_cpu_and_its_bfloat16_instructions_are_read_from_cpuinfo():
 
 def test_autocast_rows_are_refused_on_a_cpu_that_would_emulate_bfloat16():
     plan = {
+        "dataset": "ml-100k",
         "common": {"epochs": 1},
-        "rows": {"SASRec": {"model": "SASRec"}, "M6Rec": {"model": "M6Rec", "enable_amp": True}},
+        "rows": {
+            "SASRec": {"model": "SASRec"},
+            "M6Rec": {"model": "M6Rec", "enable_amp": True},
+            "BPR": {"model": "BPR", "search": {"enable_amp": ["choice", False, True]}},
+        },
     }
-    assert emulated_autocast_rows(plan, bfloat16=False, cuda=False) == ["M6Rec"]
-    assert emulated_autocast_rows(plan, bfloat16=True, cuda=False) == []
-    assert emulated_autocast_rows(plan, bfloat16=None, cuda=False) == []
-    assert emulated_autocast_rows(plan, bfloat16=False, cuda=True) == []  # trains on the GPU
-    plan["common"]["use_gpu"] = False
-    assert emulated_autocast_rows(plan, bfloat16=False, cuda=True) == ["M6Rec"]
+    assert emulated_autocast_rows(plan, emulated=True, cuda=False) == ["M6Rec", "BPR"]
+    assert emulated_autocast_rows(plan, emulated=False, cuda=False) == []
+    assert emulated_autocast_rows(plan, emulated=True, cuda=True) == []  # RecBole trains them on the GPU
+    plan["common"]["gpu_id"] = ""  # as RecBole decides: no GPU id, the CPU
+    assert emulated_autocast_rows(plan, emulated=True, cuda=True) == ["M6Rec", "BPR"]
 
 
 def test_the_report_says_which_rows_ran_on_which_cpu():

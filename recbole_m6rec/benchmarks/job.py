@@ -146,7 +146,10 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
         try:
             _best_file_beside(points[-1])
             return points[-1], stamp
-        except ValueError as error:  # unreadable (a disk that filled up): start over rather than fail every resume
+        except (
+            ValueError,
+            OSError,
+        ) as error:  # unreadable or unwritable (a full disk): start over, not fail each resume
             print(f"starting over: the resume point in {folder} cannot be read ({error})", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

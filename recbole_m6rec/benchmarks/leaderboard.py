@@ -24,7 +24,8 @@ the plan and builds each job's settings and hash; :mod:`~recbole_m6rec.benchmark
 (row, seed), tunes, and prepares the report folder; :mod:`~recbole_m6rec.benchmarks.report` writes the report
 (``NOTES_MARKER`` lives there) from :mod:`~recbole_m6rec.benchmarks.report_tables` (per-row numbers and tables),
 :mod:`~recbole_m6rec.benchmarks.report_stats` (selection on validation, comparisons on test) and
-:mod:`~recbole_m6rec.benchmarks.report_sections` (provenance, convergence, tuning and reference text).
+:mod:`~recbole_m6rec.benchmarks.report_sections` (provenance, convergence, tuning and reference text);
+:mod:`~recbole_m6rec.benchmarks.status` answers ``--status``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, cpu_model, has_bfloat16
-from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
+from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulated, cpu_model
+from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
@@ -50,16 +51,21 @@ __all__ = ["main"]
 COMMAND_HELP = __doc__.split("\nThe code, one job per module")[0] if __doc__ else None
 
 
-def emulated_autocast_rows(plan: dict, bfloat16: bool | None, cuda: bool) -> list[str]:
-    """Rows that would train under ``enable_amp`` (torch's bfloat16 autocast) on a CPU without bfloat16 instructions
-    (``bfloat16`` False), where autocast emulates them: about 70 times slower than float32 on such a CPU."""
-    if bfloat16 is not False:
+def emulated_autocast_rows(plan: dict, emulated: bool, cuda: bool) -> list[str]:
+    """Rows that would train under ``enable_amp`` (torch's bfloat16 autocast, set or searched) on a CPU where
+    autocast emulates bfloat16 (``emulated``): about 70 times slower than float32 there. A row trains on the CPU
+    when its ``gpu_id`` is empty or there is no CUDA, as RecBole decides."""
+    if not emulated:
         return []
-    return [
-        name
-        for name, row in plan["rows"].items()
-        if {**plan["common"], **row}.get("enable_amp") and not (cuda and {**plan["common"], **row}.get("use_gpu", True))
-    ]
+    slow = []
+    for name, row in plan["rows"].items():
+        settings = effective_settings(row["model"], plan["dataset"], {**plan["common"], **row_settings(row)})
+        searched = (row.get("search") or {}).get("enable_amp") or []
+        amp = bool(settings.get("enable_amp")) or True in searched[1:]
+        on_gpu = cuda and str(settings.get("gpu_id", "0")) != ""
+        if amp and not on_gpu:
+            slow.append(name)
+    return slow
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,22 +118,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
     import torch
 
-    slow = emulated_autocast_rows(plan, has_bfloat16(), torch.cuda.is_available())
+    slow = emulated_autocast_rows(plan, bfloat16_is_emulated(), torch.cuda.is_available())
     if slow and (args.resume or args.status):  # rows whose every result is reused run nothing here
         slow = [row for row in slow if row in rows_with_work_left(plan, report_dir, args.keep_finished)]
+    cpu = cpu_model() or "unnamed CPU"
     if args.status:
         print(status_report(plan, report_dir, args.keep_finished))
         if slow:
-            print(
-                f"This CPU ({cpu_model()}) has no bfloat16 instructions: rows {', '.join(slow)} (enable_amp) have work left to run elsewhere."
-            )
+            print(f"This CPU ({cpu}) would emulate bfloat16: rows {', '.join(slow)} (enable_amp) run on another.")
         return 0
     if slow:
         raise SystemExit(
-            f"rows {', '.join(slow)} train with enable_amp (bfloat16 autocast), but this CPU ({cpu_model()}) has no "
-            f"bfloat16 instructions ({', '.join(BFLOAT16_FLAGS)} in /proc/cpuinfo): torch would emulate them, "
-            "about 70 times slower than float32. Run these rows on a CPU that has them, or leave them out with "
-            "--rows=<the others>."
+            f"rows {', '.join(slow)} train with enable_amp (bfloat16 autocast), but this CPU ({cpu}) has no "
+            f"bfloat16 instructions ({', '.join(BFLOAT16_FLAGS)} in /proc/cpuinfo) and torch reports no oneDNN "
+            "bfloat16 path: it would emulate them, about 70 times slower than float32. Run these rows on a CPU that "
+            "has them, or leave them out with --rows=<the others>."
         )
     prepare_report_dir(report_dir, args.resume, args.fresh)
     tuned = tune(plan, report_dir, resume=True)

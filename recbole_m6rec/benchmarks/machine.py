@@ -1,10 +1,10 @@
 """What else ran on this machine during a measurement: a benchmark's times are its own only when it ran alone.
 
 * :func:`machine_load` is a snapshot: the load average and the busiest other processes (``ps``).
-* :func:`cpu_model` and :func:`has_bfloat16` name the CPU, and whether it computes in bfloat16 natively: without
-  those instructions torch's CPU autocast (RecBole's ``enable_amp``) emulates them, about 70 times slower than
-  float32 for a matrix product on a 2-core AMD EPYC with AVX2 only, against about half float32's time on a CPU
-  that has them.
+* :func:`cpu_model` and :func:`has_bfloat16` name the CPU, and whether it computes in bfloat16 natively;
+  :func:`bfloat16_is_emulated` says whether torch's CPU autocast (RecBole's ``enable_amp``) would emulate it: about
+  70 times slower than float32 for a matrix product on a 2-core AMD EPYC with AVX2 only, against about half
+  float32's time on a CPU with those instructions.
 * :class:`CpuBeside` measures a whole interval: the CPU time every process on the machine used (``/proc/stat``)
   minus this process's own (and its children's), divided by the wall time, is how many cores other processes kept
   busy on average. A snapshot misses a job that started and ended in between; this does not.
@@ -17,7 +17,7 @@ import resource
 import subprocess
 import time
 
-__all__ = ["machine_load", "CpuBeside", "cpu_model", "has_bfloat16"]
+__all__ = ["machine_load", "CpuBeside", "cpu_model", "has_bfloat16", "bfloat16_is_emulated"]
 
 # /proc/cpuinfo flags of native bfloat16 arithmetic: x86 (AVX512-BF16, AMX) and Arm (the BF16 extension)
 BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
@@ -38,6 +38,20 @@ def cpu_model(cpuinfo: str | None = None) -> str | None:
         if key.strip().lower() in ("model name", "cpu model") and value.strip():
             return value.strip()
     return None
+
+
+def bfloat16_is_emulated() -> bool:
+    """Whether torch's CPU autocast would emulate bfloat16 here: no bfloat16 instructions in ``/proc/cpuinfo``, and
+    oneDNN reports no bfloat16 path of its own (it has one on AVX-512 CPUs, which this does not refuse: the 70x was
+    measured on AVX2). Unknown counts as not emulated: nothing is refused on a guess."""
+    if has_bfloat16() is not False:
+        return False
+    import torch
+
+    try:
+        return not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # a torch build without the check
+        return False
 
 
 def has_bfloat16(cpuinfo: str | None = None) -> bool | None:

@@ -281,13 +281,18 @@ def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> l
         return [f"{label}: none of their seeds ran both on one CPU, so no ratio"]
     ratio = statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds)
     apart = sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str)
+    scaled = set(seeds) & (set(mine.get("time_scaled_seeds") or ()) | set(theirs.get("time_scaled_seeds") or ()))
     return [
         f"{label}: **{ratio:.2f}×** (mean over seed(s) {_seed_list(seeds)}"
-        + (f"; not seed(s) {_seed_list(apart)}, which ran them on different CPUs" if apart else "")
+        + (
+            f"; not seed(s) {_seed_list(apart)}, which ran them on different CPUs or did not record one"
+            if apart
+            else ""
+        )
         + "; item encoding reported separately"
         + (
             "; a run continued after an interruption counts as its continued epochs' time scaled to all"
-            if mine.get("time_scaled") or theirs.get("time_scaled")
+            if scaled
             else ""
         )
         + ")"

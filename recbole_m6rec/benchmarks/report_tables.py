@@ -131,6 +131,12 @@ def run_seconds(record: dict) -> float:
     return train + float(record.get("test_seconds", 0))
 
 
+def _cpu(record: dict) -> str | None:
+    """The CPU a result ran on; ``None`` for a result older than that record."""
+    runtime = (record.get("provenance") or {}).get("runtime") or {}
+    return (runtime["cpu"] or "unnamed CPU") if "cpu" in runtime else None
+
+
 def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
     """One entry per row in ``rows``: its finished runs' (mean, std) of each test metric, of the valid
     ``main_metric`` (``valid``), time and memory; its failed runs, epochs, item encoding time and code hashes."""
@@ -164,7 +170,8 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
         entry["test_by_seed"] = {r["seed"]: float(r["test"][main_metric]) for r in done if main_metric in r["test"]}
         entry["time_by_seed"] = {r["seed"]: run_seconds(r) for r in done}
-        entry["cpu_by_seed"] = {r["seed"]: ((r.get("provenance") or {}).get("runtime") or {}).get("cpu") for r in done}
+        entry["cpu_by_seed"] = {r["seed"]: _cpu(r) for r in done}
+        entry["time_scaled_seeds"] = {r["seed"] for r in done if r.get("resumed_from_epoch")}
         entry["epochs"] = [
             (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]

@@ -67,20 +67,13 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     count only while current, ``--keep_finished`` or not, as the tuner checks them. A trial that does not count
     runs again with the same settings; the later ones are still reused, since their settings do not follow from
     scores, except under ``bayes`` from hyperopt's 20th trial on."""
-    from recbole_m6rec.benchmarks.tuning import _smaller_is_better, validate_search, validate_tuning
+    from recbole_m6rec.benchmarks.report_tables import smaller_is_better
+    from recbole_m6rec.benchmarks.tuning import row_tuning
 
-    row = plan["rows"][name]
-    if not row.get("search") or "tuning" not in plan:
+    if not plan["rows"][name].get("search") or "tuning" not in plan:
         return None
     try:
-        tuning = validate_tuning(plan)
-        space = validate_search(name, row["search"], tuning["algo"])
-        fixed = sorted(set(space) & set(row))
-        if fixed:
-            raise ValueError(f"row '{name}' sets {fixed} both as fixed values and in `search`")
-        metric = str(plan["common"].get("valid_metric", "")).lower()
-        if not metric:
-            raise ValueError("the plan's `common.valid_metric` is not set")
+        tuning, space, metric = row_tuning(plan, name)
     except ValueError as error:
         return {"error": str(error)}
     budget = tuning["trials"]
@@ -94,7 +87,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     record = record if isinstance(record, dict) else {}
     trials = (record.get("trials") or []) if all(record.get(k) == v for k, v in header.items()) else []
     done, best_params, best_valid = 0, None, None
-    sign = -1.0 if _smaller_is_better(metric) else 1.0
+    sign = -1.0 if smaller_is_better(metric) else 1.0
     for index, trial in enumerate(trials[:budget]):
         params = trial.get("params") if isinstance(trial, dict) else None
         if not isinstance(params, dict):

@@ -32,7 +32,7 @@ from typing import Any
 
 from recbole_m6rec.cache import atomic_write_text
 
-__all__ = ["ALGOS", "KINDS", "tune_row", "validate_search", "validate_tuning"]
+__all__ = ["ALGOS", "KINDS", "row_tuning", "tune_row", "validate_search", "validate_tuning"]
 
 ALGOS = ("random", "bayes", "exhaustive")
 KINDS = {
@@ -187,12 +187,6 @@ def _grid_suggest(space: dict[str, list], seed: int) -> Callable:
     return suggest
 
 
-def _smaller_is_better(metric: str) -> bool:
-    from recbole.evaluator.register import smaller_metrics
-
-    return metric.split("@")[0] in smaller_metrics
-
-
 @contextmanager
 def _hyperopt_seed(seed: int):
     """hyperopt's ``fmin`` (called by ``HyperTuning.run`` without an rstate) seeds itself from this variable."""
@@ -236,6 +230,26 @@ def _same_params(recorded: dict | None, proposed: dict) -> bool:
     return True
 
 
+def row_tuning(plan: dict, row: str) -> tuple[dict, dict[str, list], str]:
+    """``(tuning block, search space, selection metric)`` of ``row``, checked; ``ValueError`` says what is wrong."""
+    if row not in (plan.get("rows") or {}):
+        raise ValueError(f"row '{row}' is not in the plan; rows: {', '.join(plan.get('rows') or {})}")
+    tuning = validate_tuning(plan)
+    if "search" not in (plan["rows"][row] or {}):
+        raise ValueError(
+            f"row '{row}' has no `search` space to tune; add e.g. "
+            f"`search: {{learning_rate: [loguniform, 0.0001, 0.01]}}` to it, or do not tune it"
+        )
+    space = validate_search(row, plan["rows"][row]["search"], tuning["algo"])
+    fixed = sorted(set(space) & set(plan["rows"][row]))
+    if fixed:
+        raise ValueError(f"row '{row}' sets {fixed} both as fixed values and in `search`; keep one of them")
+    metric = str((plan.get("common") or {}).get("valid_metric", "")).lower()
+    if not metric:
+        raise ValueError("the plan's `common.valid_metric` (the tuning's selection metric) is not set")
+    return tuning, space, metric
+
+
 def tune_row(
     plan: dict,
     row: str,
@@ -257,22 +271,10 @@ def tune_row(
     """
     from recbole.trainer import HyperTuning
 
-    if row not in (plan.get("rows") or {}):
-        raise ValueError(f"row '{row}' is not in the plan; rows: {', '.join(plan.get('rows') or {})}")
-    tuning = validate_tuning(plan)
-    if "search" not in (plan["rows"][row] or {}):
-        raise ValueError(
-            f"row '{row}' has no `search` space to tune; add e.g. "
-            f"`search: {{learning_rate: [loguniform, 0.0001, 0.01]}}` to it, or do not tune it"
-        )
-    space = validate_search(row, plan["rows"][row]["search"], tuning["algo"])
-    fixed = sorted(set(space) & set(plan["rows"][row]))
-    if fixed:
-        raise ValueError(f"row '{row}' sets {fixed} both as fixed values and in `search`; keep one of them")
-    metric = str((plan.get("common") or {}).get("valid_metric", "")).lower()
-    if not metric:
-        raise ValueError("the plan's `common.valid_metric` (the tuning's selection metric) is not set")
-    bigger = not _smaller_is_better(metric)
+    from recbole_m6rec.benchmarks.report_tables import smaller_is_better
+
+    tuning, space, metric = row_tuning(plan, row)
+    bigger = not smaller_is_better(metric)
 
     path = Path(trials_dir) / f"{row}-tuning.json"
     path.parent.mkdir(parents=True, exist_ok=True)
