@@ -41,7 +41,7 @@ from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulate
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
-from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, tune
+from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, trial_path, tune
 from recbole_m6rec.benchmarks.status import rows_with_work_left, status_report
 from recbole_m6rec.config import parse_cmd_args
 
@@ -141,8 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, (name, seed) in enumerate(planned, 1):
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
-        trial = report_dir / "tuning" / name / f"trial-{spec['config_hash']}.json"
-        adopt_tuning_trial(spec, trial, out, keep_finished=args.keep_finished)
+        adopt_tuning_trial(spec, trial_path(report_dir, spec), out, keep_finished=args.keep_finished)
         records.append(run_or_reuse(spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished))
         try:  # now, not after hours of further jobs whose table would be refused
             check_one_split(records)

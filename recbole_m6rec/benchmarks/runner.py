@@ -28,6 +28,7 @@ __all__ = [
     "run_or_reuse",
     "tune",
     "adopt_tuning_trial",
+    "trial_path",
     "prepare_report_dir",
     "load_results",
 ]
@@ -137,7 +138,7 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
 
         def trial(overrides: dict, name=name, seed=seed) -> tuple[dict, Path]:
             spec = job_spec(plan, name, seed, overrides)
-            return spec, trials_dir / name / f"trial-{spec['config_hash']}.json"
+            return spec, trial_path(report_dir, spec)
 
         def run_trial(overrides: dict, name=name, count=count, trial=trial) -> dict:
             count["n"] += 1
@@ -166,6 +167,11 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
         tuned[name] = record
         print(f"tuning {name}: chose {record['best_params']} (valid {record.get('best_valid')})", flush=True)
     return tuned
+
+
+def trial_path(report_dir: Path, spec: dict) -> Path:
+    """Where the tuning trial that runs ``spec`` keeps its result."""
+    return Path(report_dir) / "tuning" / spec["row"] / f"trial-{spec['config_hash']}.json"
 
 
 def adopt_tuning_trial(spec: dict, trial: Path, out: Path, keep_finished: bool = False) -> None:

@@ -20,13 +20,9 @@ from pathlib import Path
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.job import partial_folder
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
-from recbole_m6rec.benchmarks.runner import reusable_result
+from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
 
 __all__ = ["tuning_status", "job_status", "rows_with_work_left", "status_report"]
-
-
-def _trial_path(report_dir: Path, spec: dict) -> Path:
-    return report_dir / "tuning" / spec["row"] / f"trial-{spec['config_hash']}.json"
 
 
 def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
@@ -55,10 +51,6 @@ def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
     return f"{epochs} epochs done, saved {saved}"
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     """Row ``name``'s tuning: ``{budget, done, best_params, best_valid, metric, running}``, or ``{error}`` when it
     cannot tune (the leaderboard then runs the row untuned); ``None`` when the row is not tuned.
@@ -68,7 +60,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     runs again with the same settings; the later ones are still reused, since their settings do not follow from
     scores, except under ``bayes`` from hyperopt's 20th trial on."""
     from recbole_m6rec.benchmarks.report_tables import smaller_is_better
-    from recbole_m6rec.benchmarks.tuning import row_tuning
+    from recbole_m6rec.benchmarks.tuning import is_finite_number, recorded_trials, row_tuning
 
     if not plan["rows"][name].get("search") or "tuning" not in plan:
         return None
@@ -80,12 +72,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     if tuning["algo"] == "exhaustive":  # a smaller grid is run whole, in fewer trials
         budget = min(budget, math.prod(len(spec) - 1 for spec in space.values()))
     header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
-    try:
-        record = json.loads((report_dir / "tuning" / f"{name}-tuning.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
-    record = record if isinstance(record, dict) else {}
-    trials = (record.get("trials") or []) if all(record.get(k) == v for k, v in header.items()) else []
+    trials = recorded_trials(report_dir / "tuning" / f"{name}-tuning.json", header)
     done, best_params, best_valid = 0, None, None
     sign = -1.0 if smaller_is_better(metric) else 1.0
     for index, trial in enumerate(trials[:budget]):
@@ -93,9 +80,9 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         if not isinstance(params, dict):
             break
         spec = job_spec(plan, name, tuning["seed"], params)
-        previous = reusable_result(spec, _trial_path(report_dir, spec))[0]
+        previous = reusable_result(spec, trial_path(report_dir, spec))[0]
         score = ((previous or {}).get("valid") or {}).get(metric)
-        if previous is not None and _finite(score):
+        if previous is not None and is_finite_number(score):
             done += 1
             if best_valid is None or sign * score > sign * best_valid:
                 best_params, best_valid = params, score
@@ -121,7 +108,7 @@ def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished
     out = report_dir / "results" / f"{name}-seed{seed}.json"
     result, why = reusable_result(spec, out, keep_finished)
     if result is None:  # the winning tuning trial is this very job at the tuning seed, adopted only while current
-        result = reusable_result(spec, _trial_path(report_dir, spec))[0]
+        result = reusable_result(spec, trial_path(report_dir, spec))[0]
     if result is not None:
         changed = provenance.stale_reasons(result) if keep_finished else []
         return "done, code changed since (kept)" if changed else "done"

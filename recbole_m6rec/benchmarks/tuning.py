@@ -32,7 +32,16 @@ from typing import Any
 
 from recbole_m6rec.cache import atomic_write_text
 
-__all__ = ["ALGOS", "KINDS", "row_tuning", "tune_row", "validate_search", "validate_tuning"]
+__all__ = [
+    "ALGOS",
+    "KINDS",
+    "is_finite_number",
+    "recorded_trials",
+    "row_tuning",
+    "tune_row",
+    "validate_search",
+    "validate_tuning",
+]
 
 ALGOS = ("random", "bayes", "exhaustive")
 KINDS = {
@@ -44,12 +53,12 @@ KINDS = {
 TUNING_KEYS = {"trials": "a positive int", "seed": "an int", "algo": f"one of {', '.join(ALGOS)}"}
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
-    return _is_number(value) and float(value).is_integer()
+    return is_finite_number(value) and float(value).is_integer()
 
 
 def validate_tuning(plan: dict) -> dict:
@@ -95,8 +104,8 @@ def validate_search(row: str, search: Any, algo: str = "random") -> dict[str, li
                 raise ValueError(f"{where}: `choice` values must differ (got {spec!r})")
         else:
             n = 3 if kind == "quniform" else 2
-            if len(args) != n or not all(_is_number(a) for a in args):
-                bad = [a for a in args if not _is_number(a)]
+            if len(args) != n or not all(is_finite_number(a) for a in args):
+                bad = [a for a in args if not is_finite_number(a)]
                 hint = (
                     f" ({bad[0]!r} is a {type(bad[0]).__name__}; write 1e-4 as 0.0001 or 1.0e-4 in yaml)" if bad else ""
                 )
@@ -201,15 +210,16 @@ def _hyperopt_seed(seed: int):
             os.environ["HYPEROPT_FMIN_SEED"] = old
 
 
-def _load_previous(path: Path, header: dict) -> list[dict]:
-    """Finished trials of an earlier run with the same space, algo, seed and metric; [] when there is none."""
+def recorded_trials(path: Path, header: dict) -> list[dict]:
+    """The trials in the tuning record ``path`` if it was written for the same space, algo, seed and metric as
+    ``header``; [] when there is none."""
     if not path.exists():
         return []
     try:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    if any(previous.get(k) != header[k] for k in ("space", "algo", "seed", "metric")):
+    if not isinstance(previous, dict) or any(previous.get(k) != header[k] for k in ("space", "algo", "seed", "metric")):
         return []
     return list(previous.get("trials") or [])
 
@@ -288,7 +298,7 @@ def tune_row(
         "best_params": None,
         "best_valid": None,
     }
-    previous = _load_previous(path, record)
+    previous = recorded_trials(path, record)
 
     def objective(params: dict, _fixed_config_files=None) -> dict:
         index = len(record["trials"])
