@@ -146,10 +146,7 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
         try:
             _best_file_beside(points[-1])
             return points[-1], stamp
-        except (
-            ValueError,
-            OSError,
-        ) as error:  # unreadable or unwritable (a full disk): start over, not fail each resume
+        except (ValueError, OSError) as error:  # unreadable, or a full disk: start over, not fail every resume
             print(f"starting over: the resume point in {folder} cannot be read ({error})", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

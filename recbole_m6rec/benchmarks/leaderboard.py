@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     slow = emulated_autocast_rows(plan, bfloat16_is_emulated(), torch.cuda.is_available())
     if slow and (args.resume or args.status):  # rows whose every result is reused run nothing here
-        slow = [row for row in slow if row in rows_with_work_left(plan, report_dir, args.keep_finished)]
+        left = rows_with_work_left(plan, report_dir, args.keep_finished)
+        slow = [row for row in slow if row in left]
     cpu = cpu_model() or "unnamed CPU"
     if args.status:
         print(status_report(plan, report_dir, args.keep_finished))
