@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.report_tables import CAP_MARK, run_seconds
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, run_seconds
 from recbole_m6rec.benchmarks.runner import load_results
 
 ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
@@ -102,7 +102,7 @@ def provenance_lines(records: list[dict]) -> list[str]:
     )
     if runtimes:  # times only: neither changes a number
         lines.append("- Runtime (changes times, not results): " + "; ".join(runtimes) + ".")
-    lines += _cpu_lines(done, origins)
+    lines += _cpu_lines(done)
     lines += _beside_lines(done)
     # files shared by rows, with different contents
     contents: dict[str, dict[str, set]] = {}
@@ -123,18 +123,14 @@ def provenance_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def _cpu_lines(done: list[dict], origins: list[dict]) -> list[str]:
+def _cpu_lines(done: list[dict]) -> list[str]:
     """The CPUs the rows ran on; where there were several, or older results that do not say, which rows ran on
     which, since times compare only on one."""
     cpus: dict[str, list[str]] = {}
     unknown = []
-    for r, o in zip(done, origins):
-        rt = o.get("runtime") or {}
-        if "cpu" not in rt:
-            unknown.append(f"{r['row']}/seed{r['seed']}")
-            continue
-        bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(rt.get("cpu_bfloat16"), "")
-        cpus.setdefault(f"{rt['cpu'] or 'unnamed CPU'}{bf16}", []).append(f"{r['row']}/seed{r['seed']}")
+    for r in done:
+        cpu = cpu_of(r, with_bfloat16=True)
+        (unknown if cpu is None else cpus.setdefault(cpu, [])).append(f"{r['row']}/seed{r['seed']}")
     if not cpus:
         return []
     if len(cpus) == 1 and not unknown:

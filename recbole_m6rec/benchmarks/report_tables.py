@@ -131,10 +131,14 @@ def run_seconds(record: dict) -> float:
     return train + float(record.get("test_seconds", 0))
 
 
-def _cpu(record: dict) -> str | None:
-    """The CPU a result ran on; ``None`` for a result older than that record."""
+def cpu_of(record: dict, with_bfloat16: bool = False) -> str | None:
+    """The CPU a result ran on, optionally with whether it has bfloat16 instructions; ``None`` for a result older
+    than that record."""
     runtime = (record.get("provenance") or {}).get("runtime") or {}
-    return (runtime["cpu"] or "unnamed CPU") if "cpu" in runtime else None
+    if "cpu" not in runtime:
+        return None
+    bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(runtime.get("cpu_bfloat16"), "")
+    return (runtime["cpu"] or "unnamed CPU") + (bf16 if with_bfloat16 else "")
 
 
 def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
@@ -165,12 +169,11 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["trainable_share"] = shares[0] if shares else None
         cold_users = [r["extra"]["cold_test_users"] for r in done if (r.get("extra") or {}).get("cold_test_users")]
         entry["cold_test_users"] = cold_users[0] if cold_users else None
-        entry["time_scaled"] = any(r.get("resumed_from_epoch") for r in done)
         # per seed, for comparisons between rows that ran different seeds
         entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
         entry["test_by_seed"] = {r["seed"]: float(r["test"][main_metric]) for r in done if main_metric in r["test"]}
         entry["time_by_seed"] = {r["seed"]: run_seconds(r) for r in done}
-        entry["cpu_by_seed"] = {r["seed"]: _cpu(r) for r in done}
+        entry["cpu_by_seed"] = {r["seed"]: cpu_of(r) for r in done}
         entry["time_scaled_seeds"] = {r["seed"] for r in done if r.get("resumed_from_epoch")}
         entry["epochs"] = [
             (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
@@ -271,7 +274,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
             cells.append(epochs_cell(e["epochs"]))
             cells.append(" / ".join(f"`{c}`" for c in e["code"]))
             cells.append(trainable_cell(e))
-            cells.append(f"{'~' if e.get('time_scaled') else ''}{e['train_seconds'][0]:.0f}")
+            cells.append(f"{'~' if e.get('time_scaled_seeds') else ''}{e['train_seconds'][0]:.0f}")
             cells.append(f"{e['item_encoding_seconds']:.0f}" if e["item_encoding_seconds"] else "–")
             cells.append(f"{e['peak_rss_mb'][0]:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
