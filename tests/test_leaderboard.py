@@ -514,8 +514,11 @@ def _status_rows(text: str) -> dict[str, str]:
 
 
 def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_path, capsys):
-    from recbole_m6rec.benchmarks.status import rows_with_work_left
+    from recbole_m6rec.benchmarks.status import row_run_seconds, rows_with_work_left
     from recbole_m6rec.checkpoint import save_plain_checkpoint
+
+    def _minutes(seconds: float) -> str:
+        return f"{seconds / 60:.0f} min"
 
     out = tmp_path / "report"
     shutil.copytree(report[0], out)
@@ -544,6 +547,9 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     tuning = json.loads((out / "tuning" / "BPR-tuning.json").read_text())
     tuning["trials"] = tuning["trials"][:1]  # the tuning was interrupted after its first trial
     (out / "tuning" / "BPR-tuning.json").write_text(json.dumps(tuning))
+    # a result from before results recorded their code ran under an older protocol: it does not time the row
+    older = {"row": "Broken", "seed": 9, "status": "ok", "train_seconds": 5.0, "test_seconds": 1.0}
+    (out / "results" / "Broken-seed9.json").write_text(json.dumps(older))
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
     assert leaderboard.main(status) == 0
@@ -553,6 +559,12 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert "| continues: 3 epochs done, saved " in rows["M6Rec-tiny"]
     assert rows["BPR"].startswith("| BPR | 1 of 2 trials") and rows["BPR"].endswith("| after tuning | after tuning |")
     assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
+    # runs left at the median time of the row's finished runs: BPR's trial and seed 2 (seed 1 is the winning trial)
+    bpr_seconds = sorted(row_run_seconds(out, "BPR"))
+    assert len(bpr_seconds) == 3  # its two trials and its seed 2
+    assert f"- BPR: 2 × {_minutes(bpr_seconds[1])}" in text
+    assert "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
+    assert "Not timed yet (no finished run under the current protocol; runs left): Broken (2)." in text
     assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
 

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.job import partial_folder
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
-from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
+from recbole_m6rec.benchmarks.runner import load_results, reusable_result, trial_path
 
-__all__ = ["tuning_status", "job_status", "rows_with_work_left", "status_report"]
+__all__ = ["tuning_status", "job_status", "rows_with_work_left", "row_run_seconds", "status_report"]
 
 
 def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
@@ -152,6 +153,60 @@ def rows_with_work_left(plan: dict, report_dir: Path, keep_finished: bool = Fals
     return left
 
 
+def row_run_seconds(report_dir: Path, name: str) -> list[float]:
+    """The times (training with its validation, and test) of row ``name``'s finished runs in ``report_dir``: its
+    tuning trials and its seeds, whatever CPU they ran on. Only results that record their code count: older ones
+    ran under older protocols (epoch caps of 5 or 10), so they would time a shorter run than the plan's."""
+    from recbole_m6rec.benchmarks.report_tables import run_seconds
+
+    report_dir = Path(report_dir)
+    trials = []
+    for path in sorted((report_dir / "tuning" / name).glob("trial-*.json")):
+        try:
+            trials.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    runs = [r for r in trials + load_results(report_dir) if isinstance(r, dict) and r.get("row") == name]
+    seconds = []
+    for r in (r for r in runs if r.get("status") == "ok" and (r.get("provenance") or {}).get("code")):
+        try:
+            seconds.append(run_seconds(r))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return seconds
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _time_left_lines(report_dir: Path, runs_left: dict[str, int]) -> list[str]:
+    """Per row with runs left, those runs at the median time of its finished ones, and the sum."""
+    lines, total, untimed = [], 0.0, []
+    for name, count in runs_left.items():
+        if not count:
+            continue
+        seconds = row_run_seconds(report_dir, name)
+        if not seconds:
+            untimed.append(f"{name} ({count})")
+            continue
+        each = statistics.median(seconds)
+        total += count * each
+        lines.append(f"- {name}: {count} × {_hours(each)} ≈ {_hours(count * each)} ({len(seconds)} timed)")
+    if lines:
+        lines.insert(
+            0,
+            "Time left, at the median time of each row's finished runs (its tuning trials and seeds as they ran: "
+            "one job's time, on the CPUs and beside the jobs they had); an interrupted run counts whole:",
+        )
+        lines.append(f"About {_hours(total)} of one job's time for the rows timed.")
+    if untimed:
+        lines.append(
+            "Not timed yet (no finished run under the current protocol; runs left): " + ", ".join(untimed) + "."
+        )
+    return ["", *lines] if lines else []
+
+
 def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> str:
     """A markdown table of the plan's rows against its seeds, and a line that counts what is left."""
     report_dir = Path(report_dir)
@@ -164,10 +219,16 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
         "|---|---|" + "---|" * len(seeds),
     ]
     trials_left = jobs_left = 0
+    runs_left = {}
     for name in plan["rows"]:
         tuning_cell, cells, row_trials_left = _row_status(plan, name, planned, report_dir, keep_finished)
+        row_jobs_left = sum(not cell.startswith("done") for cell in cells.values())
         trials_left += row_trials_left
-        jobs_left += sum(not cell.startswith("done") for cell in cells.values())
+        jobs_left += row_jobs_left
+        # the winning trial is the tuning seed's run, so that seed needs no run of its own after the tuning
+        adopted = cells.get((plan.get("tuning") or {}).get("seed")) == "after tuning"
+        runs_left[name] = row_trials_left + row_jobs_left - adopted
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]
+    lines += _time_left_lines(report_dir, runs_left)
     return "\n".join(lines)
