@@ -207,6 +207,8 @@ def test_figures_in_the_prose_are_written_and_checked_from_a_report(tmp_path, ca
         ("speed/missing.json:share", "cannot read"),
         ("speed/report.json:share colour=red", "unknown option(s) colour"),
         ("speed/report.json:share/share/share", "expected PATH or PATH/PATH"),
+        ("speed/report.json:share atleast=1", "atleast= and say= go together"),
+        ("speed/report.json:share atleast=1 say=met", "expected two words, WORD/WORD"),
     ],
 )
 def test_bad_figures_name_what_is_wrong(tmp_path, capsys, marker, message):
@@ -228,6 +230,18 @@ def test_a_figure_that_does_not_parse_is_an_error(tmp_path, capsys, body):
     readme = _figures_project(tmp_path, body)
     assert headline.main(["--readme", str(readme)]) == 2
     assert "on the same line" in capsys.readouterr().err
+
+
+def test_a_verdict_figure_says_its_first_word_at_or_above_the_bar(tmp_path):
+    from recbole_m6rec.benchmarks.figures import render_figures
+
+    readme = _figures_project(tmp_path, "")
+    ratio = "speed/report.json:rows.setting=fp32.ms/rows.setting=int8.ms"  # 2.5
+    text = " ".join(
+        f"<!-- figure:{ratio} atleast={bar} say=met/missed -->?<!-- /figure -->" for bar in ("2.4", "2.5", "2.6")
+    )
+    rendered = render_figures(text, readme.parent / "reports")
+    assert [part.split("-->")[1] for part in rendered.split("<!-- /figure -->")[:3]] == ["met", "met", "missed"]
 
 
 def test_default_figure_formats(tmp_path):

@@ -94,6 +94,23 @@ def test_report_files_and_one_row_per_model_and_seed(report):
     assert {"split_fingerprint", "train_seconds", "recall@10", "ndcg@10", "dataset"} <= set(rows[0])
 
 
+def test_the_comparison_is_written_as_data_with_the_reports_numbers(report):
+    """``comparison.json``, which README figures quote, holds the numbers the report's comparison lines show."""
+    out = report[0]
+    facts = json.loads((out / "comparison.json").read_text())
+    text = (out / "report.md").read_text()
+    assert facts["chosen"] == "M6Rec-tiny" and facts["best_baseline"] in ("BPR", "MostPop") and facts["seeds"] == [1, 2]
+    valid, test = facts["valid"], facts["test"]
+    assert f"**{test['ratio']:.2f}×** (valid: {valid['chosen']:.4f} vs {valid['baseline']:.4f}" in text
+    assert valid["ratio"] == pytest.approx(valid["chosen"] / valid["baseline"])
+    assert set(facts["paired_test"]) == {"BPR", "MostPop"}  # every baseline with a result, Broken has none
+    for row, paired in facts["paired_test"].items():
+        line = next(line for line in text.splitlines() if line.startswith(f"  - vs {row}"))
+        assert f"**{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}]" in line
+        assert f"Holm p {'≤' if paired['p_is_bound'] else '='} {paired['holm_p']:.3g}" in line
+    assert facts["paired_test_vs_best_baseline"] == facts["paired_test"][facts["best_baseline"]]
+
+
 def test_every_row_shares_one_split_fingerprint(report):
     rows = [r for r in csv.DictReader(open(report[0] / "results.csv")) if r["status"] == "ok"]
     assert len({r["split_fingerprint"] for r in rows}) == 1 and len(rows[0]["split_fingerprint"]) == 16

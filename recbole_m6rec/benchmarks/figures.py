@@ -9,8 +9,10 @@ A figure is a value between two markers, on one line:
 ``/`` between them (their ratio). A path's steps are separated by ``.``: a key of an object, an index of a list, or
 ``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``).
 Options: ``fmt=`` a Python format spec (default: an integer as it is, a float as ``g``: 6 significant digits),
-``scale=`` a factor applied first (``100`` for a percentage). ``python -m recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails
-when one differs.
+``scale=`` a factor applied first (``100`` for a percentage). ``atleast=T say=YES/NO`` shows a word instead of the
+number: ``YES`` when the (scaled) value is at least ``T``, else ``NO`` (words without spaces, e.g. ``atleast=1.1
+say=met/missed``), so that a verdict in the prose follows its number. ``python -m
+recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails when one differs.
 """
 
 from __future__ import annotations
@@ -82,9 +84,15 @@ def figure_value(reports_dir: Path | str, file: str, expr: str) -> int | float:
 
 def _options(text: str, where: str) -> dict[str, str]:
     options = dict(item.split("=", 1) for item in text.split())
-    unknown = set(options) - {"fmt", "scale"}
+    unknown = set(options) - {"fmt", "scale", "atleast", "say"}
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; valid: fmt=, scale=")
+        raise ValueError(
+            f"{where}: unknown option(s) {', '.join(sorted(unknown))}; valid: fmt=, scale=, atleast= with say="
+        )
+    if ("atleast" in options) != ("say" in options):
+        raise ValueError(f"{where}: atleast= and say= go together (say=WORD/WORD, atleast=NUMBER)")
+    if "say" in options and (len(options["say"].split("/")) != 2 or not all(options["say"].split("/"))):
+        raise ValueError(f"{where}: say={options['say']!r}: expected two words, WORD/WORD (e.g. say=met/missed)")
     return options
 
 
@@ -95,8 +103,8 @@ def render_figures(text: str, reports_dir: Path | str) -> str:
             (m.group(0) for m in FIGURE_OPENING.finditer(text) if not FIGURE.match(text, m.start())), "a figure"
         )
         raise ValueError(
-            f"figure marker {broken!r}: expected FILE:EXPR [fmt=..] [scale=..] and, on the same line, "
-            "<!-- /figure -->"
+            f"figure marker {broken!r}: expected FILE:EXPR [fmt=..] [scale=..] [atleast=.. say=..] and, on the "
+            "same line, <!-- /figure -->"
         )
 
     def replace(match: re.Match) -> str:
@@ -106,7 +114,10 @@ def render_figures(text: str, reports_dir: Path | str) -> str:
         try:
             if "scale" in options:
                 value *= float(options["scale"])
-            shown = format(value, options.get("fmt", "g" if isinstance(value, float) else ""))
+            if "atleast" in options:  # a verdict that follows the number: the first word at or above the bar
+                shown = options["say"].split("/")[0 if value >= float(options["atleast"]) else 1]
+            else:
+                shown = format(value, options.get("fmt", "g" if isinstance(value, float) else ""))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         opening = match.group(0)[: match.start("body") - match.start(0)]

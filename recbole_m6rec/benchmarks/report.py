@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -25,7 +26,7 @@ from recbole_m6rec.benchmarks.report_sections import (
     split_sentence,
     tuning_lines,
 )
-from recbole_m6rec.benchmarks.report_stats import ratio_lines, significance_lines
+from recbole_m6rec.benchmarks.report_stats import comparison_facts, ratio_lines, significance_lines
 from recbole_m6rec.benchmarks.report_tables import (
     check_one_split,
     is_accuracy_metric,
@@ -215,5 +216,19 @@ def write_report(
             f"- {r['row']} seed {r['seed']} ({r.get('status')}): " f"{r.get('error', '')}" for r in failed
         ]
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
+    facts = None if labelled else comparison_facts(records, summary, main_metric, primary)
+    if facts is not None:  # for figures quoted elsewhere (the README), the same numbers as the lines above
+        atomic_write_text(report_dir / "comparison.json", json.dumps(_finite(facts), indent=1) + "\n")
+    else:  # none from an earlier report of other rows may stay
+        (report_dir / "comparison.json").unlink(missing_ok=True)
     atomic_write_text(report_dir / "report.md", report)
     return report
+
+
+def _finite(value):
+    """``value`` with every non-finite float (a ratio over a 0) as ``None``: JSON has no infinity."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value

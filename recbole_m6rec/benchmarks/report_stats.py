@@ -19,6 +19,7 @@ __all__ = [
     "significance_lines",
     "labelled_significance_lines",
     "ratio_lines",
+    "comparison_facts",
 ]
 
 
@@ -91,27 +92,12 @@ def significance_lines(
         return []
     family = family_of(primary)
     baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
-    try:
-        from recbole_m6rec.benchmarks.significance import paired_ratio_ci
-    except ImportError as error:
-        return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
-
-    def per_user(row: str) -> dict[str, float]:
-        return {
-            f"{r['seed']}:{user}": float(value)
-            for r in records
-            if r["row"] == row and r.get("status") == "ok" and main_metric in (r.get("per_user_test") or {})
-            for user, value in r["per_user_test"][main_metric].items()
-        }
-
     if labelled:
         return labelled_significance_lines(records, summary, main_metric, chosen, best, baselines)
-    mine = per_user(chosen)
-    results = {}
-    for row in baselines:
-        theirs = per_user(row)
-        if mine and theirs and set(mine) & set(theirs):
-            results[row] = paired_ratio_ci(mine, theirs)
+    try:
+        results = _paired_ratios(records, main_metric, chosen, baselines)
+    except ImportError as error:
+        return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
     if not results:
         return [f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair)."]
     header = (
@@ -122,6 +108,28 @@ def significance_lines(
         header,
         *comparison_lines(results, best, _ratio_effect),
     ]
+
+
+def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines: list[str]) -> dict[str, dict]:
+    """``chosen``'s test ``main_metric`` over each baseline's, paired by user and seed
+    (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`); baselines with nothing to pair are left out."""
+    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
+
+    def per_user(row: str) -> dict[str, float]:
+        return {
+            f"{r['seed']}:{user}": float(value)
+            for r in records
+            if r["row"] == row and r.get("status") == "ok" and main_metric in (r.get("per_user_test") or {})
+            for user, value in r["per_user_test"][main_metric].items()
+        }
+
+    mine = per_user(chosen)
+    results = {}
+    for row in baselines:
+        theirs = per_user(row)
+        if mine and theirs and set(mine) & set(theirs):
+            results[row] = paired_ratio_ci(mine, theirs)
+    return results
 
 
 def _ratio_effect(r: dict) -> str:
@@ -234,25 +242,16 @@ def ratio_lines(
         + (f", compared on seed(s) {_seed_list(shared)}, the ones every row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
-    if baseline is not None and mine.get("test_by_seed") and by_row[baseline].get("test_by_seed"):
-        best = by_row[baseline]
-        seeds = sorted(set(mine["test_by_seed"]) & set(best["test_by_seed"]), key=str)
-        if seeds:
-            a, b = (sum(e["test_by_seed"][s] for s in seeds) / len(seeds) for e in (mine, best))
-            va, vb = (sum(e["valid_by_seed"].get(s, 0.0) for s in seeds) / len(seeds) for e in (mine, best))
-            ratio = a / b if b else float("inf")
-            # the spread a retrained model would show: the bootstrap below resamples users, not training runs
-            per_seed = [
-                f"{seed} {mine['test_by_seed'][seed] / best['test_by_seed'][seed]:.2f}×"
-                for seed in seeds
-                if best["test_by_seed"][seed]
-            ]
-            lines.append(
-                f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}, mean over seed(s) "
-                f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {va:.4f} vs {vb:.4f}"
-                + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "")
-                + ")"
-            )
+    means = _means_on_shared_seeds(mine, by_row[baseline]) if baseline is not None else None
+    if means is not None:
+        seeds, ratio = means["seeds"], means["test"]["ratio"]
+        # the spread a retrained model would show: the bootstrap below resamples users, not training runs
+        per_seed = [f"{seed} {value:.2f}×" for seed, value in means["test"]["ratio_by_seed"].items()]
+        lines.append(
+            f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}, mean over seed(s) "
+            f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {means['valid']['chosen']:.4f} vs "
+            f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
+        )
     cold_metric = "cold_recall@10"
     if mine.get(cold_metric) is not None:
         for other in (timing_reference, "MostPop"):
@@ -268,6 +267,55 @@ def ratio_lines(
     if timing_reference in by_row:
         lines += _time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
     return lines
+
+
+def _means_on_shared_seeds(mine: dict, theirs: dict) -> dict | None:
+    """Two summary entries' mean valid and test main metric over the seeds both have a test value for, their ratios
+    (``inf`` over a 0) and the test ratio per seed; ``None`` when they share no seed."""
+    if not (mine.get("test_by_seed") and theirs.get("test_by_seed")):
+        return None
+    seeds = sorted(set(mine["test_by_seed"]) & set(theirs["test_by_seed"]), key=str)
+    if not seeds:
+        return None
+    means = {"seeds": seeds}
+    for split, key in (("test", "test_by_seed"), ("valid", "valid_by_seed")):
+        a, b = (sum(e[key].get(s, 0.0) for s in seeds) / len(seeds) for e in (mine, theirs))
+        means[split] = {"chosen": a, "baseline": b, "ratio": a / b if b else float("inf")}
+    means["test"]["ratio_by_seed"] = {
+        seed: mine["test_by_seed"][seed] / theirs["test_by_seed"][seed]
+        for seed in seeds
+        if theirs["test_by_seed"][seed]
+    }
+    return means
+
+
+def comparison_facts(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec") -> dict | None:
+    """The report's comparison as data, for figures quoted elsewhere (the README): the primary's family row chosen on
+    validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
+    and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
+    report's lines give them). ``None`` when there is no primary row or no baseline."""
+    chosen, best = choose_on_valid(summary, main_metric, primary)
+    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
+    if chosen is None or best is None:
+        return None
+    means = _means_on_shared_seeds(by_row[chosen], by_row[best])
+    family = family_of(primary)
+    baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
+    paired = _paired_ratios(records, main_metric, chosen, baselines)
+    if paired:
+        from recbole_m6rec.benchmarks.significance import holm
+
+        adjusted = holm({row: r["p_value"] for row, r in paired.items()})
+        # p_is_bound: the bootstrap p sits at its floor, so it and its Holm-adjusted p are upper bounds ("≤")
+        paired = {row: {**r, "holm_p": adjusted[row], "p_is_bound": _floored(r)} for row, r in paired.items()}
+    return {
+        "metric": main_metric,
+        "chosen": chosen,
+        "best_baseline": best,
+        **(means or {"seeds": []}),
+        "paired_test": paired,
+        "paired_test_vs_best_baseline": paired.get(best),
+    }
 
 
 def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:
