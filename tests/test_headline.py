@@ -209,6 +209,7 @@ def test_figures_in_the_prose_are_written_and_checked_from_a_report(tmp_path, ca
         ("speed/report.json:share/share/share", "expected PATH or PATH/PATH"),
         ("speed/report.json:share atleast=1", "atleast= and say= go together"),
         ("speed/report.json:share atleast=1 say=met", "expected two words, WORD/WORD"),
+        ("speed/report.json:share atleast=1 say=met/missed fmt=.2f", "fmt= does nothing with atleast="),
     ],
 )
 def test_bad_figures_name_what_is_wrong(tmp_path, capsys, marker, message):

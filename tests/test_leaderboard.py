@@ -531,11 +531,8 @@ def _status_rows(text: str) -> dict[str, str]:
 
 
 def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_path, capsys):
-    from recbole_m6rec.benchmarks.status import row_run_seconds, rows_with_work_left
+    from recbole_m6rec.benchmarks.status import rows_with_work_left
     from recbole_m6rec.checkpoint import save_plain_checkpoint
-
-    def _minutes(seconds: float) -> str:
-        return f"{seconds / 60:.0f} min"
 
     out = tmp_path / "report"
     shutil.copytree(report[0], out)
@@ -576,14 +573,49 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert "| continues: 3 epochs done, saved " in rows["M6Rec-tiny"]
     assert rows["BPR"].startswith("| BPR | 1 of 2 trials") and rows["BPR"].endswith("| after tuning | after tuning |")
     assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
-    # runs left at the median time of the row's finished runs: BPR's trial and seed 2 (seed 1 is the winning trial)
-    bpr_seconds = sorted(row_run_seconds(out, "BPR"))
-    assert len(bpr_seconds) == 3  # its two trials and its seed 2
-    assert f"- BPR: 2 × {_minutes(bpr_seconds[1])}" in text
-    assert "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
-    assert "Not timed yet (no finished run under the current protocol; runs left): Broken (2)." in text
+    # the time left: BPR's trial and seed 2 (seed 1 is the winning trial), timed by its finished runs
+    assert "- BPR: 2 × " in text and "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
+    assert "Not timed yet (no finished run that records its code; runs left): Broken (2)." in text
     assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
+
+
+def test_the_time_left_is_each_rows_runs_left_at_the_median_of_its_finished_runs(tmp_path):
+    from recbole_m6rec.benchmarks.status import _time_left_lines, row_run_seconds
+
+    def result(row: str, seed: int, seconds: float, config_hash: str, code: bool = True) -> dict:
+        provenance = {"provenance": {"code": {"recbole_m6rec/__init__.py": "0"}}} if code else {}
+        return {
+            "row": row,
+            "seed": seed,
+            "status": "ok",
+            "config_hash": config_hash,
+            "train_seconds": seconds,
+            "test_seconds": 0.0,
+            **provenance,
+        }
+
+    (tmp_path / "tuning" / "A").mkdir(parents=True)
+    (tmp_path / "results").mkdir()
+    files = {
+        "tuning/A/trial-1.json": result("A", 1, 600.0, "1"),
+        "tuning/A/trial-2.json": result("A", 1, 3000.0, "2"),  # the winning trial ...
+        "results/A-seed1.json": result("A", 1, 3000.0, "2"),  # ... is also seed 1's result: one run
+        "results/A-seed2.json": result("A", 2, 1200.0, "2"),
+        "results/A-seed3.json": result("A", 3, 5.0, "3", code=False),  # older protocol: does not time the row
+        "results/B-seed1.json": result("B", 1, 30.0, "4"),
+        "results/Old-seed1.json": result("Old", 1, 30.0, "5", code=False),
+    }
+    for path, content in files.items():
+        (tmp_path / path).write_text(json.dumps(content))
+    (tmp_path / "results" / "Broken-seed9.json").write_text("{not json")  # skipped, not fatal
+    assert sorted(row_run_seconds(tmp_path, "A")) == [600.0, 1200.0, 3000.0]
+    lines = _time_left_lines(tmp_path, {"A": 3, "B": 2, "Old": 1, "Done": 0})
+    assert "- A: 3 × 20 min ≈ 1.0 h (3 timed)" in lines  # the median, 1200 s
+    assert "- B: 2 × 30 s ≈ 1 min (1 timed)" in lines
+    assert "About 1.0 h of one job's time for the rows timed." in lines
+    assert "Not timed yet (no finished run that records its code; runs left): Old (1)." in lines
+    assert not any("Done" in line for line in lines)
 
 
 def test_a_resumed_tuning_labels_each_trial_by_its_place_in_the_budget(report, tmp_path, capsys):

@@ -10,8 +10,8 @@ A figure is a value between two markers, on one line:
 ``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``).
 Options: ``fmt=`` a Python format spec (default: an integer as it is, a float as ``g``: 6 significant digits),
 ``scale=`` a factor applied first (``100`` for a percentage). ``atleast=T say=YES/NO`` shows a word instead of the
-number: ``YES`` when the (scaled) value is at least ``T``, else ``NO`` (words without spaces, e.g. ``atleast=1.1
-say=met/missed``), so that a verdict in the prose follows its number. ``python -m
+number: ``YES`` when the (scaled, unrounded) value is at least ``T``, else ``NO`` (words without spaces, e.g.
+``atleast=1.1 say=met/missed``), so that a verdict in the prose follows its number. ``python -m
 recbole_m6rec.benchmarks.headline`` rewrites figures with the tables; ``--check`` fails when one differs.
 """
 
@@ -91,6 +91,8 @@ def _options(text: str, where: str) -> dict[str, str]:
         )
     if ("atleast" in options) != ("say" in options):
         raise ValueError(f"{where}: atleast= and say= go together (say=WORD/WORD, atleast=NUMBER)")
+    if "atleast" in options and "fmt" in options:  # the verdict compares the value itself, not a rounded one
+        raise ValueError(f"{where}: fmt= does nothing with atleast= (a word is shown, compared unrounded); drop it")
     if "say" in options and (len(options["say"].split("/")) != 2 or not all(options["say"].split("/"))):
         raise ValueError(f"{where}: say={options['say']!r}: expected two words, WORD/WORD (e.g. say=met/missed)")
     return options

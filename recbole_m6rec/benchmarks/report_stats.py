@@ -293,7 +293,8 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     """The report's comparison as data, for figures quoted elsewhere (the README): the primary's family row chosen on
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
-    report's lines give them). ``None`` when there is no primary row or no baseline."""
+    report's lines give them). ``None`` when there is no primary row or no baseline; ``valid`` and ``test`` are
+    missing when the two share no seed, ``paired_test`` is empty when nothing pairs."""
     chosen, best = choose_on_valid(summary, main_metric, primary)
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     if chosen is None or best is None:
@@ -301,7 +302,10 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     means = _means_on_shared_seeds(by_row[chosen], by_row[best])
     family = family_of(primary)
     baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
-    paired = _paired_ratios(records, main_metric, chosen, baselines)
+    try:
+        paired = _paired_ratios(records, main_metric, chosen, baselines)
+    except ImportError:  # as the report's lines: no paired comparison, the rest still stands
+        paired = {}
     if paired:
         from recbole_m6rec.benchmarks.significance import holm
 

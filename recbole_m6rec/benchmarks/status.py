@@ -21,7 +21,7 @@ from pathlib import Path
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.job import partial_folder
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
-from recbole_m6rec.benchmarks.runner import load_results, reusable_result, trial_path
+from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
 
 __all__ = ["tuning_status", "job_status", "rows_with_work_left", "row_run_seconds", "status_report"]
 
@@ -153,57 +153,74 @@ def rows_with_work_left(plan: dict, report_dir: Path, keep_finished: bool = Fals
     return left
 
 
-def row_run_seconds(report_dir: Path, name: str) -> list[float]:
+def _read_json_files(paths) -> list[dict]:
+    """The JSON objects among ``paths``; a file that cannot be read or parsed is skipped (a status only reads)."""
+    documents = []
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(document, dict):
+            documents.append(document)
+    return documents
+
+
+def row_run_seconds(report_dir: Path, name: str, results: list[dict] | None = None) -> list[float]:
     """The times (training with its validation, and test) of row ``name``'s finished runs in ``report_dir``: its
-    tuning trials and its seeds, whatever CPU they ran on. Only results that record their code count: older ones
-    ran under older protocols (epoch caps of 5 or 10), so they would time a shorter run than the plan's."""
+    tuning trials and its seeds, whatever CPU they ran on, each run once (the winning trial is also its seed's
+    result). Only results that record their code count: older ones ran under older protocols (epoch caps of 5 or
+    10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read."""
     from recbole_m6rec.benchmarks.report_tables import run_seconds
 
     report_dir = Path(report_dir)
-    trials = []
-    for path in sorted((report_dir / "tuning" / name).glob("trial-*.json")):
-        try:
-            trials.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
+    if results is None:
+        results = _read_json_files(sorted((report_dir / "results").glob("*.json")))
+    trials = _read_json_files(sorted((report_dir / "tuning" / name).glob("trial-*.json")))
+    seconds, seen = [], set()
+    for r in trials + results:
+        if r.get("row") != name or r.get("status") != "ok" or not (r.get("provenance") or {}).get("code"):
             continue
-    runs = [r for r in trials + load_results(report_dir) if isinstance(r, dict) and r.get("row") == name]
-    seconds = []
-    for r in (r for r in runs if r.get("status") == "ok" and (r.get("provenance") or {}).get("code")):
+        run = (r.get("config_hash"), r.get("seed"))
+        if run in seen:
+            continue
         try:
             seconds.append(run_seconds(r))
         except (KeyError, TypeError, ValueError):
             continue
+        seen.add(run)
     return seconds
 
 
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _time_left_lines(report_dir: Path, runs_left: dict[str, int]) -> list[str]:
     """Per row with runs left, those runs at the median time of its finished ones, and the sum."""
     lines, total, untimed = [], 0.0, []
+    results = _read_json_files(sorted((Path(report_dir) / "results").glob("*.json")))
     for name, count in runs_left.items():
         if not count:
             continue
-        seconds = row_run_seconds(report_dir, name)
+        seconds = row_run_seconds(report_dir, name, results)
         if not seconds:
             untimed.append(f"{name} ({count})")
             continue
         each = statistics.median(seconds)
         total += count * each
-        lines.append(f"- {name}: {count} × {_hours(each)} ≈ {_hours(count * each)} ({len(seconds)} timed)")
+        lines.append(f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} ({len(seconds)} timed)")
     if lines:
         lines.insert(
             0,
             "Time left, at the median time of each row's finished runs (its tuning trials and seeds as they ran: "
             "one job's time, on the CPUs and beside the jobs they had); an interrupted run counts whole:",
         )
-        lines.append(f"About {_hours(total)} of one job's time for the rows timed.")
+        lines.append(f"About {_duration(total)} of one job's time for the rows timed.")
     if untimed:
-        lines.append(
-            "Not timed yet (no finished run under the current protocol; runs left): " + ", ".join(untimed) + "."
-        )
+        lines.append("Not timed yet (no finished run that records its code; runs left): " + ", ".join(untimed) + ".")
     return ["", *lines] if lines else []
 
 
