@@ -111,6 +111,33 @@ def test_the_comparison_is_written_as_data_with_the_reports_numbers(report):
     assert facts["paired_test_vs_best_baseline"] == facts["paired_test"][facts["best_baseline"]]
 
 
+def test_comparison_json_has_no_infinity_and_no_stale_copy(tmp_path):
+    from recbole_m6rec.benchmarks.report import write_report
+
+    def run(row: str, seed: int, value: float) -> dict:
+        per_user = {str(user): value * (user % 3) for user in range(30)}
+        return {
+            **_finished(row, seed, {"ndcg@10": value}, {"ndcg@10": value}, per_user_test={"ndcg@10": per_user}),
+            "model": row,
+            "dataset": "ml-100k",
+            "split_fingerprint": "f",
+            "history_mask": "all",
+        }
+
+    plan = {"dataset": "ml-100k", "seeds": [1, 2], "common": {"valid_metric": "NDCG@10"}, "rows": {"M6Rec": {}}}
+    plan["rows"]["BPR"] = {}
+    records = [run("M6Rec", 1, 0.2), run("M6Rec", 2, 0.2), run("BPR", 1, 0.1), run("BPR", 2, 0.0)]
+    write_report(plan, records, tmp_path, "x")
+    facts = json.loads((tmp_path / "comparison.json").read_text())  # strict JSON: no Infinity
+    assert facts["test"]["ratio"] == pytest.approx(0.2 / 0.05)
+    assert facts["test"]["ratio_by_seed"] == {"1": pytest.approx(2.0)}  # seed 2's baseline is 0: no ratio
+    zero = [run("M6Rec", 1, 0.2), run("BPR", 1, 0.0)]
+    write_report({**plan, "seeds": [1]}, zero, tmp_path, "x")
+    assert json.loads((tmp_path / "comparison.json").read_text())["test"]["ratio"] is None  # over 0: undefined
+    write_report({**plan, "rows": {"M6Rec": {}}}, records[:2], tmp_path, "x")  # no baseline any more
+    assert not (tmp_path / "comparison.json").exists()
+
+
 def test_every_row_shares_one_split_fingerprint(report):
     rows = [r for r in csv.DictReader(open(report[0] / "results.csv")) if r["status"] == "ok"]
     assert len({r["split_fingerprint"] for r in rows}) == 1 and len(rows[0]["split_fingerprint"]) == 16

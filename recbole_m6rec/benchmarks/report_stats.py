@@ -99,7 +99,9 @@ def significance_lines(
     except ImportError as error:
         return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
     if not results:
-        return [f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair)."]
+        return [
+            f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each baseline's mean is 0)."
+        ]
     header = (
         f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
         f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
@@ -112,7 +114,8 @@ def significance_lines(
 
 def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines: list[str]) -> dict[str, dict]:
     """``chosen``'s test ``main_metric`` over each baseline's, paired by user and seed
-    (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`); baselines with nothing to pair are left out."""
+    (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`); baselines with nothing to pair, or whose
+    mean is 0 on the pairs (no ratio), are left out."""
     from recbole_m6rec.benchmarks.significance import paired_ratio_ci
 
     def per_user(row: str) -> dict[str, float]:
@@ -127,7 +130,7 @@ def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines
     results = {}
     for row in baselines:
         theirs = per_user(row)
-        if mine and theirs and set(mine) & set(theirs):
+        if mine and theirs and set(mine) & set(theirs) and sum(theirs[k] for k in set(mine) & set(theirs)):
             results[row] = paired_ratio_ci(mine, theirs)
     return results
 
