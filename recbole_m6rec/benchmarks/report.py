@@ -151,6 +151,7 @@ def write_report(
     labelled = is_labelled(plan)
     overrides = {name: dict(row) for name, row in plan["rows"].items()}
     failed = [r for r in records if r.get("status") != "ok"]
+    facts = None if labelled else comparison_facts(records, summary, main_metric, primary)  # one bootstrap for both
     text = [
         f"# Leaderboard: {plan['dataset']}",
         "",
@@ -177,7 +178,7 @@ def write_report(
         *convergence_lines(records),
         "",
         *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
-        *significance_lines(records, summary, main_metric, primary, labelled),
+        *significance_lines(records, summary, main_metric, primary, labelled, facts),
         "",
         *[f"![{p}]({p})" for p in pictures],
         "",
@@ -216,7 +217,6 @@ def write_report(
             f"- {r['row']} seed {r['seed']} ({r.get('status')}): " f"{r.get('error', '')}" for r in failed
         ]
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
-    facts = None if labelled else comparison_facts(records, summary, main_metric, primary)
     if facts is not None:  # for figures quoted elsewhere (the README), the same numbers as the lines above
         atomic_write_text(report_dir / "comparison.json", json.dumps(_finite(facts), indent=1) + "\n")
     else:  # none from an earlier report of other rows may stay

@@ -81,23 +81,36 @@ def best_baseline(summary: list[dict], main_metric: str, primary: str = "M6Rec")
 
 
 # --- comparisons on test ------------------------------------------------------------------------------------------
+def _chosen_and_baselines(summary: list[dict], main_metric: str, primary: str) -> tuple:
+    """(the primary family's row chosen on validation, the best baseline, every baseline with a finished run)."""
+    chosen, best = choose_on_valid(summary, main_metric, primary)
+    family = family_of(primary)
+    return chosen, best, [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
+
+
 def significance_lines(
-    records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec", labelled: bool = False
+    records: list[dict],
+    summary: list[dict],
+    main_metric: str,
+    primary: str = "M6Rec",
+    labelled: bool = False,
+    facts: dict | None = None,
 ) -> list[str]:
     """The validation-chosen primary against every baseline on test ``main_metric``: ratio of means with a paired
     bootstrap interval over users (each user's values on every seed together), p-values Holm-adjusted over the
-    comparisons."""
-    chosen, best = choose_on_valid(summary, main_metric, primary)
-    if chosen is None or best is None:
-        return []
-    family = family_of(primary)
-    baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
+    comparisons. ``facts``: :func:`comparison_facts` of a ranking plan when the caller has it already, so that its
+    bootstrap runs once."""
     if labelled:
+        chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
+        if chosen is None or best is None:
+            return []
         return labelled_significance_lines(records, summary, main_metric, chosen, best, baselines)
-    try:
-        results = _paired_ratios(records, main_metric, chosen, baselines)
-    except ImportError as error:
-        return [f"- Paired comparison {chosen} vs baselines: not computed ({error})."]
+    facts = facts or comparison_facts(records, summary, main_metric, primary)
+    if facts is None:
+        return []
+    chosen, results = facts["chosen"], facts["paired_test"]
+    if "paired_test_error" in facts:
+        return [f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']})."]
     if not results:
         return [
             f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each baseline's mean is 0)."
@@ -108,7 +121,7 @@ def significance_lines(
     )
     return [
         header,
-        *comparison_lines(results, best, _ratio_effect),
+        *comparison_lines(results, facts["best_baseline"], _ratio_effect),
     ]
 
 
@@ -297,18 +310,18 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them). ``None`` when there is no primary row or no baseline; ``valid`` and ``test`` are
-    missing when the two share no seed, ``paired_test`` is empty when nothing pairs."""
-    chosen, best = choose_on_valid(summary, main_metric, primary)
-    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
+    missing when the two share no seed, ``paired_test`` is empty when nothing pairs (``paired_test_error`` says why
+    when the statistics could not be imported)."""
+    chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
     if chosen is None or best is None:
         return None
+    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     means = _means_on_shared_seeds(by_row[chosen], by_row[best])
-    family = family_of(primary)
-    baselines = [e["row"] for e in summary if e["runs"] > 0 and not _in_family(e["row"], family)]
+    missing = {}
     try:
         paired = _paired_ratios(records, main_metric, chosen, baselines)
-    except ImportError:  # as the report's lines: no paired comparison, the rest still stands
-        paired = {}
+    except ImportError as error:  # no paired comparison (the report says why); the rest still stands
+        paired, missing = {}, {"paired_test_error": str(error)}
     if paired:
         from recbole_m6rec.benchmarks.significance import holm
 
@@ -322,6 +335,7 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
         **(means or {"seeds": []}),
         "paired_test": paired,
         "paired_test_vs_best_baseline": paired.get(best),
+        **missing,
     }
 
 
