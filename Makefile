@@ -13,8 +13,10 @@ RUN = $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(BIN)/python
 setup:
 	bash .ci/setup-venv
 
+# one test process per core, at most 4 (each holds its own models); a test file stays in one process, so its
+# module fixtures are built once
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=10
+	$(BIN)/python -m pytest -q --durations=10 -n auto --maxprocesses=4 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ fixtures for tests of the plugin's models on tiny random-initialised backbones (
 A test module that uses ``make_config``, ``data`` or ``make_model`` names its model in a module-level ``MODEL``.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,19 @@ TINY_SLICE = {
     "show_progress": False,
     "plm_name_or_path": "tiny-random-llama",
 }
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist each test process takes its share of the cores, for its torch and for the jobs it
+    starts: processes that each spin up every core slow one another down (OMP_NUM_THREADS, when set, wins)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    threads = max(1, (os.cpu_count() or 1) // int(workers))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
