@@ -13,10 +13,11 @@ RUN = $(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC)) $(BIN)/python
 setup:
 	bash .ci/setup-venv
 
-# one test process per core, at most 4 (each holds its own models); a test file stays in one process, so its
-# module fixtures are built once
+# one test process per usable core (`nproc`), at most 4 (each holds its own models); a test file stays in one
+# process, so its module fixtures are built once
+TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=10 -n auto --maxprocesses=4 --dist loadfile
+	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_PROCESSES) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

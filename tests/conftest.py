@@ -23,17 +23,41 @@ TINY_SLICE = {
 }
 
 
+# handed out first under pytest-xdist: each is minutes long, so the other processes share the rest beside them
+SLOWEST_FILES = ("test_m6rec_end_to_end.py", "test_leaderboard.py", "test_gpu_campaign.py", "test_reliability.py")
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may run on, as `nproc` counts
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def pytest_configure(config) -> None:
     """Under pytest-xdist each test process takes its share of the cores, for its torch and for the jobs it
-    starts: processes that each spin up every core slow one another down (OMP_NUM_THREADS, when set, wins)."""
+    starts: processes that each spin up every core slow one another down (a whole-number OMP_NUM_THREADS wins)."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not workers:
+        if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
+            for folder in ("saved", "log", "log_tensorboard"):  # RecBole creates them unguarded in each process
+                os.makedirs(folder, exist_ok=True)
         return
-    threads = max(1, (os.cpu_count() or 1) // int(workers))
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:
+        threads = str(max(1, _usable_cores() // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = threads
     import torch
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(int(threads))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ refusal, and the GPU plans themselves (valid settings, ml-1m's files found, the 
 
 import csv
 import json
+import os
 import sys
 
 import pytest
@@ -22,7 +23,14 @@ EXPECTED_ROWS = {
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-campaign") / "tiny"
-    code = gpu_campaign.main([f"--out={out}", "--tiny", "--fresh"])
+    threads = os.environ.get("OMP_NUM_THREADS")
+    try:
+        code = gpu_campaign.main([f"--out={out}", "--tiny", "--fresh"])
+    finally:  # the command sets OMP_NUM_THREADS for its jobs where none is set: not for the tests after it
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
     return out, code
 
 
