@@ -3,9 +3,11 @@
 Real ml-100k through RecBole's own pipeline (no language model: the rows here are LikeRate and an untrained FM).
 """
 
+import json
 import math
 import os
 import stat
+import statistics
 
 import numpy as np
 import pandas as pd
@@ -14,10 +16,12 @@ from helpers import QUIET
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.job import compact_samples
-from recbole_m6rec.benchmarks.report_stats import labelled_significance_lines
+from recbole_m6rec.benchmarks.report import write_report
+from recbole_m6rec.benchmarks.report_stats import labelled_comparison_facts, labelled_significance_lines
 from recbole_m6rec.benchmarks.significance import (
     auc_ci,
     auc_interval_over_users,
+    holm,
     paired_auc_over_users,
     weighted_aucs,
 )
@@ -182,10 +186,65 @@ def test_paired_auc_pairs_only_the_same_samples_and_sees_a_real_difference():
     assert result["diff"] > 0.1 and result["ci_low"] > 0 and result["p_value"] == result["p_floor"]
     shifted = _record("Other", 1, labels[1:] + labels[:1], weak)  # other samples: never paired
     assert paired_auc_over_users(samples["Mine"], {1: shifted["per_sample_test"]}) is None
-    summary = [{"row": "Mine", "runs": 1}, {"row": "Other", "runs": 1}]
-    lines = "\n".join(labelled_significance_lines(records, summary, "auc", "Mine", "Other", ["Other"]))
+    summary = [{"row": "Mine", "runs": 1, "valid": (0.7, 0.0)}, {"row": "Other", "runs": 1, "valid": (0.6, 0.0)}]
+    lines = "\n".join(labelled_significance_lines(labelled_comparison_facts(records, summary, "auc", "Mine")))
     assert "vs Other (the best baseline on valid): **+" in lines and "2000 test samples from 2000 users" in lines
     assert "p ≤ 0.001, Holm p ≤ 0.001" in lines  # no resample on the far side: the bootstrap only bounds p
+
+
+def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_numbers(tmp_path):
+    """``comparison.json`` of a click-through plan: the row chosen on validation, the best baseline on validation,
+    their mean AUCs and differences over the seeds both ran, each row's test AUC interval and the paired differences,
+    the same numbers as the report's lines."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 1500).tolist()
+
+    def result(row, seed, noise, valid_auc):
+        record = _record(row, seed, labels, [float(y + rng.normal(0, noise)) for y in labels])
+        samples = record["per_sample_test"]  # sorted by user: its own label order
+        test_auc = auc_ci(samples["label"], samples["score"])["auc"]
+        return {
+            **record,
+            "valid": {"auc": valid_auc},
+            "test": {"auc": test_auc},
+            "train_seconds": 1.0,
+            "peak_rss_mb": 1.0,
+            "model": row,
+            "dataset": "ml-100k",
+            "split_fingerprint": "f",
+        }
+
+    # Mine-b is better on test, Mine-a on valid: validation chooses; Floor is the best baseline on valid
+    records = [result("Mine-a", s, 1.5, 0.80) for s in (1, 2)] + [result("Mine-b", s, 0.5, 0.70) for s in (1, 2)]
+    records += [result("Floor", s, 1.0, 0.75) for s in (1, 2)] + [result("Weak", s, 3.0, 0.72) for s in (1, 2)]
+    labelled_eval = {"eval_args": {"mode": {"valid": "labeled", "test": "labeled"}}, "valid_metric": "AUC"}
+    rows = {"Mine-a": {}, "Mine-b": {}, "Floor": {}, "Weak": {}}
+    plan = {"dataset": "ml-100k", "seeds": [1, 2], "primary": "Mine-a", "common": labelled_eval, "rows": rows}
+    write_report(plan, records, tmp_path, "x")
+    facts = json.loads((tmp_path / "comparison.json").read_text())
+    text = (tmp_path / "report.md").read_text()
+    assert (facts["metric"], facts["chosen"], facts["best_baseline"], facts["seeds"]) == (
+        "auc",
+        "Mine-a",
+        "Floor",
+        [1, 2],
+    )
+    test_auc = {row: statistics.fmean(r["test"]["auc"] for r in records if r["row"] == row) for row in rows}
+    assert facts["test"]["difference"] == pytest.approx(test_auc["Mine-a"] - test_auc["Floor"])
+    assert facts["valid"]["difference"] == pytest.approx(0.80 - 0.75)
+    assert f"**{facts['test']['difference']:+.4f}** (valid: 0.8000 vs 0.7500; per seed: 1 " in text
+    for row, interval in facts["test_auc"].items():
+        assert interval["auc"] == pytest.approx(test_auc[row])
+        assert f"{row} {interval['auc']:.4f} [{interval['ci_low']:.4f}, {interval['ci_high']:.4f}]" in text
+    assert set(facts["paired_test"]) == {"Floor", "Weak"}  # Mine-b is of the chosen row's family
+    for row, paired in facts["paired_test"].items():
+        assert paired["diff"] == pytest.approx(test_auc["Mine-a"] - test_auc[row])
+        line = next(line for line in text.splitlines() if line.startswith(f"  - vs {row}"))
+        assert f"**{paired['diff']:+.4f}** [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]" in line
+        assert f"Holm p {'≤' if paired['p_is_bound'] else '='} {paired['holm_p']:.3g}" in line
+    adjusted = holm({row: paired["p_value"] for row, paired in facts["paired_test"].items()})
+    assert {row: paired["holm_p"] for row, paired in facts["paired_test"].items()} == pytest.approx(adjusted)
+    assert facts["paired_test_vs_best_baseline"] == facts["paired_test"]["Floor"]
 
 
 def test_the_null_difference_is_not_significant():

@@ -26,7 +26,12 @@ from recbole_m6rec.benchmarks.report_sections import (
     split_sentence,
     tuning_lines,
 )
-from recbole_m6rec.benchmarks.report_stats import comparison_facts, ratio_lines, significance_lines
+from recbole_m6rec.benchmarks.report_stats import (
+    comparison_facts,
+    labelled_comparison_facts,
+    ratio_lines,
+    significance_lines,
+)
 from recbole_m6rec.benchmarks.report_tables import (
     check_one_split,
     is_accuracy_metric,
@@ -151,7 +156,8 @@ def write_report(
     labelled = is_labelled(plan)
     overrides = {name: dict(row) for name, row in plan["rows"].items()}
     failed = [r for r in records if r.get("status") != "ok"]
-    facts = None if labelled else comparison_facts(records, summary, main_metric, primary)  # one bootstrap for both
+    compare = labelled_comparison_facts if labelled else comparison_facts
+    facts = compare(records, summary, main_metric, primary)  # one bootstrap for the lines and comparison.json
     text = [
         f"# Leaderboard: {plan['dataset']}",
         "",
@@ -177,7 +183,7 @@ def write_report(
         "",
         *convergence_lines(records),
         "",
-        *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec")),
+        *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec"), labelled),
         *significance_lines(records, summary, main_metric, primary, labelled, facts),
         "",
         *[f"![{p}]({p})" for p in pictures],

@@ -20,6 +20,7 @@ __all__ = [
     "labelled_significance_lines",
     "ratio_lines",
     "comparison_facts",
+    "labelled_comparison_facts",
 ]
 
 
@@ -98,13 +99,12 @@ def significance_lines(
 ) -> list[str]:
     """The validation-chosen primary against every baseline on test ``main_metric``: ratio of means with a paired
     bootstrap interval over users (each user's values on every seed together), p-values Holm-adjusted over the
-    comparisons. ``facts``: :func:`comparison_facts` of a ranking plan when the caller has it already, so that its
-    bootstrap runs once."""
+    comparisons; for a labelled (CTR) plan, :func:`labelled_significance_lines`. ``facts``: :func:`comparison_facts`
+    (ranking) or :func:`labelled_comparison_facts` (labelled) when the caller has it already, so that its bootstrap
+    runs once."""
     if labelled:
-        chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
-        if chosen is None or best is None:
-            return []
-        return labelled_significance_lines(records, summary, main_metric, chosen, best, baselines)
+        facts = facts or labelled_comparison_facts(records, summary, main_metric, primary)
+        return labelled_significance_lines(facts) if facts is not None else []
     facts = facts or comparison_facts(records, summary, main_metric, primary)
     if facts is None:
         return []
@@ -161,33 +161,63 @@ def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"labe
     }
 
 
-def labelled_significance_lines(
-    records: list[dict], summary: list[dict], main_metric: str, chosen: str, best: str, baselines: list[str]
-) -> list[str]:
-    """Labelled (CTR) plans: each row's test AUC with its interval, and the validation-chosen primary against every
-    row outside its family on the same test samples, by a paired bootstrap that resamples users (a user's several
-    test samples are correlated), Holm-adjusted."""
-    from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
-
+def labelled_comparison_facts(
+    records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec"
+) -> dict | None:
+    """A labelled (CTR) plan's comparison as data: the primary's family row chosen on validation, the best baseline
+    on validation, their mean valid and test ``main_metric`` over the seeds both ran and the differences, each row's
+    test AUC with its interval (``test_auc``), and the chosen row against every baseline on the same test samples
+    (``paired_test``: the AUC difference, its interval, p and Holm-adjusted p), by a bootstrap that resamples users
+    (a user's several test samples are correlated). ``None`` when there is no primary row or no baseline;
+    ``paired_test_error`` says why nothing was paired when the metric is not AUC or the statistics could not be
+    imported."""
+    chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
+    if chosen is None or best is None:
+        return None
+    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
+    facts = {
+        "metric": main_metric,
+        "chosen": chosen,
+        "best_baseline": best,
+        **(_means_on_shared_seeds(by_row[chosen], by_row[best], compare="difference") or {"seeds": []}),
+        "test_auc": {},
+        "paired_test": {},
+        "paired_test_vs_best_baseline": None,
+    }
     if main_metric != "auc":
-        return [f"- Paired comparison {chosen} vs baselines: the paired test here is for AUC, not {main_metric}."]
-    samples = {e["row"]: _per_sample_by_seed(records, e["row"]) for e in summary if e["runs"] > 0}
-    lines, intervals, facts = [], [], None
-    for row, by_seed in samples.items():
-        interval = auc_interval_over_users(by_seed)
-        if interval is not None:
-            intervals.append(f"{row} {interval['auc']:.4f} [{interval['ci_low']:.4f}, {interval['ci_high']:.4f}]")
-            facts = facts or interval
-    if intervals:
-        lines.append(
-            f"- Test AUC with its 95% interval (mean over seeds; {_resampling(facts)}; {facts['samples']} test "
-            f"samples from {facts['n_users']} users): " + "; ".join(intervals)
-        )
-    results = {
+        return {**facts, "paired_test_error": f"the paired test here is for AUC, not {main_metric}"}
+    try:
+        from recbole_m6rec.benchmarks.significance import auc_interval_over_users, holm, paired_auc_over_users
+    except ImportError as error:  # no intervals (the report says why); the rest still stands
+        return {**facts, "paired_test_error": str(error)}
+    samples = {row: _per_sample_by_seed(records, row) for row in by_row}
+    intervals = {row: i for row, by_seed in samples.items() if (i := auc_interval_over_users(by_seed)) is not None}
+    paired = {
         row: result
         for row in baselines
         if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
     }
+    paired = _with_holm(paired, holm)
+    return {**facts, "test_auc": intervals, "paired_test": paired, "paired_test_vs_best_baseline": paired.get(best)}
+
+
+def labelled_significance_lines(facts: dict) -> list[str]:
+    """Labelled (CTR) plans, from :func:`labelled_comparison_facts`: each row's test AUC with its interval, and the
+    validation-chosen primary against every row outside its family on the same test samples, Holm-adjusted."""
+    chosen = facts["chosen"]
+    if "paired_test_error" in facts:
+        return [f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']})."]
+    lines = []
+    if facts["test_auc"]:
+        first = next(iter(facts["test_auc"].values()))
+        lines.append(
+            f"- Test AUC with its 95% interval (mean over seeds; {_resampling(first)}; {first['samples']} test "
+            f"samples from {first['n_users']} users): "
+            + "; ".join(
+                f"{row} {i['auc']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]" for row, i in facts["test_auc"].items()
+            )
+        )
+    results = facts["paired_test"]
     if not results:
         lines.append(
             f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
@@ -203,7 +233,7 @@ def labelled_significance_lines(
     def effect(r: dict) -> str:
         return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
 
-    return lines + comparison_lines(results, best, effect)
+    return lines + comparison_lines(results, facts["best_baseline"], effect)
 
 
 def _resampling(facts: dict) -> str:
@@ -214,15 +244,19 @@ def _resampling(facts: dict) -> str:
 
 def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
     """One line per baseline: ``effect(result)`` (the estimate and its interval), p and the Holm-adjusted p over all
-    of ``results``, the validation-chosen best baseline marked."""
-    from recbole_m6rec.benchmarks.significance import holm
-
-    adjusted = holm({row: r["p_value"] for row, r in results.items()})
+    of ``results`` (``holm_p``, ``p_is_bound``), the validation-chosen best baseline marked."""
     return [
         f"  - vs {row}{' (the best baseline on valid)' if row == best else ''}: {effect(r)} "
-        f"{p_text('p', r['p_value'], _floored(r))}, {p_text('Holm p', adjusted[row], _floored(r))}"
+        f"{p_text('p', r['p_value'], r['p_is_bound'])}, {p_text('Holm p', r['holm_p'], r['p_is_bound'])}"
         for row, r in results.items()
     ]
+
+
+def _with_holm(paired: dict[str, dict], holm) -> dict[str, dict]:
+    """Each comparison with its Holm-adjusted p over all of ``paired`` and ``p_is_bound``: the bootstrap p sits at its
+    floor, so it and its adjusted p are upper bounds ("≤")."""
+    adjusted = holm({row: r["p_value"] for row, r in paired.items()})
+    return {row: {**r, "holm_p": adjusted[row], "p_is_bound": _floored(r)} for row, r in paired.items()}
 
 
 def _floored(result: dict) -> bool:
@@ -240,11 +274,15 @@ def _seed_list(seeds: list) -> str:
 
 
 def ratio_lines(
-    summary: list[dict], main_metric: str, primary: str = "M6Rec", timing_reference: str = "SASRec"
+    summary: list[dict],
+    main_metric: str,
+    primary: str = "M6Rec",
+    timing_reference: str = "SASRec",
+    labelled: bool = False,
 ) -> list[str]:
-    """What was chosen on validation, the chosen row's test ``main_metric`` over the best baseline's, its
-    ``cold_recall@10`` over the timing reference's and MostPop's (cold-item plans), and its time over the timing
-    reference's."""
+    """What was chosen on validation, the chosen row's test ``main_metric`` over the best baseline's (minus it, for a
+    labelled plan's AUC), its ``cold_recall@10`` over the timing reference's and MostPop's (cold-item plans), and its
+    time over the timing reference's."""
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     chosen, baseline = choose_on_valid(summary, main_metric, primary)
     if chosen is None or by_row[chosen].get(main_metric) is None:
@@ -258,8 +296,17 @@ def ratio_lines(
         + (f", compared on seed(s) {_seed_list(shared)}, the ones every row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
-    means = _means_on_shared_seeds(mine, by_row[baseline]) if baseline is not None else None
-    if means is not None:
+    compare = "difference" if labelled else "ratio"
+    means = _means_on_shared_seeds(mine, by_row[baseline], compare) if baseline is not None else None
+    if means is not None and labelled:
+        seeds, difference = means["seeds"], means["test"]["difference"]
+        per_seed = [f"{seed} {value:+.4f}" for seed, value in means["test"]["difference_by_seed"].items()]
+        lines.append(
+            f"- {chosen} test {main_metric} − best baseline ({baseline}) test {main_metric}, mean over seed(s) "
+            f"{_seed_list(seeds)}: **{difference:+.4f}** (valid: {means['valid']['chosen']:.4f} vs "
+            f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
+        )
+    elif means is not None:
         seeds, ratio = means["seeds"], means["test"]["ratio"]
         # the spread a retrained model would show: the bootstrap below resamples users, not training runs
         per_seed = [f"{seed} {value:.2f}×" for seed, value in means["test"]["ratio_by_seed"].items()]
@@ -285,9 +332,10 @@ def ratio_lines(
     return lines
 
 
-def _means_on_shared_seeds(mine: dict, theirs: dict) -> dict | None:
-    """Two summary entries' mean valid and test main metric over the seeds both have a test value for, their ratios
-    (``inf`` over a 0) and the test ratio per seed; ``None`` when they share no seed."""
+def _means_on_shared_seeds(mine: dict, theirs: dict, compare: str = "ratio") -> dict | None:
+    """Two summary entries' mean valid and test main metric over the seeds both have a test value for, and how they
+    compare: ``ratio`` (``inf`` over a 0) with the test ratio per seed, or ``difference`` (mine - theirs, for
+    AUC) with the test difference per seed; ``None`` when they share no seed."""
     if not (mine.get("test_by_seed") and theirs.get("test_by_seed")):
         return None
     seeds = sorted(set(mine["test_by_seed"]) & set(theirs["test_by_seed"]), key=str)
@@ -296,7 +344,13 @@ def _means_on_shared_seeds(mine: dict, theirs: dict) -> dict | None:
     means = {"seeds": seeds}
     for split, key in (("test", "test_by_seed"), ("valid", "valid_by_seed")):
         a, b = (sum(e[key].get(s, 0.0) for s in seeds) / len(seeds) for e in (mine, theirs))
-        means[split] = {"chosen": a, "baseline": b, "ratio": a / b if b else float("inf")}
+        means[split] = {"chosen": a, "baseline": b}
+        means[split][compare] = a - b if compare == "difference" else (a / b if b else float("inf"))
+    if compare == "difference":
+        means["test"]["difference_by_seed"] = {
+            seed: mine["test_by_seed"][seed] - theirs["test_by_seed"][seed] for seed in seeds
+        }
+        return means
     means["test"]["ratio_by_seed"] = {
         seed: mine["test_by_seed"][seed] / theirs["test_by_seed"][seed]
         for seed in seeds
@@ -325,9 +379,7 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     if paired:
         from recbole_m6rec.benchmarks.significance import holm
 
-        adjusted = holm({row: r["p_value"] for row, r in paired.items()})
-        # p_is_bound: the bootstrap p sits at its floor, so it and its Holm-adjusted p are upper bounds ("≤")
-        paired = {row: {**r, "holm_p": adjusted[row], "p_is_bound": _floored(r)} for row, r in paired.items()}
+        paired = _with_holm(paired, holm)
     return {
         "metric": main_metric,
         "chosen": chosen,
