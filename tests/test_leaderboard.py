@@ -111,6 +111,53 @@ def test_the_comparison_is_written_as_data_with_the_reports_numbers(report):
     assert facts["paired_test_vs_best_baseline"] == facts["paired_test"][facts["best_baseline"]]
 
 
+def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_comparison_file(tmp_path):
+    """A plan's ``pairs``: each named row / reference on the seeds both ran, valid and test, the paired test over
+    users and seeds with Holm over the pairs, and the trainable shares; the same numbers in report.md and
+    comparison.json."""
+    from recbole_m6rec.benchmarks.report import write_report
+    from recbole_m6rec.benchmarks.significance import holm
+
+    def run(row: str, seed: int, level: float, share: float) -> dict:
+        per_user = {str(user): level * (1 + user % 4) / 2.5 for user in range(40)}
+        return {
+            **_finished(row, seed, {"ndcg@10": level + 0.01}, {"ndcg@10": level}, per_user_test={"ndcg@10": per_user}),
+            "model": row,
+            "dataset": "ml-100k",
+            "split_fingerprint": "f",
+            "history_mask": "all",
+            "extra": {"trainable_share": share},
+        }
+
+    # Lever runs seeds 1-3, Upper 1-2: the pair is compared on seeds 1 and 2 only
+    records = [run("Lever", s, 0.10 + 0.01 * s, 0.008) for s in (1, 2, 3)] + [
+        run("Upper", s, 0.1, 0.054) for s in (1, 2)
+    ]
+    records += [run("Base", s, 0.05, 0.5) for s in (1, 2, 3)]
+    rows = {"Lever": {}, "Upper": {}, "Base": {}}
+    pairs = {"lever over upper": ["Lever", "Upper"], "base over upper": ["Base", "Upper"]}
+    plan = {"dataset": "ml-100k", "seeds": [1, 2, 3], "common": {"valid_metric": "NDCG@10"}, "rows": rows}
+    write_report({**plan, "primary": "Lever", "pairs": pairs}, records, tmp_path, "x")
+    facts = json.loads((tmp_path / "comparison.json").read_text())["pairs"]
+    text = (tmp_path / "report.md").read_text()
+    lever = facts["lever over upper"]
+    assert (lever["row"], lever["reference"], lever["seeds"]) == ("Lever", "Upper", [1, 2])
+    assert lever["test"]["row"] == pytest.approx(0.115) and lever["test"]["ratio"] == pytest.approx(1.15)
+    assert lever["valid"]["ratio"] == pytest.approx(0.125 / 0.11)
+    assert lever["paired_test"]["ratio"] == pytest.approx(1.15) and lever["paired_test"]["n_seeds"] == 2
+    assert lever["trainable_share"] == {"row": 0.008, "reference": 0.054}
+    adjusted = holm({name: pair["paired_test"]["p_value"] for name, pair in facts.items()})
+    for name, pair in facts.items():
+        assert pair["paired_test"]["holm_p"] == pytest.approx(adjusted[name])
+        line = next(line for line in text.splitlines() if line.startswith(f"- {name}:"))
+        assert f"valid **{pair['valid']['ratio']:.3f}×**" in line and f"test {pair['test']['ratio']:.3f}×" in line
+        assert f"**{pair['paired_test']['ratio']:.3f}×** [{pair['paired_test']['ci_low']:.3f}, " in line
+        assert f"Holm p {'≤' if pair['paired_test']['p_is_bound'] else '='} {pair['paired_test']['holm_p']:.3g}" in line
+    assert "trainable 0.80% vs 5.40%" in text
+    write_report({**plan, "primary": "Lever"}, records, tmp_path, "x")  # no pairs named: none in the file
+    assert "pairs" not in json.loads((tmp_path / "comparison.json").read_text())
+
+
 def test_comparison_json_has_no_infinity_and_no_stale_copy(tmp_path):
     from recbole_m6rec.benchmarks.report import write_report
 

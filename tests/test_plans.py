@@ -98,3 +98,45 @@ def test_a_row_seed_list_that_is_not_distinct_integers_is_refused(tmp_path, seed
     path = write_plan(tmp_path, {"Key": {"model": "BPR", "seeds": seeds}})
     with pytest.raises(ValueError, match=r"row 'Key': seeds must|row 'Key': seeds lists a seed twice"):
         load_plan(path, {}, None, None)
+
+
+def write_plan_with(tmp_path, rows: dict, **keys) -> str:
+    import yaml
+
+    plan = {"dataset": "ml-100k", "seeds": [2020], "common": {}, "rows": rows, **keys}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return str(path)
+
+
+ROWS = {"A": {"model": "BPR"}, "B": {"model": "MostPop"}, "C": {"model": "BPR"}}
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        ([["A", "B"]], "pairs must map a name to \\[row, reference\\]"),
+        ({"x": ["A"]}, "pair 'x' must be \\[row, reference\\]"),
+        ({"x": "A B"}, "pair 'x' must be \\[row, reference\\]"),
+        ({"x": ["A", "Z"]}, "pair 'x' names \\['Z'\\], not rows of the plan; known rows: A, B, C"),
+        ({"x": ["A", "A"]}, "pair 'x' compares row 'A' with itself"),
+    ],
+)
+def test_a_malformed_pair_is_refused_naming_it(tmp_path, pairs, message):
+    with pytest.raises(ValueError, match=message):
+        load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs), {}, None, None)
+
+
+def test_pairs_follow_the_rows_a_run_keeps_and_leave_the_settings_alone(tmp_path):
+    pairs = {"a over b": ["A", "B"], "c over a": ["C", "A"]}
+    plan = load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs), {}, None, None)
+    assert plan["pairs"] == pairs
+    assert load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs), {}, ["A", "C"], None)["pairs"] == {
+        "c over a": ["C", "A"]
+    }
+    plain = load_plan(write_plan_with(tmp_path, ROWS), {}, None, None)
+    assert plain["pairs"] == {}
+    assert job_spec(plan, "A", 2020)["config_hash"] == job_spec(plain, "A", 2020)["config_hash"]
+    labelled = {"eval_args": {"mode": "labeled"}}
+    with pytest.raises(ValueError, match="this plan is labelled"):
+        load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs, common=labelled), {}, None, None)

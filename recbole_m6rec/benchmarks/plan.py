@@ -46,11 +46,18 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
     if missing:
         raise ValueError(f"benchmark file '{path}' lacks {missing}; it needs {list(REQUIRED_KEYS)}")
     plan["common"] = {**plan["common"], **overrides}
+    plan["pairs"] = _checked_pairs(plan.get("pairs"), list(plan["rows"]), path)
+    if plan["pairs"] and is_labelled(plan):
+        raise ValueError(
+            f"benchmark file '{path}': pairs compare ranking rows by the ratio of their metric; this plan is labelled "
+            "(click-through), whose rows the report compares by AUC differences: leave pairs out"
+        )
     if rows:
         unknown = [row for row in rows if row not in plan["rows"]]
         if unknown:
             raise ValueError(f"rows {unknown} are not in '{path}'; known rows: {', '.join(plan['rows'])}")
         plan["rows"] = {row: plan["rows"][row] for row in rows}
+        plan["pairs"] = {name: pair for name, pair in plan["pairs"].items() if set(pair) <= set(rows)}
     if seeds:
         plan["seeds"] = list(seeds)
     _check_seeds(plan["seeds"], f"benchmark file '{path}': seeds")
@@ -62,6 +69,32 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
         elif "seeds" in row:
             _check_seeds(row["seeds"], f"row '{name}': seeds")
     return plan
+
+
+def _checked_pairs(pairs, rows: list[str], path: str) -> dict[str, list[str]]:
+    """The plan's ``pairs``: named comparisons ``{name: [row, reference]}`` its conclusions rest on besides the
+    chosen row against the baselines (e.g. option-adapter against ``upper``); the report compares each on validation
+    and test. Both rows must be rows of the plan, and differ."""
+    if pairs is None:
+        return {}
+    example = "e.g. {option-adapter vs upper: [M6Rec, M6Rec-upper]}"
+    if not isinstance(pairs, dict):
+        raise ValueError(
+            f"benchmark file '{path}': pairs must map a name to [row, reference], {example}; got {pairs!r}"
+        )
+    for name, pair in pairs.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(row, str) for row in pair)):
+            raise ValueError(
+                f"benchmark file '{path}': pair '{name}' must be [row, reference], {example}; got {pair!r}"
+            )
+        unknown = [row for row in pair if row not in rows]
+        if unknown:
+            raise ValueError(
+                f"benchmark file '{path}': pair '{name}' names {unknown}, not rows of the plan; known rows: {', '.join(rows)}"
+            )
+        if pair[0] == pair[1]:
+            raise ValueError(f"benchmark file '{path}': pair '{name}' compares row '{pair[0]}' with itself")
+    return {str(name): list(pair) for name, pair in pairs.items()}
 
 
 def _check_seeds(seeds, where: str) -> None:

@@ -29,6 +29,8 @@ from recbole_m6rec.benchmarks.report_sections import (
 from recbole_m6rec.benchmarks.report_stats import (
     comparison_facts,
     labelled_comparison_facts,
+    pair_facts,
+    pair_lines,
     ratio_lines,
     significance_lines,
 )
@@ -158,6 +160,7 @@ def write_report(
     failed = [r for r in records if r.get("status") != "ok"]
     compare = labelled_comparison_facts if labelled else comparison_facts
     facts = compare(records, summary, main_metric, primary)  # one bootstrap for the lines and comparison.json
+    pairs = pair_facts(records, summary, plan.get("pairs") or {}, main_metric)
     text = [
         f"# Leaderboard: {plan['dataset']}",
         "",
@@ -186,6 +189,7 @@ def write_report(
         *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec"), labelled),
         *significance_lines(records, summary, main_metric, primary, labelled, facts),
         "",
+        *pair_lines(pairs, main_metric),
         *[f"![{p}]({p})" for p in pictures],
         "",
         *(
@@ -223,8 +227,9 @@ def write_report(
             f"- {r['row']} seed {r['seed']} ({r.get('status')}): " f"{r.get('error', '')}" for r in failed
         ]
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
-    if facts is not None:  # for figures quoted elsewhere (the README), the same numbers as the lines above
-        atomic_write_text(report_dir / "comparison.json", json.dumps(_finite(facts), indent=1) + "\n")
+    comparison = {**(facts or {}), **({"pairs": pairs} if pairs else {})}
+    if comparison:  # for figures quoted elsewhere (the README), the same numbers as the lines above
+        atomic_write_text(report_dir / "comparison.json", json.dumps(_finite(comparison), indent=1) + "\n")
     else:  # none from an earlier report of other rows may stay
         (report_dir / "comparison.json").unlink(missing_ok=True)
     atomic_write_text(report_dir / "report.md", report)
