@@ -727,3 +727,68 @@ def test_status_counts_the_trials_a_resumed_tuning_reuses_within_its_budget(repo
     assert status["best_params"] == {"learning_rate": 0.002}  # the fourth trial (0.09) lies beyond the budget
     plan["tuning"] = {"trials": 10, "seed": 1, "algo": "exhaustive"}
     assert tuning_status(plan, "BPR", tmp_path)["budget"] == 4  # a smaller grid runs whole, in fewer trials
+
+
+# --- strata: where in the catalogue each row wins or loses --------------------------------------------------------
+def test_strata_group_the_test_users_of_the_very_split_and_average_each_rows_per_user_metric(report, tmp_path):
+    """The groups come from the plan's split rebuilt (fingerprint checked): the target's training interactions and
+    the user's, here checked against a sequential model's split of the same plan (another RecBole data path); each
+    cell is the mean of the row's per-user values in the group, mean over seeds."""
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_m6rec.benchmarks import strata
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model.most_pop import training_item_counts
+
+    out = tmp_path / "report"  # a copy: the report folder is the module's
+    shutil.copytree(report[0], out)
+    plan_file = report[0].parent / "plan.yaml"
+    result = strata.main([f"--config_files={plan_file}", f"--report={out}", "--reference=MostPop", "--bins=3"])
+    plan = yaml.safe_load(plan_file.read_text())
+    config = PluginConfig(
+        model="SASRec", dataset="ml-100k", config_dict={**plan["common"], "train_neg_sample_args": None}
+    )
+    train, _, test = data_preparation(config, create_dataset(config))
+    counts = training_item_counts(train._dataset)
+    feat, tokens = test._dataset.inter_feat, train._dataset.field2id_token["user_id"]
+    expected = {
+        # the test sample's history is the training sequence and the valid item (at most 25 here: never truncated)
+        str(tokens[u]): {"target_count": int(counts[i]), "history": int(n) - 1}
+        for u, i, n in zip(feat["user_id"].tolist(), feat["item_id"].tolist(), feat["item_length"].tolist())
+    }
+    facts = strata.split_facts(plan)
+    fingerprint = json.loads((out / "results" / "BPR-seed1.json").read_text())["split_fingerprint"]
+    assert facts["users"] == expected and facts["fingerprint"] == fingerprint
+
+    popularity = result["target_popularity"]
+    assert sum(g["users"] for g in popularity["groups"]) == len(expected) and len(popularity["groups"]) <= 3
+    edges = strata._edges([f["target_count"] for f in expected.values()], 3)
+    by_seed = {
+        s: json.loads((out / "results" / f"BPR-seed{s}.json").read_text())["per_user_test"]["ndcg@10"] for s in (1, 2)
+    }
+    for k in range(len(popularity["groups"])):
+        members = [u for u, f in expected.items() if strata._group_of(f["target_count"], edges) == k]
+        per_seed = [sum(by_seed[s][u] for u in members) / len(members) for s in (1, 2)]
+        assert popularity["rows"]["BPR"]["mean"][k] == pytest.approx(sum(per_seed) / 2)
+    assert "ratio" not in popularity["rows"]["MostPop"] and len(popularity["rows"]["BPR"]["ratio"]) == len(edges) + 1
+    text = (out / "strata.md").read_text()
+    assert "## By the test target's training interactions" in text and "| BPR | 1, 2 |" in text
+    assert json.loads((out / "strata.json").read_text())["history_length"] == result["history_length"]
+
+
+def test_strata_refuse_results_of_another_split_and_bad_options(report, tmp_path):
+    from recbole_m6rec.benchmarks import strata
+
+    out = report[0]
+    plan_file = out.parent / "plan.yaml"
+    other = tmp_path / "report"
+    (other / "results").mkdir(parents=True)
+    for path in (out / "results").glob("*.json"):
+        record = json.loads(path.read_text())
+        (other / "results" / path.name).write_text(json.dumps({**record, "split_fingerprint": "0123456789abcdef"}))
+    with pytest.raises(SystemExit, match="fingerprint .* the results' is 0123456789abcdef"):
+        strata.main([f"--config_files={plan_file}", f"--report={other}"])
+    with pytest.raises(SystemExit):
+        strata.main([f"--config_files={plan_file}", f"--report={out}", "--reference=NoSuchRow"])
+    with pytest.raises(SystemExit):
+        strata.main([f"--config_files={plan_file}", f"--report={out}", "--bins=1"])
