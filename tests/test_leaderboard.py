@@ -135,17 +135,20 @@ def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_co
     ]
     records += [run("Base", s, 0.05, 0.5) for s in (1, 2, 3)]
     rows = {"Lever": {}, "Upper": {}, "Base": {}}
-    pairs = {"lever over upper": ["Lever", "Upper"], "base over upper": ["Base", "Upper"]}
+    pairs = {"lever-over-upper": ["Lever", "Upper"], "base-over-upper": ["Base", "Upper"], "later": ["Later", "Base"]}
+    rows["Later"] = {}  # no result yet
     plan = {"dataset": "ml-100k", "seeds": [1, 2, 3], "common": {"valid_metric": "NDCG@10"}, "rows": rows}
     write_report({**plan, "primary": "Lever", "pairs": pairs}, records, tmp_path, "x")
     facts = json.loads((tmp_path / "comparison.json").read_text())["pairs"]
     text = (tmp_path / "report.md").read_text()
-    lever = facts["lever over upper"]
+    lever = facts["lever-over-upper"]
     assert (lever["row"], lever["reference"], lever["seeds"]) == ("Lever", "Upper", [1, 2])
     assert lever["test"]["row"] == pytest.approx(0.115) and lever["test"]["ratio"] == pytest.approx(1.15)
     assert lever["valid"]["ratio"] == pytest.approx(0.125 / 0.11)
     assert lever["paired_test"]["ratio"] == pytest.approx(1.15) and lever["paired_test"]["n_seeds"] == 2
     assert lever["trainable_share"] == {"row": 0.008, "reference": 0.054}
+    assert facts.pop("later") == {"row": "Later", "reference": "Base", "not_run": ["Later"]}
+    assert "- later: Later / Base: not run yet (Later has no finished result)" in text
     adjusted = holm({name: pair["paired_test"]["p_value"] for name, pair in facts.items()})
     for name, pair in facts.items():
         assert pair["paired_test"]["holm_p"] == pytest.approx(adjusted[name])
@@ -761,22 +764,41 @@ def test_strata_group_the_test_users_of_the_very_split_and_average_each_rows_per
     assert facts["users"] == expected and facts["fingerprint"] == fingerprint
 
     popularity = result["target_popularity"]
-    assert sum(g["users"] for g in popularity["groups"]) == len(expected) and len(popularity["groups"]) <= 3
-    edges = strata._edges([f["target_count"] for f in expected.values()], 3)
-    by_seed = {
-        s: json.loads((out / "results" / f"BPR-seed{s}.json").read_text())["per_user_test"]["ndcg@10"] for s in (1, 2)
+    assert len(popularity["groups"]) <= 3 and sum(g["users"] for g in popularity["groups"]) == len(expected)
+    # each group is the users whose target count lies in its range; ranges ascend and never share a value
+    bounds = [tuple(int(x) for x in g["range"].split("–")) for g in popularity["groups"]]
+    assert all(high < low for (_, high), (low, _) in zip(bounds, bounds[1:]))
+    members = [[u for u, f in expected.items() if low <= f["target_count"] <= high] for low, high in bounds]
+    assert [len(m) for m in members] == [g["users"] for g in popularity["groups"]]
+    per_user = {
+        (row, s): json.loads((out / "results" / f"{row}-seed{s}.json").read_text())["per_user_test"]["ndcg@10"]
+        for row in ("BPR", "MostPop")
+        for s in (1, 2)
     }
-    for k in range(len(popularity["groups"])):
-        members = [u for u, f in expected.items() if strata._group_of(f["target_count"], edges) == k]
-        per_seed = [sum(by_seed[s][u] for u in members) / len(members) for s in (1, 2)]
-        assert popularity["rows"]["BPR"]["mean"][k] == pytest.approx(sum(per_seed) / 2)
-    assert "ratio" not in popularity["rows"]["MostPop"] and len(popularity["rows"]["BPR"]["ratio"]) == len(edges) + 1
+
+    def group_mean(row, seeds, k):
+        return sum(sum(per_user[row, s][u] for u in members[k]) / len(members[k]) for s in seeds) / len(seeds)
+
+    for k in range(len(members)):
+        assert popularity["rows"]["BPR"]["mean"][k] == pytest.approx(group_mean("BPR", (1, 2), k))
+        reference = group_mean("MostPop", (1, 2), k)
+        if reference:
+            assert popularity["rows"]["BPR"]["ratio"][k] == pytest.approx(group_mean("BPR", (1, 2), k) / reference)
+    assert "ratio" not in popularity["rows"]["MostPop"]
+    # a reference that ran fewer seeds: the ratio is on the seeds both ran, the cell on all of the row's
+    records = [json.loads(p.read_text()) for p in (out / "results").glob("*.json") if p.name != "MostPop-seed2.json"]
+    one_seed = strata.strata(records, expected, "target_count", "ndcg@10", ["BPR", "MostPop"], 3, "MostPop")
+    assert one_seed["rows"]["BPR"]["ratio_seeds"] == [1] and one_seed["rows"]["BPR"]["seeds"] == [1, 2]
+    for k in range(len(members)):
+        if group_mean("MostPop", (1,), k):
+            expected_ratio = group_mean("BPR", (1,), k) / group_mean("MostPop", (1,), k)
+            assert one_seed["rows"]["BPR"]["ratio"][k] == pytest.approx(expected_ratio)
     text = (out / "strata.md").read_text()
-    assert "## By the test target's training interactions" in text and "| BPR | 1, 2 |" in text
+    assert "## By the test target's training interactions" in text and "| BPR | 1, 2 | 1, 2 |" in text
     assert json.loads((out / "strata.json").read_text())["history_length"] == result["history_length"]
 
 
-def test_strata_refuse_results_of_another_split_and_bad_options(report, tmp_path):
+def test_strata_refuse_results_of_another_split_and_bad_options(report, tmp_path, capsys):
     from recbole_m6rec.benchmarks import strata
 
     out = report[0]
@@ -788,7 +810,10 @@ def test_strata_refuse_results_of_another_split_and_bad_options(report, tmp_path
         (other / "results" / path.name).write_text(json.dumps({**record, "split_fingerprint": "0123456789abcdef"}))
     with pytest.raises(SystemExit, match="fingerprint .* the results' is 0123456789abcdef"):
         strata.main([f"--config_files={plan_file}", f"--report={other}"])
-    with pytest.raises(SystemExit):
-        strata.main([f"--config_files={plan_file}", f"--report={out}", "--reference=NoSuchRow"])
-    with pytest.raises(SystemExit):
-        strata.main([f"--config_files={plan_file}", f"--report={out}", "--bins=1"])
+    for option, message in (
+        ("--reference=NoSuchRow", "--reference=NoSuchRow is not a row of the plan; rows: "),
+        ("--bins=1", "--bins is 1; it needs at least 2 groups"),
+    ):
+        with pytest.raises(SystemExit):
+            strata.main([f"--config_files={plan_file}", f"--report={out}", option])
+        assert message in capsys.readouterr().err

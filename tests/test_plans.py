@@ -120,6 +120,9 @@ ROWS = {"A": {"model": "BPR"}, "B": {"model": "MostPop"}, "C": {"model": "BPR"}}
         ({"x": "A B"}, "pair 'x' must be \\[row, reference\\]"),
         ({"x": ["A", "Z"]}, "pair 'x' names \\['Z'\\], not rows of the plan; known rows: A, B, C"),
         ({"x": ["A", "A"]}, "pair 'x' compares row 'A' with itself"),
+        ({"a over b": ["A", "B"]}, "pair name 'a over b' must be letters, digits, '-' and '_' only"),
+        ({"a/b": ["A", "B"]}, "pair name 'a/b' must be letters"),
+        ({7: ["A", "B"]}, "pair name 7 must be letters"),
     ],
 )
 def test_a_malformed_pair_is_refused_naming_it(tmp_path, pairs, message):
@@ -128,11 +131,11 @@ def test_a_malformed_pair_is_refused_naming_it(tmp_path, pairs, message):
 
 
 def test_pairs_follow_the_rows_a_run_keeps_and_leave_the_settings_alone(tmp_path):
-    pairs = {"a over b": ["A", "B"], "c over a": ["C", "A"]}
+    pairs = {"a-over-b": ["A", "B"], "c_over_a": ["C", "A"]}
     plan = load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs), {}, None, None)
     assert plan["pairs"] == pairs
     assert load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs), {}, ["A", "C"], None)["pairs"] == {
-        "c over a": ["C", "A"]
+        "c_over_a": ["C", "A"]
     }
     plain = load_plan(write_plan_with(tmp_path, ROWS), {}, None, None)
     assert plain["pairs"] == {}

@@ -10,6 +10,7 @@ result's provenance, whether a finished result can be reused. It covers settings
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,12 +78,17 @@ def _checked_pairs(pairs, rows: list[str], path: str) -> dict[str, list[str]]:
     and test. Both rows must be rows of the plan, and differ."""
     if pairs is None:
         return {}
-    example = "e.g. {option-adapter vs upper: [M6Rec, M6Rec-upper]}"
+    example = "e.g. {adapter-vs-upper: [M6Rec, M6Rec-upper]}"
     if not isinstance(pairs, dict):
         raise ValueError(
             f"benchmark file '{path}': pairs must map a name to [row, reference], {example}; got {pairs!r}"
         )
     for name, pair in pairs.items():
+        if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]+", name)):
+            raise ValueError(
+                f"benchmark file '{path}': pair name {name!r} must be letters, digits, '-' and '_' only (a README "
+                f"figure quotes it as comparison.json:pairs.<name>....), {example}"
+            )
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(row, str) for row in pair)):
             raise ValueError(
                 f"benchmark file '{path}': pair '{name}' must be [row, reference], {example}; got {pair!r}"

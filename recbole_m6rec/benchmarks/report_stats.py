@@ -189,7 +189,7 @@ def labelled_comparison_facts(
     if main_metric != "auc":
         return {**facts, "paired_test_error": f"the paired test here is for AUC, not {main_metric}"}
     try:
-        from recbole_m6rec.benchmarks.significance import auc_interval_over_users, holm, paired_auc_over_users
+        from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
     except ImportError as error:  # no intervals (the report says why); the rest still stands
         return {**facts, "paired_test_error": str(error)}
     samples = {row: _per_sample_by_seed(records, row) for row in by_row}
@@ -199,7 +199,7 @@ def labelled_comparison_facts(
         for row in baselines
         if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
     }
-    paired = _with_holm(paired, holm)
+    paired = _with_holm(paired)
     return {**facts, "test_auc": intervals, "paired_test": paired, "paired_test_vs_best_baseline": paired.get(best)}
 
 
@@ -254,9 +254,11 @@ def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
     ]
 
 
-def _with_holm(paired: dict[str, dict], holm) -> dict[str, dict]:
+def _with_holm(paired: dict[str, dict]) -> dict[str, dict]:
     """Each comparison with its Holm-adjusted p over all of ``paired`` and ``p_is_bound``: the bootstrap p sits at its
     floor, so it and its adjusted p are upper bounds ("≤")."""
+    from recbole_m6rec.benchmarks.significance import holm
+
     adjusted = holm({row: r["p_value"] for row, r in paired.items()})
     return {row: {**r, "holm_p": adjusted[row], "p_is_bound": _floored(r)} for row, r in paired.items()}
 
@@ -379,9 +381,7 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     except ImportError as error:  # no paired comparison (the report says why); the rest still stands
         paired, missing = {}, {"paired_test_error": str(error)}
     if paired:
-        from recbole_m6rec.benchmarks.significance import holm
-
-        paired = _with_holm(paired, holm)
+        paired = _with_holm(paired)
     return {
         "metric": main_metric,
         "chosen": chosen,
@@ -398,21 +398,25 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
     valid and test ``main_metric`` over the seeds both ran and their ratios (``valid``, ``test``), the paired test
     ratio over users and seeds with its interval and p (``paired_test``; Holm-adjusted over the pairs, each a
     question of its own: conservative) and each row's trainable share. A pair whose rows share no seed has no
-    ``valid`` / ``test``; one with nothing to pair has ``paired_test`` ``None``."""
+    ``valid`` / ``test``; one with nothing to pair has ``paired_test`` ``None``; one whose rows have not both run
+    says which have not (``not_run``)."""
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     present = {name: pair for name, pair in pairs.items() if all(row in by_row for row in pair)}
+    missing = {
+        name: {"row": pair[0], "reference": pair[1], "not_run": [row for row in pair if row not in by_row]}
+        for name, pair in pairs.items()
+        if name not in present
+    }
     try:
         paired = {
             name: result
             for name, (row, reference) in present.items()
             if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
         }
-        from recbole_m6rec.benchmarks.significance import holm
-
-        paired = _with_holm(paired, holm)
+        paired = _with_holm(paired)
     except ImportError as error:
         return {name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()}
-    return {
+    return missing | {
         name: {
             "row": row,
             "reference": reference,
@@ -451,6 +455,9 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
         head = f"- {name}: {pair['row']} / {pair['reference']}"
         if "error" in pair:
             lines.append(f"{head}: not computed ({pair['error']})")
+            continue
+        if "not_run" in pair:
+            lines.append(f"{head}: not run yet ({', '.join(pair['not_run'])} has no finished result)")
             continue
         if "valid" not in pair:
             lines.append(f"{head}: no seed that both ran")

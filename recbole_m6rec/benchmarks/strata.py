@@ -38,12 +38,13 @@ QUIET = {"state": "WARNING", "show_progress": False}
 
 
 def split_facts(plan: dict) -> dict:
-    """The plan's split rebuilt by RecBole's data steps: its fingerprint, and per test user (raw token) the test
-    target's training interactions (``target_count``) and the user's training interactions (``history``)."""
-    from recbole.data import create_dataset, data_preparation
+    """The plan's split rebuilt by the data steps its runs use: its fingerprint, and per test user (raw token) the
+    test target's training interactions (``target_count``) and the user's training interactions (``history``)."""
+    from recbole.data import data_preparation
 
-    from recbole_m6rec.cold_start import apply_cold_items
+    from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
     from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.data import create_dataset
     from recbole_m6rec.evaluation import split_fingerprint
     from recbole_m6rec.model.most_pop import training_column, training_item_counts
 
@@ -52,19 +53,21 @@ def split_facts(plan: dict) -> dict:
     dataset = create_dataset(config)
     apply_cold_items(dataset, config)
     train, valid, test = data_preparation(config, dataset)
-    train_set = train._dataset
+    train_set, test_set = train._dataset, test._dataset
+    if len(test_set.inter_feat) != len(set(test_set.inter_feat[test_set.uid_field].tolist())):
+        raise ValueError(
+            f"the plan's split holds several test targets per user (eval_args.split: "
+            f"{plan['common'].get('eval_args', {}).get('split')}); strata need one per user (LS: valid_and_test)"
+        )
     counts = training_item_counts(train_set)
-    users = training_column(train_set, train_set.uid_field)
-    history = np.bincount(users, minlength=train_set.user_num)
-    # a general model's test split: one row per test user, its target
-    feat = test._dataset.inter_feat
-    test_users, test_items = feat[train_set.uid_field].numpy(), feat[train_set.iid_field].numpy()
-    user_tokens = train_set.field2id_token[train_set.uid_field]
-    targets = {
-        str(user_tokens[user]): {"target_count": int(counts[item]), "history": int(history[user])}
-        for user, item in zip(test_users.tolist(), test_items.tolist())
+    history = np.bincount(training_column(train_set, train_set.uid_field), minlength=train_set.user_num)
+    item_ids = train_set.field2token_id[train_set.iid_field]
+    user_ids = train_set.field2token_id[train_set.uid_field]
+    users = {
+        user: {"target_count": int(counts[item_ids[item]]), "history": int(history[user_ids[user]])}
+        for user, item in test_target_tokens(test_set).items()
     }
-    return {"fingerprint": split_fingerprint(train, valid, test), "users": targets}
+    return {"fingerprint": split_fingerprint(train, valid, test), "users": users}
 
 
 def _edges(values: list[int], bins: int) -> list[float]:
@@ -137,17 +140,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _table(result: dict, reference: str | None) -> list[str]:
+def _table(result: dict) -> list[str]:
     groups = result["groups"]
     head = " | ".join(f"{g['range']} ({g['users']} users)" for g in groups)
-    lines = [f"| row | seeds | {head} |", "|---|---|" + "---|" * len(groups)]
+    lines = [f"| row | seeds | ratio on seeds | {head} |", "|---|---|---|" + "---|" * len(groups)]
     for row, entry in result["rows"].items():
         cells = []
         for k, mean in enumerate(entry["mean"]):
             cell = "–" if mean is None else f"{mean:.4f}"
             ratio = (entry.get("ratio") or [None] * len(groups))[k]
             cells.append(cell + (f" ({ratio:.2f}×)" if ratio is not None else ""))
-        lines.append(f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | " + " | ".join(cells) + " |")
+        seeds, ratio_seeds = (", ".join(str(s) for s in entry.get(key) or []) for key in ("seeds", "ratio_seeds"))
+        lines.append(f"| {row} | {seeds} | {ratio_seeds or '–'} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -169,7 +173,12 @@ def write(
         "target_popularity": strata(records, facts["users"], "target_count", metric, rows, bins, reference),
         "history_length": strata(records, facts["users"], "history", metric, rows, bins, reference),
     }
-    ratio_note = f" In brackets: the row's mean over {reference}'s, on the seeds both ran." if reference else ""
+    ratio_note = (
+        f" In brackets: the row's mean over {reference}'s, both on the seeds they both ran (`ratio on seeds`), "
+        "which can differ from the row's own seeds in the cell."
+        if reference
+        else ""
+    )
     text = [
         f"# Test {metric} by stratum of the test users: {plan['dataset']}",
         "",
@@ -178,15 +187,16 @@ def write(
         f"Split fingerprint `{facts['fingerprint']}`, rebuilt from the plan and equal to every result's. Each cell is "
         f"the mean per-user test {metric} of the group's users, mean over the row's seeds.{ratio_note} Groups are cut "
         "at quantiles over the test users; a tie never straddles two groups, so sizes differ. Small groups: read a "
-        "difference that one seed shows and another does not as noise.",
+        "difference that one seed shows and another does not as noise. Test only, with no intervals: exploratory, "
+        "a place to look for levers, which are then chosen on validation like everything else.",
         "",
         "## By the test target's training interactions",
         "",
-        *_table(result["target_popularity"], reference),
+        *_table(result["target_popularity"]),
         "",
         "## By the user's training interactions",
         "",
-        *_table(result["history_length"], reference),
+        *_table(result["history_length"]),
         "",
     ]
     atomic_write_text(report_dir / "strata.json", json.dumps(result, indent=1) + "\n")
@@ -219,7 +229,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"the plan's split rebuilt here has fingerprint {facts['fingerprint']}, the results' is {fingerprint}: "
             "they were scored on another split (another plan, dataset file or RecBole version)"
         )
-    metric = str(plan["common"].get("valid_metric", "ndcg@10")).lower()
+    metric = str(plan["common"].get("valid_metric") or "").lower()
+    if not any(metric in (r.get("per_user_test") or {}) for r in records):
+        raise SystemExit(
+            f"no result records per-user test values of the plan's valid_metric ({metric or 'not set'}): strata "
+            "need them (results written by the leaderboard record them for ranking plans)"
+        )
     command = "python -m recbole_m6rec.benchmarks.strata " + " ".join(sys.argv[1:] if argv is None else argv)
     result = write(report_dir, plan, records, facts, metric, args.bins, args.reference, command)
     print((report_dir / "strata.md").read_text(encoding="utf-8"))
