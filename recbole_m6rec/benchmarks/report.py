@@ -19,6 +19,8 @@ import yaml
 from recbole_m6rec import __version__
 from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text
 from recbole_m6rec.benchmarks.plan import is_labelled, row_seeds
+from recbole_m6rec.benchmarks.report_labelled import labelled_comparison_facts, labelled_significance_lines
+from recbole_m6rec.benchmarks.report_pairs import pair_facts, pair_lines
 from recbole_m6rec.benchmarks.report_sections import (
     convergence_lines,
     provenance_lines,
@@ -28,9 +30,6 @@ from recbole_m6rec.benchmarks.report_sections import (
 )
 from recbole_m6rec.benchmarks.report_stats import (
     comparison_facts,
-    labelled_comparison_facts,
-    pair_facts,
-    pair_lines,
     ratio_lines,
     significance_lines,
 )
@@ -187,7 +186,11 @@ def write_report(
         *convergence_lines(records),
         "",
         *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec"), labelled),
-        *significance_lines(records, summary, main_metric, primary, labelled, facts),
+        *(
+            (labelled_significance_lines(facts) if facts else [])
+            if labelled
+            else significance_lines(records, summary, main_metric, primary, facts)
+        ),
         "",
         *pair_lines(pairs, main_metric),
         *[f"![{p}]({p})" for p in pictures],

@@ -1,5 +1,5 @@
 """The report's comparisons: which rows are compared (chosen on validation, never on test) and how they compare on
-test: ratios of means and AUC differences, with paired bootstrap intervals that resample users.
+test: ratios of means with paired bootstrap intervals that resample users (AUC differences: :mod:`.report_labelled`).
 
 The plan's ``primary`` row names a family (its name up to the first ``-``); the family's best row on validation is
 compared with every row outside it (the baselines), the best baseline on validation singled out.
@@ -17,12 +17,8 @@ __all__ = [
     "choose_on_valid",
     "best_baseline",
     "significance_lines",
-    "labelled_significance_lines",
     "ratio_lines",
     "comparison_facts",
-    "labelled_comparison_facts",
-    "pair_facts",
-    "pair_lines",
 ]
 
 
@@ -96,17 +92,12 @@ def significance_lines(
     summary: list[dict],
     main_metric: str,
     primary: str = "M6Rec",
-    labelled: bool = False,
     facts: dict | None = None,
 ) -> list[str]:
     """The validation-chosen primary against every baseline on test ``main_metric``: ratio of means with a paired
     bootstrap interval over users (each user's values on every seed together), p-values Holm-adjusted over the
-    comparisons; for a labelled (CTR) plan, :func:`labelled_significance_lines`. ``facts``: :func:`comparison_facts`
-    (ranking) or :func:`labelled_comparison_facts` (labelled) when the caller has it already, so that its bootstrap
-    runs once."""
-    if labelled:
-        facts = facts or labelled_comparison_facts(records, summary, main_metric, primary)
-        return labelled_significance_lines(facts) if facts is not None else []
+    comparisons (labelled plans: :mod:`.report_labelled`). ``facts``: :func:`comparison_facts` when the caller has
+    it already, so that its bootstrap runs once."""
     facts = facts or comparison_facts(records, summary, main_metric, primary)
     if facts is None:
         return []
@@ -153,95 +144,6 @@ def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines
 def _ratio_effect(r: dict) -> str:
     seeds = f"{r['n_seeds']} seed{'' if r['n_seeds'] == 1 else 's'}"
     return f"**{r['ratio']:.3f}×** [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_users']} users × {seeds}),"
-
-
-def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"label": [...], "score": [...]}}
-    return {
-        r["seed"]: r["per_sample_test"]
-        for r in records
-        if r["row"] == row and r.get("status") == "ok" and r.get("per_sample_test")
-    }
-
-
-def labelled_comparison_facts(
-    records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec"
-) -> dict | None:
-    """A labelled (CTR) plan's comparison as data: the primary's family row chosen on validation, the best baseline
-    on validation, their mean valid and test ``main_metric`` over the seeds both ran and the differences, each row's
-    test AUC with its interval (``test_auc``), and the chosen row against every baseline on the same test samples
-    (``paired_test``: the AUC difference, its interval, p and Holm-adjusted p), by a bootstrap that resamples users
-    (a user's several test samples are correlated). ``None`` when there is no primary row or no baseline;
-    ``paired_test_error`` says why nothing was paired when the metric is not AUC or the statistics could not be
-    imported."""
-    chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
-    if chosen is None or best is None:
-        return None
-    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
-    facts = {
-        "metric": main_metric,
-        "chosen": chosen,
-        "best_baseline": best,
-        **(_means_on_shared_seeds(by_row[chosen], by_row[best], compare="difference") or {"seeds": []}),
-        "test_auc": {},
-        "paired_test": {},
-        "paired_test_vs_best_baseline": None,
-    }
-    if main_metric != "auc":
-        return {**facts, "paired_test_error": f"the paired test here is for AUC, not {main_metric}"}
-    try:
-        from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
-    except ImportError as error:  # no intervals (the report says why); the rest still stands
-        return {**facts, "paired_test_error": str(error)}
-    samples = {row: _per_sample_by_seed(records, row) for row in by_row}
-    intervals = {row: i for row, by_seed in samples.items() if (i := auc_interval_over_users(by_seed)) is not None}
-    paired = {
-        row: result
-        for row in baselines
-        if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
-    }
-    paired = _with_holm(paired)
-    return {**facts, "test_auc": intervals, "paired_test": paired, "paired_test_vs_best_baseline": paired.get(best)}
-
-
-def labelled_significance_lines(facts: dict) -> list[str]:
-    """Labelled (CTR) plans, from :func:`labelled_comparison_facts`: each row's test AUC with its interval, and the
-    validation-chosen primary against every row outside its family on the same test samples, Holm-adjusted."""
-    chosen = facts["chosen"]
-    if "paired_test_error" in facts:
-        return [f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']})."]
-    lines = []
-    if facts["test_auc"]:
-        first = next(iter(facts["test_auc"].values()))
-        lines.append(
-            f"- Test AUC with its 95% interval (mean over seeds; {_resampling(first)}; {first['samples']} test "
-            f"samples from {first['n_users']} users): "
-            + "; ".join(
-                f"{row} {i['auc']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]" for row, i in facts["test_auc"].items()
-            )
-        )
-    results = facts["paired_test"]
-    if not results:
-        lines.append(
-            f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
-        )
-        return lines
-    resampling = _resampling(next(iter(results.values())))
-    lines.append(
-        f"- Test AUC of {chosen} − each baseline (paired bootstrap on the same samples, {resampling}; mean "
-        f"difference over the seeds both ran, 95% interval; p for difference = 0 Holm-adjusted over {len(results)} "
-        "comparisons):"
-    )
-
-    def effect(r: dict) -> str:
-        return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
-
-    return lines + comparison_lines(results, facts["best_baseline"], effect)
-
-
-def _resampling(facts: dict) -> str:
-    if facts["clustered"]:
-        return f"{facts['n_boot']} resamples of users, each with all its test samples on every seed"
-    return f"{facts['n_boot']} resamples of test samples (these results record no users)"
 
 
 def comparison_lines(results: dict[str, dict], best: str, effect) -> list[str]:
@@ -302,21 +204,18 @@ def ratio_lines(
     ]
     compare = "difference" if labelled else "ratio"
     means = _means_on_shared_seeds(mine, by_row[baseline], compare) if baseline is not None else None
-    if means is not None and labelled:
-        seeds, difference = means["seeds"], means["test"]["difference"]
-        per_seed = [f"{seed} {value:+.4f}" for seed, value in means["test"]["difference_by_seed"].items()]
-        lines.append(
-            f"- {chosen} test {main_metric} − best baseline ({baseline}) test {main_metric}, mean over seed(s) "
-            f"{_seed_list(seeds)}: **{difference:+.4f}** (valid: {means['valid']['chosen']:.4f} vs "
-            f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
-        )
-    elif means is not None:
-        seeds, ratio = means["seeds"], means["test"]["ratio"]
+    if means is not None:
+        seeds, test = means["seeds"], means["test"]
         # the spread a retrained model would show: the bootstrap below resamples users, not training runs
-        per_seed = [f"{seed} {value:.2f}×" for seed, value in means["test"]["ratio_by_seed"].items()]
+        if labelled:  # AUCs compare by their difference
+            operator, effect = "−", f"{test['difference']:+.4f}"
+            per_seed = [f"{seed} {value:+.4f}" for seed, value in test["difference_by_seed"].items()]
+        else:
+            operator, effect = "/", f"{test['ratio']:.2f}×"
+            per_seed = [f"{seed} {value:.2f}×" for seed, value in test["ratio_by_seed"].items()]
         lines.append(
-            f"- {chosen} test {main_metric} / best baseline ({baseline}) test {main_metric}, mean over seed(s) "
-            f"{_seed_list(seeds)}: **{ratio:.2f}×** (valid: {means['valid']['chosen']:.4f} vs "
+            f"- {chosen} test {main_metric} {operator} best baseline ({baseline}) test {main_metric}, mean over "
+            f"seed(s) {_seed_list(seeds)}: **{effect}** (valid: {means['valid']['chosen']:.4f} vs "
             f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
         )
     cold_metric = "cold_recall@10"
@@ -391,98 +290,6 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
         "paired_test_vs_best_baseline": paired.get(best),
         **missing,
     }
-
-
-def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[str]], main_metric: str) -> dict:
-    """The plan's named ``pairs`` (``{name: [row, reference]}``, ranking plans) as data: for each, the two rows' mean
-    valid and test ``main_metric`` over the seeds both ran and their ratios (``valid``, ``test``), the paired test
-    ratio over users and seeds with its interval and p (``paired_test``; Holm-adjusted over the pairs, each a
-    question of its own: conservative) and each row's trainable share. A pair whose rows share no seed has no
-    ``valid`` / ``test``; one with nothing to pair has ``paired_test`` ``None``; one whose rows have not both run
-    says which have not (``not_run``)."""
-    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
-    present = {name: pair for name, pair in pairs.items() if all(row in by_row for row in pair)}
-    missing = {
-        name: {"row": pair[0], "reference": pair[1], "not_run": [row for row in pair if row not in by_row]}
-        for name, pair in pairs.items()
-        if name not in present
-    }
-    try:
-        paired = {
-            name: result
-            for name, (row, reference) in present.items()
-            if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
-        }
-        paired = _with_holm(paired)
-    except ImportError as error:
-        return {name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()}
-    return missing | {
-        name: {
-            "row": row,
-            "reference": reference,
-            **_as_pair(_means_on_shared_seeds(by_row[row], by_row[reference])),
-            "paired_test": paired.get(name),
-            "trainable_share": {
-                "row": by_row[row]["trainable_share"],
-                "reference": by_row[reference]["trainable_share"],
-            },
-        }
-        for name, (row, reference) in present.items()
-    }
-
-
-def _as_pair(means: dict | None) -> dict:
-    """:func:`_means_on_shared_seeds` with its ``chosen`` / ``baseline`` named ``row`` / ``reference``."""
-    if means is None:
-        return {"seeds": []}
-    renamed = {"chosen": "row", "baseline": "reference"}
-    return {
-        key: ({renamed.get(k, k): v for k, v in value.items()} if isinstance(value, dict) else value)
-        for key, value in means.items()
-    }
-
-
-def pair_lines(facts: dict, main_metric: str) -> list[str]:
-    """The report's lines for :func:`pair_facts`."""
-    if not facts:
-        return []
-    lines = [
-        f"Comparisons the plan names (`pairs`): row / reference, mean {main_metric} over the seeds both ran; test "
-        "paired over users and seeds (95% bootstrap interval, p for ratio = 1 Holm-adjusted over the pairs):",
-        "",
-    ]
-    for name, pair in facts.items():
-        head = f"- {name}: {pair['row']} / {pair['reference']}"
-        if "error" in pair:
-            lines.append(f"{head}: not computed ({pair['error']})")
-            continue
-        if "not_run" in pair:
-            lines.append(f"{head}: not run yet ({', '.join(pair['not_run'])} has no finished result)")
-            continue
-        if "valid" not in pair:
-            lines.append(f"{head}: no seed that both ran")
-            continue
-        shares = pair["trainable_share"]
-        share_text = (
-            f"; trainable {shares['row']:.2%} vs {shares['reference']:.2%}"
-            if shares["row"] is not None and shares["reference"] is not None
-            else ""
-        )
-        paired = pair["paired_test"]
-        paired_text = (
-            f"; paired test **{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}] "
-            f"({paired['n_users']} users × {paired['n_seeds']} seed{'' if paired['n_seeds'] == 1 else 's'}), "
-            f"{p_text('p', paired['p_value'], paired['p_is_bound'])}, "
-            f"{p_text('Holm p', paired['holm_p'], paired['p_is_bound'])}"
-            if paired
-            else "; nothing to pair on test"
-        )
-        lines.append(
-            f"{head}, seed(s) {_seed_list(pair['seeds'])}: valid **{pair['valid']['ratio']:.3f}×** "
-            f"({pair['valid']['row']:.4f} vs {pair['valid']['reference']:.4f}), test {pair['test']['ratio']:.3f}× "
-            f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{share_text}"
-        )
-    return lines + [""]
 
 
 def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:

@@ -1,0 +1,106 @@
+"""A plan's named ``pairs`` (``{name: [row, reference]}``): comparisons a conclusion rests on besides the chosen
+row against the baselines, each on the seeds both rows ran, as data for ``comparison.json`` and as report lines."""
+
+from __future__ import annotations
+
+from recbole_m6rec.benchmarks.report_stats import (
+    _means_on_shared_seeds,
+    _paired_ratios,
+    _seed_list,
+    _with_holm,
+    p_text,
+)
+
+__all__ = ["pair_facts", "pair_lines"]
+
+
+def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[str]], main_metric: str) -> dict:
+    """The plan's named ``pairs`` (``{name: [row, reference]}``, ranking plans) as data: for each, the two rows' mean
+    valid and test ``main_metric`` over the seeds both ran and their ratios (``valid``, ``test``), the paired test
+    ratio over users and seeds with its interval and p (``paired_test``; Holm-adjusted over the pairs, each a
+    question of its own: conservative) and each row's trainable share. A pair whose rows share no seed has no
+    ``valid`` / ``test``; one with nothing to pair has ``paired_test`` ``None``; one whose rows have not both run
+    says which have not (``not_run``)."""
+    by_row = {e["row"]: e for e in summary if e["runs"] > 0}
+    present = {name: pair for name, pair in pairs.items() if all(row in by_row for row in pair)}
+    missing = {
+        name: {"row": pair[0], "reference": pair[1], "not_run": [row for row in pair if row not in by_row]}
+        for name, pair in pairs.items()
+        if name not in present
+    }
+    try:
+        paired = {
+            name: result
+            for name, (row, reference) in present.items()
+            if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
+        }
+        paired = _with_holm(paired)
+    except ImportError as error:
+        return {name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()}
+    return missing | {
+        name: {
+            "row": row,
+            "reference": reference,
+            **_as_pair(_means_on_shared_seeds(by_row[row], by_row[reference])),
+            "paired_test": paired.get(name),
+            "trainable_share": {
+                "row": by_row[row]["trainable_share"],
+                "reference": by_row[reference]["trainable_share"],
+            },
+        }
+        for name, (row, reference) in present.items()
+    }
+
+
+def _as_pair(means: dict | None) -> dict:
+    """:func:`_means_on_shared_seeds` with its ``chosen`` / ``baseline`` named ``row`` / ``reference``."""
+    if means is None:
+        return {"seeds": []}
+    renamed = {"chosen": "row", "baseline": "reference"}
+    return {
+        key: ({renamed.get(k, k): v for k, v in value.items()} if isinstance(value, dict) else value)
+        for key, value in means.items()
+    }
+
+
+def pair_lines(facts: dict, main_metric: str) -> list[str]:
+    """The report's lines for :func:`pair_facts`."""
+    if not facts:
+        return []
+    lines = [
+        f"Comparisons the plan names (`pairs`): row / reference, mean {main_metric} over the seeds both ran; test "
+        "paired over users and seeds (95% bootstrap interval, p for ratio = 1 Holm-adjusted over the pairs):",
+        "",
+    ]
+    for name, pair in facts.items():
+        head = f"- {name}: {pair['row']} / {pair['reference']}"
+        if "error" in pair:
+            lines.append(f"{head}: not computed ({pair['error']})")
+            continue
+        if "not_run" in pair:
+            lines.append(f"{head}: not run yet ({', '.join(pair['not_run'])} has no finished result)")
+            continue
+        if "valid" not in pair:
+            lines.append(f"{head}: no seed that both ran")
+            continue
+        shares = pair["trainable_share"]
+        share_text = (
+            f"; trainable {shares['row']:.2%} vs {shares['reference']:.2%}"
+            if shares["row"] is not None and shares["reference"] is not None
+            else ""
+        )
+        paired = pair["paired_test"]
+        paired_text = (
+            f"; paired test **{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}] "
+            f"({paired['n_users']} users × {paired['n_seeds']} seed{'' if paired['n_seeds'] == 1 else 's'}), "
+            f"{p_text('p', paired['p_value'], paired['p_is_bound'])}, "
+            f"{p_text('Holm p', paired['holm_p'], paired['p_is_bound'])}"
+            if paired
+            else "; nothing to pair on test"
+        )
+        lines.append(
+            f"{head}, seed(s) {_seed_list(pair['seeds'])}: valid **{pair['valid']['ratio']:.3f}×** "
+            f"({pair['valid']['row']:.4f} vs {pair['valid']['reference']:.4f}), test {pair['test']['ratio']:.3f}× "
+            f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{share_text}"
+        )
+    return lines + [""]
