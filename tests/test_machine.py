@@ -36,13 +36,15 @@ def test_this_process_own_work_is_not_counted_as_other_processes():
     try:
         a = torch.randn(512, 512)
         beside, own_before, started = CpuBeside(), _own_cpu_seconds(), time.perf_counter()
-        while time.perf_counter() - started < 1.5:
+        # a fixed amount of work, not of wall time: on a loaded machine a second of wall time may be little CPU
+        while _own_cpu_seconds() - own_before < 1.0 and time.perf_counter() - started < 120:
             a = torch.tanh(a @ a)
         measured = beside.stop()
-        own_cores = (_own_cpu_seconds() - own_before) / (time.perf_counter() - started)
+        own_seconds = _own_cpu_seconds() - own_before
+        own_cores = own_seconds / (time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)
-    assert own_cores > 0.2  # this process did work (on a loaded machine, less than a core)
+    assert own_seconds >= 1.0  # this process did work
     assert measured["other_cores"] + own_cores <= measured["cpus"] + 0.15, (measured, own_cores)
 
 
