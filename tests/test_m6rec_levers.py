@@ -86,6 +86,56 @@ def test_id_dropout_must_be_a_probability(make_model, bad):
         make_model(use_item_id_embedding=True, item_id_dropout=bad)
 
 
+# --- popularity bias ----------------------------------------------------------------------------------------------
+def test_popularity_bias_counts_the_training_split_and_starts_at_zero(data, make_model):
+    from recbole_m6rec.model.most_pop import training_item_counts
+
+    model = make_model(popularity_bias=True).eval()
+    counts = torch.as_tensor(training_item_counts(data[1]._dataset), dtype=torch.float32)
+    expected = torch.log1p(counts)
+    expected[0] = 0.0
+    assert torch.equal(model.popularity.log_counts, expected)
+    assert model.popularity.log_counts[model.cold.seen == 0].abs().sum() == 0  # no training interaction: no bias
+    batch = first_batch(data[2])[0]  # a full-ranking evaluation batch
+    plain = make_model().eval()
+    with torch.no_grad():  # w = 0 at first: the model ranks as without it
+        assert torch.allclose(model.full_sort_predict(batch), plain.full_sort_predict(batch), atol=1e-5)
+
+
+def test_popularity_bias_is_learned_and_shifts_every_items_score_by_its_log_popularity(data, make_model):
+    model = make_model(popularity_bias=True)
+    model.calculate_loss(first_batch(data[1])).backward()
+    assert model.popularity.weight.requires_grad and model.popularity.weight.grad.abs() > 0
+    assert "popularity.weight" in {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "popularity.log_counts" not in model.state_dict()  # rebuilt from the training data, not checkpointed
+    model.eval()
+    batch = first_batch(data[2])[0]
+    pairs = Interaction({**{k: batch[k] for k in ("item_id_list", "item_length")}, "item_id": batch["item_id"]})
+    with torch.no_grad():
+        model.popularity.weight.zero_()
+        before = model.full_sort_predict(batch).view(-1, model.n_items), model.predict(pairs)
+        model.popularity.weight.fill_(0.5)
+        after = model.full_sort_predict(batch).view(-1, model.n_items), model.predict(pairs)
+    log_counts = model.popularity.log_counts
+    assert torch.allclose(after[0] - before[0], 0.5 * log_counts.expand_as(after[0]), atol=1e-4)
+    assert torch.allclose(after[1] - before[1], 0.5 * log_counts[batch["item_id"]], atol=1e-4)  # the pair-wise path
+
+
+def test_popularity_bias_needs_the_softmax_loss_and_a_split_dataset(data, make_model, make_config):
+    from recbole.data import create_dataset
+
+    from recbole_m6rec.model.popularity import PopularityBias
+
+    negatives = {"distribution": "uniform", "sample_num": 1}
+    with pytest.raises(ValueError, match="popularity_bias adds a learned popularity term .* with loss_type BPR"):
+        make_model(popularity_bias=True, loss_type="BPR", train_neg_sample_args=negatives)
+    with pytest.raises(ValueError, match="popularity_bias must be True or False"):
+        make_model(popularity_bias="yes")
+    unsplit = create_dataset(make_config())  # every interaction, validation and test targets included
+    with pytest.raises(ValueError, match="popularity_bias counts the training split"):
+        PopularityBias(unsplit, unsplit.item_num)
+
+
 # --- overlapping windows ------------------------------------------------------------------------------------------
 def _padded(histories, width):
     seq = torch.zeros(len(histories), width, dtype=torch.long)

@@ -97,3 +97,44 @@ def test_rehash_carries_only_results_whose_settings_are_today(defaults, tmp_path
 def test_rehash_refuses_a_missing_report(tmp_path):
     with pytest.raises(FileNotFoundError, match="--report=.*no such folder"):
         rehash.main(["--config_files=configs/bench_ml-100k.yaml", f"--report={tmp_path / 'nope'}"])
+
+
+def test_a_new_setting_at_its_former_behaviour_carries_results_and_any_other_value_does_not(defaults, tmp_path):
+    """``--new_setting key=value``: a key added to the yaml since the results ran, at the value that does what the
+    code did before; results are carried where today's settings without the key hash to theirs and the run reads
+    the key at that value."""
+    rows = {**PLAN["rows"], "M6Rec-pop": {"model": "M6Rec", "popularity_bias": True}}
+    with_row = {**PLAN, "rows": rows}
+    report = tmp_path / "report"
+    params = {"learning_rate": 0.001}
+    before = {name: plan.job_spec(with_row, name, 2020)["config_hash"] for name in rows}
+    trial_before = plan.job_spec(with_row, "SASRec", 2020, params)["config_hash"]
+    for name in rows:
+        write(report / "results" / f"{name}-seed2020.json", {"status": "ok", "config_hash": before[name]})
+    old_trial = report / "tuning" / "SASRec" / f"trial-{trial_before}.json"
+    write(old_trial, {"status": "ok", "config_hash": trial_before})
+    write(report / "tuning" / "SASRec-tuning.json", {"seed": 2020, "trials": [{"params": params}]})
+    defaults.write_text(DEFAULTS + "popularity_bias: False   # (bool) the new key, off as before\n")
+    after = {name: plan.job_spec(with_row, name, 2020)["config_hash"] for name in rows}
+    assert all(after[name] != before[name] for name in ("M6Rec", "M6Rec-t05", "SASRec"))  # the yaml gained a key
+
+    done = rehash.carry_over(with_row, report, {"popularity_bias": False})
+
+    for name in ("M6Rec", "M6Rec-t05", "SASRec"):
+        assert json.loads((report / "results" / f"{name}-seed2020.json").read_text())["config_hash"] == after[name]
+    trial_after = plan.job_spec(with_row, "SASRec", 2020, params)["config_hash"]
+    assert not old_trial.exists() and (old_trial.parent / f"trial-{trial_after}.json").is_file()
+    # a row that sets the key itself kept its hash (a default it overrides does not count): nothing to carry
+    assert after["M6Rec-pop"] == before["M6Rec-pop"] and len(done["carried"]) == 4 and done["left"] == []
+    # at a value other than the one the rows read, nothing is carried: they ran other settings and rerun
+    for name in rows:
+        write(report / "results" / f"{name}-seed2020.json", {"status": "ok", "config_hash": before[name]})
+    wrong = rehash.carry_over(with_row, report, {"popularity_bias": True})
+    assert wrong["carried"] == [] and len(wrong["left"]) == 3
+
+
+@pytest.mark.parametrize("bad", ["popularity_bias", "=False"])
+def test_a_new_setting_must_be_key_equals_value(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit):
+        rehash.main(["--config_files=configs/bench_ml-100k.yaml", f"--report={tmp_path}", f"--new_setting={bad}"])
+    assert "expected KEY=VALUE, e.g. popularity_bias=False" in capsys.readouterr().err

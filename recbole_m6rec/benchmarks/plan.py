@@ -29,6 +29,7 @@ __all__ = [
     "row_seeds",
     "row_settings",
     "job_spec",
+    "settings_hash",
     "effective_settings",
     "is_labelled",
 ]
@@ -184,8 +185,13 @@ def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) ->
     }
     # the plugin's yaml defaults count by value: changing one that the run reads invalidates finished results
     settings = effective_settings(model, plan["dataset"], config_dict)
-    spec["config_hash"] = stable_hash(["settings", model, plan["dataset"], seed, settings, spec["config_files"]])[:16]
+    spec["config_hash"] = settings_hash(model, plan["dataset"], seed, settings, spec["config_files"])
     return spec
+
+
+def settings_hash(model: str, dataset: str, seed: int, settings: dict, config_files: list) -> str:
+    """``config_hash`` of a run that reads ``settings`` (:func:`effective_settings`)."""
+    return stable_hash(["settings", model, dataset, seed, settings, config_files])[:16]
 
 
 def is_labelled(plan: dict) -> bool:

@@ -9,6 +9,16 @@ files, must equal the one the result carries, so its settings are exactly today'
 
     python -m recbole_m6rec.benchmarks.rehash --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k
 
+``--new_setting key=value`` (repeatable) carries results over a new setting instead: a key added to a model's
+yaml, whose default ``value`` is what the code did before the key existed (e.g. ``popularity_bias=False``). A
+result is carried when its hash equals the hash of today's settings without those keys and the run reads each key
+at that value; a row that sets another value is left (it reruns). Whether the value is the old behaviour is the
+code's claim, which its tests must show; the result's provenance still records that the code changed, so it is
+reused only where code changes are kept (``--keep_finished``).
+
+    python -m recbole_m6rec.benchmarks.rehash --config_files=configs/levers_ml-100k.yaml \
+        --report=reports/ml-100k-levers --new_setting popularity_bias=False
+
 What it covers: ``results/<row>-seed<seed>.json`` for every row and seed of the plan (tuned rows at their chosen
 settings), every trial named in ``tuning/<row>-tuning.json``, and the ``.partial/`` folder beside each, whose
 ``partial.json`` stamp is carried over too. A carried result keeps the older hash as ``config_hash_text``.
@@ -22,11 +32,20 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks import job
-from recbole_m6rec.benchmarks.plan import default_files, job_spec, load_plan, row_seeds
+from recbole_m6rec.benchmarks.plan import (
+    default_files,
+    effective_settings,
+    job_spec,
+    load_plan,
+    row_seeds,
+    settings_hash,
+)
 
-__all__ = ["text_hash", "carry_over", "main"]
+__all__ = ["text_hash", "hash_before", "carry_over", "main"]
 
 
 def text_hash(plan: dict, name: str, seed: int, overrides: dict | None = None) -> str:
@@ -40,7 +59,22 @@ def text_hash(plan: dict, name: str, seed: int, overrides: dict | None = None) -
     return stable_hash(parts)[:16]
 
 
-def _jobs(plan: dict, report_dir: Path) -> Iterator[tuple[str, int, dict, Path, Path]]:
+def hash_before(new_settings: dict):
+    """The older-hash function for settings added since: the hash of today's settings without ``new_settings``'
+    keys, or ``None`` where the run reads one of them at another value (then nothing is carried)."""
+
+    def older(plan: dict, name: str, seed: int, overrides: dict | None = None) -> str | None:
+        spec = job_spec(plan, name, seed, overrides)
+        settings = effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
+        for key, value in new_settings.items():
+            if key not in settings or settings.pop(key) != value:
+                return None
+        return settings_hash(spec["model"], plan["dataset"], seed, settings, spec["config_files"])
+
+    return older
+
+
+def _jobs(plan: dict, report_dir: Path, older_hash=text_hash) -> Iterator[tuple[str, int, dict, Path, Path]]:
     """(row, seed, overrides, result file under the older hash, under the new one) for every result a report of
     ``plan`` may hold."""
     for name in plan["rows"]:
@@ -52,8 +86,9 @@ def _jobs(plan: dict, report_dir: Path) -> Iterator[tuple[str, int, dict, Path, 
             yield name, seed, chosen, out, out
         for trial in tuning.get("trials") or []:
             params, seed = trial.get("params") or {}, tuning.get("seed", plan.get("tuning", {}).get("seed"))
-            old = report_dir / "tuning" / name / f"trial-{text_hash(plan, name, seed, params)}.json"
+            older = older_hash(plan, name, seed, params)  # None: no older settings to carry from
             new = report_dir / "tuning" / name / f"trial-{job_spec(plan, name, seed, params)['config_hash']}.json"
+            old = report_dir / "tuning" / name / f"trial-{older}.json" if older else new
             yield name, seed, params, old, new
 
 
@@ -72,13 +107,15 @@ def _carry_partial(old_out: Path, new_out: Path, old_hash: str, new_hash: str) -
     return True
 
 
-def carry_over(plan: dict, report_dir: Path) -> dict[str, list[str]]:
-    """Give ``report_dir``'s results of ``plan`` the new hash where their settings are provably today's; returns
+def carry_over(plan: dict, report_dir: Path, new_settings: dict | None = None) -> dict[str, list[str]]:
+    """Give ``report_dir``'s results of ``plan`` the new hash where their settings are provably today's (from the
+    yaml-as-text hash, or from before ``new_settings`` existed: :func:`hash_before`); returns
     ``{"carried": [...], "partial": [...], "left": [...]}`` (files, relative to ``report_dir``)."""
+    older_hash = hash_before(new_settings) if new_settings else text_hash
     done: dict[str, list[str]] = {"carried": [], "partial": [], "left": []}
-    for name, seed, overrides, old_out, new_out in _jobs(plan, report_dir):
+    for name, seed, overrides, old_out, new_out in _jobs(plan, report_dir, older_hash):
         old_hash, new_hash = (
-            text_hash(plan, name, seed, overrides),
+            older_hash(plan, name, seed, overrides),
             job_spec(plan, name, seed, overrides)["config_hash"],
         )
         if _carry_partial(old_out, new_out, old_hash, new_hash):
@@ -104,11 +141,24 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="the plan the report was made with")
     parser.add_argument("--report", required=True, help="the report folder")
+    parser.add_argument(
+        "--new_setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting added since the results ran, at the value that does what the code did before it (yaml)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     report_dir = Path(args.report)
     if not report_dir.is_dir():
         raise FileNotFoundError(f"--report={args.report}: no such folder")
-    done = carry_over(load_plan(args.config_files, {}, None, None), report_dir)
+    new_settings = {}
+    for item in args.new_setting:
+        key, sep, value = item.partition("=")
+        if not (sep and key.strip()):
+            parser.error(f"--new_setting {item!r}: expected KEY=VALUE, e.g. popularity_bias=False")
+        new_settings[key.strip()] = yaml.safe_load(value)
+    done = carry_over(load_plan(args.config_files, {}, None, None), report_dir, new_settings)
     for kind, files in done.items():
         print(f"{kind}: {len(files)}" + "".join(f"\n  {file}" for file in files), flush=True)
     return done

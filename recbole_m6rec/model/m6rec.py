@@ -36,6 +36,7 @@ from .cold_items import ColdItems
 from .frozen_backbone import FrozenBackbone
 from .item_adapter import ItemStateAdapter
 from .late_interaction import LateInteraction
+from .popularity import PopularityBias
 from .settings import M6RecSettings
 
 __all__ = ["M6Rec", "checked"]
@@ -115,6 +116,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         self.item_adapter = ItemStateAdapter(d, s.item_adapter_rank) if s.item_adapter_rank else None
         self.build_heads(d)
         self.cold = ColdItems(dataset, self.n_items, s.unseen_item_prior)
+        self.popularity = PopularityBias(dataset, self.n_items) if s.popularity_bias else None
 
         # parameters initialization (the backbone is pretrained; the late-interaction parts start at zero)
         if self.item_id_embedding is not None:
@@ -174,7 +176,7 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
         states = self.forward(item_seq, item_seq_len, self._user_ids(interaction), self._timestamps(interaction))
         users = self._user_head(states[:, 1:][positions])  # [M E]
         if s.loss_type == "CE":
-            logits = users @ self.item_vectors().t() / s.temperature  # [M n_items]
+            logits = users @ self.item_vectors().t() / s.temperature + self._bias()  # [M n_items]
             logits[:, 0] = float("-inf")  # the padding item is never a target
             if s.loss_items == "seen":  # items with no training interaction are not in the catalogue yet
                 logits = self.cold.only_seen(logits)
@@ -194,14 +196,15 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
     def predict(self, interaction):
         users = self._user_vectors(interaction)  # [B E]
         if self.cold.prior is not None:  # the mixture's normalisers need every item's score
-            scores = self.cold.mixture(users @ self._all_item_vectors().t() / self.settings.temperature)
+            scores = self.cold.mixture(users @ self._all_item_vectors().t() / self.settings.temperature + self._bias())
             return checked(scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1), "predict")
-        items = self.item_vectors(interaction[self.ITEM_ID])  # [B E]
-        return checked((users * items).sum(-1) / self.settings.temperature, "predict")
+        item_ids = interaction[self.ITEM_ID]
+        items = self.item_vectors(item_ids)  # [B E]
+        return checked((users * items).sum(-1) / self.settings.temperature + self._bias(item_ids), "predict")
 
     def full_sort_predict(self, interaction):
         users = self._user_vectors(interaction)  # [B E]
-        scores = users @ self._all_item_vectors().t() / self.settings.temperature  # [B n_items]
+        scores = users @ self._all_item_vectors().t() / self.settings.temperature + self._bias()  # [B n_items]
         return checked(self.cold.mixture(scores), "full_sort_predict")
 
     def report_facts(self) -> dict:
@@ -233,6 +236,10 @@ class M6Rec(FrozenBackbone, SequentialRecommender):
             seg = self.late.items(seg, valid)
         pooled = (seg * valid.unsqueeze(-1)).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)  # [M d]
         return F.normalize(self.item_projection(self.item_norm(pooled)), dim=-1)
+
+    def _bias(self, item_ids: torch.Tensor | None = None) -> torch.Tensor | float:
+        """``popularity_bias``'s term for ``item_ids`` (every item when None), or 0 when it is off."""
+        return 0.0 if self.popularity is None else self.popularity(item_ids)
 
     def _item_states(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached lower-layer segment states of ``item_ids`` (``[..., S, d]``, valid ``[..., S]``), through the

@@ -170,6 +170,7 @@ class M6RecSettings:
     use_profile: bool
     use_item_id_embedding: bool
     item_id_dropout: float
+    popularity_bias: bool
     recency_words: bool
     loss_type: str
     softmax_negatives: int
@@ -221,6 +222,13 @@ class M6RecSettings:
         if cls.CHECKS_NEGATIVES:
             _check_negatives(loss_type, negatives)
         tuning = _choice("tuning", raw["tuning"], cls.TUNING_MODES)
+        popularity_bias = _flag("popularity_bias", raw["popularity_bias"])
+        if popularity_bias and loss_type != "CE":
+            raise ValueError(
+                f"popularity_bias adds a learned popularity term to the softmax over all items (loss_type CE); with "
+                f"loss_type {loss_type} the loss would not train it (got popularity_bias: True): use loss_type CE, or "
+                "set popularity_bias: False"
+            )
         quantize = _quantize(raw["quantize"])
         if quantize == "int8" and tuning == "full":
             raise ValueError(
@@ -254,6 +262,7 @@ class M6RecSettings:
             "use_profile": _flag("use_profile", raw["use_profile"]),
             "use_item_id_embedding": _flag("use_item_id_embedding", raw["use_item_id_embedding"]),
             "item_id_dropout": _probability("item_id_dropout", raw["item_id_dropout"]),
+            "popularity_bias": popularity_bias,
             "recency_words": _flag("recency_words", raw["recency_words"]),
             "loss_type": loss_type,
             "softmax_negatives": _integer("softmax_negatives", raw["softmax_negatives"]),
@@ -303,6 +312,11 @@ class M6RecCTRSettings(M6RecSettings):
                 f"window_stride (got {raw['window_stride']!r}) overlaps M6Rec's training windows; M6RecCTR's windows "
                 "tile the history: leave it at ~"
             )
+        if values["popularity_bias"]:
+            raise ValueError(
+                "popularity_bias (got True) adds a popularity term to M6Rec's ranking softmax; M6RecCTR scores each "
+                "candidate alone with its option tokens: leave it at False"
+            )
         words = raw["option_words"]
         if (
             isinstance(words, str)
@@ -334,6 +348,11 @@ class M6RecZeroShotSettings(M6RecSettings):
     @classmethod
     def validate(cls, raw: dict) -> dict:
         values = super().validate(raw)
+        if values["popularity_bias"]:
+            raise ValueError(
+                "popularity_bias (got True) adds a learned popularity term to M6Rec's trained ranking; M6RecZeroShot "
+                "trains nothing: leave it at False"
+            )
         for name, default in (("quantize", "none"), ("item_encoder_layers", None)):
             if values[name] != default:
                 raise ValueError(
