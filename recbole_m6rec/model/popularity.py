@@ -2,8 +2,7 @@
 
 Why: scores are cosines of two normalised vectors over a temperature, with no direct way to say that a popular item
 is more likely a priori. On ml-100k the text+ID model led SASRec on the least popular test targets and trailed it
-on the most popular ones (per-user test NDCG@10 by quartile of the target's training popularity, two seeds of
-configs/levers_ml-100k.yaml). One scalar ``w``, starting at 0 (the model as without it), adds
+on the most popular ones (``reports/ml-100k-levers/strata.md``). One scalar ``w``, starting at 0 (the model as without it), adds
 ``w * log(1 + training interactions)`` to every item's logit. An item without a training interaction gets 0: a cold
 item keeps its text score, and with ``unseen_item_prior`` its group's share.
 
