@@ -136,6 +136,33 @@ def test_popularity_bias_needs_the_softmax_loss_and_a_split_dataset(data, make_m
         PopularityBias(unsplit, unsplit.item_num)
 
 
+def test_predict_agrees_with_full_ranking_when_the_bias_passes_through_the_unseen_item_mixture(data, make_model):
+    model = make_model(popularity_bias=True, unseen_item_prior="catalogue").eval()
+    assert model.cold.prior is not None  # the slice has items without a training interaction
+    batch = first_batch(data[2])[0]  # its item_id is each user's target: predict scores those
+    with torch.no_grad():
+        model.popularity.weight.fill_(0.5)
+        full = model.full_sort_predict(batch).view(-1, model.n_items)
+        targets = full[torch.arange(len(batch["item_id"])), batch["item_id"]]
+        assert torch.allclose(model.predict(batch), targets, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [("M6RecCTR", "M6RecCTR scores each candidate alone"), ("M6RecZeroShot", "M6RecZeroShot trains nothing")],
+)
+def test_popularity_bias_is_refused_by_the_models_that_do_not_rank_with_the_softmax(model, message, no_foreign_argv):
+    from conftest import TINY_SLICE
+
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model import settings as model_settings
+
+    settings = {**TINY_SLICE, "popularity_bias": True, "threshold": {"rating": 4}}
+    config = PluginConfig(model=model, dataset="ml-100k", config_dict=settings)
+    with pytest.raises(ValueError, match=f"popularity_bias \\(got True\\).*{message}"):
+        getattr(model_settings, f"{model}Settings").from_config(config)
+
+
 # --- overlapping windows ------------------------------------------------------------------------------------------
 def _padded(histories, width):
     seq = torch.zeros(len(histories), width, dtype=torch.long)

@@ -2,6 +2,7 @@
 (yaml text) over to it only where their settings are provably today's."""
 
 import json
+import re
 
 import pytest
 
@@ -138,3 +139,20 @@ def test_a_new_setting_must_be_key_equals_value(tmp_path, bad, capsys):
     with pytest.raises(SystemExit):
         rehash.main(["--config_files=configs/bench_ml-100k.yaml", f"--report={tmp_path}", f"--new_setting={bad}"])
     assert "expected KEY=VALUE, e.g. popularity_bias=False" in capsys.readouterr().err
+
+
+def test_a_new_setting_compares_by_type_and_must_be_read_by_some_row(defaults, tmp_path, capsys):
+    defaults.write_text(DEFAULTS + "popularity_bias: False\n")
+    older = rehash.hash_before({"popularity_bias": 0})  # 0 == False in Python, but another value in a yaml
+    assert older(PLAN, "M6Rec", 2020) is None
+    assert rehash.hash_before({"popularity_bias": False})(PLAN, "M6Rec", 2020) is not None
+    (tmp_path / "report").mkdir()
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(json.dumps({k: v for k, v in PLAN.items() if k != "tuning"}))
+    for option, message in (
+        ("popularity_bais=False", "no row of .* reads a setting 'popularity_bais'"),
+        ("popularity_bias=[", "the value is not yaml"),
+    ):
+        with pytest.raises(SystemExit):
+            rehash.main([f"--config_files={plan_file}", f"--report={tmp_path / 'report'}", f"--new_setting={option}"])
+        assert re.search(message, capsys.readouterr().err)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -59,19 +59,29 @@ def text_hash(plan: dict, name: str, seed: int, overrides: dict | None = None) -
     return stable_hash(parts)[:16]
 
 
-def hash_before(new_settings: dict):
+def hash_before(new_settings: dict) -> Callable[..., str | None]:
     """The older-hash function for settings added since: the hash of today's settings without ``new_settings``'
-    keys, or ``None`` where the run reads one of them at another value (then nothing is carried)."""
+    keys, or ``None`` where the run reads one of them at another value (then nothing is carried). Values compare
+    by type too: ``0`` is not ``False``."""
 
     def older(plan: dict, name: str, seed: int, overrides: dict | None = None) -> str | None:
         spec = job_spec(plan, name, seed, overrides)
         settings = effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
         for key, value in new_settings.items():
-            if key not in settings or settings.pop(key) != value:
+            if key not in settings:
+                return None
+            read = settings.pop(key)
+            if type(read) is not type(value) or read != value:
                 return None
         return settings_hash(spec["model"], plan["dataset"], seed, settings, spec["config_files"])
 
     return older
+
+
+def _read_settings(plan: dict, name: str) -> dict:
+    """The settings row ``name`` reads (its plan settings and the yaml defaults), as values."""
+    spec = job_spec(plan, name, row_seeds(plan, name)[0])
+    return effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
 
 
 def _jobs(plan: dict, report_dir: Path, older_hash=text_hash) -> Iterator[tuple[str, int, dict, Path, Path]]:
@@ -152,13 +162,23 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
     report_dir = Path(args.report)
     if not report_dir.is_dir():
         raise FileNotFoundError(f"--report={args.report}: no such folder")
+    plan = load_plan(args.config_files, {}, None, None)
     new_settings = {}
     for item in args.new_setting:
         key, sep, value = item.partition("=")
         if not (sep and key.strip()):
             parser.error(f"--new_setting {item!r}: expected KEY=VALUE, e.g. popularity_bias=False")
-        new_settings[key.strip()] = yaml.safe_load(value)
-    done = carry_over(load_plan(args.config_files, {}, None, None), report_dir, new_settings)
+        try:
+            new_settings[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            parser.error(f"--new_setting {item!r}: the value is not yaml ({error})")
+    for key in new_settings:
+        if not any(key in _read_settings(plan, name) for name in plan["rows"]):
+            parser.error(
+                f"--new_setting {key}: no row of {args.config_files} reads a setting '{key}' (check its spelling "
+                "against the model's yaml under recbole_m6rec/properties/)"
+            )
+    done = carry_over(plan, report_dir, new_settings)
     for kind, files in done.items():
         print(f"{kind}: {len(files)}" + "".join(f"\n  {file}" for file in files), flush=True)
     return done

@@ -1,13 +1,17 @@
 """``popularity_bias``: a learned weight on each item's log training popularity, added to M6Rec's logits.
 
 Why: scores are cosines of two normalised vectors over a temperature, with no direct way to say that a popular item
-is more likely a priori. On ml-100k the text+ID model led SASRec on the least popular test targets and trailed it
-on the most popular ones (``reports/ml-100k-levers/strata.md``). One scalar ``w``, starting at 0 (the model as without it), adds
+is more likely a priori. On ml-100k the stacked-levers row (today's defaults) trailed SASRec on the two most popular
+quartiles of test targets and led it on the least popular (``reports/ml-100k-levers/strata.md``: test only, groups
+of ~237 users, two seeds; other text rows differ): a hypothesis, measured on validation as a lever row. One scalar
+``w``, starting at 0 (the model as without it), adds
 ``w * log(1 + training interactions)`` to every item's logit. An item without a training interaction gets 0: a cold
 item keeps its text score, and with ``unseen_item_prior`` its group's share.
 
-The counts come from the dataset the model is built from, which must be the training split (RecBole builds models
-from it): an unsplit dataset would count the validation and test targets.
+The counts come from the dataset the model is built from, which must be the training split, as RecBole's pipeline
+builds models (``train_data.dataset``): the whole dataset would count the validation and test targets. A dataset
+that was never built is refused; a built whole dataset cannot be told from a split by its interactions, so building
+the model from the training split is the caller's part.
 """
 
 from __future__ import annotations
