@@ -122,7 +122,9 @@ def test_a_new_setting_at_its_former_behaviour_carries_results_and_any_other_val
     done = rehash.carry_over(with_row, report, {"popularity_bias": False})
 
     for name in ("M6Rec", "M6Rec-t05", "SASRec"):
-        assert json.loads((report / "results" / f"{name}-seed2020.json").read_text())["config_hash"] == after[name]
+        record = json.loads((report / "results" / f"{name}-seed2020.json").read_text())
+        assert record["config_hash"] == after[name] and "config_hash_text" not in record
+        assert record["config_hash_before"] == {"hash": before[name], "new_settings": {"popularity_bias": False}}
     trial_after = plan.job_spec(with_row, "SASRec", 2020, params)["config_hash"]
     assert not old_trial.exists() and (old_trial.parent / f"trial-{trial_after}.json").is_file()
     # a row that sets the key itself kept its hash (a default it overrides does not count): nothing to carry

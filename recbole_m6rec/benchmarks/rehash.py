@@ -21,7 +21,8 @@ reused only where code changes are kept (``--keep_finished``).
 
 What it covers: ``results/<row>-seed<seed>.json`` for every row and seed of the plan (tuned rows at their chosen
 settings), every trial named in ``tuning/<row>-tuning.json``, and the ``.partial/`` folder beside each, whose
-``partial.json`` stamp is carried over too. A carried result keeps the older hash as ``config_hash_text``.
+``partial.json`` stamp is carried over too. A carried result keeps the older hash as ``config_hash_text`` (or, over
+``--new_setting``, as ``config_hash_before`` with those settings).
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ def _carry_partial(old_out: Path, new_out: Path, old_hash: str, new_hash: str) -
     return True
 
 
+def _older_hash_record(old_hash: str, new_settings: dict | None) -> dict:
+    """What a carried result keeps of its older hash: ``config_hash_text`` (the yaml-text hash), or for settings
+    added since, ``config_hash_before`` with the settings it was carried over (a result may carry both)."""
+    if new_settings:
+        return {"config_hash_before": {"hash": old_hash, "new_settings": new_settings}}
+    return {"config_hash_text": old_hash}
+
+
 def carry_over(plan: dict, report_dir: Path, new_settings: dict | None = None) -> dict[str, list[str]]:
     """Give ``report_dir``'s results of ``plan`` the new hash where their settings are provably today's (from the
     yaml-as-text hash, or from before ``new_settings`` existed: :func:`hash_before`); returns
@@ -139,7 +148,8 @@ def carry_over(plan: dict, report_dir: Path, new_settings: dict | None = None) -
             done["left"].append(str(old_out.relative_to(report_dir)))
             continue
         atomic_write_text(
-            new_out, json.dumps({**record, "config_hash": new_hash, "config_hash_text": old_hash}, indent=1)
+            new_out,
+            json.dumps({**record, "config_hash": new_hash, **_older_hash_record(old_hash, new_settings)}, indent=1),
         )
         if new_out != old_out:
             old_out.unlink()
