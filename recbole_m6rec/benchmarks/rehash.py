@@ -66,8 +66,7 @@ def hash_before(new_settings: dict) -> Callable[..., str | None]:
     by type too: ``0`` is not ``False``."""
 
     def older(plan: dict, name: str, seed: int, overrides: dict | None = None) -> str | None:
-        spec = job_spec(plan, name, seed, overrides)
-        settings = effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
+        spec, settings = _read_settings(plan, name, seed, overrides)
         for key, value in new_settings.items():
             if key not in settings:
                 return None
@@ -79,10 +78,11 @@ def hash_before(new_settings: dict) -> Callable[..., str | None]:
     return older
 
 
-def _read_settings(plan: dict, name: str) -> dict:
-    """The settings row ``name`` reads (its plan settings and the yaml defaults), as values."""
-    spec = job_spec(plan, name, row_seeds(plan, name)[0])
-    return effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
+def _read_settings(plan: dict, name: str, seed: int, overrides: dict | None = None) -> tuple[dict, dict]:
+    """The job spec of row ``name`` at ``seed``, and the settings it reads (plan settings and yaml defaults), as
+    values."""
+    spec = job_spec(plan, name, seed, overrides)
+    return spec, effective_settings(spec["model"], plan["dataset"], spec["config_dict"])
 
 
 def _jobs(plan: dict, report_dir: Path, older_hash=text_hash) -> Iterator[tuple[str, int, dict, Path, Path]]:
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[str]]:
         except yaml.YAMLError as error:
             parser.error(f"--new_setting {item!r}: the value is not yaml ({error})")
     for key in new_settings:
-        if not any(key in _read_settings(plan, name) for name in plan["rows"]):
+        if not any(key in _read_settings(plan, name, row_seeds(plan, name)[0])[1] for name in plan["rows"]):
             parser.error(
                 f"--new_setting {key}: no row of {args.config_files} reads a setting '{key}' (check its spelling "
                 "against the model's yaml under recbole_m6rec/properties/)"

@@ -36,7 +36,9 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
         }
         paired = _with_holm(paired)
     except ImportError as error:
-        return {name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()}
+        return missing | {
+            name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()
+        }
     return missing | {
         name: {
             "row": row,
