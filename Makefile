@@ -35,14 +35,16 @@ demo: setup
 
 # the campaigns behind the committed reports: tuned, converged, 3 seeds (days on 2 cores; see each plan's header).
 # --resume: an interrupted campaign continues where it stopped, rerunning only results whose settings, code, data
-# or libraries changed.
+# or libraries changed. TIME_LIMIT=2h30m (bench, bench-levers, bench-ablations) starts only the runs expected to
+# finish within that time.
+LIMIT = $(if $(TIME_LIMIT),--time_limit=$(TIME_LIMIT))
 bench: setup
-	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/bench_ml-100k.yaml --report=reports/ml-100k --resume $(LIMIT)
 
 # the lever plan: what each M6Rec accuracy lever adds; its rows explored M6Rec before the winner became the defaults,
 # so they are kept although the code moved on (--keep_finished; its report lists what changed since each ran)
 bench-levers: setup
-	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/levers_ml-100k.yaml --report=reports/ml-100k-levers --resume --keep_finished
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/levers_ml-100k.yaml --report=reports/ml-100k-levers --resume --keep_finished $(LIMIT)
 
 # where each campaign stands: per row its tuning trials and per seed done / reruns and why / continues / to run,
 # read from the report folders by the rules --resume applies; runs nothing
@@ -54,7 +56,7 @@ status: setup
 	$(STATUS) --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k
 
 bench-ablations: setup
-	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ablations_ml-100k.yaml --report=reports/ml-100k-ablations --resume
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ablations_ml-100k.yaml --report=reports/ml-100k-ablations --resume $(LIMIT)
 
 bench-cold: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume

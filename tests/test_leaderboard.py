@@ -1,14 +1,15 @@
 """A small real leaderboard: three models, two seeds, a slice of ml-100k, one deliberately failing row."""
 
 import csv
+import itertools
 import json
 import shutil
 
 import pytest
 import yaml
 
-from recbole_m6rec.benchmarks import leaderboard, provenance
-from recbole_m6rec.benchmarks.plan import job_spec
+from recbole_m6rec.benchmarks import leaderboard, provenance, time_limit
+from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.benchmarks.report import NOTES_MARKER
 from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines
 from recbole_m6rec.benchmarks.report_stats import choose_on_valid, ratio_lines
@@ -20,6 +21,7 @@ from recbole_m6rec.benchmarks.report_tables import (
     summarise,
 )
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, load_results, prepare_report_dir
+from recbole_m6rec.benchmarks.status import expected_run_seconds
 
 NOTE = "Hand-written: BPR's numbers here come from a one-epoch budget."
 
@@ -245,6 +247,24 @@ def test_stale_reasons_name_what_changed(report):
     edited = json.loads(json.dumps(record))
     edited["provenance"]["code"][path] = "f" * 16
     assert stale_reasons(edited) == [f"code changed: {path}"]
+
+
+def test_a_new_transformers_reruns_only_the_rows_that_imported_it(report):
+    """A RecBole baseline never imports transformers: its result stays valid when only transformers changes,
+    as it does when only M6Rec's code changes."""
+    from recbole_m6rec.benchmarks.provenance import stale_reasons
+
+    bpr = json.loads((report[0] / "results" / "BPR-seed1.json").read_text())
+    m6rec = json.loads((report[0] / "results" / "M6Rec-tiny-seed1.json").read_text())
+    assert bpr["provenance"]["libraries_used"] == [] and m6rec["provenance"]["libraries_used"] == ["transformers"]
+    newer = {**bpr["provenance"]["versions"], "transformers": "99.0"}
+    assert stale_reasons(bpr, newer) == []
+    assert stale_reasons(m6rec, newer) == [f"transformers {m6rec['provenance']['versions']['transformers']} -> 99.0"]
+    # results recorded before `libraries_used`: a run whose code includes the language-model modules used it
+    for record, reasons in ((bpr, 0), (m6rec, 1)):
+        older = json.loads(json.dumps(record))
+        del older["provenance"]["libraries_used"]
+        assert len(stale_reasons(older, newer)) == reasons
 
 
 def test_epochs_valid_column_and_cap_marks(report):
@@ -652,7 +672,9 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
     # the time left: BPR's trial and seed 2 (seed 1 is the winning trial), timed by its finished runs
     assert "- BPR: 2 × " in text and "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
-    assert "Not timed yet (no finished run that records its code; runs left): Broken (2)." in text
+    assert (
+        "Not timed yet (no finished run of its current settings that records its code; runs left): Broken (2)." in text
+    )
     assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
 
@@ -682,16 +704,19 @@ def test_the_time_left_is_each_rows_runs_left_at_the_median_of_its_finished_runs
         "results/A-seed3.json": result("A", 3, 5.0, "3", code=False),  # older protocol: does not time the row
         "results/B-seed1.json": result("B", 1, 30.0, "4"),
         "results/Old-seed1.json": result("Old", 1, 30.0, "5", code=False),
+        "tuning/A/trial-9.json": result("A", 1, 90000.0, "9"),  # other settings (an earlier search space)
     }
     for path, content in files.items():
         (tmp_path / path).write_text(json.dumps(content))
     (tmp_path / "results" / "Broken-seed9.json").write_text("{not json")  # skipped, not fatal
-    assert sorted(row_run_seconds(tmp_path, "A")) == [600.0, 1200.0, 3000.0]
-    lines = _time_left_lines(tmp_path, {"A": 3, "B": 2, "Old": 1, "Done": 0})
+    assert sorted(row_run_seconds(tmp_path, "A")) == [600.0, 1200.0, 3000.0, 90000.0]
+    current = {"A": {"1", "2", "3"}, "B": {"4"}, "Old": {"5"}}
+    assert sorted(row_run_seconds(tmp_path, "A", hashes=current["A"])) == [600.0, 1200.0, 3000.0]
+    lines = _time_left_lines(tmp_path, {"A": 3, "B": 2, "Old": 1, "Done": 0}, current)
     assert "- A: 3 × 20 min ≈ 1.0 h (3 timed)" in lines  # the median, 1200 s
     assert "- B: 2 × 30 s ≈ 1 min (1 timed)" in lines
     assert "About 1.0 h of one job's time for the rows timed." in lines
-    assert "Not timed yet (no finished run that records its code; runs left): Old (1)." in lines
+    assert "Not timed yet (no finished run of its current settings that records its code; runs left): Old (1)." in lines
     assert not any("Done" in line for line in lines)
 
 
@@ -817,3 +842,81 @@ def test_strata_refuse_results_of_another_split_and_bad_options(report, tmp_path
         with pytest.raises(SystemExit):
             strata.main([f"--config_files={plan_file}", f"--report={out}", option])
         assert message in capsys.readouterr().err
+
+
+def _set_run_seconds(paths, seconds: float) -> None:
+    for path in paths:
+        record = json.loads(path.read_text())
+        record["train_seconds"], record["test_seconds"] = seconds, 0.0
+        path.write_text(json.dumps(record))
+
+
+def test_a_time_limit_starts_only_the_runs_expected_to_fit_and_writes_no_report_while_runs_are_left(
+    report, tmp_path, capsys
+):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    plan_file = report[0].parent / "plan.yaml"
+    plan = load_plan(str(plan_file), {}, None, None)
+    # BPR's finished runs took 10 h each; a run of other settings that took 1 s does not count
+    _set_run_seconds([*(out / "tuning" / "BPR").glob("trial-*.json"), *(out / "results").glob("BPR-*.json")], 36000)
+    other = json.loads((out / "results" / "BPR-seed1.json").read_text())
+    (out / "tuning" / "BPR" / "trial-0000000000000000.json").write_text(
+        json.dumps({**other, "config_hash": "0" * 16, "train_seconds": 1.0})
+    )
+    assert expected_run_seconds(plan, out, "BPR") == 36000
+    for name in ("BPR-seed2.json", "MostPop-seed2.json"):
+        (out / "results" / name).unlink()
+    report_md = (out / "report.md").read_text()
+    argv = [f"--config_files={plan_file}", f"--report={out}", "--resume", "--rows=BPR,MostPop"]
+    assert leaderboard.main([*argv, "--time_limit=1h"]) == 0
+    log = capsys.readouterr().out
+    assert "BPR seed 2: not started: a run of BPR takes about 10.0 h (the median of its finished runs)" in log
+    assert not (out / "results" / "BPR-seed2.json").exists()
+    assert json.loads((out / "results" / "MostPop-seed2.json").read_text())["status"] == "ok"  # it fitted
+    assert "Left for a later --resume: tuning of no row; BPR seed 2." in log
+    assert (out / "report.md").read_text() == report_md  # a report would leave BPR's seed out
+    # without the limit everything runs and the report is written
+    assert leaderboard.main(argv) == 0
+    assert (out / "results" / "BPR-seed2.json").is_file() and (out / "report.md").read_text() != report_md
+
+
+def test_a_time_limit_stops_a_rows_tuning_before_a_trial_that_would_not_fit_and_its_seeds_wait(
+    report, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    plan = yaml.safe_load((report[0].parent / "plan.yaml").read_text())
+    plan["rows"]["BPR"]["search"] = {"learning_rate": ["choice", 0.002, 0.003]}  # a new space: its trials run
+    plan["tuning"]["algo"] = "exhaustive"  # two different trials
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    for path in (out / "results").glob("BPR-*.json"):
+        path.unlink()
+    argv = [f"--config_files={plan_file}", f"--report={out}", "--resume", "--rows=BPR,MostPop"]
+    # a clock on which every reading is 50 minutes after the one before: the first trial has nothing to go by and
+    # starts with 50 minutes left; the hour has passed when it ends
+    readings = itertools.count(0, 3000)
+    monkeypatch.setattr(time_limit, "_now", lambda: next(readings))
+    assert leaderboard.main([*argv, "--time_limit=1h"]) == 0
+    log = capsys.readouterr().out
+    assert "[tuning BPR 1/2] BPR seed 1 (BPR): running ..." in log
+    assert "[tuning BPR 2/2] BPR seed 1: not started: the time limit (1.0 h) has passed" in log
+    assert "tuning BPR stops here" in log and "BPR seed 1 (after its tuning), BPR seed 2 (after its tuning)" in log
+    assert "MostPop seed 1: reusing finished result" in log  # a reused result needs no time
+    assert not list((out / "results").glob("BPR-*.json"))  # no seed ran untuned
+    monkeypatch.undo()
+    assert leaderboard.main(argv) == 0  # without the limit: the second trial and the seeds run, the report is written
+    assert json.loads((out / "results" / "BPR-seed2.json").read_text())["status"] == "ok"
+    log = capsys.readouterr().out
+    assert "[tuning BPR 2/2] BPR seed 1 (BPR): running" in log and "[tuning BPR 1/2]" not in log  # the first is kept
+
+
+def test_the_time_limit_option_is_checked_before_anything_runs(report, capsys):
+    plan_file = report[0].parent / "plan.yaml"
+    with pytest.raises(SystemExit):
+        leaderboard.main([f"--config_files={plan_file}", f"--report={report[0]}", "--resume", "--time_limit=soon"])
+    assert "time limit 'soon' is not a positive duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        leaderboard.main([f"--config_files={plan_file}", f"--report={report[0]}", "--status", "--time_limit=1h"])
+    assert "--status runs nothing" in capsys.readouterr().err

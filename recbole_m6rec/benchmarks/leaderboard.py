@@ -15,7 +15,9 @@ error and the others go on. A report folder that already holds results is refuse
 finished results that are still current) or ``--fresh`` (delete them first) is given. A finished result is reused
 only when its settings hash matches and the code, data and library versions it recorded are unchanged; otherwise
 it reruns and the log says why. Rows whose split fingerprints differ are refused: one table, one split.
-A plan's optional ``method`` (text) is printed under the command. ``report.md`` keeps everything below
+``--time_limit=2h30m`` starts only the runs expected to finish within that time and writes the report only when
+nothing is left (:mod:`~recbole_m6rec.benchmarks.time_limit`). A plan's optional ``method`` (text) is printed under
+the command. ``report.md`` keeps everything below
 :data:`NOTES_MARKER` when it is rewritten.
 Extra ``--key=value`` arguments override ``common``.
 
@@ -31,6 +33,7 @@ the plan and builds each job's settings and hash; :mod:`~recbole_m6rec.benchmark
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +45,8 @@ from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, lo
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, trial_path, tune
-from recbole_m6rec.benchmarks.status import rows_with_work_left, status_report
+from recbole_m6rec.benchmarks.status import expected_run_seconds, rows_with_work_left, status_report
+from recbole_m6rec.benchmarks.time_limit import TimeLimit, TimeLimitReached, parse_duration
 from recbole_m6rec.config import parse_cmd_args
 
 __all__ = ["main"]
@@ -105,11 +109,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ignore the plan's tuning block: every row runs with the settings it lists",
     )
     parser.add_argument(
+        "--time_limit",
+        default=None,
+        help="e.g. 2h30m: start only the runs expected to finish within this time from now (each row's median "
+        "finished run); the report is written once nothing is left, and --resume continues",
+    )
+    parser.add_argument(
         "--reference", default=None, help="a report folder (e.g. the committed one) to show next to this run's numbers"
     )
     args, rest = parser.parse_known_args(argv)
     if args.keep_finished and not (args.resume or args.status):
         parser.error("--keep_finished keeps the folder's finished results: use it with --resume (or --status)")
+    limit_seconds = None
+    if args.time_limit is not None:
+        if args.status:
+            parser.error("--time_limit chooses which runs start; --status runs nothing")
+        try:
+            limit_seconds = parse_duration(args.time_limit)
+        except ValueError as error:
+            parser.error(str(error))
     overrides = {key: yaml.safe_load(value) for key, value in parse_cmd_args(rest).items()}
     rows = args.rows.split(",") if args.rows else None
     plan = load_plan(args.config_files, overrides, rows, parse_seeds(args.seeds, args.config_files))
@@ -136,18 +154,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             "has them, or leave them out with --rows=<the others>."
         )
     prepare_report_dir(report_dir, args.resume, args.fresh)
-    tuned = tune(plan, report_dir, resume=True)
+    time_limit = None
+    if limit_seconds is not None:
+        as_planned = copy.deepcopy(plan)  # tuning merges its chosen settings into the plan's rows
+        time_limit = TimeLimit(limit_seconds, lambda row: expected_run_seconds(as_planned, report_dir, row))
+        print(f"time limit {args.time_limit}: a run expected to end after it is not started", flush=True)
+    tuned = tune(plan, report_dir, resume=True, time_limit=time_limit)
     planned = jobs(plan)
-    records = []
+    records, left = [], []
     for k, (name, seed) in enumerate(planned, 1):
+        if "unfinished" in tuned.get(name, {}):
+            left.append(f"{name} seed {seed} (after its tuning)")
+            continue
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
         adopt_tuning_trial(spec, trial_path(report_dir, spec), out, keep_finished=args.keep_finished)
-        records.append(run_or_reuse(spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished))
+        try:
+            record = run_or_reuse(
+                spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished, time_limit=time_limit
+            )
+        except TimeLimitReached:
+            left.append(f"{name} seed {seed}")
+            continue
+        records.append(record)
         try:  # now, not after hours of further jobs whose table would be refused
             check_one_split(records)
         except SplitMismatchError as error:
             raise SystemExit(f"{error}; stopped after job {k} of {len(planned)}") from error
+    unfinished = [name for name, record in tuned.items() if "unfinished" in record]
+    if unfinished or left:
+        print(
+            f"Stopped at the time limit ({args.time_limit}); no report written, as it would leave rows out. Left "
+            f"for a later --resume: tuning of {', '.join(unfinished) or 'no row'}; "
+            f"{', '.join(left) or 'no seed run'}.",
+            flush=True,
+        )
+        return 0 if all(r.get("status") == "ok" for r in records) else 1
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
     print(report)

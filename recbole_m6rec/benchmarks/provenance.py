@@ -9,7 +9,11 @@ A job records, after its run:
   are left out: they choose settings, which the row's settings hash already covers, and write reports; the numbers
   of a row do not depend on them.
 * ``data``: the dataset's atomic files (SHA-256 each).
-* ``versions``: Python, recbole, torch, transformers, numpy.
+* ``versions``: Python, recbole, torch, transformers, numpy; ``libraries_used``: which of the libraries that only
+  some runs import (:data:`OPTIONAL_LIBRARIES`: transformers, which the plugin reaches only through its
+  language-model modules) the run had imported. A RecBole baseline never imports transformers, so a new
+  transformers leaves its result valid, as a change to M6Rec's code does. A result recorded before this field
+  counts transformers when its code includes the language-model modules (``recbole_m6rec/lm/``).
 * ``runtime``: what changes times but not numbers: torch's thread count, a preloaded memory allocator
   (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model and
   whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them).
@@ -24,6 +28,7 @@ A job records, after its run:
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -38,6 +43,7 @@ __all__ = [
     "code_files",
     "collect",
     "library_versions",
+    "libraries_used",
     "package_files",
     "changed_files",
     "stale_reasons",
@@ -48,6 +54,8 @@ PACKAGE_DIR = Path(recbole_m6rec.__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 BENCHMARK_PACKAGE = "recbole_m6rec.benchmarks"
 CHECKED_LIBRARIES = ("python", "recbole", "torch", "transformers")  # a result from other versions is rerun
+OPTIONAL_LIBRARIES = ("transformers",)  # checked only for runs that imported them
+LANGUAGE_MODEL_MODULES = "recbole_m6rec/lm/"  # the plugin's only path to transformers
 
 
 def _file_hash(path: Path) -> str | None:
@@ -110,13 +118,13 @@ def library_versions() -> dict[str, str]:
     import numpy
     import recbole
     import torch
-    import transformers
 
     return {
         "python": platform.python_version(),
         "recbole": recbole.__version__,
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        # read from the installed package, not imported: whether a run imported it is what `libraries_used` records
+        "transformers": importlib.metadata.version("transformers"),
         "numpy": numpy.__version__,
     }
 
@@ -157,8 +165,17 @@ def git_state(paths: list[str] | None = None) -> dict:
     return {"git_commit": commit.strip(), "git_dirty": bool(status.strip()), "dirty_code": dirty_code}
 
 
+def libraries_used(provenance: dict) -> list[str]:
+    """Which of :data:`OPTIONAL_LIBRARIES` the run of ``provenance`` imported (see the module docstring)."""
+    if "libraries_used" in provenance:
+        return list(provenance["libraries_used"])
+    uses_language_model = any(path.startswith(LANGUAGE_MODEL_MODULES) for path in provenance.get("code") or {})
+    return ["transformers"] if uses_language_model else []
+
+
 def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
     """The provenance of the run this process just finished (see the module docstring)."""
+    used = [library for library in OPTIONAL_LIBRARIES if library in sys.modules]  # before library_versions imports
     code = code_files()
     changed = sorted(
         path for path in code if (REPO_ROOT / path).is_file() and os.stat(REPO_ROOT / path).st_mtime > started_at
@@ -169,6 +186,7 @@ def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
         "code": code,
         "data": data_files(data_path, dataset) if data_path else {},
         "versions": library_versions(),
+        "libraries_used": used,
         "runtime": runtime(),
         **git_state(list(code)),
         "changed_during_run": changed,
@@ -184,7 +202,10 @@ def stale_reasons(record: dict, versions: dict | None = None) -> list[str]:
     if provenance.get("changed_during_run"):
         reasons.append(f"code changed while it ran: {', '.join(provenance['changed_during_run'])}")
     now = versions or library_versions()
+    used = libraries_used(provenance)
     for library in CHECKED_LIBRARIES:
+        if library in OPTIONAL_LIBRARIES and library not in used:
+            continue
         if provenance.get("versions", {}).get(library) != now.get(library):
             reasons.append(f"{library} {provenance.get('versions', {}).get(library)} -> {now.get(library)}")
     for kind, files in (("code", provenance["code"]), ("data", provenance.get("data") or {})):

@@ -21,6 +21,7 @@ from pathlib import Path
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import job, provenance
 from recbole_m6rec.benchmarks.plan import job_spec
+from recbole_m6rec.benchmarks.time_limit import TimeLimit, TimeLimitReached
 
 __all__ = [
     "reuse_verdict",
@@ -60,13 +61,20 @@ def reusable_result(spec: dict, out: Path, keep_finished: bool = False) -> tuple
 
 
 def run_or_reuse(
-    spec: dict, out: Path, index: str, resume: bool = True, timeout: float | None = None, keep_finished: bool = False
+    spec: dict,
+    out: Path,
+    index: str,
+    resume: bool = True,
+    timeout: float | None = None,
+    keep_finished: bool = False,
+    time_limit: TimeLimit | None = None,
 ) -> dict:
     """The result of ``spec`` in ``out``: reused when current (and ``resume``), otherwise run in a job process.
     With ``timeout`` (seconds), a job still running then is stopped and recorded with status ``cut`` (its time
     budget ran out; not a crash) and its checkpoints are deleted, so a budget is never stretched over two runs.
     A job killed otherwise (the machine went away) leaves them for the next run of ``out`` to continue from
-    (:mod:`recbole_m6rec.benchmarks.job`)."""
+    (:mod:`recbole_m6rec.benchmarks.job`). With ``time_limit``, a run that would end after it is not started:
+    :class:`~recbole_m6rec.benchmarks.time_limit.TimeLimitReached` is raised and nothing is written."""
     label = f"[{index}] {spec['row']} seed {spec['seed']}"
     if resume:
         previous, why = reusable_result(spec, out, keep_finished)
@@ -77,6 +85,12 @@ def run_or_reuse(
             return previous
         if why is not None:
             print(f"{label}: not reusing {out}: {why}", flush=True)
+    if time_limit is not None:
+        try:
+            time_limit.check(spec["row"])
+        except TimeLimitReached as reached:
+            print(f"{label}: not started: {reached}", flush=True)
+            raise
     print(f"{label} ({spec['model']}): running ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(spec, handle)
@@ -112,9 +126,10 @@ def run_or_reuse(
 
 
 # --- tuning ---------------------------------------------------------------------------------------------------------
-def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
+def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | None = None) -> dict[str, dict]:
     """Tune every row with a ``search`` space (when the plan has a ``tuning`` block) and merge the chosen settings
-    into the plan's rows. Returns ``{row: tuning record}``; rows that could not be tuned get ``{"error": ...}``."""
+    into the plan's rows. Returns ``{row: tuning record}``; rows that could not be tuned get ``{"error": ...}``,
+    rows whose next trial would not fit ``time_limit`` ``{"unfinished": why}`` (their seeds wait)."""
     searched = [name for name, row in plan["rows"].items() if row.get("search")]
     if not searched:
         return {}
@@ -143,7 +158,8 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
         def run_trial(overrides: dict, name=name, count=count, trial=trial) -> dict:
             count["n"] += 1
             spec, out = trial(overrides)
-            record = run_or_reuse(spec, out, f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}", resume)
+            label = f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}"
+            record = run_or_reuse(spec, out, label, resume, time_limit=time_limit)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
         def still_current(overrides: dict, trial=trial, count=count) -> bool:
@@ -159,6 +175,10 @@ def tune(plan: dict, report_dir: Path, resume: bool) -> dict[str, dict]:
         )
         try:
             record = tune_row(plan, name, run_trial, trials_dir, still_current)
+        except TimeLimitReached as reached:
+            print(f"tuning {name} stops here ({reached}): its seeds wait for its chosen settings", flush=True)
+            tuned[name] = {"unfinished": str(reached)}
+            continue
         except (RuntimeError, ValueError) as error:
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
             tuned[name] = {"error": str(error)}

@@ -23,7 +23,15 @@ from recbole_m6rec.benchmarks.job import partial_folder
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
 
-__all__ = ["tuning_status", "job_status", "rows_with_work_left", "row_run_seconds", "status_report"]
+__all__ = [
+    "tuning_status",
+    "job_status",
+    "rows_with_work_left",
+    "current_run_hashes",
+    "row_run_seconds",
+    "expected_run_seconds",
+    "status_report",
+]
 
 
 def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
@@ -166,11 +174,40 @@ def _read_json_files(paths) -> list[dict]:
     return documents
 
 
-def row_run_seconds(report_dir: Path, name: str, results: list[dict] | None = None) -> list[float]:
+def current_run_hashes(plan: dict, name: str, report_dir: Path) -> set[str]:
+    """The settings hashes of row ``name``'s runs as the plan stands: the trials of its current tuning record, and
+    its seeds (at the chosen settings once its tuning is complete; a row without tuning at the settings it lists).
+    Runs of other settings (an earlier search space, bfloat16 where the row now trains in float32) are not among
+    them: their times say little about the runs left."""
+    from recbole_m6rec.benchmarks.tuning import recorded_trials, row_tuning
+
+    hashes, params = set(), None
+    if plan["rows"][name].get("search") and "tuning" in plan:
+        tuned = tuning_status(plan, name, Path(report_dir))
+        if tuned is None or "error" in tuned:
+            return hashes
+        tuning, space, metric = row_tuning(plan, name)
+        header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
+        for trial in recorded_trials(Path(report_dir) / "tuning" / f"{name}-tuning.json", header):
+            if isinstance(trial, dict) and isinstance(trial.get("params"), dict):
+                hashes.add(job_spec(plan, name, tuning["seed"], trial["params"])["config_hash"])
+        if tuned["done"] < tuned["budget"]:
+            return hashes  # the seeds' settings are not chosen yet
+        params = tuned["best_params"]
+    for row, seed in jobs(plan):
+        if row == name:
+            hashes.add(job_spec(plan, name, seed, params)["config_hash"])
+    return hashes
+
+
+def row_run_seconds(
+    report_dir: Path, name: str, results: list[dict] | None = None, hashes: set[str] | None = None
+) -> list[float]:
     """The times (training with its validation, and test) of row ``name``'s finished runs in ``report_dir``: its
     tuning trials and its seeds, whatever CPU they ran on, each run once (the winning trial is also its seed's
     result). Only results that record their code count: older ones ran under older protocols (epoch caps of 5 or
-    10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read."""
+    10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read;
+    ``hashes``: only runs of these settings (:func:`current_run_hashes`)."""
     from recbole_m6rec.benchmarks.report_tables import run_seconds
 
     report_dir = Path(report_dir)
@@ -180,6 +217,8 @@ def row_run_seconds(report_dir: Path, name: str, results: list[dict] | None = No
     seconds, seen = [], set()
     for r in trials + results:
         if r.get("row") != name or r.get("status") != "ok" or not (r.get("provenance") or {}).get("code"):
+            continue
+        if hashes is not None and r.get("config_hash") not in hashes:
             continue
         run = (r.get("config_hash"), r.get("seed"))
         if run in seen:
@@ -192,20 +231,30 @@ def row_run_seconds(report_dir: Path, name: str, results: list[dict] | None = No
     return seconds
 
 
+def expected_run_seconds(plan: dict, report_dir: Path, name: str, results: list[dict] | None = None) -> float | None:
+    """What one more run of row ``name`` is expected to take: the median time of its finished runs of its current
+    settings in ``report_dir`` (:func:`row_run_seconds`, :func:`current_run_hashes`); None when there is none."""
+    seconds = row_run_seconds(report_dir, name, results, current_run_hashes(plan, name, report_dir))
+    return statistics.median(seconds) if seconds else None
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _time_left_lines(report_dir: Path, runs_left: dict[str, int]) -> list[str]:
-    """Per row with runs left, those runs at the median time of its finished ones, and the sum."""
+def _time_left_lines(
+    report_dir: Path, runs_left: dict[str, int], hashes: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Per row with runs left, those runs at the median time of its finished runs (of its current settings: the
+    row's ``hashes``), and the sum."""
     lines, total, untimed = [], 0.0, []
     results = _read_json_files(sorted((Path(report_dir) / "results").glob("*.json")))
     for name, count in runs_left.items():
         if not count:
             continue
-        seconds = row_run_seconds(report_dir, name, results)
+        seconds = row_run_seconds(report_dir, name, results, (hashes or {}).get(name))
         if not seconds:
             untimed.append(f"{name} ({count})")
             continue
@@ -215,12 +264,17 @@ def _time_left_lines(report_dir: Path, runs_left: dict[str, int]) -> list[str]:
     if lines:
         lines.insert(
             0,
-            "Time left, at the median time of each row's finished runs (its tuning trials and seeds as they ran: "
-            "one job's time, on the CPUs and beside the jobs they had); an interrupted run counts whole:",
+            "Time left, at the median time of each row's finished runs of its current settings (its tuning trials "
+            "and seeds as they ran: one job's time, on the CPUs and beside the jobs they had); an interrupted run "
+            "counts whole:",
         )
         lines.append(f"About {_duration(total)} of one job's time for the rows timed.")
     if untimed:
-        lines.append("Not timed yet (no finished run that records its code; runs left): " + ", ".join(untimed) + ".")
+        lines.append(
+            "Not timed yet (no finished run of its current settings that records its code; runs left): "
+            + ", ".join(untimed)
+            + "."
+        )
     return ["", *lines] if lines else []
 
 
@@ -247,5 +301,6 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
         runs_left[name] = row_trials_left + row_jobs_left - adopted
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]
-    lines += _time_left_lines(report_dir, runs_left)
+    hashes = {name: current_run_hashes(plan, name, report_dir) for name, count in runs_left.items() if count}
+    lines += _time_left_lines(report_dir, runs_left, hashes)
     return "\n".join(lines)
