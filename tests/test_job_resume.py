@@ -4,6 +4,7 @@ settings or its own code changed."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,13 +53,13 @@ RUNNER = textwrap.dedent("""
 """)
 
 
-def run(tmp_path, spec, out, kill_epoch=0):
+def run(tmp_path, spec, out, kill_epoch=0, env=None):
     spec_file = tmp_path / f"spec-{spec['config_hash']}.json"
     spec_file.write_text(json.dumps(spec))
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, str(spec_file), str(out), str(kill_epoch)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         capture_output=True,
         text=True,
     )
@@ -124,3 +125,34 @@ def test_an_unreadable_resume_point_starts_over_instead_of_failing_every_resume(
     (folder / "SASRec-Dec-03-2026_11-00-00-last.pth").write_bytes(b"cut short by a full disk")
     point, stamp = job.resume_point(folder, spec)
     assert point is None and not list(folder.glob("*.pth")) and stamp["config_hash"] == spec["config_hash"]
+
+
+def test_checkpoints_kept_on_another_disk_continue_a_run_whose_result_folder_is_new(tmp_path, monkeypatch):
+    """With $RECBOLE_M6REC_PARTIAL_DIR the checkpoints live there, not beside the result: a run killed on one
+    machine continues on a fresh checkout of the report folder that brought that directory along."""
+    keep = {job.PARTIAL_DIR_ENV: "keep"}  # relative: below the job's working directory
+    spec = job_spec(PLAN, "SASRec", 2020)
+    out = tmp_path / "reports" / "r" / "results" / "SASRec-seed2020.json"
+    out.parent.mkdir(parents=True)
+    killed, _ = run(tmp_path, spec, out, kill_epoch=2, env=keep)
+    assert killed.returncode == -9
+    kept = tmp_path / "keep" / "reports" / "r" / "results" / "SASRec-seed2020"
+    assert len(list(kept.glob("SASRec-*-last.pth"))) == 1 and not (out.parent / ".partial").exists()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(job.PARTIAL_DIR_ENV, "keep")
+    assert job.partial_folder(out).resolve() == kept  # what status and the runner read
+
+    shutil.rmtree(tmp_path / "reports")  # a fresh checkout: the report folder as committed, no results
+    out.parent.mkdir(parents=True)
+    done, resumed = run(tmp_path, spec, out, env=keep)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert resumed["resumed_from_epoch"] == 2 and not kept.exists()
+
+
+def test_a_partial_dir_holds_result_folders_outside_the_working_directory_at_their_whole_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(job.PARTIAL_DIR_ENV, str(tmp_path / "keep"))
+    outside = tmp_path.parent / "elsewhere" / "SASRec-seed1.json"
+    assert job.partial_folder(outside) == tmp_path / "keep" / str(outside.parent.resolve()).lstrip("/") / "SASRec-seed1"
+    monkeypatch.delenv(job.PARTIAL_DIR_ENV)
+    assert job.partial_folder(outside) == outside.parent / ".partial" / "SASRec-seed1"

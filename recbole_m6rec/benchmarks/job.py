@@ -10,17 +10,19 @@ result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_
 the library versions, the git commit) and ``machine`` (:class:`recbole_m6rec.benchmarks.machine.CpuBeside`: how
 many cores other processes kept busy during the run, so a report can say whose times were measured alone).
 
-**Interrupted jobs continue.** A job's checkpoints live in ``.partial/<OUT name>/`` beside OUT, with the resume
-point its trainer writes after every evaluated epoch (:class:`recbole_m6rec.trainer.RunHooks`). A job killed
-mid-run (the machine went away, ``kill -9``) leaves that folder; the next job for the same OUT continues from the
-last finished epoch, to the metrics an uninterrupted run gives, if the row's settings, the plugin's source files
-and the library versions are those the partial run had (``partial.json``); otherwise it starts over. The record
-says ``resumed_from_epoch``. The folder is removed once the job has a result, success or failure.
+**Interrupted jobs continue.** A job's checkpoints live in ``.partial/<OUT name>/`` beside OUT (or below
+``$RECBOLE_M6REC_PARTIAL_DIR``: :func:`partial_parent`), with the resume point its trainer writes after every
+evaluated epoch (:class:`recbole_m6rec.trainer.RunHooks`). A job killed mid-run (the machine went away,
+``kill -9``) leaves that folder; the next job for the same OUT continues from the last finished epoch, to the
+metrics an uninterrupted run gives, if the row's settings, the plugin's source files and the library versions are
+those the partial run had (``partial.json``); otherwise it starts over. The record says ``resumed_from_epoch``.
+The folder is removed once the job has a result, success or failure.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import sys
@@ -110,10 +112,28 @@ def compact_samples(samples: dict) -> dict:
     }
 
 
+PARTIAL_DIR_ENV = "RECBOLE_M6REC_PARTIAL_DIR"
+
+
+def partial_parent(folder: str | Path) -> Path:
+    """Where the jobs writing results into ``folder`` keep their checkpoints: ``folder/.partial``, or, when
+    ``$RECBOLE_M6REC_PARTIAL_DIR`` is set (a disk that outlives the machine), that directory followed by
+    ``folder``'s path (relative to the working directory when it lies below it)."""
+    root = os.environ.get(PARTIAL_DIR_ENV)
+    if not root:
+        return Path(folder) / ".partial"
+    resolved = Path(folder).resolve()
+    try:
+        relative = resolved.relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = resolved.relative_to(resolved.anchor)
+    return Path(root) / relative
+
+
 def partial_folder(out: str | Path) -> Path:
     """Where the job writing ``out`` keeps its checkpoints while it runs."""
     out = Path(out)
-    return out.parent / ".partial" / out.stem
+    return partial_parent(out.parent) / out.stem
 
 
 def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:

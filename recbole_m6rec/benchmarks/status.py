@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.job import partial_folder
+from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
 
@@ -98,7 +98,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         elif tuning["algo"] == "bayes" and index >= 20:  # TPE's later proposals follow from this trial's score
             break
     # the trial to run next is hyperopt's to propose: show the latest interrupted trial, whichever it is
-    folders = sorted((report_dir / "tuning" / name / ".partial").glob("trial-*"), key=lambda p: p.stat().st_mtime)
+    folders = sorted(partial_parent(report_dir / "tuning" / name).glob("trial-*"), key=lambda p: p.stat().st_mtime)
     running = _interrupted(folders[-1]) if folders else None
     return {
         "budget": budget,
