@@ -876,9 +876,35 @@ def test_a_time_limit_starts_only_the_runs_expected_to_fit_and_writes_no_report_
     assert json.loads((out / "results" / "MostPop-seed2.json").read_text())["status"] == "ok"  # it fitted
     assert "Left for a later --resume: tuning of no row; BPR seed 2." in log
     assert (out / "report.md").read_text() == report_md  # a report would leave BPR's seed out
-    # without the limit everything runs and the report is written
+    # without the limit everything runs; the report holds rows that --rows left out, so it stays as it was
     assert leaderboard.main(argv) == 0
-    assert (out / "results" / "BPR-seed2.json").is_file() and (out / "report.md").read_text() != report_md
+    assert (out / "results" / "BPR-seed2.json").is_file() and (out / "report.md").read_text() == report_md
+    log = capsys.readouterr().out
+    assert f"Kept {out / 'report.md'}: this run's report (--rows / --seeds) would drop 4 of its runs" in log
+    assert "M6Rec-tiny seed 1" in log
+    # the plan's own command reuses every finished result and writes the whole report (the broken row fails again)
+    leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume"])
+    report_text = (out / "report.md").read_text()
+    assert report_text != report_md and "M6Rec-tiny" in report_text and NOTE in report_text
+
+
+def test_a_run_cut_down_to_some_rows_writes_the_report_of_a_folder_that_has_none(report, tmp_path):
+    out = tmp_path / "report"
+    plan_file = report[0].parent / "plan.yaml"
+    (out / "results").mkdir(parents=True)
+    for name in ("MostPop-seed1.json", "MostPop-seed2.json"):
+        shutil.copy(report[0] / "results" / name, out / "results" / name)
+    argv = [f"--config_files={plan_file}", f"--report={out}", "--resume", "--rows=MostPop"]
+    assert leaderboard.main(argv) == 0
+    assert "MostPop" in (out / "report.md").read_text()
+    # a second cut-down run over the same runs loses nothing, so it rewrites the report
+    (out / "report.md").write_text("stale\n")
+    assert leaderboard.main([*argv, "--seeds=1,2"]) == 0
+    assert (out / "report.md").read_text() != "stale\n"
+    # one with fewer seeds would drop seed 2
+    (out / "report.md").write_text("stale\n")
+    assert leaderboard.main([*argv, "--seeds=1"]) == 0
+    assert (out / "report.md").read_text() == "stale\n"
 
 
 def test_a_time_limit_stops_a_rows_tuning_before_a_trial_that_would_not_fit_and_its_seeds_wait(

@@ -17,8 +17,8 @@ only when its settings hash matches and the code, data and library versions it r
 it reruns and the log says why. Rows whose split fingerprints differ are refused: one table, one split.
 ``--time_limit=2h30m`` starts only the runs expected to finish within that time and writes the report only when
 nothing is left (:mod:`~recbole_m6rec.benchmarks.time_limit`). A plan's optional ``method`` (text) is printed under
-the command. ``report.md`` keeps everything below
-:data:`NOTES_MARKER` when it is rewritten.
+the command. ``report.md`` keeps everything below :data:`NOTES_MARKER` when it is rewritten; a run cut down with
+``--rows`` or ``--seeds`` leaves a report in place that holds runs it left out (its results still land).
 Extra ``--key=value`` arguments override ``common``.
 
 The code, one job per module: this one is the command line; :mod:`~recbole_m6rec.benchmarks.plan` reads and checks
@@ -42,7 +42,7 @@ import yaml
 
 from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulated, cpu_model
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
-from recbole_m6rec.benchmarks.report import write_report
+from recbole_m6rec.benchmarks.report import runs_a_report_would_lose, write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, trial_path, tune
 from recbole_m6rec.benchmarks.status import expected_run_seconds, rows_with_work_left, status_report
@@ -190,10 +190,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 0 if all(r.get("status") == "ok" for r in records) else 1
+    ok = all(r.get("status") == "ok" for r in records)
+    lost = runs_a_report_would_lose(report_dir, records) if (args.rows or args.seeds) else []
+    if lost:
+        print(
+            f"Kept {report_dir / 'report.md'}: this run's report (--rows / --seeds) would drop {len(lost)} of its "
+            f"runs ({', '.join(lost[:4])}{', ...' if len(lost) > 4 else ''}). This run's results are in "
+            f"{report_dir / 'results'}; the plan's command without --rows and --seeds writes the whole report "
+            "(--resume reuses every finished result).",
+            flush=True,
+        )
+        return 0 if ok else 1
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
     report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
     print(report)
-    return 0 if all(r.get("status") == "ok" for r in records) else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Everything below :data:`NOTES_MARKER` in an existing ``report.md`` is hand-writt
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
@@ -132,6 +133,19 @@ def kept_notes(path: Path) -> str:
         if NOTES_MARKER in text:
             return text[text.index(NOTES_MARKER) :]
     return NOTES_MARKER + "\n"
+
+
+def runs_a_report_would_lose(report_dir: Path, records: list[dict]) -> list[str]:
+    """The runs (``row seed N``) in the folder's current ``results.csv`` that ``records`` leave out: a run cut down
+    with ``--rows`` or ``--seeds`` must not replace a wider report with a narrower one (its results stay in
+    ``results/`` either way)."""
+    path = report_dir / "results.csv"
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reported = [(line["model"], str(line["seed"])) for line in csv.DictReader(handle)]
+    kept = {(r["row"], str(r["seed"])) for r in records}
+    return [f"{row} seed {seed}" for row, seed in reported if (row, seed) not in kept]
 
 
 def write_report(
