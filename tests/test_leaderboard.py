@@ -11,7 +11,7 @@ import yaml
 from recbole_m6rec.benchmarks import leaderboard, provenance, time_limit
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.benchmarks.report import NOTES_MARKER
-from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines
+from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines, tuning_lines
 from recbole_m6rec.benchmarks.report_stats import choose_on_valid, ratio_lines
 from recbole_m6rec.benchmarks.report_tables import (
     SplitMismatchError,
@@ -946,3 +946,47 @@ def test_the_time_limit_option_is_checked_before_anything_runs(report, capsys):
     with pytest.raises(SystemExit):
         leaderboard.main([f"--config_files={plan_file}", f"--report={report[0]}", "--status", "--time_limit=1h"])
     assert "--status runs nothing" in capsys.readouterr().err
+
+
+def test_report_only_runs_nothing_and_writes_an_interim_report_naming_the_runs_left(report, tmp_path, capsys):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    (out / "results" / "MostPop-seed2.json").unlink()
+    before = sorted(p.name for p in (out / "results").iterdir())
+    plan_file = report[0].parent / "plan.yaml"
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 0
+    assert sorted(p.name for p in (out / "results").iterdir()) == before  # nothing ran
+    log = capsys.readouterr().out
+    assert "MostPop seed 2: not started: --report_only starts no run" in log
+    text = (out / "report.md").read_text()
+    assert "**Interim report**, of the runs finished so far; 3 planned runs are not in it yet:" in text
+    assert "MostPop seed 2" in text and "Broken seed 1" in text  # a failed run is left, not reported as a result
+    assert NOTE in text
+    lines = {line.split(",")[0] + " " + line.split(",")[2] for line in (out / "results.csv").read_text().splitlines()}
+    assert "MostPop 1" in lines and "MostPop 2" not in lines and "BPR 2" in lines
+    with pytest.raises(SystemExit):
+        leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only", "--time_limit=1h"])
+
+
+def test_an_unfinished_tuning_shows_its_trials_so_far_and_is_not_called_chosen():
+    trial = {"index": 0, "params": {"learning_rate": 0.001}, "status": "ok", "valid": {"ndcg@10": 0.12}}
+    record = {"algo": "random", "space": {"learning_rate": ["choice", 0.001]}, "trials": [trial]}
+    record.update(best_params={"learning_rate": 0.001}, unfinished="--report_only starts no run", budget=8)
+    text = "\n".join(tuning_lines({"SASRec": record}, "ndcg@10"))
+    assert "SASRec: **tuning not finished**, 1 of 8 trials so far" in text and "): chose" not in text
+    assert '| 0 | `{"learning_rate": 0.001}` | ok | 0.1200 |' in text
+
+
+def test_report_only_shows_an_unfinished_tuning_with_its_current_trials_and_its_seeds_left(report, tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    plan = yaml.safe_load((report[0].parent / "plan.yaml").read_text())
+    plan["rows"]["BPR"]["search"] = {"learning_rate": ["choice", 0.001, 0.003]}  # 0.001 ran before, 0.003 did not
+    plan["tuning"]["algo"] = "exhaustive"
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan))
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 0
+    text = (out / "report.md").read_text()
+    assert "BPR: **tuning not finished**, 1 of 2 trials so far (exhaustive" in text
+    assert "tuning of BPR, " in text and "BPR seed 1 (after its tuning)" in text
+    assert "| BPR | 0 | not run yet | not run yet |" in text  # not "failed": nothing of it has run

@@ -19,6 +19,7 @@ it reruns and the log says why. Rows whose split fingerprints differ are refused
 nothing is left (:mod:`~recbole_m6rec.benchmarks.time_limit`). A plan's optional ``method`` (text) is printed under
 the command. ``report.md`` keeps everything below :data:`NOTES_MARKER` when it is rewritten; a run cut down with
 ``--rows`` or ``--seeds`` leaves a report in place that holds runs it left out (its results still land).
+``--report_only`` runs nothing and writes an interim report of the finished results, naming the runs left.
 Extra ``--key=value`` arguments override ``common``.
 
 The code, one job per module: this one is the command line; :mod:`~recbole_m6rec.benchmarks.plan` reads and checks
@@ -46,7 +47,7 @@ from recbole_m6rec.benchmarks.report import runs_a_report_would_lose, write_repo
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, trial_path, tune
 from recbole_m6rec.benchmarks.status import expected_run_seconds, rows_with_work_left, status_report
-from recbole_m6rec.benchmarks.time_limit import TimeLimit, TimeLimitReached, parse_duration
+from recbole_m6rec.benchmarks.time_limit import NoNewRuns, TimeLimit, TimeLimitReached, parse_duration
 from recbole_m6rec.config import parse_cmd_args
 
 __all__ = ["main"]
@@ -104,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "per seed: done, reruns and why, continues an interrupted run, or to run)",
     )
     parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="run nothing: write an interim report of the folder's finished results that are still current (as "
+        "--resume reuses them; with --keep_finished as that does), listing the planned runs not finished yet",
+    )
+    parser.add_argument(
         "--no_tuning",
         action="store_true",
         help="ignore the plan's tuning block: every row runs with the settings it lists",
@@ -118,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reference", default=None, help="a report folder (e.g. the committed one) to show next to this run's numbers"
     )
     args, rest = parser.parse_known_args(argv)
-    if args.keep_finished and not (args.resume or args.status):
-        parser.error("--keep_finished keeps the folder's finished results: use it with --resume (or --status)")
+    if args.keep_finished and not (args.resume or args.status or args.report_only):
+        parser.error(
+            "--keep_finished keeps the folder's finished results: use it with --resume (or --status, --report_only)"
+        )
+    if args.report_only and (args.status or args.fresh or args.time_limit is not None):
+        parser.error("--report_only runs nothing and writes the report: not with --status, --fresh or --time_limit")
     limit_seconds = None
     if args.time_limit is not None:
         if args.status:
@@ -146,15 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if slow:
             print(f"This CPU ({cpu}) would emulate bfloat16: rows {', '.join(slow)} (enable_amp) run on another.")
         return 0
-    if slow:
+    if slow and not args.report_only:
         raise SystemExit(
             f"rows {', '.join(slow)} train with enable_amp (bfloat16 autocast), but this CPU ({cpu}) has no "
             f"bfloat16 instructions ({', '.join(BFLOAT16_FLAGS)} in /proc/cpuinfo) and torch reports no oneDNN "
             "bfloat16 path: it would emulate them, about 70 times slower than float32. Run these rows on a CPU that "
             "has them, or leave them out with --rows=<the others>."
         )
-    prepare_report_dir(report_dir, args.resume, args.fresh)
-    time_limit = None
+    prepare_report_dir(report_dir, args.resume or args.report_only, args.fresh)
+    time_limit = NoNewRuns() if args.report_only else None
     if limit_seconds is not None:
         as_planned = copy.deepcopy(plan)  # tuning merges its chosen settings into the plan's rows
         time_limit = TimeLimit(limit_seconds, lambda row: expected_run_seconds(as_planned, report_dir, row))
@@ -182,7 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SplitMismatchError as error:
             raise SystemExit(f"{error}; stopped after job {k} of {len(planned)}") from error
     unfinished = [name for name, record in tuned.items() if "unfinished" in record]
-    if unfinished or left:
+    if args.report_only:
+        if not records:
+            raise SystemExit(f"{report_dir}: no finished result of this plan's runs to report")
+        left = [f"tuning of {name}" for name in unfinished] + left
+    elif unfinished or left:
         print(
             f"Stopped at the time limit ({args.time_limit}); no report written, as it would leave rows out. Left "
             f"for a later --resume: tuning of {', '.join(unfinished) or 'no row'}; "
@@ -202,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0 if ok else 1
     command = "python -m recbole_m6rec.benchmarks.leaderboard " + " ".join(argv)
-    report = write_report(plan, records, report_dir, command, tuned, Path(args.reference) if args.reference else None)
+    reference = Path(args.reference) if args.reference else None
+    report = write_report(plan, records, report_dir, command, tuned, reference, left if args.report_only else None)
     print(report)
     return 0 if ok else 1
 

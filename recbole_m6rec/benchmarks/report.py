@@ -155,9 +155,11 @@ def write_report(
     command: str,
     tuned: dict | None = None,
     reference: Path | None = None,
+    left: list[str] | None = None,
 ) -> str:
     """Write ``results.csv``, the plots and ``report.md`` (hand-written notes kept) into ``report_dir`` for the
-    runs ``records`` of ``plan``; returns the report's text."""
+    runs ``records`` of ``plan``; ``left`` names the planned runs not finished yet (an interim report says so at
+    its top). Returns the report's text."""
     metrics = metric_names(records)
     fingerprint = check_one_split(records)
     main_metric = str(plan["common"].get("valid_metric", metrics[0] if metrics else "")).lower()
@@ -179,6 +181,15 @@ def write_report(
         "",
         f"Command: `{command}`",
         "",
+        *(
+            [
+                f"**Interim report**, of the runs finished so far; {len(left)} planned runs are not in it yet: "
+                f"{', '.join(left)}. Rows that ran different seeds are chosen and compared on the seeds they share.",
+                "",
+            ]
+            if left
+            else []
+        ),
         *([str(plan["method"]).strip(), ""] if plan.get("method") else []),
         "Provenance (per run in `results/<row>-seed<N>.json`, key `provenance`):",
         "",

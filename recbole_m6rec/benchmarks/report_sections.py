@@ -183,10 +183,18 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         if record.get("error"):
             lines += [f"- {row}: not tuned ({record['error']}).", ""]
             continue
-        lines.append(
-            f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
-            f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
-        )
+        if record.get("unfinished"):
+            lines.append(
+                f"{row}: **tuning not finished**, {len(record.get('trials', []))} of {record.get('budget')} trials "
+                f"so far ({record.get('algo') or 'no trial yet'}, space `{json.dumps(record.get('space'))}`); best so "
+                f"far `{json.dumps(record.get('best_params'))}`. Its seeds wait for the chosen settings, so the row "
+                "is not in the tables yet."
+            )
+        else:
+            lines.append(
+                f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
+                f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
+            )
         lines.append("")
         lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
         lines.append("|---|---|---|---|---|")

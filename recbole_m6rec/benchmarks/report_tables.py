@@ -263,7 +263,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in summary:
         if e["runs"] == 0:
-            status = "/".join(sorted({r.get("status", "failed") for r in e["failed"]})) or "failed"
+            status = "/".join(sorted({r.get("status", "failed") for r in e["failed"]})) or "not run yet"
             lines.append(f"| {e['row']} | 0 | " + " | ".join([status] * (len(header) - 2)) + " |")
             continue
         cells = [e["row"], str(e["runs"])]

@@ -177,7 +177,8 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
             record = tune_row(plan, name, run_trial, trials_dir, still_current)
         except TimeLimitReached as reached:
             print(f"tuning {name} stops here ({reached}): its seeds wait for its chosen settings", flush=True)
-            tuned[name] = {"unfinished": str(reached)}
+            tuned[name] = {**getattr(reached, "tuning_so_far", {}), "unfinished": str(reached)}
+            tuned[name]["budget"] = plan["tuning"].get("trials")
             continue
         except (RuntimeError, ValueError) as error:
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)

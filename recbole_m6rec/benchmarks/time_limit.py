@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable
 
-__all__ = ["TimeLimit", "TimeLimitReached", "parse_duration"]
+__all__ = ["NoNewRuns", "TimeLimit", "TimeLimitReached", "parse_duration"]
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
@@ -89,3 +89,13 @@ class TimeLimit:
                 f"a run of {row} takes about {_duration(expected)} (the median of its finished runs), "
                 f"{_duration(left)} are left of the time limit"
             )
+
+
+class NoNewRuns(TimeLimit):
+    """``--report_only``: no run starts; the finished ones are reused as ever."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, lambda row: None)
+
+    def check(self, row: str) -> None:
+        raise TimeLimitReached("--report_only starts no run")

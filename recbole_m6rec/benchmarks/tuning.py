@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from recbole_m6rec.benchmarks.time_limit import TimeLimitReached
 from recbole_m6rec.cache import atomic_write_text
 
 __all__ = [
@@ -355,7 +356,11 @@ def tune_row(
     # early_stop above the budget: every row gets all its trials, however flat its scores
     tuner = HyperTuning(objective, space=_hyperopt_space(space), algo=algo, max_evals=n_trials, early_stop=n_trials + 1)
     with _hyperopt_seed(tuning["seed"]):
-        tuner.run()
+        try:
+            tuner.run()
+        except TimeLimitReached as reached:
+            reached.tuning_so_far = record  # the current trials before the one not started, for an interim report
+            raise
     if record["best_params"] is None:
         raise RuntimeError(f"row '{row}': none of its {len(record['trials'])} tuning trials succeeded " f"(see {path})")
     return record
