@@ -975,6 +975,10 @@ def test_an_unfinished_tuning_shows_its_trials_so_far_and_is_not_called_chosen()
     text = "\n".join(tuning_lines({"SASRec": record}, "ndcg@10"))
     assert "SASRec: **tuning not finished**, 1 of 8 trials so far" in text and "): chose" not in text
     assert '| 0 | `{"learning_rate": 0.001}` | ok | 0.1200 |' in text
+    record.update(trials=[], best_params=None)  # no trial has run: no best, no empty table
+    text = "\n".join(tuning_lines({"M6Rec": record}, "ndcg@10"))
+    assert "M6Rec: **tuning not finished**, 0 of 8 trials so far (random, space" in text
+    assert "best so far" not in text and "| trial |" not in text
 
 
 def test_report_only_shows_an_unfinished_tuning_with_its_current_trials_and_its_seeds_left(report, tmp_path):

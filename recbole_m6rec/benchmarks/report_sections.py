@@ -183,13 +183,17 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         if record.get("error"):
             lines += [f"- {row}: not tuned ({record['error']}).", ""]
             continue
+        trials = record.get("trials") or []
         if record.get("unfinished"):
+            best = f"; best so far `{json.dumps(record.get('best_params'))}`" if record.get("best_params") else ""
             lines.append(
-                f"{row}: **tuning not finished**, {len(record.get('trials', []))} of {record.get('budget')} trials "
-                f"so far ({record.get('algo') or 'no trial yet'}, space `{json.dumps(record.get('space'))}`); best so "
-                f"far `{json.dumps(record.get('best_params'))}`. Its seeds wait for the chosen settings, so the row "
-                "is not in the tables yet."
+                f"{row}: **tuning not finished**, {len(trials)} of {record.get('budget')} trials so far "
+                f"({record.get('algo')}, space `{json.dumps(record.get('space'))}`){best}. Its seeds wait for the "
+                "chosen settings, so the row is not in the tables yet."
             )
+            if not trials:
+                lines.append("")
+                continue
         else:
             lines.append(
                 f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
@@ -198,7 +202,7 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         lines.append("")
         lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
         lines.append("|---|---|---|---|---|")
-        for trial in record.get("trials", []):
+        for trial in trials:
             value = (trial.get("valid") or {}).get(main_metric)
             lines.append(
                 f"| {trial.get('index')} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
