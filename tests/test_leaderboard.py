@@ -880,7 +880,7 @@ def test_a_time_limit_starts_only_the_runs_expected_to_fit_and_writes_no_report_
     assert leaderboard.main(argv) == 0
     assert (out / "results" / "BPR-seed2.json").is_file() and (out / "report.md").read_text() == report_md
     log = capsys.readouterr().out
-    assert f"Kept {out / 'report.md'}: this run's report (--rows / --seeds) would drop 4 of its runs" in log
+    assert f"Kept {out / 'report.md'}: this run's report (--rows / --seeds) would drop 2 of its finished runs" in log
     assert "M6Rec-tiny seed 1" in log
     # the plan's own command reuses every finished result and writes the whole report (the broken row fails again)
     leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--resume"])
@@ -952,20 +952,33 @@ def test_report_only_runs_nothing_and_writes_an_interim_report_naming_the_runs_l
     out = tmp_path / "report"
     shutil.copytree(report[0], out)
     (out / "results" / "MostPop-seed2.json").unlink()
-    before = sorted(p.name for p in (out / "results").iterdir())
+
+    def contents():
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.json") if p.name != "comparison.json"}
+
+    before, report_md = contents(), (out / "report.md").read_text()
     plan_file = report[0].parent / "plan.yaml"
-    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 0
-    assert sorted(p.name for p in (out / "results").iterdir()) == before  # nothing ran
+    argv = [f"--config_files={plan_file}", f"--report={out}", "--report_only"]
+    # the report holds MostPop's seed 2, which the interim one would drop: it stays as it is (1: the broken row's
+    # runs failed, as in any report of this plan)
+    assert leaderboard.main(argv) == 1
+    assert (out / "report.md").read_text() == report_md and contents() == before
     log = capsys.readouterr().out
     assert "MostPop seed 2: not started: --report_only starts no run" in log
+    assert "an interim report (--report_only) would drop 1 of its finished runs (MostPop seed 2). Nothing ran" in log
+    # without a report to lose, it is written; the broken row's failed runs show as failed
+    (out / "results.csv").unlink()
+    assert leaderboard.main(argv) == 1
+    assert contents() == before  # nothing ran, no result or tuning record was rewritten with other content
     text = (out / "report.md").read_text()
-    assert "**Interim report**, of the runs finished so far; 3 planned runs are not in it yet:" in text
-    assert "MostPop seed 2" in text and "Broken seed 1" in text  # a failed run is left, not reported as a result
+    assert "**Interim report** of the runs finished so far; not in it yet: MostPop seed 2. Rows that ran" in text
+    assert "- Broken seed 1 (failed): ValueError: tuning must be one of" in text and "| Broken | 0 | failed |" in text
     assert NOTE in text
     lines = {line.split(",")[0] + " " + line.split(",")[2] for line in (out / "results.csv").read_text().splitlines()}
     assert "MostPop 1" in lines and "MostPop 2" not in lines and "BPR 2" in lines
-    with pytest.raises(SystemExit):
-        leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only", "--time_limit=1h"])
+    for other in ("--time_limit=1h", "--fresh", "--status"):
+        with pytest.raises(SystemExit):
+            leaderboard.main([*argv, other])
 
 
 def test_an_unfinished_tuning_shows_its_trials_so_far_and_is_not_called_chosen():
@@ -989,8 +1002,26 @@ def test_report_only_shows_an_unfinished_tuning_with_its_current_trials_and_its_
     plan["tuning"]["algo"] = "exhaustive"
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump(plan))
-    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 0
+    (out / "results.csv").unlink()  # no report to keep: the interim one leaves BPR's finished seeds out
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 1  # Broken
     text = (out / "report.md").read_text()
     assert "BPR: **tuning not finished**, 1 of 2 trials so far (exhaustive" in text
     assert "tuning of BPR, " in text and "BPR seed 1 (after its tuning)" in text
     assert "| BPR | 0 | not run yet | not run yet |" in text  # not "failed": nothing of it has run
+
+
+def test_report_only_counts_a_recorded_failed_trial_as_run_so_a_finished_tuning_stays_finished(report, tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(report[0], out)
+    path = out / "tuning" / "BPR-tuning.json"
+    tuning = json.loads(path.read_text())
+    others = [t for t in tuning["trials"] if t["params"] != tuning["best_params"]]
+    loser = others[0] if others else tuning["trials"][-1]  # the fixture's two trials may share their settings
+    loser["status"] = "failed"  # a trial whose job failed: a --resume would run it again
+    path.write_text(json.dumps(tuning))
+    (out / "results.csv").unlink()
+    plan_file = report[0].parent / "plan.yaml"
+    leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"])
+    text = (out / "report.md").read_text()
+    assert "tuning not finished" not in text and "tuning of BPR" not in text
+    assert "` | failed | " in text  # the failed trial, in BPR's trial table

@@ -45,7 +45,14 @@ from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulate
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
 from recbole_m6rec.benchmarks.report import runs_a_report_would_lose, write_report
 from recbole_m6rec.benchmarks.report_tables import SplitMismatchError, check_one_split
-from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, prepare_report_dir, run_or_reuse, trial_path, tune
+from recbole_m6rec.benchmarks.runner import (
+    adopt_tuning_trial,
+    failed_result,
+    prepare_report_dir,
+    run_or_reuse,
+    trial_path,
+    tune,
+)
 from recbole_m6rec.benchmarks.status import expected_run_seconds, rows_with_work_left, status_report
 from recbole_m6rec.benchmarks.time_limit import NoNewRuns, TimeLimit, TimeLimitReached, parse_duration
 from recbole_m6rec.config import parse_cmd_args
@@ -108,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--report_only",
         action="store_true",
         help="run nothing: write an interim report of the folder's finished results that are still current (as "
-        "--resume reuses them; with --keep_finished as that does), listing the planned runs not finished yet",
+        "--resume reuses them; with --keep_finished as that does), listing the planned runs not finished yet; a "
+        "report that holds finished runs this one would drop is kept",
     )
     parser.add_argument(
         "--no_tuning",
@@ -185,7 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished, time_limit=time_limit
             )
         except TimeLimitReached:
-            left.append(f"{name} seed {seed}")
+            failed = failed_result(spec, out) if args.report_only else None
+            if failed is not None:  # reported as failed, not as a run still to come
+                records.append(failed)
+            else:
+                left.append(f"{name} seed {seed}")
             continue
         records.append(record)
         try:  # now, not after hours of further jobs whose table would be refused
@@ -206,13 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0 if all(r.get("status") == "ok" for r in records) else 1
     ok = all(r.get("status") == "ok" for r in records)
-    lost = runs_a_report_would_lose(report_dir, records) if (args.rows or args.seeds) else []
+    lost = runs_a_report_would_lose(report_dir, records) if (args.rows or args.seeds or args.report_only) else []
     if lost:
+        how = "an interim report (--report_only)" if args.report_only else "this run's report (--rows / --seeds)"
+        done = "Nothing ran" if args.report_only else f"This run's results are in {report_dir / 'results'}"
         print(
-            f"Kept {report_dir / 'report.md'}: this run's report (--rows / --seeds) would drop {len(lost)} of its "
-            f"runs ({', '.join(lost[:4])}{', ...' if len(lost) > 4 else ''}). This run's results are in "
-            f"{report_dir / 'results'}; the plan's command without --rows and --seeds writes the whole report "
-            "(--resume reuses every finished result).",
+            f"Kept {report_dir / 'report.md'}: {how} would drop {len(lost)} of its finished runs "
+            f"({', '.join(lost[:4])}{', ...' if len(lost) > 4 else ''}). {done}; the plan's command without "
+            "--rows, --seeds and --report_only writes the whole report (--resume reuses every finished result that "
+            "is still current, --keep_finished also those whose code changed since they ran).",
             flush=True,
         )
         return 0 if ok else 1

@@ -136,14 +136,15 @@ def kept_notes(path: Path) -> str:
 
 
 def runs_a_report_would_lose(report_dir: Path, records: list[dict]) -> list[str]:
-    """The runs (``row seed N``) in the folder's current ``results.csv`` that ``records`` leave out: a run cut down
-    with ``--rows`` or ``--seeds`` must not replace a wider report with a narrower one (its results stay in
-    ``results/`` either way)."""
+    """The finished runs (``row seed N``) in the folder's current ``results.csv`` that ``records`` leave out: a run
+    cut down with ``--rows`` or ``--seeds``, or an interim report, must not replace a wider report with a narrower
+    one (results stay in ``results/`` either way). A failed run is no loss: leaving its row out is what ``--rows``
+    is for."""
     path = report_dir / "results.csv"
     if not path.is_file():
         return []
     with path.open(encoding="utf-8", newline="") as handle:
-        reported = [(line["model"], str(line["seed"])) for line in csv.DictReader(handle)]
+        reported = [(line["model"], str(line["seed"])) for line in csv.DictReader(handle) if line["status"] == "ok"]
     kept = {(r["row"], str(r["seed"])) for r in records}
     return [f"{row} seed {seed}" for row, seed in reported if (row, seed) not in kept]
 
@@ -183,8 +184,8 @@ def write_report(
         "",
         *(
             [
-                f"**Interim report**, of the runs finished so far; {len(left)} planned runs are not in it yet: "
-                f"{', '.join(left)}. Rows that ran different seeds are chosen and compared on the seeds they share.",
+                f"**Interim report** of the runs finished so far; not in it yet: {', '.join(left)}. Rows that ran "
+                "different seeds are chosen and compared on the seeds they share.",
                 "",
             ]
             if left

@@ -189,7 +189,7 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
             lines.append(
                 f"{row}: **tuning not finished**, {len(trials)} of {record.get('budget')} trials so far "
                 f"({record.get('algo')}, space `{json.dumps(record.get('space'))}`){best}. Its seeds wait for the "
-                "chosen settings, so the row is not in the tables yet."
+                "chosen settings: its table line says `not run yet`."
             )
             if not trials:
                 lines.append("")

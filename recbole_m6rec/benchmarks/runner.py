@@ -21,7 +21,7 @@ from pathlib import Path
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import job, provenance
 from recbole_m6rec.benchmarks.plan import job_spec
-from recbole_m6rec.benchmarks.time_limit import TimeLimit, TimeLimitReached
+from recbole_m6rec.benchmarks.time_limit import NoNewRuns, TimeLimit, TimeLimitReached
 
 __all__ = [
     "reuse_verdict",
@@ -174,7 +174,9 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
             flush=True,
         )
         try:
-            record = tune_row(plan, name, run_trial, trials_dir, still_current)
+            record = tune_row(
+                plan, name, run_trial, trials_dir, still_current, keep_failed=isinstance(time_limit, NoNewRuns)
+            )
         except TimeLimitReached as reached:
             print(f"tuning {name} stops here ({reached}): its seeds wait for its chosen settings", flush=True)
             tuned[name] = {**getattr(reached, "tuning_so_far", {}), "unfinished": str(reached)}
@@ -188,6 +190,16 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
         tuned[name] = record
         print(f"tuning {name}: chose {record['best_params']} (valid {record.get('best_valid')})", flush=True)
     return tuned
+
+
+def failed_result(spec: dict, out: Path) -> dict | None:
+    """The failed run of ``spec``'s very settings recorded in ``out``, if that is what ``out`` holds."""
+    if not out.is_file():
+        return None
+    record = json.loads(out.read_text(encoding="utf-8"))
+    if record.get("status") == "ok" or record.get("config_hash") != spec["config_hash"]:
+        return None
+    return record
 
 
 def trial_path(report_dir: Path, spec: dict) -> Path:

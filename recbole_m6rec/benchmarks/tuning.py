@@ -267,12 +267,14 @@ def tune_row(
     run_trial: Callable[[dict], dict],
     trials_dir: Path,
     still_current: Callable[[dict], bool] | None = None,
+    keep_failed: bool = False,
 ) -> dict:
     """Tune ``row``'s ``search`` space with ``plan['tuning']['trials']`` trials; each calls ``run_trial(params)``.
 
     A trial recorded by an interrupted earlier tuning is taken from the record instead of run again when its
     settings match and ``still_current(params)`` says the run it came from is still what a rerun would do (the
-    leaderboard checks the trial's code, data and library provenance); without ``still_current`` it always is.
+    leaderboard checks the trial's code, data and library provenance); without ``still_current`` it always is. A
+    recorded failed trial runs again, unless ``keep_failed`` (an interim report, which runs nothing, counts it).
 
     ``run_trial`` gets the proposed settings (``{key: value}``) and returns the run's result record: ``status``
     (``"ok"`` or ``"failed"``), ``best_valid_result`` (lower-case metric names) and ``epochs_run``. A failed trial,
@@ -313,7 +315,7 @@ def tune_row(
             and old.get("status") == "ok"
             and metric in (old.get("valid") or {})
             and (still_current is None or still_current(dict(params)))
-        ):
+        ) or (keep_failed and old and old.get("params") == params and old.get("status") == "failed"):
             trial = old
         else:
             result = run_trial(dict(params))
