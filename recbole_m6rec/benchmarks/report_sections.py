@@ -196,7 +196,7 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
                 continue
         else:
             lines.append(
-                f"{row} ({record.get('algo')}, {len(record.get('trials', []))} trials, space "
+                f"{row} ({record.get('algo')}, {len(trials)} trials, space "
                 f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
             )
         lines.append("")

@@ -179,8 +179,8 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
             )
         except TimeLimitReached as reached:
             print(f"tuning {name} stops here ({reached}): its seeds wait for its chosen settings", flush=True)
-            tuned[name] = {**getattr(reached, "tuning_so_far", {}), "unfinished": str(reached)}
-            tuned[name]["budget"] = plan["tuning"].get("trials")
+            so_far = getattr(reached, "tuning_so_far", {})
+            tuned[name] = {**so_far, "unfinished": str(reached), "budget": plan["tuning"].get("trials")}
             continue
         except (RuntimeError, ValueError) as error:
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
@@ -194,10 +194,11 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
 
 def failed_result(spec: dict, out: Path) -> dict | None:
     """The failed run of ``spec``'s very settings recorded in ``out``, if that is what ``out`` holds."""
-    if not out.is_file():
-        return None
-    record = json.loads(out.read_text(encoding="utf-8"))
-    if record.get("status") == "ok" or record.get("config_hash") != spec["config_hash"]:
+    try:
+        record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    except ValueError:  # unreadable: nothing to report, as for a reuse
+        record = {}
+    if record.get("status", "ok") == "ok" or record.get("config_hash") != spec["config_hash"]:
         return None
     return record
 

@@ -309,13 +309,13 @@ def tune_row(
         old = previous[index] if index < len(previous) else None
         if old and _same_params(old.get("params"), params):
             params = old["params"]  # the settings that trial really ran with, bit for bit
+        succeeded = old and old.get("status") == "ok" and metric in (old.get("valid") or {})
+        failed = old and old.get("status") == "failed"
         if (
             old
             and old.get("params") == params
-            and old.get("status") == "ok"
-            and metric in (old.get("valid") or {})
-            and (still_current is None or still_current(dict(params)))
-        ) or (keep_failed and old and old.get("params") == params and old.get("status") == "failed"):
+            and ((succeeded and (still_current is None or still_current(dict(params)))) or (failed and keep_failed))
+        ):
             trial = old
         else:
             result = run_trial(dict(params))
