@@ -1008,6 +1008,7 @@ def test_report_only_shows_an_unfinished_tuning_with_its_current_trials_and_its_
     assert "BPR: **tuning not finished**, 1 of 2 trials so far (exhaustive" in text
     assert "tuning of BPR, " in text and "BPR seed 1 (after its tuning)" in text
     assert "| BPR | 0 | not run yet | not run yet |" in text  # not "failed": nothing of it has run
+    assert "Per-row overrides (tuned settings included, not for BPR, whose tuning has not finished;" in text
 
 
 def test_report_only_counts_a_recorded_failed_trial_as_run_so_a_finished_tuning_stays_finished(report, tmp_path):

@@ -177,6 +177,8 @@ def write_report(
     compare = labelled_comparison_facts if labelled else comparison_facts
     facts = compare(records, summary, main_metric, primary)  # one bootstrap for the lines and comparison.json
     pairs = pair_facts(records, summary, plan.get("pairs") or {}, main_metric)
+    unfinished = [name for name, record in (tuned or {}).items() if record.get("unfinished")]
+    not_tuned_yet = f", not for {', '.join(unfinished)}, whose tuning has not finished" if unfinished else ""
     text = [
         f"# Leaderboard: {plan['dataset']}",
         "",
@@ -242,7 +244,8 @@ def write_report(
         yaml.safe_dump(plan["common"], sort_keys=True).strip(),
         "```",
         "",
-        "Per-row overrides (tuned settings included; everything else is RecBole's default for that model):",
+        f"Per-row overrides (tuned settings included{not_tuned_yet}; everything else is RecBole's default for that "
+        "model):",
         "",
         "```yaml",
         yaml.safe_dump(overrides, sort_keys=False).strip(),
