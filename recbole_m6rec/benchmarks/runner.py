@@ -47,15 +47,20 @@ def reuse_verdict(previous: dict, spec: dict, keep_finished: bool = False) -> st
     return "; ".join(reasons) if reasons else None
 
 
+def _recorded(out: Path) -> dict:
+    """The result file ``out`` (which exists) holds; empty when it cannot be read (a run cut off mid-write)."""
+    try:
+        return json.loads(out.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
 def reusable_result(spec: dict, out: Path, keep_finished: bool = False) -> tuple[dict | None, str | None]:
     """``(record, None)`` when ``out`` holds a result that can stand for a run of ``spec`` now; ``(None, why)`` when
     it holds one that cannot; ``(None, None)`` when there is no file."""
     if not out.exists():
         return None, None
-    try:
-        previous = json.loads(out.read_text(encoding="utf-8"))
-    except ValueError:
-        previous = {}
+    previous = _recorded(out)
     why = reuse_verdict(previous, spec, keep_finished)
     return (previous, None) if why is None else (None, why)
 
@@ -194,10 +199,7 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
 
 def failed_result(spec: dict, out: Path) -> dict | None:
     """The failed run of ``spec``'s very settings recorded in ``out``, if that is what ``out`` holds."""
-    try:
-        record = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
-    except ValueError:  # unreadable: nothing to report, as for a reuse
-        record = {}
+    record = _recorded(out) if out.exists() else {}
     if record.get("status", "ok") == "ok" or record.get("config_hash") != spec["config_hash"]:
         return None
     return record
