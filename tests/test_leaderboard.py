@@ -874,7 +874,10 @@ def test_a_time_limit_starts_only_the_runs_expected_to_fit_and_writes_no_report_
     assert "BPR seed 2: not started: a run of BPR takes about 10.0 h (the median of its finished runs)" in log
     assert not (out / "results" / "BPR-seed2.json").exists()
     assert json.loads((out / "results" / "MostPop-seed2.json").read_text())["status"] == "ok"  # it fitted
-    assert "Left for a later --resume: tuning of no row; BPR seed 2." in log
+    assert (
+        "Stopped at the time limit (1h); no report written, as it would leave rows out. Left for a later --resume: BPR seed 2."
+        in log
+    )
     assert (out / "report.md").read_text() == report_md  # a report would leave BPR's seed out
     # without the limit everything runs; the report holds rows that --rows left out, so it stays as it was
     assert leaderboard.main(argv) == 0

@@ -9,6 +9,7 @@ import pytest
 
 from recbole_m6rec import registry
 from recbole_m6rec.benchmarks import tuning
+from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.config import PluginConfig
 
@@ -45,6 +46,13 @@ def test_committed_plan_rows_are_valid_runs(plan_file, monkeypatch):
         tuning.validate_tuning(plan)
     for name in plan["rows"]:
         check_row(plan, name)
+    if borrows(plan):  # the source report's tuning, where it has run, is the one the plan states
+        monkeypatch.chdir(CONFIGS_DIR.parent)
+        for name in [name for name, row in plan["rows"].items() if row.get("search")]:
+            try:
+                borrowed_record(plan, name)
+            except NotTunedYet:
+                pass
 
 
 def test_a_misspelt_row_key_is_caught(monkeypatch):

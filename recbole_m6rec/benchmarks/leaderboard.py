@@ -205,15 +205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SplitMismatchError as error:
             raise SystemExit(f"{error}; stopped after job {k} of {len(planned)}") from error
     unfinished = [name for name, record in tuned.items() if "unfinished" in record]
+    waiting = [name for name in unfinished if "borrowed_from" in tuned[name]]  # for another report's tuning
     if args.report_only:
         if not records:
             raise SystemExit(f"{report_dir}: no finished result of this plan's runs to report")
-        left = [f"tuning of {name}" for name in unfinished] + left
+        left = [f"tuning of {name}" for name in unfinished if name not in waiting] + left
+        left = [f"{name}'s settings (from {tuned[name]['borrowed_from']})" for name in waiting] + left
     elif unfinished or left:
+        why = f"Stopped at the time limit ({args.time_limit})" if args.time_limit else "Not every row could run"
+        tuning_left = [f"tuning of {name}" for name in unfinished if name not in waiting]
+        waits = "".join(f" {name} {tuned[name]['unfinished']}." for name in waiting)
         print(
-            f"Stopped at the time limit ({args.time_limit}); no report written, as it would leave rows out. Left "
-            f"for a later --resume: tuning of {', '.join(unfinished) or 'no row'}; "
-            f"{', '.join(left) or 'no seed run'}.",
+            f"{why}; no report written, as it would leave rows out. Left for a later --resume: "
+            f"{', '.join(tuning_left + left)}.{waits} --report_only writes an interim report of what has finished.",
             flush=True,
         )
         return 0 if all(r.get("status") == "ok" for r in records) else 1

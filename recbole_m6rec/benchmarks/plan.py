@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from recbole_m6rec.atomic import stable_hash
+from recbole_m6rec.benchmarks.borrowed_tuning import borrows
 from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files
 from recbole_m6rec.datasets import DATASETS_DIR
 
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 REQUIRED_KEYS = ("dataset", "seeds", "common", "rows")
-ROW_KEYS_NOT_SETTINGS = ("model", "search", "seeds")  # a row's keys that are not RecBole settings
+ROW_KEYS_NOT_SETTINGS = ("model", "search", "seeds", "tuned_as")  # a row's keys that are not RecBole settings
 
 
 def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Sequence[int] | None) -> dict:
@@ -66,6 +67,11 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
     for name, row in plan["rows"].items():
         if not isinstance(row, dict) or "model" not in row:
             raise ValueError(f"row '{name}' needs a 'model' (e.g. {{model: SASRec}}); got {row!r}")
+        if "tuned_as" in row and not (borrows(plan) and row.get("search")):
+            raise ValueError(
+                f"row '{name}': tuned_as names the row of another report whose tuning it takes; it needs a `search` "
+                "space and the plan's `tuning: {from: <report folder>, ...}`"
+            )
         if seeds:
             row.pop("seeds", None)
         elif "seeds" in row:

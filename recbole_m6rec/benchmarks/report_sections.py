@@ -168,6 +168,8 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
     """The ``## Tuning`` section: each tuned row's trials and chosen settings; nothing when no row was tuned."""
     if not tuned:
         return []
+    if all("borrowed_from" in record for record in tuned.values()):
+        return borrowed_tuning_lines(tuned, main_metric)
     lines = [
         "## Tuning",
         "",
@@ -209,6 +211,31 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
                 f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |"
             )
         lines.append("")
+    return lines
+
+
+def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
+    """The ``## Tuning`` section of a plan whose rows take another report's tuning (``tuning.from``)."""
+    lines = [
+        "## Tuning",
+        "",
+        "No row is tuned here: each tuned row takes the settings that another report's tuning chose for its model "
+        f"(its trials at the tuning seed, selected on valid {main_metric} of that report's split), the same budget "
+        "for every row, and runs them on every seed here. So no run here is a winning trial: the tuning seed's run "
+        "carries no selection luck on this split, and validation here chose nothing but each run's best epoch.",
+        "",
+    ]
+    for row, record in tuned.items():
+        if record.get("unfinished"):
+            lines += [f"- {row} **{record['unfinished']}**. Its table line says `not run yet`.", ""]
+            continue
+        via = "" if record.get("source_row") == row else f" (row {record.get('source_row')} there)"
+        lines += [
+            f"- {row}: `{json.dumps(record.get('best_params'))}` from `{record.get('borrowed_from')}`{via}: "
+            f"{record.get('source_trials')} {record.get('algo')} trials at seed {record.get('seed')}, space "
+            f"`{json.dumps(record.get('space'))}`, best valid {main_metric} {record.get('best_valid'):.4f} there.",
+            "",
+        ]
     return lines
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import job, provenance
+from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.plan import job_spec
 from recbole_m6rec.benchmarks.time_limit import NoNewRuns, TimeLimit, TimeLimitReached
 
@@ -133,8 +134,10 @@ def run_or_reuse(
 # --- tuning ---------------------------------------------------------------------------------------------------------
 def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | None = None) -> dict[str, dict]:
     """Tune every row with a ``search`` space (when the plan has a ``tuning`` block) and merge the chosen settings
-    into the plan's rows. Returns ``{row: tuning record}``; rows that could not be tuned get ``{"error": ...}``,
-    rows whose next trial would not fit ``time_limit`` ``{"unfinished": why}`` (their seeds wait)."""
+    into the plan's rows; with ``tuning.from``, take them from that report's tuning instead
+    (:mod:`~recbole_m6rec.benchmarks.borrowed_tuning`). Returns ``{row: tuning record}``; rows that could not be
+    tuned get ``{"error": ...}``, rows whose next trial would not fit ``time_limit`` (or whose borrowed tuning has
+    not finished) ``{"unfinished": why}`` (their seeds wait)."""
     searched = [name for name, row in plan["rows"].items() if row.get("search")]
     if not searched:
         return {}
@@ -145,6 +148,8 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
             flush=True,
         )
         return {}
+    if borrows(plan):
+        return _borrow(plan, searched)
     try:
         from recbole_m6rec.benchmarks.tuning import tune_row
     except ImportError as error:
@@ -194,6 +199,26 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
         plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
         tuned[name] = record
         print(f"tuning {name}: chose {record['best_params']} (valid {record.get('best_valid')})", flush=True)
+    return tuned
+
+
+def _borrow(plan: dict, searched: list[str]) -> dict[str, dict]:
+    """Tuning records of the rows ``searched``, taken from the report that ``tuning.from`` names, merged into the
+    plan's rows; a row whose source tuning has not finished gets ``{"unfinished": why}`` (its seeds wait). A plan
+    that disagrees with the source (another space, seed, algo or metric) stops here, before anything runs."""
+    tuned = {}
+    for name in searched:
+        try:
+            record = borrowed_record(plan, name)
+        except NotTunedYet as waiting:
+            print(f"tuning {name} {waiting}; its seeds wait for the chosen settings", flush=True)
+            tuned[name] = {"unfinished": str(waiting), "borrowed_from": plan["tuning"]["from"]}
+            continue
+        except ValueError as error:
+            raise SystemExit(f"tuning.from: {error}") from error
+        plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
+        tuned[name] = record
+        print(f"tuning {name}: takes {record['best_params']} from {record['borrowed_from']}", flush=True)
     return tuned
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
+from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
@@ -62,7 +63,9 @@ def _interrupted(folder: Path, spec: dict | None = None) -> str | None:
 
 def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     """Row ``name``'s tuning: ``{budget, done, best_params, best_valid, metric, running}``, or ``{error}`` when it
-    cannot tune (the leaderboard then runs the row untuned); ``None`` when the row is not tuned.
+    cannot tune (the leaderboard then runs the row untuned); ``None`` when the row is not tuned. A row that takes
+    another report's tuning (:func:`_borrowed_status`) has that report's record, or ``{waits}`` or ``{error,
+    refused}``.
 
     A recorded trial counts when its result file is one a ``--resume`` would reuse and holds the metric: trials
     count only while current, ``--keep_finished`` or not, as the tuner checks them. A trial that does not count
@@ -73,6 +76,8 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
 
     if not plan["rows"][name].get("search") or "tuning" not in plan:
         return None
+    if borrows(plan):
+        return _borrowed_status(plan, name)
     try:
         tuning, space, metric = row_tuning(plan, name)
     except ValueError as error:
@@ -110,6 +115,18 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     }
 
 
+def _borrowed_status(plan: dict, name: str) -> dict:
+    """A row that takes another report's tuning (``tuning.from``) runs no trial here: ``done`` is its whole
+    budget once that tuning has finished, 0 while it has not (``waits`` says why)."""
+    try:
+        record = borrowed_record(plan, name)
+    except NotTunedYet as waiting:
+        return {"budget": 0, "done": 0, "best_params": None, "best_valid": None, "waits": str(waiting)}
+    except ValueError as error:
+        return {"error": str(error), "refused": True}
+    return {**record, "budget": 0, "done": 0, "running": None}
+
+
 def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished: bool = False, params=None) -> str:
     """One (row, seed): ``done``, ``done, code changed since (kept)``, ``reruns: why``, ``continues: k epochs
     done ...`` or ``to run``. ``params`` are the row's chosen tuning settings."""
@@ -133,8 +150,15 @@ def _row_status(plan: dict, name: str, planned: list, report_dir: Path, keep_fin
     trials_left, params = 0, None
     if tuned is None:
         tuning_cell = "–"
+    elif tuned.get("refused"):
+        tuning_cell, tuned = f"refused: {tuned['error']}", None
     elif "error" in tuned:
         tuning_cell, tuned = f"cannot tune ({tuned['error']}): runs untuned", None
+    elif "waits" in tuned:
+        tuning_cell = tuned["waits"]
+    elif "borrowed_from" in tuned:
+        tuning_cell = f"from {tuned['borrowed_from']}: valid {tuned['metric']} {tuned['best_valid']:.4f} there"
+        params = tuned["best_params"]
     else:
         best = f", best valid {tuned['metric']} {tuned['best_valid']:.4f}" if tuned["best_valid"] is not None else ""
         tuning_cell = f"{tuned['done']} of {tuned['budget']} trials{best}"
@@ -184,7 +208,7 @@ def current_run_hashes(plan: dict, name: str, report_dir: Path) -> set[str]:
     hashes, params = set(), None
     if plan["rows"][name].get("search") and "tuning" in plan:
         tuned = tuning_status(plan, name, Path(report_dir))
-        if tuned is None or "error" in tuned:
+        if tuned is None or "error" in tuned or "waits" in tuned:
             return hashes
         tuning, space, metric = row_tuning(plan, name)
         header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
@@ -296,8 +320,9 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
         row_jobs_left = sum(not cell.startswith("done") for cell in cells.values())
         trials_left += row_trials_left
         jobs_left += row_jobs_left
-        # the winning trial is the tuning seed's run, so that seed needs no run of its own after the tuning
-        adopted = cells.get((plan.get("tuning") or {}).get("seed")) == "after tuning"
+        # the winning trial is the tuning seed's run, so that seed needs no run of its own after the tuning (unless
+        # the trials ran in another report, on its split)
+        adopted = cells.get((plan.get("tuning") or {}).get("seed")) == "after tuning" and not borrows(plan)
         runs_left[name] = row_trials_left + row_jobs_left - adopted
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]

@@ -51,7 +51,12 @@ KINDS = {
     "loguniform": "[loguniform, low, high] with 0 < low < high",
     "quniform": "[quniform, low, high, q]",
 }
-TUNING_KEYS = {"trials": "a positive int", "seed": "an int", "algo": f"one of {', '.join(ALGOS)}"}
+TUNING_KEYS = {
+    "trials": "a positive int",
+    "seed": "an int",
+    "algo": f"one of {', '.join(ALGOS)}",
+    "from": "a report folder whose tuning chose the settings (recbole_m6rec.benchmarks.borrowed_tuning)",
+}
 
 
 def is_finite_number(value: Any) -> bool:
