@@ -71,6 +71,7 @@ def test_a_row_takes_the_chosen_values_of_its_own_keys(tmp_path):
         ({"space": {**SPACE, "learning_rate": ["choice", 0.001, 0.1]}}, "'learning_rate': here"),
         ({"seed": 2}, "tuned with seed 2, this plan states 1"),
         ({"metric": "recall@10"}, "tuned with metric 'recall@10'"),
+        ({"algo": "bayes"}, "tuned with algo 'bayes', this plan states 'random'"),
         ({"trials": 3}, "ran 3 trials, this plan states 2"),
     ],
 )
@@ -92,6 +93,29 @@ def test_an_unfinished_or_missing_source_tuning_waits_and_a_missing_folder_is_an
         borrowed_record(_plan(tmp_path / "nowhere"), "BPR")
 
 
+def test_the_budget_is_that_of_the_source_space_not_of_the_keys_a_row_takes(tmp_path):
+    _source(tmp_path / "src", trials=3, algo="exhaustive")  # a 2 x 2 grid, 3 of its points
+    plan = _plan(tmp_path / "src", algo="exhaustive", trials=3)
+    plan["rows"]["BPR-lr"] = {"model": "BPR", "tuned_as": "BPR", "search": {"learning_rate": SPACE["learning_rate"]}}
+    assert borrowed_record(plan, "BPR-lr")["best_params"] == {"learning_rate": 0.01}
+
+
+def test_a_source_tuning_that_chose_nothing_is_an_error_and_a_file_that_is_no_record_waits(tmp_path):
+    source = tmp_path / "src"
+    _source(source, best_params=None, best_valid=None)  # every trial failed
+    with pytest.raises(RuntimeError, match="finished without a successful trial"):
+        borrowed_record(_plan(source), "BPR")
+    _source(source, best_valid=None)
+    with pytest.raises(RuntimeError, match="finished without a successful trial"):
+        borrowed_record(_plan(source), "BPR")
+    (source / "tuning" / "BPR-tuning.json").write_text("[1, 2]")
+    with pytest.raises(NotTunedYet, match="no tuning record"):
+        borrowed_record(_plan(source), "BPR")
+    plan = _plan(source, rows={"BRP": {"model": "BPR", "search": SPACE}})  # a misspelt row: what is there is named
+    with pytest.raises(NotTunedYet, match=r"BRP has not been tuned there yet \(it holds the tuning of BPR\)"):
+        borrowed_record(plan, "BRP")
+
+
 def test_tuned_as_needs_a_plan_that_borrows(tmp_path):
     plan = _plan(tmp_path, rows={"BPR": {"model": "BPR", "tuned_as": "BPR", "search": SPACE}})
     del plan["tuning"]["from"]
@@ -108,7 +132,9 @@ def test_a_borrowing_plan_runs_the_chosen_settings_and_says_where_they_came_from
     command = [f"--config_files={plan_file}", f"--report={out}"]
     # the source's tuning has not finished: MostPop runs, BPR waits, and no report leaves it out
     assert leaderboard.main(command) == 0
-    assert "tuning BPR waits for" in capsys.readouterr().out and not (out / "report.md").exists()
+    log = capsys.readouterr().out
+    assert "tuning BPR waits for" in log and not (out / "report.md").exists()
+    assert "Not every row could run; no report written" in log and "BPR seed 1 (after its settings)" in log
     assert sorted(p.name for p in (out / "results").glob("*.json")) == ["MostPop-seed1.json"]
     assert not (out / "tuning").exists()  # no trial runs here
     plan = load_plan(str(plan_file), {}, None, None)

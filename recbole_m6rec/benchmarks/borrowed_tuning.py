@@ -19,10 +19,9 @@ chooses other settings, this plan's rows run again with them (their settings has
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from recbole_m6rec.benchmarks.tuning import row_tuning
+from recbole_m6rec.benchmarks.tuning import is_finite_number, row_tuning, trial_budget
 
 __all__ = ["NotTunedYet", "borrowed_record", "borrows", "source_row"]
 
@@ -41,17 +40,13 @@ def source_row(plan: dict, row: str) -> str:
     return str(plan["rows"][row].get("tuned_as") or row)
 
 
-def _budget(tuning: dict, space: dict) -> int:
-    if tuning["algo"] == "exhaustive":  # a smaller grid is run whole, in fewer trials
-        return min(tuning["trials"], math.prod(len(spec) - 1 for spec in space.values()))
-    return tuning["trials"]
-
-
 def borrowed_record(plan: dict, row: str) -> dict:
     """Row ``row``'s tuning record, taken from the source report: ``row, space, metric, algo, seed, trials`` (none
     run here), ``best_params`` (the row's keys), ``best_valid`` (the source's, on its split), ``borrowed_from``,
     ``source_row``, ``source_trials`` and ``budget``. ``ValueError`` when the plan and the source disagree (a
-    different seed, algo, metric or range); :class:`NotTunedYet` while the source's tuning has not finished."""
+    different seed, algo, metric, range or budget); :class:`NotTunedYet` while the source's tuning has not finished;
+    ``RuntimeError`` when it finished without a successful trial (the row then runs untuned, as after a failed tuning
+    of its own)."""
     tuning, space, metric = row_tuning(plan, row)
     folder = tuning["from"]
     if not isinstance(folder, str) or not folder:
@@ -63,21 +58,24 @@ def borrowed_record(plan: dict, row: str) -> dict:
         )
     source = source_row(plan, row)
     path = Path(folder) / "tuning" / f"{source}-tuning.json"
-    budget = _budget(tuning, space)
     wait = f"waits for {path}"
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotTunedYet(f"{wait}: {source} has not been tuned there yet") from None
+    except FileNotFoundError:  # not started there yet, or a misspelt row: name what is there
+        held = sorted(p.name[: -len("-tuning.json")] for p in path.parent.glob("*-tuning.json"))
+        there = f" (it holds the tuning of {', '.join(held)})" if held else ""
+        raise NotTunedYet(f"{wait}: {source} has not been tuned there yet{there}") from None
     except (OSError, ValueError) as error:
         raise NotTunedYet(f"{wait}: it cannot be read ({error})") from None
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("space"), dict)):
+        raise NotTunedYet(f"{wait}: it is no tuning record (no `space` mapping)")
     for key, mine in (("seed", tuning["seed"]), ("algo", tuning["algo"]), ("metric", metric)):
         if recorded.get(key) != mine:
             raise ValueError(
                 f"row '{row}': {path} was tuned with {key} {recorded.get(key)!r}, this plan states {mine!r}; "
                 f"state what that tuning ran, or tune here (drop tuning.from)"
             )
-    theirs = recorded.get("space") or {}
+    theirs = recorded["space"]
     differ = {key: (spec, theirs.get(key)) for key, spec in space.items() if theirs.get(key) != spec}
     if differ:
         shown = "; ".join(f"'{key}': here {mine}, there {other}" for key, (mine, other) in differ.items())
@@ -85,14 +83,17 @@ def borrowed_record(plan: dict, row: str) -> dict:
             f"row '{row}': its search space is not the one {path} searched ({shown}); give it the same ranges, "
             f"or only keys that tuning searched (valid keys: {', '.join(theirs)})"
         )
+    budget = trial_budget(tuning, theirs)  # the trials that tuning ran over its whole space
     trials = [t for t in recorded.get("trials") or [] if isinstance(t, dict) and t.get("status") in ("ok", "failed")]
-    best = recorded.get("best_params")
     if len(trials) > budget:
         raise ValueError(
             f"row '{row}': {path} ran {len(trials)} trials, this plan states {budget}; state what that tuning ran"
         )
-    if len(trials) < budget or not isinstance(best, dict):
+    if len(trials) < budget:
         raise NotTunedYet(f"{wait}: {len(trials)} of {budget} trials of {source} there so far")
+    best = recorded.get("best_params")
+    if not (isinstance(best, dict) and set(space) <= set(best) and is_finite_number(recorded.get("best_valid"))):
+        raise RuntimeError(f"{path}: {source}'s tuning finished without a successful trial to take settings from")
     return {
         "row": row,
         "space": space,

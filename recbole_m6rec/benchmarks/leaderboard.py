@@ -180,10 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"time limit {args.time_limit}: a run expected to end after it is not started", flush=True)
     tuned = tune(plan, report_dir, resume=True, time_limit=time_limit)
     planned = jobs(plan)
-    records, left = [], []
+    records, left, reached_limit = [], [], False
     for k, (name, seed) in enumerate(planned, 1):
         if "unfinished" in tuned.get(name, {}):
-            left.append(f"{name} seed {seed} (after its tuning)")
+            after = "its settings" if "borrowed_from" in tuned[name] else "its tuning"
+            left.append(f"{name} seed {seed} (after {after})")
             continue
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"
@@ -193,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 spec, out, f"{k}/{len(planned)}", keep_finished=args.keep_finished, time_limit=time_limit
             )
         except TimeLimitReached:
+            reached_limit = True
             failed = failed_result(spec, out) if args.report_only else None
             if failed is not None:  # reported as failed, not as a run still to come
                 records.append(failed)
@@ -212,8 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         left = [f"tuning of {name}" for name in unfinished if name not in waiting] + left
         left = [f"{name}'s settings (from {tuned[name]['borrowed_from']})" for name in waiting] + left
     elif unfinished or left:
-        why = f"Stopped at the time limit ({args.time_limit})" if args.time_limit else "Not every row could run"
         tuning_left = [f"tuning of {name}" for name in unfinished if name not in waiting]
+        stopped = reached_limit or tuning_left  # a row's own tuning is unfinished only at the time limit
+        why = f"Stopped at the time limit ({args.time_limit})" if stopped else "Not every row could run"
         waits = "".join(f" {name} {tuned[name]['unfinished']}." for name in waiting)
         print(
             f"{why}; no report written, as it would leave rows out. Left for a later --resume: "

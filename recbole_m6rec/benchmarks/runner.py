@@ -204,8 +204,9 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
 
 def _borrow(plan: dict, searched: list[str]) -> dict[str, dict]:
     """Tuning records of the rows ``searched``, taken from the report that ``tuning.from`` names, merged into the
-    plan's rows; a row whose source tuning has not finished gets ``{"unfinished": why}`` (its seeds wait). A plan
-    that disagrees with the source (another space, seed, algo or metric) stops here, before anything runs."""
+    plan's rows; a row whose source tuning has not finished gets ``{"unfinished": why}`` (its seeds wait), one whose
+    source tuning chose nothing ``{"error": why}`` (it runs untuned). A plan that disagrees with the source (another
+    space, seed, algo, metric or budget) stops here, before anything runs."""
     tuned = {}
     for name in searched:
         try:
@@ -216,6 +217,10 @@ def _borrow(plan: dict, searched: list[str]) -> dict[str, dict]:
             continue
         except ValueError as error:
             raise SystemExit(f"tuning.from: {error}") from error
+        except RuntimeError as error:
+            print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
+            tuned[name] = {"error": str(error)}
+            continue
         plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
         tuned[name] = record
         print(f"tuning {name}: takes {record['best_params']} from {record['borrowed_from']}", flush=True)

@@ -13,7 +13,6 @@ continue (``.partial/``, with the epochs it has finished), waits for the tuning,
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -72,7 +71,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     runs again with the same settings; the later ones are still reused, since their settings do not follow from
     scores, except under ``bayes`` from hyperopt's 20th trial on."""
     from recbole_m6rec.benchmarks.report_tables import smaller_is_better
-    from recbole_m6rec.benchmarks.tuning import is_finite_number, recorded_trials, row_tuning
+    from recbole_m6rec.benchmarks.tuning import is_finite_number, recorded_trials, row_tuning, trial_budget
 
     if not plan["rows"][name].get("search") or "tuning" not in plan:
         return None
@@ -82,9 +81,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         tuning, space, metric = row_tuning(plan, name)
     except ValueError as error:
         return {"error": str(error)}
-    budget = tuning["trials"]
-    if tuning["algo"] == "exhaustive":  # a smaller grid is run whole, in fewer trials
-        budget = min(budget, math.prod(len(spec) - 1 for spec in space.values()))
+    budget = trial_budget(tuning, space)  # a smaller exhaustive grid is run whole, in fewer trials
     header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
     trials = recorded_trials(report_dir / "tuning" / f"{name}-tuning.json", header)
     done, best_params, best_valid = 0, None, None
@@ -116,14 +113,17 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
 
 
 def _borrowed_status(plan: dict, name: str) -> dict:
-    """A row that takes another report's tuning (``tuning.from``) runs no trial here: ``done`` is its whole
-    budget once that tuning has finished, 0 while it has not (``waits`` says why)."""
+    """A row that takes another report's tuning (``tuning.from``) runs no trial here (budget and done 0): that
+    report's record once its tuning has finished, ``{waits}`` while it has not, ``{error, refused}`` when the plan
+    disagrees with it (the leaderboard refuses to start), ``{error}`` when it chose nothing (the row runs untuned)."""
     try:
         record = borrowed_record(plan, name)
     except NotTunedYet as waiting:
         return {"budget": 0, "done": 0, "best_params": None, "best_valid": None, "waits": str(waiting)}
     except ValueError as error:
         return {"error": str(error), "refused": True}
+    except RuntimeError as error:
+        return {"error": str(error)}
     return {**record, "budget": 0, "done": 0, "running": None}
 
 
@@ -150,8 +150,8 @@ def _row_status(plan: dict, name: str, planned: list, report_dir: Path, keep_fin
     trials_left, params = 0, None
     if tuned is None:
         tuning_cell = "–"
-    elif tuned.get("refused"):
-        tuning_cell, tuned = f"refused: {tuned['error']}", None
+    elif tuned.get("refused"):  # the leaderboard stops before it runs anything
+        return f"refused: {tuned['error']}", {seed: "refused" for row, seed in planned if row == name}, 0
     elif "error" in tuned:
         tuning_cell, tuned = f"cannot tune ({tuned['error']}): runs untuned", None
     elif "waits" in tuned:
@@ -210,11 +210,12 @@ def current_run_hashes(plan: dict, name: str, report_dir: Path) -> set[str]:
         tuned = tuning_status(plan, name, Path(report_dir))
         if tuned is None or "error" in tuned or "waits" in tuned:
             return hashes
-        tuning, space, metric = row_tuning(plan, name)
-        header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
-        for trial in recorded_trials(Path(report_dir) / "tuning" / f"{name}-tuning.json", header):
-            if isinstance(trial, dict) and isinstance(trial.get("params"), dict):
-                hashes.add(job_spec(plan, name, tuning["seed"], trial["params"])["config_hash"])
+        if "borrowed_from" not in tuned:  # a row that takes another report's tuning runs no trial here
+            tuning, space, metric = row_tuning(plan, name)
+            header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
+            for trial in recorded_trials(Path(report_dir) / "tuning" / f"{name}-tuning.json", header):
+                if isinstance(trial, dict) and isinstance(trial.get("params"), dict):
+                    hashes.add(job_spec(plan, name, tuning["seed"], trial["params"])["config_hash"])
         if tuned["done"] < tuned["budget"]:
             return hashes  # the seeds' settings are not chosen yet
         params = tuned["best_params"]

@@ -39,6 +39,7 @@ __all__ = [
     "is_finite_number",
     "recorded_trials",
     "row_tuning",
+    "trial_budget",
     "tune_row",
     "validate_search",
     "validate_tuning",
@@ -244,6 +245,13 @@ def _same_params(recorded: dict | None, proposed: dict) -> bool:
         elif old != value:
             return False
     return True
+
+
+def trial_budget(tuning: dict, space: dict[str, list]) -> int:
+    """The trials a finished tuning of ``space`` runs: the budget, or a smaller ``exhaustive`` grid whole."""
+    if tuning["algo"] == "exhaustive":
+        return min(tuning["trials"], math.prod(len(spec) - 1 for spec in space.values()))
+    return tuning["trials"]
 
 
 def row_tuning(plan: dict, row: str) -> tuple[dict, dict[str, list], str]:
