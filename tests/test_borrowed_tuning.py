@@ -152,3 +152,19 @@ def test_a_borrowing_plan_runs_the_chosen_settings_and_says_where_they_came_from
     text = (out / "report.md").read_text()
     assert "No row is tuned here" in text and json.dumps(chosen) in text and str(source / "tuning") in text
     assert f"from {source / 'tuning' / 'BPR-tuning.json'}: valid ndcg@10 0.0612 there" in status_report(plan, out)
+
+
+def test_a_row_whose_source_chose_nothing_runs_untuned_and_the_report_says_so(tmp_path):
+    from recbole_m6rec.benchmarks.report_sections import tuning_lines
+    from recbole_m6rec.benchmarks.runner import tune
+
+    _source(tmp_path / "src", best_params=None, best_valid=None)
+    _source(tmp_path / "src", row="SASRec")
+    plan = _plan(
+        tmp_path / "src",
+        rows={"BPR": {"model": "BPR", "search": SPACE}, "SASRec": {"model": "SASRec", "search": SPACE}},
+    )
+    tuned = tune(plan, tmp_path / "out", resume=True)
+    assert "learning_rate" not in plan["rows"]["BPR"] and plan["rows"]["SASRec"]["learning_rate"] == 0.01
+    text = "\n".join(tuning_lines(tuned, "ndcg@10"))
+    assert "No row is tuned here" in text and "- BPR: not tuned (" in text and "finished without a successful" in text

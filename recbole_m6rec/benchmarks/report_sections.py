@@ -226,6 +226,9 @@ def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]
         "",
     ]
     for row, record in tuned.items():
+        if record.get("error"):
+            lines += [f"- {row}: not tuned ({record['error']}): it ran with the settings it lists.", ""]
+            continue
         if record.get("unfinished"):
             lines += [f"- {row} **{record['unfinished']}**. Its table line says `not run yet`.", ""]
             continue

@@ -219,7 +219,7 @@ def _borrow(plan: dict, searched: list[str]) -> dict[str, dict]:
             raise SystemExit(f"tuning.from: {error}") from error
         except RuntimeError as error:
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
-            tuned[name] = {"error": str(error)}
+            tuned[name] = {"error": str(error), "borrowed_from": plan["tuning"]["from"]}
             continue
         plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
         tuned[name] = record
