@@ -17,7 +17,8 @@ history. The candidate's own label is never an input.
 
 Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
 *is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
-(``label_list``) in a single pass. Evaluation scores RecBole's labelled samples (history + candidate) one by one.
+(``label_list``) in a single pass. Evaluation scores RecBole's labelled samples (history + candidate); a user's
+samples whose history holds that user's earlier samples share the pass of the longest (:mod:`.nested_samples`).
 
 Serving many candidates for one user (:meth:`M6RecCTR.score_candidates`): the history runs through the online layers
 once and each candidate attends to its cached keys and values (:mod:`.candidate_scoring`); the scores are
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 
 from .candidate_scoring import CachedHistory
 from .m6rec import M6Rec, checked
+from .nested_samples import covering_samples
 from .settings import M6RecCTRSettings
 
 __all__ = ["M6RecCTR"]
@@ -149,14 +151,36 @@ class M6RecCTR(M6Rec):
         return F.cross_entropy(self.option_logits(states[scored]), labels[scored])
 
     def predict(self, interaction):
-        logits = self.forward(
+        item_seq, lengths, candidates = (
             interaction[self.ITEM_SEQ],
             interaction[self.ITEM_SEQ_LEN],
             interaction[self.ITEM_ID],
-            self._user_ids(interaction),
-            self._history_labels(interaction),
-            self._times(interaction),
         )
+        users, labels, times = self._user_ids(interaction), self._history_labels(interaction), self._times(interaction)
+        # a user's samples whose history holds the user's earlier samples share one pass over the longest of them
+        rows = torch.arange(item_seq.shape[0], device=item_seq.device)
+        sequence = F.pad(item_seq, (0, 1))
+        sequence[rows, lengths] = candidates
+        steps = [(sequence, 1)] + ([] if labels is None else [(labels, 0)])
+        if times is not None:
+            shown = F.pad(times[0], (0, 1))
+            shown[rows, lengths] = times[1].to(shown.dtype)
+            steps.append((shown, 1))
+        owners = interaction[self.USER_ID] if self.USER_ID in interaction else rows  # else: each sample alone
+        run, source = covering_samples(owners, lengths, steps)
+
+        def picked(value):
+            return None if value is None else value[run]
+
+        states = self._candidate_states(
+            item_seq[run],
+            lengths[run],
+            candidates[run],
+            picked(users),
+            picked(labels),
+            None if times is None else (times[0][run], times[1][run]),
+        )  # [K n+1 d]
+        logits = self.option_logits(states[source, lengths])
         return checked(torch.softmax(logits, dim=-1)[:, -1], "predict")  # P(last option) = P(click)
 
     # ---------------------------------------------------------------------------------------------- serving
