@@ -26,6 +26,14 @@ def test_a_sample_is_covered_only_by_one_whose_first_steps_it_is():
     labels[1, 1] = 1  # the same items with another outcome before sample 0's candidate: not its history
     run, source = covering_samples(users, lengths, [(items, 1), (labels, 0)])
     assert [run[s].item() for s in source] == [0, 1, 1, 3, 4]
+    times = torch.tensor([[1.0, 2, 3, 0], [1, 2, 3, 4], [1, 9, 0, 0], [1, 2, 3, 0], [1, 2, 3, 4]])
+    run, source = covering_samples(users, lengths, [(items, 1), (labels, 0), (times, 1)])
+    assert [run[s].item() for s in source] == [0, 1, 2, 3, 4]  # sample 2's candidate shown at another time
+    copies = torch.tensor([7, 7, 7])  # one user's copies of a sample, and the same history with another candidate
+    run, source = covering_samples(
+        copies, torch.tensor([2, 2, 2]), [(torch.tensor([[1, 2, 3], [1, 2, 3], [1, 2, 4]]), 1)]
+    )
+    assert [run[s].item() for s in source] == [0, 0, 2]
 
 
 @pytest.mark.parametrize("recency_words", [False, True])

@@ -3,9 +3,11 @@
     python -m recbole_m6rec.benchmarks.nested_share --config_files=configs/ctr_ml-100k.yaml
 
 Reads the plan's ``common`` settings, builds M6RecCTR's data with RecBole's own steps (no language model is loaded)
-and counts, per evaluation set, the samples and the steps (history items plus the candidate) that scoring each
-sample alone runs against those that run when a user's nested samples share a pass
-(:mod:`recbole_m6rec.model.nested_samples`), batch by batch as the evaluation sees them.
+and counts, per evaluation set, the passes that scoring each sample alone runs (one per sample) against those that
+run when a user's nested samples share a pass (:mod:`recbole_m6rec.model.nested_samples`), batch by batch as the
+evaluation sees them. A pass costs the same whatever its history's length (histories are padded to
+``MAX_ITEM_LIST_LENGTH``), so the share of passes is the share of the cost; the steps (history items plus the
+candidate) are printed for the reader.
 """
 
 from __future__ import annotations

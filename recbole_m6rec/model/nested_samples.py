@@ -27,25 +27,34 @@ def covering_samples(
     columns equal i's. Returns ``(run [K], source [B])``: the indices of the samples to run (none covered by another
     run sample) and, per sample, the position in ``run`` of the sample whose pass holds its state at step
     ``lengths[i]``."""
-    batch = users.shape[0]
-    source = torch.empty(batch, dtype=torch.long)
+    device = lengths.device
+    users, lengths = users.cpu(), lengths.cpu()  # one copy, not a device sync per sample
+    steps = [(tensor.cpu(), extra) for tensor, extra in steps]
+    source = torch.empty(users.shape[0], dtype=torch.long)
     run: list[int] = []
-    order = torch.argsort(lengths.cpu(), descending=True, stable=True)  # longest first: they cover the others
     by_user: dict[int, list[int]] = {}
-    for i in order.tolist():
+    for i in torch.argsort(lengths, descending=True, stable=True).tolist():  # longest first: they cover the others
         by_user.setdefault(int(users[i]), []).append(i)
     for rows in by_user.values():
-        kept: list[int] = []  # this user's samples that run
+        longer: list[int] = []  # this user's run samples longer than the sample at hand
+        same: dict[bytes, int] = {}  # this user's run samples of the current length, by content: a copy is covered
+        current = None
         for i in rows:
             n = int(lengths[i])
-            k = next((k for k in kept if _holds(k, i, n, steps)), None)
+            if n != current:
+                longer += same.values()
+                same, current = {}, n
+            key = b"".join(tensor[i, : n + extra].numpy().tobytes() for tensor, extra in steps)
+            k = same.get(key)
             if k is None:
-                kept.append(i)
+                k = next((k for k in longer if _holds(k, i, n, steps)), None)
+            if k is None:
+                same[key] = i
                 source[i] = len(run)
                 run.append(i)
             else:
                 source[i] = source[k]
-    return torch.tensor(run, dtype=torch.long, device=lengths.device), source.to(lengths.device)
+    return torch.tensor(run, dtype=torch.long, device=device), source.to(device)
 
 
 def _holds(k: int, i: int, n: int, steps: list[tuple[torch.Tensor, int]]) -> bool:
