@@ -268,3 +268,16 @@ def test_a_real_recbole_run_as_the_objective(tmp_path, monkeypatch):
     assert [t["status"] for t in result["trials"]] == ["ok", "ok"]
     assert all(0 <= t["valid"]["ndcg@10"] <= 1 and "recall@10" in t["valid"] for t in result["trials"])
     assert result["best_valid"] == max(t["valid"]["ndcg@10"] for t in result["trials"])
+
+
+@pytest.mark.parametrize("algo", ["random", "exhaustive"])
+def test_a_second_process_runs_only_its_trials_with_the_proposals_of_the_tuning_in_order(tmp_path, algo):
+    search = {"learning_rate": ["choice", 0.001, 0.003, 0.01, 0.03], "dropout_prob": ["choice", 0.1, 0.3, 0.5]}
+    plan = make_plan(trials=6, algo=algo, search=search)
+    in_order = tune_row(plan, "M", Objective(), tmp_path / "a")
+    helper = Objective()
+    part = tune_row(plan, "M", helper, tmp_path / "b", only={4, 5, 6})
+    assert helper.calls == params_of(in_order)[3:]  # the same proposals, only its own run
+    assert [t["index"] for t in part["trials"]] == [3, 4, 5] and not (tmp_path / "b" / "M-tuning.json").exists()
+    with pytest.raises(ValueError, match="only run in order"):
+        tune_row(make_plan(trials=30, algo="bayes"), "M", Objective(), tmp_path / "c", only={21})

@@ -20,6 +20,8 @@ nothing is left (:mod:`~recbole_m6rec.benchmarks.time_limit`). A plan's optional
 the command. ``report.md`` keeps everything below :data:`NOTES_MARKER` when it is rewritten; a run cut down with
 ``--rows`` or ``--seeds`` leaves a report in place that holds runs it left out (its results still land).
 ``--report_only`` runs nothing and writes an interim report of the finished results, naming the runs left.
+``--trials=5-8`` runs only those tuning trials, for a second process beside the plan's command: a job that one
+process runs, the other waits for and reuses (:mod:`~recbole_m6rec.benchmarks.claims`).
 Extra ``--key=value`` arguments override ``common``.
 
 The code, one job per module: this one is the command line; :mod:`~recbole_m6rec.benchmarks.plan` reads and checks
@@ -41,6 +43,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_m6rec.benchmarks.borrowed_tuning import borrows
 from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulated, cpu_model
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
 from recbole_m6rec.benchmarks.report import runs_a_report_would_lose, write_report
@@ -119,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report that holds finished runs this one would drop is kept",
     )
     parser.add_argument(
+        "--trials",
+        help="e.g. 5-8 or 5,7: run only these tuning trials of each tuned row (1-based, in the order the tuner proposes "
+        "them) and stop: a second process's share beside the plan's command, which reuses their results when it "
+        "gets there and waits for a trial the other is running (random or exhaustive algo)",
+    )
+    parser.add_argument(
         "--no_tuning",
         action="store_true",
         help="ignore the plan's tuning block: every row runs with the settings it lists",
@@ -139,6 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.report_only and (args.status or args.fresh or args.time_limit is not None):
         parser.error("--report_only runs nothing and writes the report: not with --status, --fresh or --time_limit")
+    if args.trials and (args.status or args.report_only or args.fresh or args.time_limit is not None or args.no_tuning):
+        parser.error(
+            "--trials runs tuning trials beside the plan's command, reusing what is there: not with --status, "
+            "--report_only, --fresh, --time_limit or --no_tuning"
+        )
     limit_seconds = None
     if args.time_limit is not None:
         if args.status:
@@ -152,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = load_plan(args.config_files, overrides, rows, parse_seeds(args.seeds, args.config_files))
     if args.no_tuning:
         plan.pop("tuning", None)
+    only = trial_numbers(args.trials, plan) if args.trials else None
     report_dir = Path(args.report or Path("reports") / Path(args.config_files).stem)
     import torch
 
@@ -172,12 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bfloat16 path: it would emulate them, about 70 times slower than float32. Run these rows on a CPU that "
             "has them, or leave them out with --rows=<the others>."
         )
-    prepare_report_dir(report_dir, args.resume or args.report_only, args.fresh)
+    prepare_report_dir(report_dir, args.resume or args.report_only or only is not None, args.fresh)
     time_limit = NoNewRuns() if args.report_only else None
     if limit_seconds is not None:
         as_planned = copy.deepcopy(plan)  # tuning merges its chosen settings into the plan's rows
         time_limit = TimeLimit(limit_seconds, lambda row: expected_run_seconds(as_planned, report_dir, row))
         print(f"time limit {args.time_limit}: a run expected to end after it is not started", flush=True)
+    if only is not None:
+        tune(plan, report_dir, resume=True, only=only)
+        return 0  # the seeds and the report are the plan's command's
     tuned = tune(plan, report_dir, resume=True, time_limit=time_limit)
     planned = jobs(plan)
     records, left, reached_limit = [], [], False
@@ -242,6 +260,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = write_report(plan, records, report_dir, command, tuned, reference, left if args.report_only else None)
     print(report)
     return 0 if ok else 1
+
+
+def trial_numbers(value: str, plan: dict) -> list[int]:
+    """``--trials``: ``5-8`` or ``5,7`` as 1-based trial numbers within the plan's budget."""
+    budget = (plan.get("tuning") or {}).get("trials")
+    if not budget or borrows(plan):
+        raise SystemExit(
+            "--trials runs tuning trials: the plan has no tuning of its own (no `tuning: {trials: N, ...}`)"
+        )
+    numbers = set()
+    try:
+        for part in value.split(","):
+            low, _, high = part.partition("-")
+            numbers.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise SystemExit(f"--trials={value}: give trial numbers like 5-8 or 5,7 (1 to {budget})") from None
+    if not numbers or min(numbers) < 1 or max(numbers) > budget:
+        raise SystemExit(f"--trials={value}: trial numbers run from 1 to the plan's budget, {budget}")
+    return sorted(numbers)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
-from recbole_m6rec.benchmarks import job, provenance
+from recbole_m6rec.benchmarks import claims, job, provenance
 from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.plan import job_spec
 from recbole_m6rec.benchmarks.time_limit import NoNewRuns, TimeLimit, TimeLimitReached
@@ -97,6 +97,24 @@ def run_or_reuse(
         except TimeLimitReached as reached:
             print(f"{label}: not started: {reached}", flush=True)
             raise
+    waiting = False
+    while not claims.claim(out):  # another process runs this very job: wait for it, then take its result
+        if not waiting:
+            print(f"{label}: another process runs it ({claims.claim_path(out)}); waiting for it", flush=True)
+            waiting = True
+        time.sleep(claims.POLL_SECONDS)
+        previous = reusable_result(spec, out, keep_finished)[0] if resume else None
+        if previous is not None:
+            print(f"{label}: reusing the result the other process wrote, {out}", flush=True)
+            return previous
+    try:
+        return _run_job(spec, out, label, timeout)
+    finally:
+        claims.release(out)
+
+
+def _run_job(spec: dict, out: Path, label: str, timeout: float | None) -> dict:
+    """Run ``spec`` in a job process and return the result it wrote in ``out`` (or a failed / cut record)."""
     print(f"{label} ({spec['model']}): running ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(spec, handle)
@@ -132,12 +150,15 @@ def run_or_reuse(
 
 
 # --- tuning ---------------------------------------------------------------------------------------------------------
-def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | None = None) -> dict[str, dict]:
+def tune(
+    plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | None = None, only: list[int] | None = None
+) -> dict[str, dict]:
     """Tune every row with a ``search`` space (when the plan has a ``tuning`` block) and merge the chosen settings
     into the plan's rows; with ``tuning.from``, take them from that report's tuning instead
     (:mod:`~recbole_m6rec.benchmarks.borrowed_tuning`). Returns ``{row: tuning record}``; rows that could not be
     tuned get ``{"error": ...}``, rows whose next trial would not fit ``time_limit`` (or whose borrowed tuning has
-    not finished) ``{"unfinished": why}`` (their seeds wait)."""
+    not finished) ``{"unfinished": why}`` (their seeds wait). ``only`` (1-based trial numbers) runs just those trials
+    of each row and merges nothing: a second process's share of the tuning (:func:`~.tuning.tune_row`)."""
     searched = [name for name, row in plan["rows"].items() if row.get("search")]
     if not searched:
         return {}
@@ -168,7 +189,8 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
         def run_trial(overrides: dict, name=name, count=count, trial=trial) -> dict:
             count["n"] += 1
             spec, out = trial(overrides)
-            label = f"tuning {name} {count['n']}/{plan['tuning'].get('trials')}"
+            number = count["n"] if only is None else sorted(only)[count["n"] - 1]
+            label = f"tuning {name} {number}/{plan['tuning'].get('trials')}"
             record = run_or_reuse(spec, out, label, resume, time_limit=time_limit)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
@@ -185,7 +207,13 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
         )
         try:
             record = tune_row(
-                plan, name, run_trial, trials_dir, still_current, keep_failed=isinstance(time_limit, NoNewRuns)
+                plan,
+                name,
+                run_trial,
+                trials_dir,
+                still_current,
+                keep_failed=isinstance(time_limit, NoNewRuns),
+                only=None if only is None else set(only),
             )
         except TimeLimitReached as reached:
             print(f"tuning {name} stops here ({reached}): its seeds wait for its chosen settings", flush=True)
@@ -196,8 +224,11 @@ def tune(plan: dict, report_dir: Path, resume: bool, time_limit: TimeLimit | Non
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
             tuned[name] = {"error": str(error)}
             continue
-        plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
         tuned[name] = record
+        if only is not None:
+            print(f"tuning {name}: ran trials {', '.join(map(str, only))} (the tuning in order takes them)", flush=True)
+            continue
+        plan["rows"][name] = {**plan["rows"][name], **record["best_params"]}
         print(f"tuning {name}: chose {record['best_params']} (valid {record.get('best_valid')})", flush=True)
     return tuned
 

@@ -281,6 +281,7 @@ def tune_row(
     trials_dir: Path,
     still_current: Callable[[dict], bool] | None = None,
     keep_failed: bool = False,
+    only: set[int] | None = None,
 ) -> dict:
     """Tune ``row``'s ``search`` space with ``plan['tuning']['trials']`` trials; each calls ``run_trial(params)``.
 
@@ -294,6 +295,11 @@ def tune_row(
     or one with a non-finite validation score, counts towards the budget and never wins. Returns (and keeps in
     ``<trials_dir>/<row>-tuning.json``) ``row, space, metric, algo, seed, trials, best_params, best_valid`` with
     ``trials = [{index, params, status, valid, epochs_run}]``; raises ``RuntimeError`` when no trial succeeded.
+
+    ``only`` (1-based trial numbers) runs just those trials, for a second process beside the tuning that runs in
+    order: the others are proposed but neither run nor recorded, and the record file is left alone (the tuning in
+    order writes it, reusing those trials' result files). Proposals must not depend on scores for that: ``random``
+    and ``exhaustive``, or ``bayes`` within hyperopt's first 20 (random) trials.
     """
     from recbole.trainer import HyperTuning
 
@@ -301,6 +307,11 @@ def tune_row(
 
     tuning, space, metric = row_tuning(plan, row)
     bigger = not smaller_is_better(metric)
+    if only is not None and tuning["algo"] == "bayes" and max(only) > 20:
+        raise ValueError(
+            f"row '{row}': trials {sorted(only)} under algo bayes: from the 21st on TPE's proposals follow the scores "
+            "of the trials before, so they can only run in order"
+        )
 
     path = Path(trials_dir) / f"{row}-tuning.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,9 +327,21 @@ def tune_row(
     }
     previous = recorded_trials(path, record)
 
+    proposed = {"n": 0}
+
     def objective(params: dict, _fixed_config_files=None) -> dict:
-        index = len(record["trials"])
+        index = len(record["trials"]) if only is None else proposed["n"]
+        proposed["n"] += 1
         params = {key: _plain_value(space[key], params[key]) for key in space}
+        if only is not None and index + 1 not in only:  # another process's trial: proposed, not run
+            worst = -math.inf if bigger else math.inf
+            return {
+                "model": row,
+                "best_valid_score": worst,
+                "valid_score_bigger": bigger,
+                "best_valid_result": {},
+                "test_result": None,
+            }
         old = previous[index] if index < len(previous) else None
         if old and _same_params(old.get("params"), params):
             params = old["params"]  # the settings that trial really ran with, bit for bit
@@ -355,7 +378,8 @@ def tune_row(
         best = record["best_valid"]
         if score is not None and (best is None or (score > best if bigger else score < best)):
             record["best_params"], record["best_valid"] = params, score
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        if only is None:
+            atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         if score is None:  # never selected: the worst possible score for HyperTuning and hyperopt
             score = -math.inf if bigger else math.inf
         return {
@@ -376,6 +400,6 @@ def tune_row(
         except TimeLimitReached as reached:
             reached.tuning_so_far = record  # the current trials before the one not started, for an interim report
             raise
-    if record["best_params"] is None:
+    if record["best_params"] is None and only is None:
         raise RuntimeError(f"row '{row}': none of its {len(record['trials'])} tuning trials succeeded " f"(see {path})")
     return record
