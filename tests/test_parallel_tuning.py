@@ -38,43 +38,60 @@ def _plan_file(tmp_path):
     return path
 
 
-def test_a_claim_holds_while_its_process_lives_and_a_dead_ones_is_taken_over(tmp_path):
+def test_a_claim_holds_while_its_process_lives_and_goes_with_it(tmp_path):
     out = tmp_path / "results" / "A-seed1.json"
-    assert claims.claim(out) and not claims.claim(out)  # this process holds it
-    assert claims.holder(out)["pid"] == __import__("os").getpid()
-    claims.release(out)
-    assert claims.holder(out) is None and claims.claim(out)
-    claims.release(out)
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    identity = claims._identity(dead.pid)
-    dead.wait()
-    claims.claim_path(out).write_text(json.dumps({"pid": dead.pid, "identity": identity}))
-    assert claims.holder(out) is None and claims.claim(out)  # stale: its process is gone
-    claims.release(out)
+    mine = claims.claim(out)
+    assert mine is not None and claims.claim(out) is None  # held, even against another descriptor of this process
+    claims.release(mine)
+    again = claims.claim(out)
+    assert again is not None
+    claims.release(again)
+    script = f"import fcntl, os, sys, time; fd = os.open({str(claims.claim_path(out))!r}, os.O_RDWR); "
+    script += "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held" and claims.claim(out) is None
+    other.kill()  # a process that dies (a machine that went away) leaves no claim behind
+    other.wait()
+    taken = claims.claim(out)
+    assert taken is not None
+    claims.release(taken)
 
 
-def test_a_job_another_process_runs_is_waited_for_and_its_result_taken(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+def _wait_beside(other, out, spec, monkeypatch):
+    """``run_or_reuse`` of ``spec`` while a thread (standing for another process) holds the claim and runs ``other``."""
     monkeypatch.setattr(claims, "POLL_SECONDS", 0.2)
-    plan = load_plan(str(_plan_file(tmp_path)), {}, None, None)
-    spec = job_spec(plan, "BPR", 1, {"learning_rate": 0.01})
-    out = tmp_path / "results" / "BPR-seed1.json"
-    assert claims.claim(out)  # the other process (a thread here) claims the job, then runs it
+    held = claims.claim(out)
+    assert held is not None
 
-    def other():
+    def run():
         try:
-            runner._run_job(spec, out, "[other]", None)
+            other(held)
         finally:
-            claims.release(out)
+            claims.release(held)
 
-    thread = threading.Thread(target=other)
+    thread = threading.Thread(target=run)
     thread.start()
     time.sleep(0.5)
     record = runner.run_or_reuse(spec, out, "1/1")
     thread.join()
+    return record
+
+
+def test_a_job_another_process_runs_is_waited_for_and_its_result_taken(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    plan = load_plan(str(_plan_file(tmp_path)), {}, None, None)
+    spec = job_spec(plan, "BPR", 1, {"learning_rate": 0.01})
+    out = tmp_path / "results" / "BPR-seed1.json"
+    record = _wait_beside(lambda held: runner._run_job(spec, out, "[other]", None, held), out, spec, monkeypatch)
     log = capsys.readouterr().out
-    assert record["status"] == "ok" and "waiting for it" in log and "reusing the result the other process wrote" in log
+    assert record["status"] == "ok" and "waiting for it" in log and "taking the result another process wrote" in log
     assert log.count("running ...") == 1  # one run, by the other
+    # a run that failed in the other process is taken as failed, not run again
+    failed = {k: spec[k] for k in ("row", "model", "dataset", "seed", "config_hash")}
+    failed.update(status="failed", error="out of memory")
+    gone = tmp_path / "results" / "BPR-seed2.json"
+    record = _wait_beside(lambda held: time.sleep(1.5) or gone.write_text(json.dumps(failed)), gone, spec, monkeypatch)
+    assert record["error"] == "out of memory" and "running ..." not in capsys.readouterr().out
 
 
 def test_a_second_process_runs_its_share_of_the_trials_and_the_plans_command_reuses_it(tmp_path, capsys):

@@ -1,20 +1,26 @@
-"""One process at a time runs a job: a claim file beside the job's checkpoints names the process that runs it.
+"""One process at a time runs a job: a lock on a claim file beside the job's checkpoints.
 
 Two leaderboard processes can share a plan's work (e.g. one tunes in order, the other runs later trials with
-``--trials``); when one reaches a job the other is running, it waits for it and then reuses its result instead of
-running it a second time. A claim names its process by boot, pid and start time (``/proc``), so a claim left by a
-process that died (a machine that went away) is stale and taken over, even when the pid has been reused since.
+``--trials``); when one reaches a job the other is running, it waits for it and then takes its result instead of
+running it a second time. The claim is an exclusive ``flock`` on ``<checkpoints>/<job>.running``, held by the
+leaderboard process and handed to the job process it starts, so the kernel drops it when both are gone (a machine
+that went away, a killed process): no claim outlives its process. Where ``fcntl`` is missing (Windows) jobs are not
+claimed, and two processes must not share a report folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from recbole_m6rec.benchmarks.job import partial_parent
 
-__all__ = ["claim", "claim_path", "holder", "release"]
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+__all__ = ["claim", "claim_path", "release"]
 
 POLL_SECONDS = 30.0  # how often a process waiting for another's job looks again
 
@@ -25,60 +31,23 @@ def claim_path(out: Path) -> Path:
     return partial_parent(Path(out).parent) / f"{Path(out).stem}.running"
 
 
-def _identity(pid: int) -> str | None:
-    """Boot, pid and start time of process ``pid``; None when it does not exist."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if Path("/proc/self/stat").exists():
-            return None  # /proc works, the process is gone
-        try:  # no /proc (not Linux): the pid alone
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return f"pid {pid}"
-    start = stat.rsplit(")", 1)[1].split()[19]  # field 22 (starttime), counted after the command name
-    return f"{boot}:{pid}:{start}"
-
-
-def holder(out: Path) -> dict | None:
-    """The live process that has claimed ``out``'s job, or None (no claim, or a stale one)."""
-    try:
-        recorded = json.loads(claim_path(out).read_text(encoding="utf-8"))
-        pid, identity = int(recorded["pid"]), recorded["identity"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return recorded if _identity(pid) == identity else None
-
-
-def claim(out: Path) -> bool:
-    """Claim ``out``'s job for this process: False while another live process holds it."""
+def claim(out: Path) -> int | None:
+    """Claim ``out``'s job: an open file descriptor holding the lock (-1 where locks are not available), or None
+    while another process holds it."""
+    if fcntl is None:
+        return -1
     path = claim_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f"{path.name}.{os.getpid()}")
-    draft.write_text(json.dumps({"pid": os.getpid(), "identity": _identity(os.getpid())}), encoding="utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        for _ in range(2):
-            try:
-                os.link(draft, path)  # appears whole, and only if no claim is there
-                return True
-            except FileExistsError:
-                if holder(out) is not None:
-                    return False
-                path.unlink(missing_ok=True)  # stale: its process is gone
-        return False
-    finally:
-        draft.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
-def release(out: Path) -> None:
-    """Drop this process's claim on ``out``'s job."""
-    path = claim_path(out)
-    try:
-        if int(json.loads(path.read_text(encoding="utf-8"))["pid"]) == os.getpid():
-            path.unlink()
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+def release(fd: int) -> None:
+    """Drop a claim from :func:`claim` (the file stays: removing it would race with a process about to lock it)."""
+    if fd >= 0:
+        os.close(fd)  # closing the last descriptor of the lock releases it

@@ -278,6 +278,11 @@ def trial_numbers(value: str, plan: dict) -> list[int]:
         raise SystemExit(f"--trials={value}: give trial numbers like 5-8 or 5,7 (1 to {budget})") from None
     if not numbers or min(numbers) < 1 or max(numbers) > budget:
         raise SystemExit(f"--trials={value}: trial numbers run from 1 to the plan's budget, {budget}")
+    if plan["tuning"].get("algo") == "bayes" and max(numbers) > 20:
+        raise SystemExit(
+            f"--trials={value}: under algo bayes, TPE's proposals from the 21st on follow the scores before them, so "
+            "they can only run in order"
+        )
     return sorted(numbers)
 
 

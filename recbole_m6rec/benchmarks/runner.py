@@ -97,24 +97,31 @@ def run_or_reuse(
         except TimeLimitReached as reached:
             print(f"{label}: not started: {reached}", flush=True)
             raise
-    waiting = False
-    while not claims.claim(out):  # another process runs this very job: wait for it, then take its result
-        if not waiting:
+    held, waited_since = claims.claim(out), None
+    while held is None:  # another process runs this very job: wait for it, then take its result
+        if waited_since is None:
             print(f"{label}: another process runs it ({claims.claim_path(out)}); waiting for it", flush=True)
-            waiting = True
+            waited_since = time.time()
         time.sleep(claims.POLL_SECONDS)
-        previous = reusable_result(spec, out, keep_finished)[0] if resume else None
-        if previous is not None:
-            print(f"{label}: reusing the result the other process wrote, {out}", flush=True)
-            return previous
+        held = claims.claim(out)
     try:
-        return _run_job(spec, out, label, timeout)
+        # what the other process wrote (or one that ended just before this claim): taken, not run again
+        previous = reusable_result(spec, out, keep_finished)[0] if resume else None
+        if previous is None and waited_since is not None and out.exists() and out.stat().st_mtime >= waited_since:
+            previous = failed_result(spec, out)  # its run failed: so would this one
+        if previous is not None:
+            print(f"{label}: taking the result another process wrote, {out}", flush=True)
+            return previous
+        if waited_since is not None and time_limit is not None:
+            time_limit.check(spec["row"])  # the wait took time
+        return _run_job(spec, out, label, timeout, held)
     finally:
-        claims.release(out)
+        claims.release(held)
 
 
-def _run_job(spec: dict, out: Path, label: str, timeout: float | None) -> dict:
-    """Run ``spec`` in a job process and return the result it wrote in ``out`` (or a failed / cut record)."""
+def _run_job(spec: dict, out: Path, label: str, timeout: float | None, claim: int = -1) -> dict:
+    """Run ``spec`` in a job process and return the result it wrote in ``out`` (or a failed / cut record); the job
+    process shares the ``claim`` (:mod:`~.claims`), so it holds while either lives."""
     print(f"{label} ({spec['model']}): running ...", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(spec, handle)
@@ -127,6 +134,7 @@ def _run_job(spec: dict, out: Path, label: str, timeout: float | None) -> dict:
                 [sys.executable, "-m", "recbole_m6rec.benchmarks.job", spec_path, str(out)],
                 env={**os.environ, "TMPDIR": scratch},
                 timeout=timeout,
+                pass_fds=(claim,) if claim >= 0 else (),
             ).returncode
     except subprocess.TimeoutExpired:  # subprocess.run has killed the job
         shutil.rmtree(job.partial_folder(out), ignore_errors=True)

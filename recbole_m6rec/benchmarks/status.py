@@ -100,7 +100,10 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         elif tuning["algo"] == "bayes" and index >= 20:  # TPE's later proposals follow from this trial's score
             break
     # the trial to run next is hyperopt's to propose: show the latest interrupted trial, whichever it is
-    folders = sorted(partial_parent(report_dir / "tuning" / name).glob("trial-*"), key=lambda p: p.stat().st_mtime)
+    folders = sorted(
+        (p for p in partial_parent(report_dir / "tuning" / name).glob("trial-*") if p.is_dir()),  # not the claims
+        key=lambda p: p.stat().st_mtime,
+    )
     running = _interrupted(folders[-1]) if folders else None
     return {
         "budget": budget,
