@@ -16,22 +16,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import torch
 import yaml
-from torch.nn import functional as F
 
 
 def counts(loader) -> dict[str, int]:
     """Samples and steps of ``loader``'s batches, alone and with nested samples sharing a pass."""
-    from recbole_m6rec.model.nested_samples import covering_samples
+    from recbole_m6rec.model.nested_samples import covering_samples, with_candidate
 
     totals = {"samples": 0, "samples_run": 0, "steps": 0, "steps_run": 0}
     for batch in loader:
         interaction = batch[0]
         lengths = interaction["item_length"]
-        rows = torch.arange(len(interaction))
-        sequence = F.pad(interaction["item_id_list"], (0, 1))
-        sequence[rows, lengths] = interaction["item_id"]
+        sequence = with_candidate(interaction["item_id_list"], lengths, interaction["item_id"])
         run, _ = covering_samples(interaction["user_id"], lengths, [(sequence, 1), (interaction["label_list"], 0)])
         totals["samples"] += len(interaction)
         totals["samples_run"] += len(run)

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from .candidate_scoring import CachedHistory
 from .m6rec import M6Rec, checked
-from .nested_samples import covering_samples
+from .nested_samples import covering_samples, with_candidate
 from .settings import M6RecCTRSettings
 
 __all__ = ["M6RecCTR"]
@@ -98,19 +98,16 @@ class M6RecCTR(M6Rec):
         ``history_labels`` ``[B n]``: the label of each history item, shown to later steps only (the candidate's
         own label is never an input). ``times`` (history timestamps ``[B n]``, candidate timestamps ``[B]``) with
         ``recency_words``: the candidate's phrase is the gap from the last history item to the time it is shown."""
-        rows = torch.arange(item_seq.shape[0], device=item_seq.device)
-        sequence = F.pad(item_seq, (0, 1))
-        sequence[rows, item_seq_len] = candidates
+        sequence = with_candidate(item_seq, item_seq_len, candidates)
         timestamps = None
         if times is not None:
-            timestamps = F.pad(times[0], (0, 1))
-            timestamps[rows, item_seq_len] = times[1].to(timestamps.dtype)
+            timestamps = with_candidate(times[0], item_seq_len, times[1])
         outcomes = None
         if self.outcome_tokens is not None:
             if history_labels is None:
                 raise ValueError(f"history_labels is on but the batch has no '{self.LABEL_LIST}' field")
-            labels = F.pad(history_labels.long(), (0, 1), value=-1)
-            labels[rows, item_seq_len] = -1  # unknown: the candidate's outcome is what is predicted
+            # unknown: the candidate's outcome is what is predicted
+            labels = with_candidate(history_labels.long(), item_seq_len, -1, fill=-1)
             outcomes = (self.outcome_tokens[labels.clamp(min=0)], labels >= 0)
         return super().forward(sequence, item_seq_len + 1, user_ids, timestamps, trail=outcomes)[:, 1:]
 
@@ -142,11 +139,8 @@ class M6RecCTR(M6Rec):
             return F.cross_entropy(logits, label)
         # every segment t >= 1 of the window is a candidate after segments < t; the last one is the sample's own
         states = self._candidate_states(item_seq, item_seq_len, candidates, user_ids, history_labels, times)
-        batch, n = item_seq.shape
-        rows = torch.arange(batch, device=item_seq.device)
-        labels = F.pad(interaction[self.LABEL_LIST].long(), (0, 1))
-        labels[rows, item_seq_len] = label
-        steps = torch.arange(n + 1, device=item_seq.device).unsqueeze(0)
+        labels = with_candidate(interaction[self.LABEL_LIST].long(), item_seq_len, label)
+        steps = torch.arange(item_seq.shape[1] + 1, device=item_seq.device).unsqueeze(0)
         scored = (steps >= 1) & (steps <= item_seq_len.unsqueeze(1))  # step 0 has no history in the window
         return F.cross_entropy(self.option_logits(states[scored]), labels[scored])
 
@@ -159,13 +153,10 @@ class M6RecCTR(M6Rec):
         users, labels, times = self._user_ids(interaction), self._history_labels(interaction), self._times(interaction)
         # a user's samples whose history holds the user's earlier samples share one pass over the longest of them
         rows = torch.arange(item_seq.shape[0], device=item_seq.device)
-        sequence = F.pad(item_seq, (0, 1))
-        sequence[rows, lengths] = candidates
+        sequence = with_candidate(item_seq, lengths, candidates)
         steps = [(sequence, 1)] + ([] if labels is None else [(labels, 0)])
         if times is not None:
-            shown = F.pad(times[0], (0, 1))
-            shown[rows, lengths] = times[1].to(shown.dtype)
-            steps.append((shown, 1))
+            steps.append((with_candidate(times[0], lengths, times[1]), 1))
         owners = interaction[self.USER_ID] if self.USER_ID in interaction else rows  # else: each sample alone
         run, source = covering_samples(owners, lengths, steps)
 

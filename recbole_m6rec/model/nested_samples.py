@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["covering_samples"]
+__all__ = ["covering_samples", "with_candidate"]
+
+
+def with_candidate(history: torch.Tensor, lengths: torch.Tensor, candidate, fill=0) -> torch.Tensor:
+    """``[B n]`` per-step values of each sample's history -> ``[B n+1]`` with the candidate's value (a tensor
+    ``[B]`` or a number) at column ``lengths``, the step after the history; other new slots hold ``fill``."""
+    steps = torch.nn.functional.pad(history, (0, 1), value=fill)
+    rows = torch.arange(history.shape[0], device=history.device)
+    steps[rows, lengths] = candidate.to(steps.dtype) if isinstance(candidate, torch.Tensor) else candidate
+    return steps
 
 
 def covering_samples(
