@@ -14,10 +14,12 @@ setup:
 	bash .ci/setup-venv
 
 # one test process per usable core (`nproc`), at most 4 (each holds its own models); a test file stays in one
-# process, so its module fixtures are built once
+# process, so its module fixtures are built once. --no-loadscope-reorder: files are handed out in the order
+# tests/conftest.py gives them, the slowest first (xdist would otherwise start the files with the most tests first,
+# and the one-test end-to-end file, the longest, last)
 TEST_PROCESSES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m pytest -q --durations=10 -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

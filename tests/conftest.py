@@ -23,7 +23,8 @@ TINY_SLICE = {
 }
 
 
-# handed out first under pytest-xdist: each is minutes long, so the other processes share the rest beside them
+# handed out first under pytest-xdist with --no-loadscope-reorder (make test; without it xdist starts the files with
+# the most tests first): each is minutes long, so the other processes share the rest beside them
 SLOWEST_FILES = ("test_m6rec_end_to_end.py", "test_leaderboard.py", "test_gpu_campaign.py", "test_reliability.py")
 
 

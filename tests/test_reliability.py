@@ -3,6 +3,7 @@
 Tiny random-initialised backbone (real tokenizer, real RecBole pipeline) on a slice of ml-100k.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -202,10 +203,29 @@ def test_two_processes_building_one_cache_at_once_leave_it_intact(tmp_path):
     assert reader["misses"] == 0 and reader["sha"] == results[0]["sha"] and "unusable" not in log
 
 
-def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path):
+def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path, caplog, no_foreign_argv):
+    # in this process: each model built here reads the cache files from disk afresh (nothing is kept in memory
+    # between builds), as a new process would, without paying a process start per read
+    from recbole.data import create_dataset
+
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.model.m6rec import M6Rec
+
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
-    clean, _ = encode_items(cache_dir)
+    config = PluginConfig(model="M6Rec", dataset="ml-100k", config_dict={**SETTINGS, "text_cache_dir": str(cache_dir)})
+    dataset = create_dataset(config)
+
+    def encode_here():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="recbole_m6rec"):
+            model = M6Rec(config, dataset)
+        states = model._item_segments.states
+        return {"sha": hashlib.sha256(states.numpy().tobytes()).hexdigest(), "misses": model.encoder.cache_misses}, (
+            caplog.text
+        )
+
+    clean, _ = encode_here()
     (items_file,) = (cache_dir / "segments").glob("items-*.pt")
     good = items_file.read_bytes()
     payload = torch.load(items_file, weights_only=True)
@@ -224,9 +244,9 @@ def test_damaged_segment_cache_is_rebuilt_with_a_warning(tmp_path):
             items_file.write_bytes(damage)
         else:
             torch.save(damage, items_file)
-        rebuilt, log = encode_items(cache_dir)
+        rebuilt, log = encode_here()
         assert rebuilt["sha"] == clean["sha"] and rebuilt["misses"] >= 1, name
         assert f"segment cache file {items_file} is unusable ({reasons[name]}" in log, (name, log[-1500:])
         assert items_file.read_bytes() != (damage if isinstance(damage, bytes) else b"")
-        again, log = encode_items(cache_dir)
+        again, log = encode_here()
         assert again["misses"] == 0 and "unusable" not in log, name  # the rebuilt file is good again
