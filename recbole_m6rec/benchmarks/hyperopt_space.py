@@ -12,7 +12,28 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["grid_suggest", "hyperopt_seed", "hyperopt_space", "is_finite_number", "plain_value"]
+__all__ = [
+    "TPE_STARTUP_TRIALS",
+    "grid_suggest",
+    "hyperopt_seed",
+    "hyperopt_space",
+    "is_finite_number",
+    "out_of_order_problem",
+    "plain_value",
+]
+
+# hyperopt's tpe.suggest (RecBole's algo bayes) proposes its first n_startup_jobs trials at random, blind to scores
+TPE_STARTUP_TRIALS = 20
+
+
+def out_of_order_problem(algo: str, numbers: list[int] | set[int]) -> str | None:
+    """Why tuning trials ``numbers`` (1-based) cannot run apart from the trials before them under ``algo``, or None."""
+    if algo == "bayes" and max(numbers) > TPE_STARTUP_TRIALS:
+        return (
+            f"under algo bayes, TPE's proposals from trial {TPE_STARTUP_TRIALS + 1} on follow the scores of the trials "
+            "before, so they can only run in order"
+        )
+    return None
 
 
 def is_finite_number(value: Any) -> bool:

@@ -44,6 +44,7 @@ from pathlib import Path
 import yaml
 
 from recbole_m6rec.benchmarks.borrowed_tuning import borrows
+from recbole_m6rec.benchmarks.hyperopt_space import out_of_order_problem
 from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulated, cpu_model
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
 from recbole_m6rec.benchmarks.report import runs_a_report_would_lose, write_report
@@ -278,11 +279,9 @@ def trial_numbers(value: str, plan: dict) -> list[int]:
         raise SystemExit(f"--trials={value}: give trial numbers like 5-8 or 5,7 (1 to {budget})") from None
     if not numbers or min(numbers) < 1 or max(numbers) > budget:
         raise SystemExit(f"--trials={value}: trial numbers run from 1 to the plan's budget, {budget}")
-    if plan["tuning"].get("algo") == "bayes" and max(numbers) > 20:
-        raise SystemExit(
-            f"--trials={value}: under algo bayes, TPE's proposals from the 21st on follow the scores before them, so "
-            "they can only run in order"
-        )
+    problem = out_of_order_problem(plan["tuning"].get("algo"), numbers)
+    if problem:
+        raise SystemExit(f"--trials={value}: {problem}")
     return sorted(numbers)
 
 

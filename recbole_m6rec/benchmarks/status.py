@@ -19,6 +19,7 @@ from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
+from recbole_m6rec.benchmarks.hyperopt_space import TPE_STARTUP_TRIALS
 from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
@@ -97,7 +98,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
             done += 1
             if best_valid is None or sign * score > sign * best_valid:
                 best_params, best_valid = params, score
-        elif tuning["algo"] == "bayes" and index >= 20:  # TPE's later proposals follow from this trial's score
+        elif tuning["algo"] == "bayes" and index >= TPE_STARTUP_TRIALS:  # TPE's later proposals follow its score
             break
     # the trial to run next is hyperopt's to propose: show the latest interrupted trial, whichever it is
     folders = sorted(

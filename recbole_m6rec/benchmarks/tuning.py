@@ -32,6 +32,7 @@ from recbole_m6rec.benchmarks.hyperopt_space import (
     hyperopt_seed,
     hyperopt_space,
     is_finite_number,
+    out_of_order_problem,
     plain_value,
 )
 from recbole_m6rec.benchmarks.time_limit import TimeLimitReached
@@ -226,7 +227,7 @@ def tune_row(
     ``only`` (1-based trial numbers) runs just those trials, for a second process beside the tuning that runs in
     order: the others are proposed but neither run nor recorded, and the record file is left alone (the tuning in
     order writes it, reusing those trials' result files). Proposals must not depend on scores for that: ``random``
-    and ``exhaustive``, or ``bayes`` within hyperopt's first 20 (random) trials.
+    and ``exhaustive``, or ``bayes`` within hyperopt's first ``TPE_STARTUP_TRIALS`` (random) trials.
     """
     from recbole.trainer import HyperTuning
 
@@ -234,11 +235,9 @@ def tune_row(
 
     tuning, space, metric = row_tuning(plan, row)
     bigger = not smaller_is_better(metric)
-    if only is not None and tuning["algo"] == "bayes" and max(only) > 20:
-        raise ValueError(
-            f"row '{row}': trials {sorted(only)} under algo bayes: from the 21st on TPE's proposals follow the scores "
-            "of the trials before, so they can only run in order"
-        )
+    problem = out_of_order_problem(tuning["algo"], only) if only is not None else None
+    if problem:
+        raise ValueError(f"row '{row}': trials {sorted(only)}: {problem}")
 
     path = Path(trials_dir) / f"{row}-tuning.json"
     path.parent.mkdir(parents=True, exist_ok=True)
