@@ -204,6 +204,8 @@ def test_figures_in_the_prose_are_written_and_checked_from_a_report(tmp_path, ca
         ("speed/report.json:rows.5.ms", "index 5 is outside the list of 2"),
         ("speed/report.json:speed", "no key 'speed' (has: rows, share)"),
         ("speed/report.json:rows.0.setting", "is 'fp32', not a number"),
+        ("speed/report.json:share.#", "'#' counts a list's elements, not a float's"),
+        ("speed/report.json:rows.first", "use an index, key=value or #"),
         ("speed/missing.json:share", "cannot read"),
         ("speed/report.json:share colour=red", "unknown option(s) colour"),
         ("speed/report.json:share/share/share", "expected PATH or PATH/PATH"),
@@ -231,6 +233,16 @@ def test_a_figure_that_does_not_parse_is_an_error(tmp_path, capsys, body):
     readme = _figures_project(tmp_path, body)
     assert headline.main(["--readme", str(readme)]) == 2
     assert "on the same line" in capsys.readouterr().err
+
+
+def test_a_count_figure_says_how_many_elements_a_list_holds(tmp_path):
+    from recbole_m6rec.benchmarks.figures import render_figures
+
+    readme = _figures_project(tmp_path, "")
+    rendered = render_figures(
+        "<!-- figure:speed/report.json:rows.# -->?<!-- /figure --> rows", readme.parent / "reports"
+    )
+    assert rendered == "<!-- figure:speed/report.json:rows.# -->2<!-- /figure --> rows"
 
 
 def test_a_verdict_figure_says_its_first_word_at_or_above_the_bar(tmp_path):

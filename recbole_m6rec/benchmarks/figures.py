@@ -7,7 +7,8 @@ A figure is a value between two markers, on one line:
 
 ``FILE:EXPR`` names a JSON file under the reports folder and a value in it. ``EXPR`` is a path, or two paths with
 ``/`` between them (their ratio). A path's steps are separated by ``.``: a key of an object, an index of a list, or
-``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``).
+``key=value``, the first object of a list whose ``key`` is ``value`` (``accuracy.model=M6Rec.rows.setting=int8``),
+or ``#``, the number of elements of a list (``trials.#``: how many trials a tuning file holds).
 Options: ``fmt=`` a Python format spec (default: an integer as it is, a float as ``g``: 6 significant digits),
 ``scale=`` a factor applied first (``100`` for a percentage). ``atleast=T say=YES/NO`` shows a word instead of the
 number: ``YES`` when the (scaled, unrounded) value is at least ``T``, else ``NO`` (words without spaces, e.g.
@@ -31,6 +32,10 @@ FIGURE_OPENING = re.compile(r"<!-- figure:[^\n]*?-->")
 
 
 def _step(value, step: str, where: str):
+    if step == "#":
+        if isinstance(value, list):
+            return len(value)
+        raise ValueError(f"{where}: '#' counts a list's elements, not a {type(value).__name__}'s")
     if isinstance(value, list):
         if step.lstrip("-").isdigit():
             index = int(step)
@@ -44,7 +49,7 @@ def _step(value, step: str, where: str):
                     return element
             seen = sorted({str(e.get(key)) for e in value if isinstance(e, dict)})
             raise ValueError(f"{where}: no element with {key}={wanted} (has: {', '.join(seen) or 'none'})")
-        raise ValueError(f"{where}: {step!r} on a list; use an index or key=value")
+        raise ValueError(f"{where}: {step!r} on a list; use an index, key=value or #")
     if isinstance(value, dict):
         if step in value:
             return value[step]
