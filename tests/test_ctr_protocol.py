@@ -247,6 +247,22 @@ def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_nu
     assert facts["paired_test_vs_best_baseline"] == facts["paired_test"]["Floor"]
 
 
+def test_results_without_a_samples_digest_are_never_paired():
+    labels = [0, 1] * 50
+    row = {"label": labels, "score": [float(y) for y in labels], "user": [str(u) for u in range(100)]}
+    assert paired_auc_over_users({1: row}, {1: dict(row)}) is None  # nothing shows they scored the same samples
+    assert paired_auc_over_users({1: {**row, "samples_digest": "d"}}, {1: {**row, "samples_digest": "d"}}) is not None
+
+
+def test_the_p_floor_counts_only_resamples_with_an_auc():
+    # four users, one sample each: a resample that draws only one class has no AUC and is left out
+    row = {"samples_digest": "d", "label": [0, 1, 0, 1], "score": [0.1, 0.9, 0.2, 0.8], "user": ["a", "b", "c", "d"]}
+    other = {**row, "score": [0.9, 0.1, 0.8, 0.2]}
+    result = paired_auc_over_users({1: row}, {1: other}, n_boot=400)
+    assert result["p_floor"] > 2 / 401  # about 1 in 8 resamples draws a single class
+    assert result["p_value"] >= result["p_floor"]
+
+
 def test_the_null_difference_is_not_significant():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 3000).tolist()

@@ -367,6 +367,11 @@ def test_paired_test_pairs_users_and_averages_seeds():
     assert test.mean_a == pytest.approx(0.5) and test.wilcoxon_p < 1e-6 and test.t_test_p < 1e-6
     same = paired_test([run("A", 1, worse), run("B", 1, worse)], "A", "B", "ndcg@10")
     assert same.wilcoxon_p == 1.0 and same.t_test_p == 1.0
+    # a tiny difference, but on every user the same way, is evidence, not a tie
+    nudged = paired_test(
+        [run("A", 1, {u: v * (1 + 2e-6) + 1e-9 for u, v in worse.items()}), run("B", 1, worse)], "A", "B", "ndcg@10"
+    )
+    assert nudged.wilcoxon_p < 1e-6
     assert paired_test([run("A", 1, better)], "A", "B", "ndcg@10") is None
 
 

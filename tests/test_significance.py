@@ -110,6 +110,14 @@ def test_pairs_on_common_keys_only_and_refuses_none():
         paired_ratio_ci({"1:a": 1.0}, {"1:a": 0.0})
 
 
+def test_an_interval_end_between_two_infinite_resamples_is_inf_not_nan():
+    # the baseline scores on 2 of 100 users only: many resamples draw neither, and their ratio is inf
+    primary = {f"1:u{u}": 0.3 for u in range(100)}
+    baseline = {f"1:u{u}": 1.0 if u < 2 else 0.0 for u in range(100)}
+    ci = paired_ratio_ci(primary, baseline, n_boot=2000)
+    assert ci["ci_high"] == np.inf and np.isfinite(ci["ci_low"]) and ci["ci_low"] > 1
+
+
 def test_same_seed_same_interval():
     primary, baseline = synthetic(np.random.default_rng(6), n_users=50)
     assert paired_ratio_ci(primary, baseline, seed=3) == paired_ratio_ci(primary, baseline, seed=3)

@@ -95,7 +95,7 @@ def paired_test(records: list[dict], row_a: str, row_b: str, metric: str) -> Pai
         return None
     x = np.array([a[u] for u in users])
     y = np.array([b[u] for u in users])
-    if np.allclose(x, y):
+    if np.array_equal(x, y):  # exactly: a small but consistent difference is still evidence
         wilcoxon_p = t_test_p = 1.0  # identical per-user values: no evidence of any difference
     else:
         wilcoxon_p = float(stats.wilcoxon(x, y).pvalue)
@@ -167,7 +167,8 @@ def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boo
     below = np.count_nonzero(ratios <= 1 + 1e-12)
     above = np.count_nonzero(ratios >= 1 - 1e-12)
     p_value = min(1.0, 2 * (min(below, above) + 1) / (n_boot + 1))
-    low, high = np.percentile(ratios, [2.5, 97.5])
+    # between two inf resamples linear interpolation gives inf - inf = nan; the interval's end is inf there
+    low, high = np.nan_to_num(np.percentile(ratios, [2.5, 97.5]), nan=np.inf, posinf=np.inf, neginf=-np.inf)
     return {
         "ratio": float(p_user.sum() / b_user.sum()),
         "ci_low": float(low),
@@ -331,7 +332,10 @@ def paired_auc_over_users(primary: dict, baseline: dict, n_boot: int = 2000, see
     seeds = [
         s
         for s in sorted(set(primary) & set(baseline), key=str)
-        if primary[s] and baseline[s] and primary[s].get("samples_digest") == baseline[s].get("samples_digest")
+        if primary[s]
+        and baseline[s]
+        and primary[s].get("samples_digest") is not None  # no digest: nothing shows the samples are the same
+        and primary[s].get("samples_digest") == baseline[s].get("samples_digest")
     ]
     if not seeds:
         return None
@@ -347,7 +351,7 @@ def paired_auc_over_users(primary: dict, baseline: dict, n_boot: int = 2000, see
         "ci_low": float(low),
         "ci_high": float(high),
         "p_value": _bootstrap_p(diffs, 0.0),
-        "p_floor": 2 / (n_boot + 1),
+        "p_floor": 2 / (int(np.isfinite(diffs).sum()) + 1),  # resamples without an AUC (one class only) are left out
         "seeds": k,
         **facts,
     }
