@@ -238,3 +238,25 @@ def test_unseen_item_prior_outside_zero_one_is_an_error(prior):
         ValueError, match=r"unseen_item_prior must be a probability strictly between 0 and 1, " r"'catalogue'"
     ):
         M6RecSettings.from_config(config)
+
+
+def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_path):
+    """The cold split keeps a user's last two interactions by float64 timestamps, RecBole's split orders float32
+    ones: for user 444 of ml-100k the two disagree, and with cold_items_seed 2022 one of its cold interactions
+    lands in training. The leaderboard refuses that plan before running anything; the plans' seed 2020 passes."""
+    from recbole_m6rec.benchmarks import leaderboard
+    from recbole_m6rec.benchmarks.cold_check import check_cold_plan, leaked_cold_items
+    from recbole_m6rec.benchmarks.plan import load_plan
+
+    plan = load_plan("configs/cold_ml-100k.yaml", {}, None, None)
+    assert plan["common"]["cold_items_seed"] == 2020
+    check_cold_plan(plan)  # the committed plan: no leak
+    assert leaked_cold_items("ml-100k", {**plan["common"], "cold_items_seed": 2022}) == {"678": ["444"]}
+    leaky = {**plan, "rows": {"MostPop": {"model": "MostPop", "cold_items_seed": 2022}}}
+    plan_file = tmp_path / "leaky.yaml"
+    plan_file.write_text(yaml.safe_dump(leaky))
+    with pytest.raises(
+        ValueError, match=r"cold_items_seed 2022: cold items reach the training split: item 678 \(users 444\)"
+    ):
+        leaderboard.main([f"--config_files={plan_file}", f"--report={tmp_path / 'report'}"])
+    assert not (tmp_path / "report" / "results").exists()  # nothing ran

@@ -151,3 +151,34 @@ def test_pairs_follow_the_rows_a_run_keeps_and_leave_the_settings_alone(tmp_path
     labelled = {"eval_args": {"mode": "labeled"}}
     with pytest.raises(ValueError, match="this plan is labelled"):
         load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs, common=labelled), {}, None, None)
+
+
+def test_the_settings_hash_follows_the_dataset_yaml_a_run_reads_and_the_plans_config_files(tmp_path):
+    """Results are reused by their settings hash: it must change when the files the run reads do."""
+    import shutil
+
+    from recbole_m6rec.datasets import DATASETS_DIR
+
+    own = tmp_path / "yamls"
+    own.mkdir()
+    shutil.copy(DATASETS_DIR / "ml-100k.yaml", own / "ml-100k.yaml")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("MAX_ITEM_LIST_LENGTH: 20\n")
+    rows = {"Key": {"model": "BPR", "dataset_yaml_dirs": str(own)}}
+    plan = load_plan(write_plan_with(tmp_path, rows, config_files=[str(extra)]), {}, None, None)
+    before = job_spec(plan, "Key", 2020)["config_hash"]
+    with open(own / "ml-100k.yaml", "a") as handle:
+        handle.write("\nuser_inter_num_interval: '[10,inf)'\n")  # another split: its results must run again
+    after_dataset = job_spec(plan, "Key", 2020)["config_hash"]
+    extra.write_text("MAX_ITEM_LIST_LENGTH: 30\n")
+    after_extra = job_spec(plan, "Key", 2020)["config_hash"]
+    assert len({before, after_dataset, after_extra}) == 3
+    extra.unlink()
+    with pytest.raises(ValueError, match="config_files names '.*extra.yaml', which is not a file"):
+        job_spec(plan, "Key", 2020)
+
+
+def test_a_row_may_not_choose_its_own_validation_metric(tmp_path):
+    rows = {"A": {"model": "BPR", "valid_metric": "Recall@10"}}
+    with pytest.raises(ValueError, match="row 'A' sets valid_metric; .* set it once in `common`"):
+        load_plan(write_plan_with(tmp_path, rows), {}, None, None)

@@ -118,6 +118,25 @@ def test_recorded_trials_from_code_that_changed_are_run_again(tmp_path):
     assert len(asked) == 4
 
 
+def test_a_reused_trial_scores_what_its_current_result_file_holds_not_the_tuning_record(tmp_path):
+    """The tuning record can hold another run of the same settings (older code, rerun since by a second process,
+    which does not write the record): the current result file's numbers are the trial's."""
+    plan = make_plan(trials=4)
+    first = tune_row(plan, "M", Objective(), tmp_path)
+    loser = min(range(4), key=lambda i: first["trials"][i]["valid"]["ndcg@10"])
+
+    def current_file(params):  # the leaderboard returns the reusable result file's record
+        better = params == first["trials"][loser]["params"]
+        return {"status": "ok", "valid": {"ndcg@10": 9.0 if better else 0.1}, "epochs_run": 11}
+
+    rerun = Objective()
+    result = tune_row(plan, "M", rerun, tmp_path, current_file)
+    assert rerun.calls == []  # every trial reused
+    assert [t["valid"]["ndcg@10"] for t in result["trials"]] == [9.0 if i == loser else 0.1 for i in range(4)]
+    assert result["best_params"] == first["trials"][loser]["params"] and result["best_valid"] == 9.0
+    assert {t["epochs_run"] for t in result["trials"]} == {11}
+
+
 @pytest.mark.parametrize("nudge, reused", [(1, True), (10**7, False)])
 def test_recorded_trials_are_found_again_when_another_cpu_draws_the_last_bit_differently(tmp_path, nudge, reused):
     """hyperopt's log-uniform values go through exp, whose last bit differs between CPUs and numpy builds: a trial

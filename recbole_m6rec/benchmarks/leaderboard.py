@@ -44,6 +44,7 @@ from pathlib import Path
 import yaml
 
 from recbole_m6rec.benchmarks.borrowed_tuning import borrows
+from recbole_m6rec.benchmarks.cold_check import check_cold_plan
 from recbole_m6rec.benchmarks.hyperopt_space import out_of_order_problem
 from recbole_m6rec.benchmarks.machine import BFLOAT16_FLAGS, bfloat16_is_emulated, cpu_model
 from recbole_m6rec.benchmarks.plan import effective_settings, job_spec, jobs, load_plan, parse_seeds, row_settings
@@ -188,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bfloat16 path: it would emulate them, about 70 times slower than float32. Run these rows on a CPU that "
             "has them, or leave them out with --rows=<the others>."
         )
+    if not args.report_only:
+        check_cold_plan(plan)  # a leaky cold split is refused before anything runs on it
     prepare_report_dir(report_dir, args.resume or args.report_only or only is not None, args.fresh)
     time_limit = NoNewRuns() if args.report_only else None
     if limit_seconds is not None:

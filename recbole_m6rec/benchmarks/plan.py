@@ -19,7 +19,7 @@ import yaml
 from recbole_m6rec.atomic import stable_hash
 from recbole_m6rec.benchmarks.borrowed_tuning import borrows
 from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files
-from recbole_m6rec.datasets import DATASETS_DIR
+from recbole_m6rec.datasets import DATASETS_DIR, dataset_yaml, yaml_dirs
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -67,6 +67,11 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
     for name, row in plan["rows"].items():
         if not isinstance(row, dict) or "model" not in row:
             raise ValueError(f"row '{name}' needs a 'model' (e.g. {{model: SASRec}}); got {row!r}")
+        if "valid_metric" in row:
+            raise ValueError(
+                f"row '{name}' sets valid_metric; every row of a plan stops early and is tuned on the same metric: "
+                f"set it once in `common` (now {plan['common'].get('valid_metric')!r})"
+            )
         if "tuned_as" in row and not (borrows(plan) and row.get("search")):
             raise ValueError(
                 f"row '{name}': tuned_as names the row of another report whose tuning it takes; it needs a `search` "
@@ -159,17 +164,19 @@ def _merged(lower: dict, upper: dict) -> dict:
     return merged
 
 
-def default_files(model: str, dataset: str) -> list[Path]:
-    """The plugin yaml files whose defaults a run of ``model`` on ``dataset`` reads, lowest precedence first."""
+def default_files(model: str, dataset: str, dataset_yaml_dirs=None) -> list[Path]:
+    """The plugin yaml files whose defaults a run of ``model`` on ``dataset`` reads, lowest precedence first: the
+    dataset's yaml is the one the run's ``dataset_yaml_dirs`` finds first, as :class:`PluginConfig` reads it."""
     model_yamls = model_yaml_files(model) or [PLUGIN_PROPERTIES_DIR / "model" / f"{model}.yaml"]
-    return [PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, DATASETS_DIR / f"{dataset}.yaml"]
+    dataset_file = dataset_yaml(dataset, yaml_dirs(dataset_yaml_dirs)) or DATASETS_DIR / f"{dataset}.yaml"
+    return [PLUGIN_PROPERTIES_DIR / "overall.yaml", *model_yamls, dataset_file]
 
 
 def effective_settings(model: str, dataset: str, config_dict: dict) -> dict:
     """The settings a run reads from the plugin's yaml defaults and the plan, as values: comments, layout and a
     default that the plan overrides do not count, so editing them leaves finished results valid."""
     settings: dict = {}
-    for path in default_files(model, dataset):
+    for path in default_files(model, dataset, config_dict.get("dataset_yaml_dirs")):
         if path.is_file():
             settings = _merged(settings, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     return _merged(settings, config_dict)
@@ -191,8 +198,22 @@ def job_spec(plan: dict, name: str, seed: int, overrides: dict | None = None) ->
     }
     # the plugin's yaml defaults count by value: changing one that the run reads invalidates finished results
     settings = effective_settings(model, plan["dataset"], config_dict)
-    spec["config_hash"] = settings_hash(model, plan["dataset"], seed, settings, spec["config_files"])
+    spec["config_hash"] = settings_hash(model, plan["dataset"], seed, settings, _hashed_files(spec["config_files"]))
     return spec
+
+
+def _hashed_files(config_files: list) -> list:
+    """A plan's extra ``config_files`` as the hash counts them: each path with the settings it holds, so editing
+    one reruns its results (an empty list hashes as it always did)."""
+    hashed = []
+    for name in config_files:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(
+                f"the plan's config_files names '{name}', which is not a file (working directory: " f"'{Path.cwd()}')"
+            )
+        hashed.append([str(name), yaml.safe_load(path.read_text(encoding="utf-8")) or {}])
+    return hashed
 
 
 def settings_hash(model: str, dataset: str, seed: int, settings: dict, config_files: list) -> str:

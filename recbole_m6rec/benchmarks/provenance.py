@@ -14,7 +14,9 @@ A job records, after its run:
   language-model modules) the run had imported. A RecBole baseline never imports transformers, so a new
   transformers leaves its result valid, as a change to M6Rec's code does. A result recorded before this field
   counts transformers when its code includes the language-model modules (``recbole_m6rec/lm/``).
-* ``runtime``: what changes times but not numbers: torch's thread count, a preloaded memory allocator
+* ``runtime``: what changes times, and at most the last bits of the numbers: torch's thread count (it changes the
+  order of float additions: a float32 sum or matrix product differs in its last bits between 1 and 2 threads, so
+  a result reproduces bit for bit at its own thread count), a preloaded memory allocator
   (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model and
   whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them).
 * ``git_commit``, ``git_dirty`` (the working tree differs from that commit) and ``dirty_code`` (which of the row's

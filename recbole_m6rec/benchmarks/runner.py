@@ -202,10 +202,11 @@ def tune(
             record = run_or_reuse(spec, out, label, resume, time_limit=time_limit)
             return {**record, "best_valid_result": record.get("valid") or {}, "overrides": overrides}
 
-        def still_current(overrides: dict, trial=trial, count=count) -> bool:
-            """A trial in the tuning record counts only while its result file's provenance is current."""
-            current = resume and reusable_result(*trial(overrides))[0] is not None
-            count["n"] += current  # a reused trial takes its place in the count, so a run's label is its index
+        def still_current(overrides: dict, trial=trial, count=count) -> dict | None:
+            """A trial in the tuning record counts only while its result file's provenance is current; the file's
+            record, whose numbers are the trial's."""
+            current = reusable_result(*trial(overrides))[0] if resume else None
+            count["n"] += current is not None  # a reused trial takes its place in the count: a run's label is its index
             return current
 
         print(

@@ -207,7 +207,7 @@ def tune_row(
     row: str,
     run_trial: Callable[[dict], dict],
     trials_dir: Path,
-    still_current: Callable[[dict], bool] | None = None,
+    still_current: Callable[[dict], dict | bool | None] | None = None,
     keep_failed: bool = False,
     only: set[int] | None = None,
 ) -> dict:
@@ -215,8 +215,11 @@ def tune_row(
 
     A trial recorded by an interrupted earlier tuning is taken from the record instead of run again when its
     settings match and ``still_current(params)`` says the run it came from is still what a rerun would do (the
-    leaderboard checks the trial's code, data and library provenance); without ``still_current`` it always is. A
-    recorded failed trial runs again, unless ``keep_failed`` (an interim report, which runs nothing, counts it).
+    leaderboard checks the trial's code, data and library provenance); without ``still_current`` it always is. When
+    ``still_current`` returns that run's result record (not just True), its validation scores and epochs are the
+    trial's, not the tuning record's: the record may hold another run of the same settings (one of older code,
+    rerun since by a second process, which does not write the record). A recorded failed trial runs again, unless
+    ``keep_failed`` (an interim report, which runs nothing, counts it).
 
     ``run_trial`` gets the proposed settings (``{key: value}``) and returns the run's result record: ``status``
     (``"ok"`` or ``"failed"``), ``best_valid_result`` (lower-case metric names) and ``epochs_run``. A failed trial,
@@ -273,14 +276,19 @@ def tune_row(
             params = old["params"]  # the settings that trial really ran with, bit for bit
         succeeded = old and old.get("status") == "ok" and metric in (old.get("valid") or {})
         failed = old and old.get("status") == "failed"
-        if (
-            old
-            and old.get("params") == params
-            and ((succeeded and (still_current is None or still_current(dict(params)))) or (failed and keep_failed))
-        ):
+        current = (
+            (still_current is None or still_current(dict(params)))
+            if old and old.get("params") == params and succeeded
+            else None
+        )
+        if isinstance(current, dict):  # the current run's own numbers
+            result = {**current, "best_valid_result": current.get("valid") or {}}
+        elif current or (old and old.get("params") == params and failed and keep_failed):
+            result = None
             trial = old
         else:
             result = run_trial(dict(params))
+        if result is not None:
             valid = result.get("best_valid_result", result.get("valid")) or {}  # job records call it `valid`
             valid = {str(k).lower(): v for k, v in valid.items()}
             ok = result.get("status") == "ok"
