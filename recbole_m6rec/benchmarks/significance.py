@@ -168,7 +168,8 @@ def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boo
     above = np.count_nonzero(ratios >= 1 - 1e-12)
     p_value = min(1.0, 2 * (min(below, above) + 1) / (n_boot + 1))
     # between two inf resamples linear interpolation gives inf - inf = nan; the interval's end is inf there
-    low, high = np.nan_to_num(np.percentile(ratios, [2.5, 97.5]), nan=np.inf, posinf=np.inf, neginf=-np.inf)
+    with np.errstate(invalid="ignore"):
+        low, high = np.nan_to_num(np.percentile(ratios, [2.5, 97.5]), nan=np.inf, posinf=np.inf, neginf=-np.inf)
     return {
         "ratio": float(p_user.sum() / b_user.sum()),
         "ci_low": float(low),
