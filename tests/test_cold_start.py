@@ -1,6 +1,7 @@
 """The cold-item protocol: held-out items never reach training, every user stays, cold/warm columns add up."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,7 +249,7 @@ def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_p
     from recbole_m6rec.benchmarks.cold_check import check_cold_plan, leaked_cold_items
     from recbole_m6rec.benchmarks.plan import load_plan
 
-    plan = load_plan("configs/cold_ml-100k.yaml", {}, None, None)
+    plan = load_plan(str(Path(__file__).resolve().parents[1] / "configs" / "cold_ml-100k.yaml"), {}, None, None)
     assert plan["common"]["cold_items_seed"] == 2020
     check_cold_plan(plan)  # the committed plan: no leak
     assert leaked_cold_items("ml-100k", {**plan["common"], "cold_items_seed": 2022}) == {"678": ["444"]}
