@@ -313,3 +313,46 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     with open(tmp_path / "plain.json", "w") as handle:
         handle.write("{}")
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+def test_a_labelled_plans_pairs_compare_rows_of_the_same_information_by_auc_difference(tmp_path):
+    """Named pairs in a click-through plan (e.g. a row without history outcomes against a baseline that gets none):
+    the AUC difference on the same test samples with its paired interval, Holm-adjusted over the pairs, in
+    comparison.json and the report, whichever row validation chose."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 1200).tolist()
+
+    def result(row, seed, noise, valid_auc):
+        record = _record(row, seed, labels, [float(y + rng.normal(0, noise)) for y in labels])
+        samples = record["per_sample_test"]
+        return {
+            **record,
+            "valid": {"auc": valid_auc},
+            "test": {"auc": auc_ci(samples["label"], samples["score"])["auc"]},
+            "train_seconds": 1.0,
+            "peak_rss_mb": 1.0,
+            "model": row,
+            "dataset": "ml-100k",
+            "split_fingerprint": "f",
+        }
+
+    records = [result("Mine", s, 0.6, 0.80) for s in (1, 2)] + [result("Mine-plain", s, 1.0, 0.70) for s in (1, 2)]
+    records += [result("Base", s, 2.0, 0.65) for s in (1, 2)] + [result("Floor", s, 0.8, 0.75) for s in (1, 2)]
+    labelled_eval = {"eval_args": {"mode": {"valid": "labeled", "test": "labeled"}}, "valid_metric": "AUC"}
+    rows = {"Mine": {}, "Mine-plain": {}, "Base": {}, "Floor": {}}
+    pairs = {"same-information": ["Mine-plain", "Base"], "with-outcomes": ["Mine", "Floor"]}
+    plan = {"dataset": "ml-100k", "seeds": [1, 2], "primary": "Mine", "common": labelled_eval, "rows": rows}
+    write_report({**plan, "pairs": pairs}, records, tmp_path, "x")
+    facts = json.loads((tmp_path / "comparison.json").read_text())
+    text = (tmp_path / "report.md").read_text()
+    same = facts["pairs"]["same-information"]
+    assert (same["row"], same["reference"], same["seeds"]) == ("Mine-plain", "Base", [1, 2])
+    test_auc = {row: statistics.fmean(r["test"]["auc"] for r in records if r["row"] == row) for row in rows}
+    assert same["test"]["difference"] == pytest.approx(test_auc["Mine-plain"] - test_auc["Base"])
+    assert same["valid"]["difference"] == pytest.approx(0.70 - 0.65)
+    paired = same["paired_test"]
+    assert paired["ci_low"] > 0 and paired["diff"] == pytest.approx(same["test"]["difference"])
+    adjusted = holm({name: pair["paired_test"]["p_value"] for name, pair in facts["pairs"].items()})
+    assert {name: pair["paired_test"]["holm_p"] for name, pair in facts["pairs"].items()} == pytest.approx(adjusted)
+    assert f"- same-information: Mine-plain / Base, seed(s) 1, 2: valid **{0.05:+.4f}** (0.7000 vs 0.6500)" in text
+    assert f"paired test **{paired['diff']:+.4f}** [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]" in text

@@ -148,9 +148,8 @@ def test_pairs_follow_the_rows_a_run_keeps_and_leave_the_settings_alone(tmp_path
     plain = load_plan(write_plan_with(tmp_path, ROWS), {}, None, None)
     assert plain["pairs"] == {}
     assert job_spec(plan, "A", 2020)["config_hash"] == job_spec(plain, "A", 2020)["config_hash"]
-    labelled = {"eval_args": {"mode": "labeled"}}
-    with pytest.raises(ValueError, match="this plan is labelled"):
-        load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs, common=labelled), {}, None, None)
+    labelled = {"eval_args": {"mode": "labeled"}}  # a click-through plan's pairs compare AUC differences
+    assert load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs, common=labelled), {}, None, None)["pairs"] == pairs
 
 
 def test_the_settings_hash_follows_the_dataset_yaml_a_run_reads_and_the_plans_config_files(tmp_path):

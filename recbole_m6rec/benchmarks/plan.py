@@ -50,11 +50,6 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
         raise ValueError(f"benchmark file '{path}' lacks {missing}; it needs {list(REQUIRED_KEYS)}")
     plan["common"] = {**plan["common"], **overrides}
     plan["pairs"] = _checked_pairs(plan.get("pairs"), list(plan["rows"]), path)
-    if plan["pairs"] and is_labelled(plan):
-        raise ValueError(
-            f"benchmark file '{path}': pairs compare ranking rows by the ratio of their metric; this plan is labelled "
-            "(click-through), whose rows the report compares by AUC differences: leave pairs out"
-        )
     if rows:
         unknown = [row for row in rows if row not in plan["rows"]]
         if unknown:

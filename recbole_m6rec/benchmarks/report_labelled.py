@@ -11,10 +11,11 @@ from recbole_m6rec.benchmarks.report_stats import (
     comparison_lines,
 )
 
-__all__ = ["labelled_comparison_facts", "labelled_significance_lines"]
+__all__ = ["labelled_comparison_facts", "labelled_significance_lines", "per_sample_by_seed"]
 
 
-def _per_sample_by_seed(records: list[dict], row: str) -> dict:  # {seed: {"label": [...], "score": [...]}}
+def per_sample_by_seed(records: list[dict], row: str) -> dict:
+    """``{seed: per_sample_test}`` of ``row``'s finished runs (labels, scores, users, samples digest)."""
     return {
         r["seed"]: r["per_sample_test"]
         for r in records
@@ -51,7 +52,7 @@ def labelled_comparison_facts(
         from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
     except ImportError as error:  # no intervals (the report says why); the rest still stands
         return {**facts, "paired_test_error": str(error)}
-    samples = {row: _per_sample_by_seed(records, row) for row in by_row}
+    samples = {row: per_sample_by_seed(records, row) for row in by_row}
     intervals = {row: i for row, by_seed in samples.items() if (i := auc_interval_over_users(by_seed)) is not None}
     paired = {
         row: result

@@ -1,5 +1,8 @@
 """A plan's named ``pairs`` (``{name: [row, reference]}``): comparisons a conclusion rests on besides the chosen
-row against the baselines, each on the seeds both rows ran, as data for ``comparison.json`` and as report lines."""
+row against the baselines, each on the seeds both rows ran, as data for ``comparison.json`` and as report lines.
+Ranking plans compare by the ratio of the metric (paired over users and seeds); labelled (click-through) plans by the
+difference of AUCs on the same test samples (a paired bootstrap that resamples users), e.g. rows that read the same
+information."""
 
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ __all__ = ["pair_facts", "pair_lines"]
 
 
 def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[str]], main_metric: str) -> dict:
-    """The plan's named ``pairs`` (``{name: [row, reference]}``, ranking plans) as data: for each, the two rows' mean
-    valid and test ``main_metric`` over the seeds both ran and their ratios (``valid``, ``test``), the paired test
-    ratio over users and seeds with its interval and p (``paired_test``; Holm-adjusted over the pairs, each a
-    question of its own: conservative) and each row's trainable share. A pair whose rows share no seed has no
+    """The plan's named ``pairs`` (``{name: [row, reference]}``) as data: for each, the two rows' mean valid and test
+    ``main_metric`` over the seeds both ran and their ratios (``valid``, ``test``; with ``main_metric`` AUC their
+    differences), the paired test with its interval and p (``paired_test``: the ratio over users and seeds, or the
+    AUC difference on the same samples; Holm-adjusted over the pairs, each a question of its own: conservative) and
+    each row's trainable share. A pair whose rows share no seed has no
     ``valid`` / ``test``; one with nothing to pair has ``paired_test`` ``None``; one whose rows have not both run
     says which have not (``not_run``)."""
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
@@ -28,12 +32,28 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
         for name, pair in pairs.items()
         if name not in present
     }
+    labelled = main_metric == "auc"
     try:
-        paired = {
-            name: result
-            for name, (row, reference) in present.items()
-            if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
-        }
+        if labelled:
+            from recbole_m6rec.benchmarks.report_labelled import per_sample_by_seed
+            from recbole_m6rec.benchmarks.significance import paired_auc_over_users
+
+            paired = {
+                name: result
+                for name, (row, reference) in present.items()
+                if (
+                    result := paired_auc_over_users(
+                        per_sample_by_seed(records, row), per_sample_by_seed(records, reference)
+                    )
+                )
+                is not None
+            }
+        else:
+            paired = {
+                name: result
+                for name, (row, reference) in present.items()
+                if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
+            }
         paired = _with_holm(paired)
     except ImportError as error:
         return missing | {
@@ -43,7 +63,7 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
         name: {
             "row": row,
             "reference": reference,
-            **_as_pair(_means_on_shared_seeds(by_row[row], by_row[reference])),
+            **_as_pair(_means_on_shared_seeds(by_row[row], by_row[reference], "difference" if labelled else "ratio")),
             "paired_test": paired.get(name),
             "trainable_share": {
                 "row": by_row[row]["trainable_share"],
@@ -69,8 +89,13 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
     """The report's lines for :func:`pair_facts`."""
     if not facts:
         return []
+    labelled = main_metric == "auc"
     lines = [
-        f"Comparisons the plan names (`pairs`): row / reference, mean {main_metric} over the seeds both ran; test "
+        f"Comparisons the plan names (`pairs`): row − reference, mean {main_metric} over the seeds both ran; test "
+        "paired on the same samples (95% bootstrap interval resampling users, p for difference = 0 Holm-adjusted over "
+        "the pairs):"
+        if labelled
+        else f"Comparisons the plan names (`pairs`): row / reference, mean {main_metric} over the seeds both ran; test "
         "paired over users and seeds (95% bootstrap interval, p for ratio = 1 Holm-adjusted over the pairs):",
         "",
     ]
@@ -92,6 +117,9 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
             else ""
         )
         paired = pair["paired_test"]
+        if labelled:
+            lines.append(f"{head}, seed(s) {_seed_list(pair['seeds'])}: {_difference_text(pair, paired)}{share_text}")
+            continue
         paired_text = (
             f"; paired test **{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}] "
             f"({paired['n_users']} users × {paired['n_seeds']} seed{'' if paired['n_seeds'] == 1 else 's'}), "
@@ -106,3 +134,20 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
             f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{share_text}"
         )
     return lines + [""]
+
+
+def _difference_text(pair: dict, paired: dict | None) -> str:
+    """A labelled pair's line: valid and test AUC differences, and the paired test on the same samples."""
+    valid, test = pair["valid"], pair["test"]
+    text = (
+        f"valid **{valid['difference']:+.4f}** ({valid['row']:.4f} vs {valid['reference']:.4f}), test "
+        f"{test['difference']:+.4f} ({test['row']:.4f} vs {test['reference']:.4f})"
+    )
+    if not paired:
+        return text + "; nothing to pair on test (no per-sample scores on the same samples)"
+    return (
+        f"{text}; paired test **{paired['diff']:+.4f}** [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}] "
+        f"({paired['samples']} samples, {paired['n_users']} users), "
+        f"{p_text('p', paired['p_value'], paired['p_is_bound'])}, "
+        f"{p_text('Holm p', paired['holm_p'], paired['p_is_bound'])}"
+    )
