@@ -192,21 +192,18 @@ def test_paired_auc_pairs_only_the_same_samples_and_sees_a_real_difference():
     assert "p ≤ 0.001, Holm p ≤ 0.001" in lines  # no resample on the far side: the bootstrap only bounds p
 
 
-def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_numbers(tmp_path):
-    """``comparison.json`` of a click-through plan: the row chosen on validation, the best baseline on validation,
-    their mean AUCs and differences over the seeds both ran, each row's test AUC interval and the paired differences,
-    the same numbers as the report's lines."""
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 2, 1500).tolist()
+def _labelled_results(rng, n_samples: int):
+    """``result(row, seed, noise, valid_auc)``: a finished click-through result on ``n_samples`` shared labelled test
+    samples, scored as label + Gaussian noise of that size (less noise, higher AUC)."""
+    labels = rng.integers(0, 2, n_samples).tolist()
 
     def result(row, seed, noise, valid_auc):
         record = _record(row, seed, labels, [float(y + rng.normal(0, noise)) for y in labels])
         samples = record["per_sample_test"]  # sorted by user: its own label order
-        test_auc = auc_ci(samples["label"], samples["score"])["auc"]
         return {
             **record,
             "valid": {"auc": valid_auc},
-            "test": {"auc": test_auc},
+            "test": {"auc": auc_ci(samples["label"], samples["score"])["auc"]},
             "train_seconds": 1.0,
             "peak_rss_mb": 1.0,
             "model": row,
@@ -214,6 +211,14 @@ def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_nu
             "split_fingerprint": "f",
         }
 
+    return result
+
+
+def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_numbers(tmp_path):
+    """``comparison.json`` of a click-through plan: the row chosen on validation, the best baseline on validation,
+    their mean AUCs and differences over the seeds both ran, each row's test AUC interval and the paired differences,
+    the same numbers as the report's lines."""
+    result = _labelled_results(np.random.default_rng(4), 1500)
     # Mine-b is better on test, Mine-a on valid: validation chooses; Floor is the best baseline on valid
     records = [result("Mine-a", s, 1.5, 0.80) for s in (1, 2)] + [result("Mine-b", s, 0.5, 0.70) for s in (1, 2)]
     records += [result("Floor", s, 1.0, 0.75) for s in (1, 2)] + [result("Weak", s, 3.0, 0.72) for s in (1, 2)]
@@ -319,23 +324,7 @@ def test_a_labelled_plans_pairs_compare_rows_of_the_same_information_by_auc_diff
     """Named pairs in a click-through plan (e.g. a row without history outcomes against a baseline that gets none):
     the AUC difference on the same test samples with its paired interval, Holm-adjusted over the pairs, in
     comparison.json and the report, whichever row validation chose."""
-    rng = np.random.default_rng(5)
-    labels = rng.integers(0, 2, 1200).tolist()
-
-    def result(row, seed, noise, valid_auc):
-        record = _record(row, seed, labels, [float(y + rng.normal(0, noise)) for y in labels])
-        samples = record["per_sample_test"]
-        return {
-            **record,
-            "valid": {"auc": valid_auc},
-            "test": {"auc": auc_ci(samples["label"], samples["score"])["auc"]},
-            "train_seconds": 1.0,
-            "peak_rss_mb": 1.0,
-            "model": row,
-            "dataset": "ml-100k",
-            "split_fingerprint": "f",
-        }
-
+    result = _labelled_results(np.random.default_rng(5), 1200)
     records = [result("Mine", s, 0.6, 0.80) for s in (1, 2)] + [result("Mine-plain", s, 1.0, 0.70) for s in (1, 2)]
     records += [result("Base", s, 2.0, 0.65) for s in (1, 2)] + [result("Floor", s, 0.8, 0.75) for s in (1, 2)]
     labelled_eval = {"eval_args": {"mode": {"valid": "labeled", "test": "labeled"}}, "valid_metric": "AUC"}
