@@ -205,7 +205,7 @@ def _hashed_files(config_files: list) -> list:
         path = Path(name)
         if not path.is_file():
             raise ValueError(
-                f"the plan's config_files names '{name}', which is not a file (working directory: " f"'{Path.cwd()}')"
+                f"the plan's config_files names '{name}', which is not a file (working directory: '{Path.cwd()}')"
             )
         hashed.append([str(name), yaml.safe_load(path.read_text(encoding="utf-8")) or {}])
     return hashed
