@@ -38,22 +38,19 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
             from recbole_m6rec.benchmarks.report_labelled import per_sample_by_seed
             from recbole_m6rec.benchmarks.significance import paired_auc_over_users
 
-            paired = {
-                name: result
-                for name, (row, reference) in present.items()
-                if (
-                    result := paired_auc_over_users(
-                        per_sample_by_seed(records, row), per_sample_by_seed(records, reference)
-                    )
-                )
-                is not None
-            }
+            def compare(row: str, reference: str) -> dict | None:
+                return paired_auc_over_users(per_sample_by_seed(records, row), per_sample_by_seed(records, reference))
+
         else:
-            paired = {
-                name: result
-                for name, (row, reference) in present.items()
-                if (result := _paired_ratios(records, main_metric, row, [reference]).get(reference)) is not None
-            }
+
+            def compare(row: str, reference: str) -> dict | None:
+                return _paired_ratios(records, main_metric, row, [reference]).get(reference)
+
+        paired = {
+            name: result
+            for name, (row, reference) in present.items()
+            if (result := compare(row, reference)) is not None
+        }
         paired = _with_holm(paired)
     except ImportError as error:
         return missing | {

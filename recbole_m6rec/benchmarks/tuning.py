@@ -282,7 +282,7 @@ def tune_row(
             else None
         )
         if isinstance(current, dict):  # the current run's own numbers
-            result = {**current, "best_valid_result": current.get("valid") or {}}
+            result = current
         elif current or (old and old.get("params") == params and failed and keep_failed):
             result = None
             trial = old
