@@ -105,19 +105,21 @@ def test_cached_history_scores_equal_predict_on_each_pair(data, make_model, sett
             full = len(history)
             for n in sorted({0, 1, 2, full // 2, full}) if u == 0 else (1, full):
                 candidates = candidates_for(model, next_item, seed=10 * u + n)
-                expected = one_by_one(model, user, history[:n], labels[:n], times[:n], shown, candidates)
-                got = model.score_candidates(
-                    history[:n],
-                    candidates,
-                    user_id=user,
-                    history_labels=labels[:n],
-                    history_times=times[:n],
-                    candidate_times=shown,
-                    batch_size=3,  # chunks of 3, 3, 3, 1: candidates side by side, and a short last chunk
-                )
-                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-                assert got.std() > 1e-4  # the candidates' scores differ: a mix-up would show
-                checked += len(candidates)
+                # shown later than the history, and in the second of its last item (whose outcome it must not see)
+                for when in [shown] + ([times[n - 1]] if n > 0 else []):
+                    expected = one_by_one(model, user, history[:n], labels[:n], times[:n], when, candidates)
+                    got = model.score_candidates(
+                        history[:n],
+                        candidates,
+                        user_id=user,
+                        history_labels=labels[:n],
+                        history_times=times[:n],
+                        candidate_times=when,
+                        batch_size=3,  # chunks of 3, 3, 3, 1: candidates side by side, and a short last chunk
+                    )
+                    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+                    assert got.std() > 1e-4  # the candidates' scores differ: a mix-up would show
+                    checked += len(candidates)
     assert checked >= 3 * 2 * N_CANDIDATES
     assert full == model.max_seq_length  # the longest test history fills the window
 
@@ -129,11 +131,11 @@ def test_one_cached_history_serves_any_number_of_calls(data, make_model):
     user, history, labels, times, shown, next_item = next(users(data, model))
     candidates = candidates_for(model, next_item, seed=1)
     with torch.no_grad():
-        cached = model.cache_history(history, user_id=user, history_labels=labels)
-        first = model.score_cached(cached, candidates, batch_size=4)
-        again = model.score_cached(cached, candidates, batch_size=len(candidates))
-        reversed_order = model.score_cached(cached, candidates.flip(0), batch_size=1).flip(0)
-        none = model.score_cached(cached, torch.tensor([], dtype=torch.long))
+        cached = model.cache_history(history, user_id=user, history_labels=labels, history_times=times)
+        first = model.score_cached(cached, candidates, candidate_times=shown, batch_size=4)
+        again = model.score_cached(cached, candidates, candidate_times=shown, batch_size=len(candidates))
+        reversed_order = model.score_cached(cached, candidates.flip(0), candidate_times=shown, batch_size=1).flip(0)
+        none = model.score_cached(cached, torch.tensor([], dtype=torch.long), candidate_times=shown)
     assert none.shape == (0,)
     torch.testing.assert_close(again, first, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(reversed_order, first, rtol=1e-5, atol=1e-6)
@@ -149,6 +151,10 @@ def test_one_cached_history_serves_any_number_of_calls(data, make_model):
         ({"user_id": 10**6}, "user_id must be one id in 1 .."),
         ({"history_labels": None}, "history_labels is on: pass history_labels"),
         ({"history_labels": torch.tensor([1, 2, 0])}, "history_labels must hold one label in 0 .. 1"),
+        ({"history_times": None}, "history_labels\\): pass history_times"),
+        ({"history_times": torch.tensor([1.0])}, "history_times must hold one time per history item"),
+        ({"candidate_times": None}, "history_labels is on: pass candidate_times"),
+        ({"candidate_times": torch.tensor([4.0, 5.0, 6.0])}, "candidate_times holds 3 times for 2 candidates"),
         ({"batch_size": 0}, "batch_size must be a positive int \\(got 0\\)"),
     ],
 )
@@ -159,6 +165,8 @@ def test_bad_input_is_refused_with_what_would_be_valid(data, make_model, change,
         "candidates": torch.tensor([6, 7]),
         "user_id": 1,
         "history_labels": torch.tensor([1, 0, 1]),
+        "history_times": torch.tensor([1.0, 2.0, 3.0]),
+        "candidate_times": 4.0,
         "batch_size": 8,
         **change,
     }

@@ -147,20 +147,28 @@ def test_like_rate_scores_equal_a_direct_count_on_the_raw_file(like_rate):
     raw = raw_interactions(like_rate)
     raw["label"] = (raw.rating >= 4).astype(float)
     raw = raw.sort_values("timestamp", kind="stable")
+    # the times as the batches carry them: min-max scaled (normalize_all), float32
+    span = raw.timestamp.max() - raw.timestamp.min()
+    raw["time"] = ((raw.timestamp - raw.timestamp.min()) / span).astype(np.float32)
     position = raw.groupby("user_id").cumcount(ascending=False)  # 0 = the user's last interaction
     train = raw[position >= 10]
     prior = train.label.mean()
     per_item = train.groupby("item_id").label.agg(["sum", "count"])
     samples = like_rate.per_sample_test
-    for k in range(0, len(samples["user"]), 397):  # a spread of test samples
+    same_second = 0
+    for k in range(0, len(samples["user"]), 197):  # a spread of test samples
         user, item = int(samples["user"][k]), int(samples["item"][k])
         history = raw[raw.user_id == user]
         row = int(np.flatnonzero((history.item_id == item).to_numpy())[0])
-        recent = history.label.to_numpy()[max(0, row - 5) : row]
+        window = history.iloc[max(0, row - 50) : row]  # MAX_ITEM_LIST_LENGTH
+        earlier = window[window.time < history.time.iloc[row]]  # an outcome entered in the candidate's second: hidden
+        same_second += len(earlier) < len(window)
+        recent = earlier.label.to_numpy()[-5:]
         likes, count = per_item.loc[item] if item in per_item.index else (0.0, 0.0)
         item_rate = (likes + prior) / (count + 1)
-        expected = (item_rate + recent.mean()) / 2
+        expected = (item_rate + (recent.mean() if len(recent) else prior)) / 2
         assert samples["score"][k] == pytest.approx(expected, abs=1e-5), (user, item)
+    assert same_second >= 5  # samples whose history holds ratings of the candidate's second
 
 
 def test_like_rate_window_must_be_a_whole_number(no_foreign_argv_module):

@@ -38,10 +38,11 @@ def test_option_logits_are_the_dot_product_with_the_option_tokens(data, make_mod
         model.options.add_(torch.randn_like(model.options))  # any option vectors, not just the initial ones
         batch = eval_batch(data)
         seq, length, item = batch["item_id_list"], batch["item_length"], batch["item_id"]
-        states = model._candidate_states(seq, length, item, model._user_ids(batch), batch["label_list"])
+        users, labels, times = model._user_ids(batch), batch["label_list"], model._times(batch)
+        states = model._candidate_states(seq, length, item, users, labels, times)
         final = states[torch.arange(len(seq)), length]
         expected = torch.einsum("bd,cd->bc", final, model.options)
-        logits = model(seq, length, item, model._user_ids(batch), batch["label_list"])
+        logits = model(seq, length, item, users, labels, times)
         scores = model.predict(batch)
     assert logits.shape == (len(seq), 2)
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
@@ -54,8 +55,8 @@ def test_the_candidate_and_the_history_both_change_the_score(data, make_model):
     batch = eval_batch(data)
     seq, length, item = batch["item_id_list"][:8], batch["item_length"][:8], batch["item_id"][:8]
     users = batch["user_id"][:8] if model.user_texts is not None else None
-    labels = batch["label_list"][:8]
-    forward = lambda s, n, i: model(s, n, i, users, labels)  # noqa: E731
+    labels, times = batch["label_list"][:8], (batch["timestamp_list"][:8], batch["timestamp"][:8])
+    forward = lambda s, n, i: model(s, n, i, users, labels, times)  # noqa: E731
     with torch.no_grad():
         base = forward(seq, length, item)
         other_candidate = forward(seq, length, (item % (model.n_items - 1)) + 1)
@@ -83,7 +84,7 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recenc
     users = batch["user_id"][row : row + 1] if model.user_texts is not None else None
     labels = batch["label_list"][row : row + 1]
     times = batch["timestamp_list"][row : row + 1]
-    window_times = (times, batch["timestamp"][row : row + 1]) if recency_words else None
+    window_times = (times, batch["timestamp"][row : row + 1])
     with torch.no_grad():
         states = model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, labels, window_times)
         whole = model.option_logits(states[0])  # [n+1 C]
@@ -94,7 +95,7 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recenc
                 torch.zeros_like(times),
             )
             prefix[0, :t], prefix_labels[0, :t], prefix_times[0, :t] = seq[0, :t], labels[0, :t], times[0, :t]
-            shown = (prefix_times, times[0, t : t + 1]) if recency_words else None
+            shown = (prefix_times, times[0, t : t + 1])
             alone = model(prefix, torch.tensor([t]), seq[0, t : t + 1], users, prefix_labels, shown)
             torch.testing.assert_close(alone[0], whole[t], rtol=1e-4, atol=1e-5)
     if recency_words:  # the time the candidate is shown is an input
@@ -105,27 +106,32 @@ def test_whole_sequence_loss_equals_scoring_each_prefix(data, make_model, recenc
         assert torch.isfinite(model.calculate_loss(batch))
 
 
-def test_history_labels_reach_later_steps_only(data, make_model):
-    """The outcome of item t changes the scores of later candidates, never its own (no label leakage)."""
+def test_history_labels_reach_strictly_later_steps_only(data, make_model):
+    """The outcome of item t changes the scores of the candidates entered after its second, never its own nor those
+    of its second (no label leakage, and no outcome entered together with the candidate)."""
     model = make_model().eval()
     assert model.outcome_tokens is not None
     batch = train_batch(data)
-    row = int(torch.argmax(batch["item_length"]))
-    seq, length = batch["item_id_list"][row : row + 1], batch["item_length"][row : row + 1]
+    times_all, lengths = batch["timestamp_list"], batch["item_length"]
+    # a window with two or more steps in one second, followed by later steps
+    same = (times_all[:, 1:] == times_all[:, :-1]) & (torch.arange(1, times_all.shape[1]) < lengths.unsqueeze(1) - 1)
+    row = int(torch.argmax(same.sum(dim=1)))
+    t = int(torch.nonzero(same[row])[0])  # steps t and t + 1 share a second
+    end = t
+    while end + 1 < int(lengths[row]) and times_all[row, end + 1] == times_all[row, t]:
+        end += 1
+    seq, length = batch["item_id_list"][row : row + 1], lengths[row : row + 1]
     users = batch["user_id"][row : row + 1] if model.user_texts is not None else None
-    labels = batch["label_list"][row : row + 1]
+    labels, times = batch["label_list"][row : row + 1], (times_all[row : row + 1], batch["timestamp"][row : row + 1])
+    candidate = batch["item_id"][row : row + 1]
     flipped = labels.clone()
-    t = int(length) // 2
     flipped[0, t] = 1 - flipped[0, t]
     with torch.no_grad():
-        before = model.option_logits(
-            model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, labels)[0]
-        )
-        after = model.option_logits(
-            model._candidate_states(seq, length, batch["item_id"][row : row + 1], users, flipped)[0]
-        )
-    torch.testing.assert_close(after[: t + 1], before[: t + 1])
-    assert bool(((after[t + 1 :] - before[t + 1 :]).abs().amax(dim=1) > 1e-6).all())
+        before = model.option_logits(model._candidate_states(seq, length, candidate, users, labels, times)[0])
+        after = model.option_logits(model._candidate_states(seq, length, candidate, users, flipped, times)[0])
+    assert end > t and end + 1 <= int(length)  # a real same-second group, and a later step
+    torch.testing.assert_close(after[: end + 1], before[: end + 1])  # t itself and the rest of its second
+    assert bool(((after[end + 1 :] - before[end + 1 :]).abs().amax(dim=1) > 1e-6).all())
 
 
 def test_late_interaction_equals_the_full_model_when_every_layer_is_online(data, make_model):

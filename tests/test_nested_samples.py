@@ -49,7 +49,7 @@ def test_nested_samples_share_one_pass_and_score_as_each_alone(cache_dir, recenc
     model._candidate_states = lambda *args: passes.append(args[0].shape[0]) or states(*args)
     with torch.no_grad():
         nested = model.predict(batch)
-        times = (batch["timestamp_list"], batch["timestamp"]) if recency_words else None
+        times = (batch["timestamp_list"], batch["timestamp"])  # recency phrases; outcomes hidden in their second
         alone = torch.softmax(
             model.forward(
                 batch["item_id_list"],

@@ -33,12 +33,22 @@ class CachedHistory:
     """One user's history (a batch-of-one :class:`Layout`) through the online layers, ready to score candidates.
 
     ``step`` is the candidates' step index (the number of history steps); ``last_time`` the history's last timestamp
-    (for a candidate's recency phrase), or None."""
+    (for a candidate's recency phrase, and to tell which candidates share its second), or None;
+    ``last_outcome_slot`` the token index of the last step's trailing token (outcomes), which :meth:`states` can hide
+    from some candidates, or None."""
 
-    def __init__(self, late: LateInteraction, layout: Layout, step: int, last_time: torch.Tensor | None = None):
+    def __init__(
+        self,
+        late: LateInteraction,
+        layout: Layout,
+        step: int,
+        last_time: torch.Tensor | None = None,
+        last_outcome_slot: int | None = None,
+    ):
         if layout.hidden.shape[0] != 1:
             raise ValueError(f"CachedHistory holds one user's history (got a batch of {layout.hidden.shape[0]})")
         self.late, self.step, self.last_time = late, step, last_time
+        self.last_outcome_slot = last_outcome_slot
         self.n_tokens = layout.hidden.shape[1]  # the first candidate token's position
         self.valid = layout.valid[0]  # [T] the history tokens a candidate may attend
         self.allowed = segment_causal_mask(layout.segment_ids.unsqueeze(0), layout.valid)[0]  # [T T]
@@ -53,25 +63,39 @@ class CachedHistory:
             self.history = layout.hidden  # [1 T d] runs again with every chunk
 
     @torch.no_grad()
-    def states(self, tokens: torch.Tensor, valid: torch.Tensor, read: int, batch_size: int) -> torch.Tensor:
+    def states(
+        self,
+        tokens: torch.Tensor,
+        valid: torch.Tensor,
+        read: int,
+        batch_size: int,
+        hide_last_outcome: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Final-norm states ``[M d]`` at slot ``read`` of M candidates' tokens ``[M W d]`` (valid ``[M W]``), laid
-        out as the step after the history (:meth:`LateInteraction.next_step`), ``batch_size`` candidates at a time."""
+        out as the step after the history (:meth:`LateInteraction.next_step`), ``batch_size`` candidates at a time.
+        ``hide_last_outcome`` ``[M]``: the candidates that must not see the token at ``last_outcome_slot``."""
         if tokens.shape[0] == 0:
             return tokens.new_zeros(0, tokens.shape[-1])
+        seen = self.valid.unsqueeze(0).expand(tokens.shape[0], -1)  # [M T] the history tokens each candidate sees
+        if hide_last_outcome is not None and self.last_outcome_slot is not None:
+            seen = seen.clone()
+            seen[hide_last_outcome, self.last_outcome_slot] = False
         return torch.cat(
             [
-                self._chunk(chunk_tokens, chunk_valid, read)
-                for chunk_tokens, chunk_valid in zip(tokens.split(batch_size), valid.split(batch_size))
+                self._chunk(chunk_tokens, chunk_valid, chunk_seen, read)
+                for chunk_tokens, chunk_valid, chunk_seen in zip(
+                    tokens.split(batch_size), valid.split(batch_size), seen.split(batch_size)
+                )
             ]
         )
 
-    def _chunk(self, tokens: torch.Tensor, valid: torch.Tensor, read: int) -> torch.Tensor:
+    def _chunk(self, tokens: torch.Tensor, valid: torch.Tensor, seen: torch.Tensor, read: int) -> torch.Tensor:
         m, width, d = tokens.shape
         q = m * width
         device = tokens.device
         owner = torch.arange(m, device=device).repeat_interleave(width)  # [Q] which candidate a token belongs to
         own = (owner.unsqueeze(1) == owner.unsqueeze(0)) & valid.reshape(1, q)  # [Q Q] itself, never another one
-        candidate_rows = torch.cat([self.valid.unsqueeze(0).expand(q, -1), own], dim=1)  # [Q T+Q]
+        candidate_rows = torch.cat([seen.repeat_interleave(width, dim=0), own], dim=1)  # [Q T+Q]
         positions = self.n_tokens + torch.arange(width, device=device).repeat(m)  # [Q] as right after the history
         flat = tokens.reshape(1, q, d)
         if self.capture is not None:

@@ -2,8 +2,9 @@
 
 A click-through report whose models cannot beat this scorer says nothing about them. It trains nothing (the
 plugin's ``NoTrainingTrainer``): the item's rate is counted from the training split once, when the model is built;
-the user's rate is the mean label of the last ``like_rate_window`` history items, the same history labels
-M6RecCTR's ``history_labels`` reads. ``like_rate_window: 0`` leaves the user out: the item-only floor, for the models
+the user's rate is the mean label of the last ``like_rate_window`` history items entered strictly before the
+candidate's second, the same history outcomes M6RecCTR's ``history_labels`` shows (a rating entered together with
+the candidate is not feedback that arrived before it was shown). ``like_rate_window: 0`` leaves the user out: the item-only floor, for the models
 that read no history labels (DIN, DIEN, FM, ...).
 
 Item rates are shrunk toward the global training rate with one pseudo-interaction, ``(likes + p) / (count + 1)``,
@@ -53,6 +54,14 @@ class LikeRate(SequentialRecommender):
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise ValueError(f"like_rate_window is {window!r}; valid: a whole number >= 0 (0: the item's rate only)")
         self.window = window
+        self.TIME_FIELD = config["TIME_FIELD"]
+        if window and (not self.TIME_FIELD or self.TIME_FIELD not in dataset.field2type):
+            raise ValueError(
+                f"like_rate_window={window} reads history outcomes entered before the candidate's second, but the "
+                f"dataset has no TIME_FIELD '{self.TIME_FIELD}': load it (load_col: {{inter: [..., "
+                f"{self.TIME_FIELD}]}}) or set like_rate_window: 0"
+            )
+        self.TIME_LIST = (self.TIME_FIELD or "") + config["LIST_SUFFIX"]
 
         counts, likes = training_item_likes(dataset, self.LABEL)
         prior = float(likes.sum() / max(counts.sum(), 1.0))
@@ -66,7 +75,12 @@ class LikeRate(SequentialRecommender):
         labels = interaction[self.LABEL_LIST].float()  # [B L], left-aligned: positions < length hold the history
         lengths = interaction[self.ITEM_SEQ_LEN]  # [B]
         positions = torch.arange(labels.shape[1], device=labels.device).unsqueeze(0)  # [1 L]
-        recent = (positions < lengths.unsqueeze(1)) & (positions >= (lengths - self.window).unsqueeze(1))  # [B L]
+        # histories are in time order, so the items entered before the candidate's second are a prefix
+        earlier = (positions < lengths.unsqueeze(1)) & (
+            interaction[self.TIME_LIST] < interaction[self.TIME_FIELD].unsqueeze(1)
+        )  # [B L]
+        n_earlier = earlier.sum(dim=1)  # [B]
+        recent = earlier & (positions >= (n_earlier - self.window).unsqueeze(1))  # [B L]
         n_recent = recent.sum(dim=1)  # [B]
         user_rate = torch.where(
             n_recent > 0,

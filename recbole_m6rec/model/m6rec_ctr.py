@@ -11,9 +11,10 @@ Everything else is M6Rec's: the cached lower-layer segment states, the soft prom
 segment/position embeddings and the settings (``properties/model/M6Rec.yaml`` then ``M6RecCTR.yaml``).
 The outcome tokens enter the late interaction as each step's trailing token.
 
-With ``history_labels`` (default on) each history item is followed by an outcome token (liked / not liked) that
-only later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
-history. The candidate's own label is never an input.
+With ``history_labels`` (default on) each history item's outcome (liked / not liked) enters as a token that only
+strictly later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
+history. An outcome entered in the same second as a step stays hidden from it (:mod:`.outcome_slots`), so the model
+needs the history's timestamps. The candidate's own label is never an input.
 
 Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
 *is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
@@ -35,6 +36,7 @@ from torch.nn import functional as F
 from .candidate_scoring import CachedHistory
 from .m6rec import M6Rec, checked
 from .nested_samples import covering_samples, with_candidate
+from .outcome_slots import outcome_time_field, outcomes_after_time_group
 from .settings import M6RecCTRSettings
 
 __all__ = ["M6RecCTR"]
@@ -52,7 +54,13 @@ class M6RecCTR(M6Rec):
                 f"M6RecCTR needs a label field '{self.LABEL}' in the interactions: set threshold (e.g. "
                 "threshold: {rating: 4}) or load a label column"
             )
+        # the history's times: for the recency phrases and to hide same-second outcomes (checked before the
+        # backbone loads)
+        outcome_times = (
+            outcome_time_field(config, dataset) if self.settings_class.from_config(config).history_labels else None
+        )
         super().__init__(config, dataset)
+        self.HISTORY_TIMES = self.TIME_LIST or outcome_times
 
     @property
     def max_steps(self) -> int:
@@ -95,9 +103,10 @@ class M6RecCTR(M6Rec):
     ) -> torch.Tensor:
         """States ``[B n+1 d]`` at the end of each segment of ``history + candidate`` (candidate at index len).
 
-        ``history_labels`` ``[B n]``: the label of each history item, shown to later steps only (the candidate's
-        own label is never an input). ``times`` (history timestamps ``[B n]``, candidate timestamps ``[B]``) with
-        ``recency_words``: the candidate's phrase is the gap from the last history item to the time it is shown."""
+        ``history_labels`` ``[B n]``: the label of each history item, shown to strictly later steps only (the
+        candidate's own label is never an input). ``times`` (history timestamps ``[B n]``, candidate timestamps
+        ``[B]``): which outcomes share a step's second, and with ``recency_words`` the candidate's phrase (the gap from
+        the last history item to the time it is shown)."""
         sequence = with_candidate(item_seq, item_seq_len, candidates)
         timestamps = None
         if times is not None:
@@ -106,19 +115,22 @@ class M6RecCTR(M6Rec):
         if self.outcome_tokens is not None:
             if history_labels is None:
                 raise ValueError(f"history_labels is on but the batch has no '{self.LABEL_LIST}' field")
+            if timestamps is None:
+                raise ValueError(f"history_labels is on but the batch has no '{self.HISTORY_TIMES}' field")
             # unknown: the candidate's outcome is what is predicted
             labels = with_candidate(history_labels.long(), item_seq_len, -1, fill=-1)
-            outcomes = (self.outcome_tokens[labels.clamp(min=0)], labels >= 0)
+            outcomes = outcomes_after_time_group(
+                self.outcome_tokens[labels.clamp(min=0)], labels >= 0, timestamps, item_seq_len + 1
+            )
         return super().forward(sequence, item_seq_len + 1, user_ids, timestamps, trail=outcomes)[:, 1:]
 
     def _history_labels(self, interaction):
         return interaction[self.LABEL_LIST] if self.LABEL_LIST in interaction else None
 
     def _times(self, interaction):
-        history = self._timestamps(interaction)
-        if history is None:
+        if self.HISTORY_TIMES is None or self.HISTORY_TIMES not in interaction:
             return None
-        return history, interaction[self.TIME_FIELD]
+        return interaction[self.HISTORY_TIMES], interaction[self.TIME_FIELD]
 
     def forward(self, item_seq, item_seq_len, candidates, user_ids=None, history_labels=None, times=None):
         """Option logits ``[B C]`` of each candidate after its history."""
@@ -223,20 +235,27 @@ class M6RecCTR(M6Rec):
         profile = None
         if self._user_segments is not None:
             profile = self._user_segments.lookup(self._checked_user(user_id).to(device))  # [1 Sp d], [1 Sp]
-        lead, last_time = None, None
-        if self.recency is not None:
-            times = self._checked_times(history_times, n, "history_times", self.TIME_LIST).to(device)
+        times, last_time = None, None
+        if self.HISTORY_TIMES is not None:  # recency phrases, or which outcomes share the candidate's second
+            times = self._checked_times(history_times, n, "history_times", self.HISTORY_TIMES).to(device)
             last_time = times[-1] if n > 0 else times.new_zeros(())
-            lead = None  # no step, no phrase
-            if n > 0:  # one padding column, as forward's candidate column (recency_buckets needs two or more)
-                phrases, has = self._recency(F.pad(times, (0, 1)).unsqueeze(0), length)
-                lead = (phrases[:, :n], has[:, :n])
-        trail = None
+        lead = None  # no step, no phrase
+        if self.recency is not None and n > 0:  # one padding column, as forward's candidate column (recency_buckets
+            phrases, has = self._recency(F.pad(times, (0, 1)).unsqueeze(0), length)  # needs two or more)
+            lead = (phrases[:, :n], has[:, :n])
+        trail, last_outcome_slot = None, None
         if self.outcome_tokens is not None:
             labels = self._checked_labels(history_labels, n).to(device)
-            trail = (self.outcome_tokens[labels].unsqueeze(0), torch.ones(1, n, dtype=torch.bool, device=device))
+            shown = torch.ones(1, n, dtype=torch.bool, device=device)
+            # the last time group's outcomes sit in the last step's slot: a candidate shown in that same second
+            # must not see it (score_cached hides it), as predict's layout moves them past the candidate
+            trail = outcomes_after_time_group(
+                self.outcome_tokens[labels].unsqueeze(0), shown, times.unsqueeze(0), length
+            )
         layout = self.late.layout(seg, valid, length, profile, lead, trail)
-        return CachedHistory(self.late, layout, n, last_time)
+        if trail is not None and n > 0:
+            last_outcome_slot = int(layout.last_token[n - 1]) + 1  # the trailing token follows the last item token
+        return CachedHistory(self.late, layout, n, last_time, last_outcome_slot)
 
     @torch.no_grad()
     def score_cached(
@@ -253,22 +272,29 @@ class M6RecCTR(M6Rec):
         candidates = self._checked_items(candidates, "candidates")
         m = len(candidates)
         seg, valid = self._step_segments(candidates)  # [M S d], [M S]
-        lead = None
-        if self.recency is not None:
-            if candidate_times is None:
+
+        def shown_times(times, setting: str) -> torch.Tensor:
+            if times is None:
                 raise ValueError(
-                    "recency_words is on: pass candidate_times (the time the candidates are shown, as a number or one "
+                    f"{setting} is on: pass candidate_times (the time the candidates are shown, as a number or one "
                     "per candidate, in the units of the batches' timestamps)"
                 )
-            shown = torch.as_tensor(candidate_times, device=seg.device).to(cached.last_time.dtype).reshape(-1)
+            shown = torch.as_tensor(times, device=seg.device).to(cached.last_time.dtype).reshape(-1)
             if shown.numel() not in (1, m):
                 raise ValueError(f"candidate_times holds {shown.numel()} times for {m} candidates; pass 1 or {m}")
+            return shown.expand(m)
+
+        lead = None
+        if self.recency is not None:
             # the candidate's phrase: the gap from the last history item (none after an empty history)
-            pair = torch.stack([cached.last_time.expand(m), shown.expand(m)], dim=1)  # [M 2]
+            pair = torch.stack([cached.last_time.expand(m), shown_times(candidate_times, "recency_words")], dim=1)
             phrases, has = self._recency(pair, torch.full((m,), 2 if cached.step > 0 else 1, device=seg.device))
             lead = (phrases[:, 1], has[:, 1])
+        hide_last_outcome = None
+        if cached.last_outcome_slot is not None:  # outcomes entered in a candidate's own second stay hidden from it
+            hide_last_outcome = shown_times(candidate_times, "history_labels") == cached.last_time  # [M]
         tokens, tokens_valid, read = self.late.next_step(seg, valid, cached.step, lead)
-        states = cached.states(tokens, tokens_valid, read, batch_size)  # [M d]
+        states = cached.states(tokens, tokens_valid, read, batch_size, hide_last_outcome)  # [M d]
         return checked(torch.softmax(self.option_logits(states), dim=-1)[:, -1], "score_candidates")
 
     def _step_segments(self, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +329,10 @@ class M6RecCTR(M6Rec):
 
     def _checked_times(self, times, n: int, name: str, field: str) -> torch.Tensor:
         if times is None:
-            raise ValueError(f"recency_words is on: pass {name} (the history's '{field}', oldest first)")
+            raise ValueError(
+                f"this model reads the history's times (recency_words or history_labels): pass {name} (the history's "
+                f"'{field}', oldest first)"
+            )
         times = torch.as_tensor(times)
         if tuple(times.shape) != (n,):
             raise ValueError(f"{name} must hold one time per history item, shape ({n},) (got {tuple(times.shape)})")
