@@ -141,6 +141,37 @@ def test_one_cached_history_serves_any_number_of_calls(data, make_model):
     torch.testing.assert_close(reversed_order, first, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64])
+def test_a_plain_number_in_the_last_history_second_hides_that_seconds_outcomes(data, make_model, dtype):
+    """Times in float64 or int64 (raw epoch seconds) and a candidate time given as a Python number: compared in the
+    history's dtype, so a candidate of the last history item's second does not see its outcome, as in predict."""
+    model = perturbed(make_model())
+    user, history, labels, _, _, next_item = next(users(data, model))
+    history, labels = history[:3], labels[:3]
+    # raw epoch seconds; 880000100 is not a float32 number (float32 steps by 64 there)
+    times = torch.tensor([880000000, 880000050, 880000100], dtype=dtype)
+    last = 880000100
+    candidates = candidates_for(model, next_item, seed=3)
+    with torch.no_grad():
+        expected = one_by_one(model, user, history, labels, times, times[-1], candidates)
+        got = model.score_candidates(
+            history, candidates, user_id=user, history_labels=labels, history_times=times, candidate_times=float(last)
+        )
+        flipped = labels.clone()
+        flipped[-1] = 1 - flipped[-1]
+        unmoved = model.score_candidates(
+            history, candidates, user_id=user, history_labels=flipped, history_times=times, candidate_times=float(last)
+        )
+        flipped = labels.clone()
+        flipped[0] = 1 - flipped[0]
+        moved = model.score_candidates(
+            history, candidates, user_id=user, history_labels=flipped, history_times=times, candidate_times=float(last)
+        )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(unmoved, got)  # the outcome of the candidates' own second is not read
+    assert (moved - got).abs().max() > 1e-4  # an earlier second's is
+
+
 @pytest.mark.parametrize(
     "change,message",
     [
@@ -155,6 +186,8 @@ def test_one_cached_history_serves_any_number_of_calls(data, make_model):
         ({"history_times": torch.tensor([1.0])}, "history_times must hold one time per history item"),
         ({"candidate_times": None}, "history_labels is on: pass candidate_times"),
         ({"candidate_times": torch.tensor([4.0, 5.0, 6.0])}, "candidate_times holds 3 times for 2 candidates"),
+        ({"history_times": torch.tensor([1.0, 3.0, 2.0])}, "history_times must be in time order.*position 2"),
+        ({"candidate_times": 2.5}, "candidate_times holds 2.5, earlier than the history's last time 3.0"),
         ({"batch_size": 0}, "batch_size must be a positive int \\(got 0\\)"),
     ],
 )

@@ -231,6 +231,19 @@ def test_option_tuning_is_refused_for_the_retrieval_model(cache_dir):
         M6Rec(config, dataset)
 
 
+def test_history_labels_without_a_time_field_name_the_fix_before_the_backbone_loads(data):
+    config, train = data[0], data[1]
+    saved = config["TIME_FIELD"]
+    config["TIME_FIELD"] = "rated_at"  # a name the dataset does not hold (RecBole's own Config does not check it)
+    try:
+        with pytest.raises(
+            ValueError, match="history_labels needs timestamps.*TIME_FIELD 'rated_at'.*history_labels: F"
+        ):
+            M6RecCTR(config, train._dataset)
+    finally:
+        config["TIME_FIELD"] = saved
+
+
 def test_option_words_must_be_distinct(data, make_model):
     with pytest.raises(ValueError, match="share their first token"):
         make_model(option_words=[" yes", " yes"])

@@ -17,20 +17,28 @@ def test_equal_times_apart_are_two_groups():
 
 
 def test_outcomes_of_one_second_are_averaged_into_its_last_slot():
-    tokens = torch.arange(5, dtype=torch.float).reshape(1, 5, 1) * torch.tensor([1.0, 10.0])  # [1 5 2]
-    shown = torch.tensor([[True, True, True, True, False]])  # the last step is the candidate: no outcome
+    table = torch.tensor([[1.0, -2.0], [3.0, 10.0]])  # the outcome tokens of "no" and "yes"
+    labels = torch.tensor([[1, 0, 1, 1, -1]])  # the last step is the candidate: no outcome
     times = torch.tensor([[1.0, 2.0, 2.0, 2.0, 2.0]])  # steps 1-3 share the candidate's second
-    trail, valid = outcomes_after_time_group(tokens, shown, times, torch.tensor([5]))
+    trail, valid = outcomes_after_time_group(labels, table, times, torch.tensor([5]))
     assert valid.tolist() == [[True, False, False, False, True]]  # step 0's own slot; the second's outcomes at 4
-    torch.testing.assert_close(trail[0, 0], tokens[0, 0])  # a group of one keeps its token as it is
-    torch.testing.assert_close(trail[0, 4], tokens[0, 1:4].mean(dim=0))  # the candidate's slot: no step sees it
+    assert torch.equal(trail[0, 0], table[1])  # a group of one keeps its token as it is
+    torch.testing.assert_close(trail[0, 4], table[[0, 1, 1]].mean(dim=0))  # the candidate's slot: no step sees it
     assert trail[0, 1:4].abs().sum() == 0
 
 
 def test_without_ties_every_outcome_stays_in_its_own_slot():
-    tokens = torch.randn(2, 4, 3)
-    shown = torch.tensor([[True, True, True, False], [True, False, True, True]])
+    table = torch.randn(2, 3)
+    labels = torch.tensor([[1, 0, 1, -1], [0, -1, 1, 1]])
     times = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]])
-    trail, valid = outcomes_after_time_group(tokens, shown, times, torch.tensor([4, 4]))
-    assert torch.equal(valid, shown)
-    torch.testing.assert_close(trail[shown], tokens[shown])
+    trail, valid = outcomes_after_time_group(labels, table, times, torch.tensor([4, 4]))
+    assert torch.equal(valid, labels >= 0)
+    assert torch.equal(trail[valid], table[labels[valid]])  # exactly: one outcome is its token
+
+
+def test_gradients_reach_the_outcome_tokens_of_the_shown_labels():
+    table = torch.randn(3, 4, requires_grad=True)
+    labels = torch.tensor([[2, 2, -1]])
+    trail, _ = outcomes_after_time_group(labels, table, torch.tensor([[1.0, 1.0, 2.0]]), torch.tensor([3]))
+    trail.sum().backward()
+    assert table.grad[:2].abs().sum() == 0 and bool((table.grad[2] == 1).all())

@@ -119,9 +119,7 @@ class M6RecCTR(M6Rec):
                 raise ValueError(f"history_labels is on but the batch has no '{self.HISTORY_TIMES}' field")
             # unknown: the candidate's outcome is what is predicted
             labels = with_candidate(history_labels.long(), item_seq_len, -1, fill=-1)
-            outcomes = outcomes_after_time_group(
-                self.outcome_tokens[labels.clamp(min=0)], labels >= 0, timestamps, item_seq_len + 1
-            )
+            outcomes = outcomes_after_time_group(labels, self.outcome_tokens, timestamps, item_seq_len + 1)
         return super().forward(sequence, item_seq_len + 1, user_ids, timestamps, trail=outcomes)[:, 1:]
 
     def _history_labels(self, interaction):
@@ -203,9 +201,12 @@ class M6RecCTR(M6Rec):
         equal to ``predict`` on each (history, candidate) pair; the history runs through the online layers once.
 
         The model's inputs as ``predict`` reads them from a batch: ``user_id`` (with a profile segment),
-        ``history_labels`` ``[L]`` (with ``history_labels``), ``history_times`` ``[L]`` and the time the candidates are
-        shown, ``candidate_times`` (a number or ``[M]``; with ``recency_words``). ``batch_size`` candidates are scored
-        at a time. Call it in eval mode, as ``predict`` is called."""
+        ``history_labels`` ``[L]`` (with ``history_labels``), ``history_times`` ``[L]`` (oldest first) and the time the
+        candidates are shown, ``candidate_times`` (a number or ``[M]``, not before the history's last time; with
+        ``history_labels`` or ``recency_words``): an outcome entered in the candidates' second stays hidden from them.
+        Times are compared in the dtype of ``history_times``; pass them as the batches carry them (RecBole's float32)
+        to get ``predict``'s numbers. ``batch_size`` candidates are scored at a time. Call it in eval mode, as
+        ``predict`` is called."""
         cached = self.cache_history(
             history, user_id=user_id, history_labels=history_labels, history_times=history_times
         )
@@ -239,6 +240,12 @@ class M6RecCTR(M6Rec):
         if self.HISTORY_TIMES is not None:  # recency phrases, or which outcomes share the candidate's second
             times = self._checked_times(history_times, n, "history_times", self.HISTORY_TIMES).to(device)
             last_time = times[-1] if n > 0 else times.new_zeros(())
+            if n > 1 and not bool((times[1:] >= times[:-1]).all()):  # what hides same-second outcomes relies on it
+                at = int(torch.nonzero(times[1:] < times[:-1])[0]) + 1
+                raise ValueError(
+                    f"history_times must be in time order, oldest first, as RecBole's sequences are (position {at} "
+                    f"holds {times[at].item()}, earlier than {times[at - 1].item()} before it)"
+                )
         lead = None  # no step, no phrase
         if self.recency is not None and n > 0:  # one padding column, as forward's candidate column (recency_buckets
             phrases, has = self._recency(F.pad(times, (0, 1)).unsqueeze(0), length)  # needs two or more)
@@ -246,12 +253,9 @@ class M6RecCTR(M6Rec):
         trail, last_outcome_slot = None, None
         if self.outcome_tokens is not None:
             labels = self._checked_labels(history_labels, n).to(device)
-            shown = torch.ones(1, n, dtype=torch.bool, device=device)
             # the last time group's outcomes sit in the last step's slot: a candidate shown in that same second
             # must not see it (score_cached hides it), as predict's layout moves them past the candidate
-            trail = outcomes_after_time_group(
-                self.outcome_tokens[labels].unsqueeze(0), shown, times.unsqueeze(0), length
-            )
+            trail = outcomes_after_time_group(labels.unsqueeze(0), self.outcome_tokens, times.unsqueeze(0), length)
         layout = self.late.layout(seg, valid, length, profile, lead, trail)
         if trail is not None and n > 0:
             last_outcome_slot = int(layout.last_token[n - 1]) + 1  # the trailing token follows the last item token
@@ -279,9 +283,15 @@ class M6RecCTR(M6Rec):
                     f"{setting} is on: pass candidate_times (the time the candidates are shown, as a number or one "
                     "per candidate, in the units of the batches' timestamps)"
                 )
-            shown = torch.as_tensor(times, device=seg.device).to(cached.last_time.dtype).reshape(-1)
+            # in the history's dtype directly: through float32 first, a time in the last second could miss it
+            shown = torch.as_tensor(times, dtype=cached.last_time.dtype, device=seg.device).reshape(-1)
             if shown.numel() not in (1, m):
                 raise ValueError(f"candidate_times holds {shown.numel()} times for {m} candidates; pass 1 or {m}")
+            if cached.step > 0 and bool((shown < cached.last_time).any()):
+                raise ValueError(
+                    f"candidate_times holds {shown.min().item()}, earlier than the history's last time "
+                    f"{cached.last_time.item()}: candidates are shown after the history"
+                )
             return shown.expand(m)
 
         lead = None

@@ -48,15 +48,20 @@ def group_ends(times: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def outcomes_after_time_group(
-    tokens: torch.Tensor, shown: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor
+    labels: torch.Tensor, table: torch.Tensor, times: torch.Tensor, lengths: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Outcome tokens ``[B n d]`` (valid where ``shown`` ``[B n]``) of steps with ``times`` ``[B n]`` -> the trailing
-    tokens ``[B n d]`` and their valid ``[B n]``: each shown outcome averaged into the slot of its time group's last
-    step (``lengths`` ``[B]``: the steps in each sequence)."""
-    batch, n, d = tokens.shape
-    ends = group_ends(times, lengths)  # [B n]
-    slot = (torch.arange(batch, device=tokens.device).unsqueeze(1) * n + ends)[shown]  # [K] flat target slots
-    sums = tokens.new_zeros(batch * n, d).index_add_(0, slot, tokens[shown])
-    counts = tokens.new_zeros(batch * n).index_add_(0, slot, tokens.new_ones(slot.shape[0]))
-    means = sums / counts.clamp(min=1).unsqueeze(1)
-    return means.reshape(batch, n, d), (counts > 0).reshape(batch, n)
+    """Outcome labels ``[B n]`` (``-1``: no outcome) of steps with ``times`` ``[B n]`` -> the trailing tokens
+    ``[B n d]`` and their valid ``[B n]``: the mean of the outcome tokens (rows of ``table`` ``[C d]``) of each time
+    group, in the slot of its last step (``lengths`` ``[B]``: the steps in each sequence).
+
+    The labels are counted per slot as integers and the mean is one matrix product, so the result does not depend on
+    the order of floating-point additions (a float ``index_add_`` on a GPU does)."""
+    batch, n = labels.shape
+    n_options = table.shape[0]
+    shown = labels >= 0
+    slot = (torch.arange(batch, device=labels.device).unsqueeze(1) * n + group_ends(times, lengths))[shown]  # [K]
+    counts = torch.zeros(batch * n, n_options, dtype=torch.long, device=labels.device)
+    counts.index_put_((slot, labels[shown]), torch.ones_like(slot), accumulate=True)  # [B*n C]
+    total = counts.sum(dim=1, keepdim=True)
+    means = (counts.to(table.dtype) / total.clamp(min=1).to(table.dtype)) @ table  # [B*n d]
+    return means.reshape(batch, n, table.shape[1]), (total > 0).reshape(batch, n)
