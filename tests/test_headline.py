@@ -311,3 +311,22 @@ def test_a_metric_missing_from_a_seed_says_over_how_many_seeds_its_mean_is():
     ]
     row = _row(headline.headline_table("rank", records, ["ndcg@10"]), "A")
     assert row == "| A | 2 | 0.1000 (1 of 2 seeds) | 0.2000 ± 0.1414 | 10, 10 | no provenance (older code) |"
+
+
+def test_results_the_report_did_not_use_are_named_not_averaged(tmp_path):
+    """A seed whose result ran older code stays in results/ until it runs again; the leaderboard's report leaves it
+    out (its results.csv lists what it used), and so does the headline: a mean over both would mix two models."""
+    report = tmp_path / "reports" / "rank"
+    results = report / "results"
+    _write(results, "A-seed1.json", _result("A", 1, {"ndcg@10": 0.10}, {"ndcg@10": 0.10}, provenance=PROVENANCE))
+    _write(results, "A-seed2.json", _result("A", 2, {"ndcg@10": 0.30}, {"ndcg@10": 0.30}))  # older code
+    _write(results, "B-seed1.json", _result("B", 1, {"ndcg@10": 0.05}, {"ndcg@10": 0.05}, provenance=PROVENANCE))
+    (report / "results.csv").write_text("model,seed,status\nA,1,ok\nB,1,ok\n", encoding="utf-8")
+    table = headline.headline_table("rank", headline.load_results(results), ["ndcg@10"])
+    assert _row(table, "A").startswith("| A | 1 | 0.1000 | 0.1000 |")
+    assert "Not in the report, left out (older code or settings, to run again" in table
+    assert table.split("left out")[1].count("seed") == 1 and "A seed 2." in table
+    (report / "results.csv").unlink()  # no report written yet: every result counts
+    assert _row(headline.headline_table("rank", headline.load_results(results), ["ndcg@10"]), "A").startswith(
+        "| A | 2 | 0.2000 ± 0.1414 |"
+    )

@@ -9,7 +9,10 @@ A headline table lives between two markers in the README, named after a report f
     ... generated table, replaced on every run ...
     <!-- /headline:ml-100k -->
 
-Its numbers come from ``<reports>/<plan>/results/*.json``, one file per (row, seed) as the leaderboard writes them:
+Its numbers come from ``<reports>/<plan>/results/*.json``, one file per (row, seed) as the leaderboard writes them,
+those its report used (the (row, seed) pairs of its ``results.csv``; a seed whose result ran older code or settings
+stays in ``results/`` until it runs again, and a mean over both would mix two models; such results are named in the
+table's footnote):
 for each row, the number of seeds that finished, the mean over those seeds of the best validation result and of the
 test result for each metric named in ``metrics=``, the epochs each seed ran, and the code that produced them (the
 ``provenance`` commit, or "no provenance (older code)" for results written before runs recorded it). ``rows=``
@@ -23,6 +26,7 @@ Single numbers in the prose are figures (:mod:`recbole_m6rec.benchmarks.figures`
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import json
 import re
@@ -89,7 +93,20 @@ def load_results(results_dir: Path | str) -> list[dict]:
         records.append(_normalise(record, path))
     if not records:
         raise ValueError(f"{results_dir} holds no result files (*.json)")
+    used = report_runs(results_dir.parent)
+    if used is not None:
+        for record in records:
+            record["in_report"] = (record["row"], str(record["seed"])) in used
     return records
+
+
+def report_runs(report_dir: Path) -> set[tuple[str, str]] | None:
+    """The (row, seed) pairs the report in ``report_dir`` used (its ``results.csv``), or None without one."""
+    table = report_dir / "results.csv"
+    if not table.is_file():
+        return None
+    with table.open(encoding="utf-8", newline="") as handle:
+        return {(line["model"], line["seed"]) for line in csv.DictReader(handle)}
 
 
 def provenance_label(provenance: dict | None) -> str:
@@ -151,7 +168,7 @@ def _epochs(entry_epochs: list, hit_caps: list) -> str:
 def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> list[dict]:
     """One entry per row: seeds, (mean, standard deviation, count) of valid and test per metric, epochs and cap marks
     per seed, provenance labels."""
-    done = [r for r in records if r["status"] == "ok"]
+    done = [r for r in records if r["status"] == "ok" and r.get("in_report", True)]
     names = list(rows) if rows else list(dict.fromkeys(r["row"] for r in done))
     summary = []
     for name in names:
@@ -203,6 +220,8 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
             + "; ".join(f"`{s}`: {', '.join(rows)}" for s, rows in rows_of.items())
             + "); rerun the odd rows on the plan's split"
         )
+    older = [r for r in records if not r.get("in_report", True)]
+    records = [r for r in records if r.get("in_report", True)]
     seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
     failed = [r for r in records if r["status"] != "ok"]
     footer = (
@@ -217,6 +236,12 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
     )
     if failed:
         footer += " Failed, left out: " + ", ".join(f"{r['row']} seed {r['seed']}" for r in failed) + "."
+    if older:
+        footer += (
+            " Not in the report, left out (older code or settings, to run again, or a row the plan no longer has): "
+            + ", ".join(f"{r['row']} seed {r['seed']}" for r in older)
+            + "."
+        )
     footer += " Written by `python -m recbole_m6rec.benchmarks.headline`; do not edit by hand."
     return "\n".join(lines) + "\n\n" + footer
 
