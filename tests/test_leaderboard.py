@@ -243,6 +243,8 @@ def test_stale_reasons_name_what_changed(report):
     assert "older benchmark code" in stale_reasons({**record, "provenance": None})[0]
     versions = {**record["provenance"]["versions"], "torch": "0.0"}
     assert stale_reasons(record, versions) == [f"torch {record['provenance']['versions']['torch']} -> 0.0"]
+    versions = {**record["provenance"]["versions"], "numpy": "1.0"}  # RecBole's samplers and shuffles draw from it
+    assert stale_reasons(record, versions) == [f"numpy {record['provenance']['versions']['numpy']} -> 1.0"]
     path = next(iter(record["provenance"]["code"]))
     edited = json.loads(json.dumps(record))
     edited["provenance"]["code"][path] = "f" * 16

