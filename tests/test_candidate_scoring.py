@@ -220,3 +220,13 @@ def test_recency_words_need_the_times(data, make_model):
             history_labels=torch.tensor([1, 0]),
             history_times=torch.tensor([1.0, 2.0]),
         )
+
+
+def test_the_serving_benchmark_scores_as_predict(data, make_model):
+    """``ctr_latency --serving``'s measurement on the default settings (history labels: it passes the times)."""
+    from recbole_m6rec.benchmarks.ctr_latency import measure_serving
+
+    model = perturbed(make_model())
+    result = measure_serving(model, data[3], n_candidates=12, n_users=2, batch_size=5, check_candidates=12)
+    assert result["users"] == 2 and result["candidates_per_user"] == 12
+    assert result["max_abs_difference_to_predict"] < 1e-5

@@ -131,8 +131,9 @@ def measure_serving(
         sample = samples[row : row + 1]
         n = int(sample[model.ITEM_SEQ_LEN][0])
         labels = sample[model.LABEL_LIST][0, :n] if model.outcome_tokens is not None else None
-        times = sample[model.TIME_LIST][0, :n] if model.TIME_LIST is not None else None
-        shown = sample[model.TIME_FIELD][0] if model.TIME_LIST is not None else None
+        # the times: for recency phrases, and to hide the outcomes of the candidate's own second
+        times = sample[model.HISTORY_TIMES][0, :n] if model.HISTORY_TIMES is not None else None
+        shown = sample[model.TIME_FIELD][0] if model.HISTORY_TIMES is not None else None
         user = int(sample[model.USER_ID][0]) if model.USER_ID in sample else None
         started = time.perf_counter()
         cached = model.cache_history(

@@ -48,6 +48,9 @@ def _ranker_samples(ranker, test_data) -> dict[str, dict]:
             "target": int(feat[ranker.ITEM_ID][row]),
             "label": int(feat[ranker.LABEL][row]),
         }
+        if ranker.HISTORY_TIMES is not None:  # recency phrases; the outcomes of the candidate's second stay hidden
+            samples[tokens[user]]["times"] = feat[ranker.HISTORY_TIMES][row]
+            samples[tokens[user]]["time"] = feat[ranker.TIME_FIELD][row]
     return samples
 
 
@@ -87,15 +90,17 @@ def rerank(retriever_file: str, ranker_file: str, top_k: int = 20) -> dict:
                     "differs from the ranker's; the two checkpoints come from different splits"
                 )
             candidates = to_ranker_item[top[b]]
-            batch = Interaction(
-                {
-                    ranker.USER_ID: torch.full((top_k,), sample["user"]),
-                    ranker.ITEM_SEQ: sample["seq"].expand(top_k, -1),
-                    ranker.ITEM_SEQ_LEN: sample["length"].expand(top_k),
-                    ranker.LABEL_LIST: sample["labels"].expand(top_k, -1),
-                    ranker.ITEM_ID: candidates,
-                }
-            )
+            fields = {
+                ranker.USER_ID: torch.full((top_k,), sample["user"]),
+                ranker.ITEM_SEQ: sample["seq"].expand(top_k, -1),
+                ranker.ITEM_SEQ_LEN: sample["length"].expand(top_k),
+                ranker.LABEL_LIST: sample["labels"].expand(top_k, -1),
+                ranker.ITEM_ID: candidates,
+            }
+            if "times" in sample:  # the candidates are shown when the test target was
+                fields[ranker.HISTORY_TIMES] = sample["times"].expand(top_k, -1)
+                fields[ranker.TIME_FIELD] = sample["time"].expand(top_k)
+            batch = Interaction(fields)
             p_click = ranker.predict(batch)
             reordered = candidates[torch.argsort(p_click, descending=True, stable=True)]
             before = (candidates == target).nonzero()
