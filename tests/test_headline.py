@@ -325,6 +325,7 @@ def test_results_the_report_did_not_use_are_named_not_averaged(tmp_path):
     table = headline.headline_table("rank", headline.load_results(results), ["ndcg@10"])
     assert _row(table, "A").startswith("| A | 1 | 0.1000 | 0.1000 |")
     assert "Not in the report, left out (older code or settings, to run again" in table
+    assert "of the results `reports/rank/report.md` used (listed in its `results.csv`" in table
     assert table.split("left out")[1].count("seed") == 1 and "A seed 2." in table
     (report / "results.csv").unlink()  # no report written yet: every result counts
     assert _row(headline.headline_table("rank", headline.load_results(results), ["ndcg@10"]), "A").startswith(

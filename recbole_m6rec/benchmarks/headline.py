@@ -220,12 +220,17 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
             + "; ".join(f"`{s}`: {', '.join(rows)}" for s, rows in rows_of.items())
             + "); rerun the odd rows on the plan's split"
         )
+    source = (
+        f"the results `reports/{plan}/report.md` used (listed in its `results.csv`, files in `results/`)"
+        if any("in_report" in r for r in records)
+        else f"`reports/{plan}/results/*.json`"
+    )
     older = [r for r in records if not r.get("in_report", True)]
     records = [r for r in records if r.get("in_report", True)]
     seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
     failed = [r for r in records if r["status"] != "ok"]
     footer = (
-        f"Mean ± standard deviation over seeds ({', '.join(map(str, seeds))}) of `reports/{plan}/results/*.json`: "
+        f"Mean ± standard deviation over seeds ({', '.join(map(str, seeds))}) of {source}: "
         f"valid = the best validation epoch, test = that epoch's model on test; † = stopped at its epoch cap"
         + (
             ", * = the result does not record whether it did (older code)"

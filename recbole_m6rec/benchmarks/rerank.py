@@ -4,7 +4,7 @@
 
 The retriever (M6Rec, or any full-ranking model of this plugin or RecBole) ranks every item for each test user
 (known items masked, the ``all`` rule); M6RecCTR scores the top-K as candidates after the same user's history (with
-the history's liked / not-liked labels) and they are re-sorted by P(click). Both checkpoints must come from the same
+the history's liked / not-liked labels), shown at the test target's time, and they are re-sorted by P(click). Both checkpoints must come from the same
 leave-one-out split: every user's test target must be the same item in both, which is checked.
 
 Reported over test users: NDCG@10 and Recall@10 of the test target before and after, for all users and separately

@@ -7,7 +7,8 @@ the history's states in every online layer are the same whatever the candidate, 
 the history's keys and values in each online layer and its own tokens. :class:`CachedHistory` keeps those and scores
 candidates in chunks laid side by side in one sequence after the history: each candidate's tokens get the positions
 (rotary position ids; segment positions come with the tokens) they would have had right after the history in
-``forward``, and a block mask lets them see the history and themselves, never another candidate.
+``forward``, and a block mask lets them see the history and themselves, never another candidate (and a candidate
+shown in the history's last second not that second's outcome slot, which ``forward`` leaves out for it).
 
 Llama-family decoders: the keys and values are captured through the attention layers' own cache hook
 (``cache.update(key, value, layer_idx)``, called after the rotary positions are applied), so the layers' code (norms,

@@ -36,7 +36,7 @@ def training_item_likes(dataset, label_field: str) -> tuple[np.ndarray, np.ndarr
 
 class LikeRate(SequentialRecommender):
     r"""Score = the mean of the item's shrunk training like-rate and the user's like-rate over the last
-    ``like_rate_window`` history items (0: the item rate alone)."""
+    ``like_rate_window`` history items entered before the candidate's second (0: the item rate alone)."""
 
     input_type = InputType.POINTWISE
     type = ModelType.SEQUENTIAL

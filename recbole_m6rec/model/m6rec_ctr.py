@@ -9,7 +9,8 @@ each option word (" no" / " yes").
 
 Everything else is M6Rec's: the cached lower-layer segment states, the soft prompt, the FFN adapters, the
 segment/position embeddings and the settings (``properties/model/M6Rec.yaml`` then ``M6RecCTR.yaml``).
-The outcome tokens enter the late interaction as each step's trailing token.
+The outcome tokens enter the late interaction as trailing tokens: after each step, or after the last step of a run
+of steps that share one timestamp (their mean).
 
 With ``history_labels`` (default on) each history item's outcome (liked / not liked) enters as a token that only
 strictly later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
