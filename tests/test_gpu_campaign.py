@@ -108,7 +108,8 @@ def test_a_row_past_its_budget_is_cut_and_the_others_reported(tmp_path):
     runner.prepare_report_dir(report, resume=False, fresh=False)
     started = gpu_campaign.time.monotonic()
     records = gpu_campaign.run_part("cut", plan, report, 40, started, "test")
-    assert gpu_campaign.time.monotonic() - started < 35  # the slow row was stopped, not waited for
+    # the slow row was stopped, not waited for: "cut" is recorded only when its job process outlived its budget and
+    # was killed (a wall-clock bound here measured the machine's load instead: 41 s beside two benchmark jobs)
     by_row = {r["row"]: r for r in records}
     assert by_row["MostPop"]["status"] == "ok" and 0 < by_row["MostPop"]["test"]["ndcg@10"] < 1
     cut = by_row["BPR-slow"]
