@@ -277,33 +277,19 @@ class M6RecCTR(M6Rec):
         candidates = self._checked_items(candidates, "candidates")
         m = len(candidates)
         seg, valid = self._step_segments(candidates)  # [M S d], [M S]
-
-        def shown_times(times, setting: str) -> torch.Tensor:
-            if times is None:
-                raise ValueError(
-                    f"{setting} is on: pass candidate_times (the time the candidates are shown, as a number or one "
-                    "per candidate, in the units of the batches' timestamps)"
-                )
-            # in the history's dtype directly: through float32 first, a time in the last second could miss it
-            shown = torch.as_tensor(times, dtype=cached.last_time.dtype, device=seg.device).reshape(-1)
-            if shown.numel() not in (1, m):
-                raise ValueError(f"candidate_times holds {shown.numel()} times for {m} candidates; pass 1 or {m}")
-            if cached.step > 0 and bool((shown < cached.last_time).any()):
-                raise ValueError(
-                    f"candidate_times holds {shown.min().item()}, earlier than the history's last time "
-                    f"{cached.last_time.item()}: candidates are shown after the history"
-                )
-            return shown.expand(m)
-
+        shown = None  # [M] the time each candidate is shown
+        if self.recency is not None or cached.last_outcome_slot is not None:
+            setting = "recency_words" if self.recency is not None else "history_labels"
+            shown = self._checked_shown(candidate_times, cached, m, setting)
         lead = None
         if self.recency is not None:
             # the candidate's phrase: the gap from the last history item (none after an empty history)
-            pair = torch.stack([cached.last_time.expand(m), shown_times(candidate_times, "recency_words")], dim=1)
+            pair = torch.stack([cached.last_time.expand(m), shown], dim=1)  # [M 2]
             phrases, has = self._recency(pair, torch.full((m,), 2 if cached.step > 0 else 1, device=seg.device))
             lead = (phrases[:, 1], has[:, 1])
         hide_last_outcome = None
         if cached.last_outcome_slot is not None:  # outcomes entered in a candidate's own second stay hidden from it
-            hide_last_outcome = shown_times(candidate_times, "history_labels") == cached.last_time  # [M]
+            hide_last_outcome = shown == cached.last_time  # [M]
         tokens, tokens_valid, read = self.late.next_step(seg, valid, cached.step, lead)
         states = cached.states(tokens, tokens_valid, read, batch_size, hide_last_outcome)  # [M d]
         return checked(torch.softmax(self.option_logits(states), dim=-1)[:, -1], "score_candidates")
@@ -348,6 +334,24 @@ class M6RecCTR(M6Rec):
         if tuple(times.shape) != (n,):
             raise ValueError(f"{name} must hold one time per history item, shape ({n},) (got {tuple(times.shape)})")
         return times
+
+    def _checked_shown(self, times, cached: CachedHistory, m: int, setting: str) -> torch.Tensor:
+        """``candidate_times`` (a number or ``[m]``) -> ``[m]`` in the history's dtype, not before its last time."""
+        if times is None:
+            raise ValueError(
+                f"{setting} is on: pass candidate_times (the time the candidates are shown, as a number or one per "
+                "candidate, in the units of the batches' timestamps)"
+            )
+        # in the history's dtype directly: through float32 first, a time in the last second could miss it
+        shown = torch.as_tensor(times, dtype=cached.last_time.dtype, device=cached.last_time.device).reshape(-1)
+        if shown.numel() not in (1, m):
+            raise ValueError(f"candidate_times holds {shown.numel()} times for {m} candidates; pass 1 or {m}")
+        if cached.step > 0 and bool((shown < cached.last_time).any()):
+            raise ValueError(
+                f"candidate_times holds {shown.min().item()}, earlier than the history's last time "
+                f"{cached.last_time.item()}: candidates are shown after the history"
+            )
+        return shown.expand(m)
 
     def _checked_labels(self, labels, n: int) -> torch.Tensor:
         if labels is None:
