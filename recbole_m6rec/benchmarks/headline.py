@@ -168,7 +168,7 @@ def _epochs(entry_epochs: list, hit_caps: list) -> str:
 def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> list[dict]:
     """One entry per row: seeds, (mean, standard deviation, count) of valid and test per metric, epochs and cap marks
     per seed, provenance labels."""
-    done = [r for r in records if r["status"] == "ok" and r.get("in_report", True)]
+    done = [r for r in records if r["status"] == "ok"]
     names = list(rows) if rows else list(dict.fromkeys(r["row"] for r in done))
     summary = []
     for name in names:
@@ -199,6 +199,13 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
 
 def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows: Sequence[str] | None = None) -> str:
     """The markdown that goes between a plan's markers."""
+    source = (
+        f"the results `reports/{plan}/report.md` used (listed in its `results.csv`, files in `results/`)"
+        if any("in_report" in r for r in records)
+        else f"`reports/{plan}/results/*.json`"
+    )
+    older = [r for r in records if not r.get("in_report", True)]
+    records = [r for r in records if r.get("in_report", True)]
     summary = summarise(records, metrics, rows)
     header = ["row", "seeds"] + [f"{part} {m}" for m in metrics for part in ("valid", "test")] + ["epochs run", "code"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -220,13 +227,6 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
             + "; ".join(f"`{s}`: {', '.join(rows)}" for s, rows in rows_of.items())
             + "); rerun the odd rows on the plan's split"
         )
-    source = (
-        f"the results `reports/{plan}/report.md` used (listed in its `results.csv`, files in `results/`)"
-        if any("in_report" in r for r in records)
-        else f"`reports/{plan}/results/*.json`"
-    )
-    older = [r for r in records if not r.get("in_report", True)]
-    records = [r for r in records if r.get("in_report", True)]
     seeds = sorted({r["seed"] for r in records if r["status"] == "ok" and r["seed"] is not None})
     failed = [r for r in records if r["status"] != "ok"]
     footer = (
