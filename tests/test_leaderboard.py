@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -1057,3 +1058,28 @@ def test_report_only_counts_a_recorded_failed_trial_as_run_so_a_finished_tuning_
     text = (out / "report.md").read_text()
     assert "tuning not finished" not in text and "tuning of BPR" not in text
     assert "` | failed | " in text  # the failed trial, in BPR's trial table
+
+
+def test_git_dirty_counts_tracked_changes_and_dirty_code_names_untracked_code(tmp_path):
+    """A campaign's untracked results and resume points leave ``git_dirty`` false; an edited tracked file sets it,
+    and an untracked file among the row's own code paths is named in ``dirty_code``."""
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "model.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "row-seed2020.json").write_text("{}")  # untracked, outside the code
+    (tmp_path / "pkg" / "new_module.py").write_text("y = 2\n")  # untracked, among the code
+    state = provenance.git_state(["pkg"], root=tmp_path)
+    assert len(state["git_commit"]) == 40
+    assert state["git_dirty"] is False
+    assert state["dirty_code"] == ["pkg/new_module.py"]
+    (tmp_path / "pkg" / "model.py").write_text("x = 3\n")
+    state = provenance.git_state(["pkg"], root=tmp_path)
+    assert state["git_dirty"] is True
+    assert state["dirty_code"] == ["pkg/model.py", "pkg/new_module.py"]

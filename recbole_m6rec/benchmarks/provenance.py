@@ -24,8 +24,10 @@ A job records, after its run:
   a result reproduces bit for bit at its own thread count), a preloaded memory allocator
   (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model and
   whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them).
-* ``git_commit``, ``git_dirty`` (the working tree differs from that commit) and ``dirty_code`` (which of the row's
-  own code files differ from it), for the reader; reuse is decided by the hashes, not by the commit.
+* ``git_commit``, ``git_dirty`` (a tracked file differs from that commit) and ``dirty_code`` (which of the row's
+  own code files differ from it, an untracked one included), for the reader; reuse is decided by the hashes, not
+  by the commit. Untracked files elsewhere do not count as dirty: a campaign writes its results and resume points
+  into the working tree, and they change no code.
 * ``changed_during_run``: code files modified after the job started; such a result is never reused, since the file
   the run loaded may not be the one that was hashed.
 
@@ -164,23 +166,24 @@ def runtime() -> dict:
     }
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, root: Path = REPO_ROOT) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
 
 
-def git_state(paths: list[str] | None = None) -> dict:
-    """``git_commit``, ``git_dirty`` (any change to the working tree) and ``dirty_code`` (changed among ``paths``)."""
-    commit = _git("rev-parse", "HEAD")
+def git_state(paths: list[str] | None = None, root: Path = REPO_ROOT) -> dict:
+    """``git_commit``, ``git_dirty`` (a tracked file changed) and ``dirty_code`` (changed or untracked among
+    ``paths``) of the repository at ``root``."""
+    commit = _git("rev-parse", "HEAD", root=root)
     if commit is None:
         return {"git_commit": None, "git_dirty": None, "dirty_code": None}
-    status = _git("status", "--porcelain") or ""
+    status = _git("status", "--porcelain", "--untracked-files=no", root=root) or ""
     dirty_code = []
     if paths:
-        changed = _git("status", "--porcelain", "--", *paths) or ""
+        changed = _git("status", "--porcelain", "--", *paths, root=root) or ""
         dirty_code = sorted(line[3:].strip() for line in changed.splitlines() if line.strip())
     return {"git_commit": commit.strip(), "git_dirty": bool(status.strip()), "dirty_code": dirty_code}
 

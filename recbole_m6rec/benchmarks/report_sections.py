@@ -76,8 +76,9 @@ def provenance_lines(records: list[dict]) -> list[str]:
     if commits:
         tree = sum(bool(o.get("git_dirty")) for o in origins if o.get("code"))
         lines.append(
-            f"- Commit{'s' if len(commits) > 1 else ''}: {', '.join(f'`{c}`' for c in commits)}; working "
-            f"tree dirty (any uncommitted change) for {tree} of {len(origins) - len(missing)} runs."
+            f"- Commit{'s' if len(commits) > 1 else ''}: {', '.join(f'`{c}`' for c in commits)}; uncommitted "
+            f"changes to tracked files for {tree} of {len(origins) - len(missing)} runs (results written by older "
+            f"versions of the runner counted untracked files too)."
         )
         lines.append(
             "- Runs whose own code files differ from their commit: " + (", ".join(dirty) if dirty else "none") + "."
