@@ -16,6 +16,7 @@ from recbole_m6rec.benchmarks.report_sections import convergence_lines, referenc
 from recbole_m6rec.benchmarks.report_stats import choose_on_valid, ratio_lines
 from recbole_m6rec.benchmarks.report_tables import (
     SplitMismatchError,
+    bold_among,
     check_one_split,
     markdown_table,
     run_seconds,
@@ -1083,3 +1084,17 @@ def test_git_dirty_counts_tracked_changes_and_dirty_code_names_untracked_code(tm
     state = provenance.git_state(["pkg"], root=tmp_path)
     assert state["git_dirty"] is True
     assert state["dirty_code"] == ["pkg/model.py", "pkg/new_module.py"]
+
+
+def test_bold_marks_the_best_mean_among_the_rows_with_the_most_seeds():
+    """A one-seed mean above a three-seed mean is not set in bold over it (an interim report's rows differ)."""
+
+    def entry(row, values):
+        mean = sum(values) / len(values)
+        return {"row": row, "runs": len(values), "ndcg@10": (mean, 0.0), "counts": {}, "epochs": []}
+
+    summary = [entry("Full", [0.10, 0.11, 0.12]), entry("Partial", [0.20])]
+    table = markdown_table(summary, ["ndcg@10"], with_costs=False)
+    assert "| Full | 3 | **0.1100 ± 0.0000** |" in table and "| Partial | 1 | 0.2000 |" in table
+    assert bold_among(summary).startswith(" among the rows with 3 seeds")
+    assert bold_among(summary[:1]) == ""

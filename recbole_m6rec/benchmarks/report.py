@@ -35,6 +35,7 @@ from recbole_m6rec.benchmarks.report_stats import (
     significance_lines,
 )
 from recbole_m6rec.benchmarks.report_tables import (
+    bold_among,
     check_one_split,
     is_accuracy_metric,
     lower_is_better_clause,
@@ -202,7 +203,7 @@ def write_report(
         "",
         markdown_table(summary, accuracy, main_metric=main_metric),
         "",
-        f"Best mean per column in bold; ± is the standard deviation over seeds "
+        f"Best mean per column in bold{bold_among(summary)}; ± is the standard deviation over seeds "
         f"({_seeds_sentence(plan)}). `valid {main_metric}` is the best epoch's validation score, the "
         "only number used to choose (epochs, tuned settings, the rows compared below). `epochs (best)`: epochs run "
         f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. `trainable`: the "
@@ -226,6 +227,7 @@ def write_report(
         *(
             [
                 f"Beyond accuracy (coverage and popularity bias of the top-k lists on test; best in bold"
+                f"{bold_among(summary)}"
                 f"{lower_is_better_clause(beyond)}):",
                 "",
                 markdown_table(summary, beyond, with_costs=False),
@@ -252,7 +254,7 @@ def write_report(
         "```",
         "",
         *([f"Tuning: `{json.dumps(plan['tuning'])}`", ""] if plan.get("tuning") else []),
-        f"Environment: {environment()}",
+        f"Environment of the process that wrote this report (each run's own: its provenance): {environment()}",
     ]
     if failed:
         text += ["", "## Runs without a result", ""] + [

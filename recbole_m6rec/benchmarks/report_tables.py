@@ -1,7 +1,8 @@
 """The leaderboard's numbers per row: the split check, ``results.csv`` (one line per run), the per-row summary (mean
 and standard deviation over seeds) and the markdown tables built from it.
 
-Metric directions are RecBole's own (:func:`smaller_is_better`); the best mean of each column is set in bold.
+Metric directions are RecBole's own (:func:`smaller_is_better`); the best mean of each column, among the rows that
+ran the most seeds, is set in bold.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "summarise",
     "smaller_is_better",
     "lower_is_better_clause",
+    "bold_among",
     "is_accuracy_metric",
     "epochs_cell",
     "trainable_cell",
@@ -197,6 +199,15 @@ def lower_is_better_clause(metrics: list[str]) -> str:
     return f", lower is better for {', '.join(lower)}" if lower else ""
 
 
+def bold_among(summary: list[dict]) -> str:
+    """Which rows the bold mark compares: nothing to say when every row ran the same number of seeds."""
+    counts = {e["runs"] for e in summary if e["runs"]}
+    if len(counts) <= 1:
+        return ""
+    most = max(counts)
+    return f" among the rows with {most} seed{'s' if most > 1 else ''} (a mean over fewer is not compared)"
+
+
 def is_accuracy_metric(metric: str) -> bool:
     """Top-k accuracy (NDCG, Recall, ...) and labelled metrics (AUC, LogLoss); not coverage or popularity."""
     from recbole.evaluator.base_metric import TopkMetric
@@ -241,7 +252,10 @@ def _mean_cell(entry: dict, key: str, best: float | None) -> str:
 
 
 def _best(summary: list[dict], key: str, metric: str) -> float | None:
-    values = [e[key][0] for e in summary if e.get(key) is not None]
+    """The best mean of ``key`` among the rows that ran the most seeds: a mean over fewer seeds is not compared
+    with one over more (an interim report's rows differ; a one-seed mean is as noisy as one seed)."""
+    most = max((e["runs"] for e in summary), default=0)
+    values = [e[key][0] for e in summary if e.get(key) is not None and e["runs"] == most]
     if not values:
         return None
     return min(values) if smaller_is_better(metric) else max(values)
