@@ -1098,3 +1098,6 @@ def test_bold_marks_the_best_mean_among_the_rows_with_the_most_seeds():
     assert "| Full | 3 | **0.1100 ± 0.0000** |" in table and "| Partial | 1 | 0.2000 |" in table
     assert bold_among(summary).startswith(" among the rows with 3 seeds")
     assert bold_among(summary[:1]) == ""
+    # a one-seed mean that ties the best three-seed mean is not bold either
+    tied = markdown_table([*summary[:1], entry("Tied", [0.11])], ["ndcg@10"], with_costs=False)
+    assert "| Tied | 1 | 0.1100 |" in tied and "**0.1100 ± 0.0000**" in tied

@@ -266,6 +266,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
     with_valid = bool(main_metric) and any(e.get("valid") for e in summary)
     best = {m: _best(summary, m, m) for m in metrics}
     best_valid = _best(summary, "valid", main_metric) if with_valid else None
+    most = max((e["runs"] for e in summary), default=0)
     costs = ["trainable", "train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
     header = (
         ["model", "seeds"]
@@ -281,9 +282,10 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
             lines.append(f"| {e['row']} | 0 | " + " | ".join([status] * (len(header) - 2)) + " |")
             continue
         cells = [e["row"], str(e["runs"])]
+        compared = e["runs"] == most  # a row with fewer seeds is never bold, not even when its mean ties the best
         if with_valid:
-            cells.append(_mean_cell(e, "valid", best_valid) if e.get("valid") else "–")
-        cells += [_mean_cell(e, m, best[m]) for m in metrics]
+            cells.append(_mean_cell(e, "valid", best_valid if compared else None) if e.get("valid") else "–")
+        cells += [_mean_cell(e, m, best[m] if compared else None) for m in metrics]
         if with_costs:
             cells.append(epochs_cell(e["epochs"]))
             cells.append(" / ".join(f"`{c}`" for c in e["code"]))
