@@ -210,7 +210,8 @@ def write_report(
         "share of the model's parameters that training updates (a frozen language model counts in the total). "
         "Times are wall-clock seconds of training plus test evaluation of one run, mean over seeds, on the machine "
         "below (the provenance above says which runs had other jobs beside them); M6Rec's one-time item encoding "
-        "is a separate column.",
+        "is a separate column: the seconds of the row's first run that encoded the items (not a mean: runs that "
+        "read them from the cache encode nothing; – when every run did).",
         "",
         *convergence_lines(records),
         "",
