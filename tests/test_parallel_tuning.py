@@ -57,6 +57,33 @@ def test_a_claim_holds_while_its_process_lives_and_goes_with_it(tmp_path):
     claims.release(taken)
 
 
+def test_status_says_a_job_runs_now_while_a_process_holds_its_claim(tmp_path, monkeypatch):
+    """``--status`` tells a run going on in another process from an interrupted one: the claim is held."""
+    from recbole_m6rec.benchmarks import status
+
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    plan = load_plan(str(_plan_file(tmp_path)), {}, None, None)
+    report = tmp_path / "report"
+    params = {"learning_rate": 0.01}
+    out = report / "results" / "BPR-seed1.json"
+    assert not claims.held(out)  # never claimed: no claim file
+    mine = claims.claim(out)
+    assert claims.held(out)
+    assert status.job_status(plan, "BPR", 1, report, params=params) == "running now (no epoch saved yet)"
+    claims.release(mine)
+    assert not claims.held(out) and status.job_status(plan, "BPR", 1, report, params=params) == "to run"
+    # a tuning trial: the row's tuning cell names it
+    trial = runner.trial_path(report, job_spec(plan, "BPR", 1, params))
+    mine = claims.claim(trial)
+    assert status.tuning_status(plan, "BPR", report)["running_now"] == ["running now (no epoch saved yet)"]
+    assert "0 of 2 trials; a trial running now" in status.status_report(plan, report)
+    claims.release(mine)
+    assert status.tuning_status(plan, "BPR", report)["running_now"] == []
+    again = claims.claim(trial)  # testing a claim takes nothing away
+    assert again is not None
+    claims.release(again)
+
+
 def _wait_beside(other, out, spec, monkeypatch):
     """``run_or_reuse`` of ``spec`` while a thread (standing for another process) holds the claim and runs ``other``."""
     monkeypatch.setattr(claims, "POLL_SECONDS", 0.2)

@@ -20,7 +20,7 @@ try:
 except ImportError:  # not POSIX
     fcntl = None
 
-__all__ = ["claim", "claim_path", "release"]
+__all__ = ["claim", "claim_path", "held", "release"]
 
 POLL_SECONDS = 30.0  # how often a process waiting for another's job looks again
 
@@ -51,3 +51,22 @@ def release(fd: int) -> None:
     """Drop a claim from :func:`claim` (the file stays: removing it would race with a process about to lock it)."""
     if fd >= 0:
         os.close(fd)  # closing the last descriptor of the lock releases it
+
+
+def held(out: Path) -> bool:
+    """Whether a process holds the claim on ``out``'s job now: its run is going on, not interrupted (``--status``).
+    It tests the lock without waiting; a process that claims that job in the same instant waits one poll for it.
+    False where locks are not available."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(claim_path(out), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the shared lock just taken
+    return False

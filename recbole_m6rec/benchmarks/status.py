@@ -6,8 +6,9 @@
 A campaign of many CPU-hours runs over days and resumes after each interruption; this says where it stands with the
 same rules the leaderboard reuses results by (settings hash, then code, data and library provenance), so it never
 counts a result that a ``--resume`` would rerun. Per row: its tuning trials that still count, the best validation
-score among them, and per seed whether the result is finished, would rerun (and why), has an interrupted run to
-continue (``.partial/``, with the epochs it has finished), waits for the tuning, or is still to run.
+score among them, and per seed whether the result is finished, would rerun (and why), is running now (another
+process holds its claim, :mod:`~recbole_m6rec.benchmarks.claims`), has an interrupted run to continue
+(``.partial/``, with the epochs it has finished), waits for the tuning, or is still to run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
-from recbole_m6rec.benchmarks import provenance
+from recbole_m6rec.benchmarks import claims, provenance
 from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.hyperopt_space import TPE_STARTUP_TRIALS
 from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
@@ -100,12 +101,15 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
                 best_params, best_valid = params, score
         elif tuning["algo"] == "bayes" and index >= TPE_STARTUP_TRIALS:  # TPE's later proposals follow its score
             break
-    # the trial to run next is hyperopt's to propose: show the latest interrupted trial, whichever it is
+    # the trials running now (a process holds their claims); else the trial to run next is hyperopt's to propose:
+    # show the latest interrupted trial, whichever it is
+    trials_dir = report_dir / "tuning" / name
     folders = sorted(
-        (p for p in partial_parent(report_dir / "tuning" / name).glob("trial-*") if p.is_dir()),  # not the claims
+        (p for p in partial_parent(trials_dir).glob("trial-*") if p.is_dir()),  # not the claims
         key=lambda p: p.stat().st_mtime,
     )
-    running = _interrupted(folders[-1]) if folders else None
+    now = [_running_cell(partial_parent(trials_dir) / p.stem) for p in _claimed_trials(trials_dir)]
+    running = _interrupted(folders[-1]) if folders and not now else None
     return {
         "budget": budget,
         "done": done,
@@ -113,7 +117,20 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         "best_valid": best_valid,
         "metric": metric,
         "running": running,
+        "running_now": now,
     }
+
+
+def _claimed_trials(trials_dir: Path) -> list[Path]:
+    """The result paths of ``trials_dir``'s trials that a process is running now."""
+    claimed = sorted(partial_parent(trials_dir).glob("trial-*.running"))
+    return [trials_dir / f"{path.stem}.json" for path in claimed if claims.held(trials_dir / f"{path.stem}.json")]
+
+
+def _running_cell(folder: Path, spec: dict | None = None) -> str:
+    """``running now`` with the epochs the run has saved so far (none yet while its first epoch runs)."""
+    saved = _interrupted(folder, spec)
+    return f"running now ({saved})" if saved else "running now (no epoch saved yet)"
 
 
 def _borrowed_status(plan: dict, name: str) -> dict:
@@ -142,6 +159,8 @@ def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished
     if result is not None:
         changed = provenance.stale_reasons(result) if keep_finished else []
         return "done, code changed since (kept)" if changed else "done"
+    if claims.held(out):
+        return _running_cell(partial_folder(out), spec)
     interrupted = _interrupted(partial_folder(out), spec)
     if interrupted:
         return f"continues: {interrupted}"
@@ -166,7 +185,9 @@ def _row_status(plan: dict, name: str, planned: list, report_dir: Path, keep_fin
     else:
         best = f", best valid {tuned['metric']} {tuned['best_valid']:.4f}" if tuned["best_valid"] is not None else ""
         tuning_cell = f"{tuned['done']} of {tuned['budget']} trials{best}"
-        if tuned["running"] and tuned["done"] < tuned["budget"]:
+        if tuned.get("running_now"):
+            tuning_cell += "; " + "; ".join(f"a trial {cell}" for cell in tuned["running_now"])
+        elif tuned["running"] and tuned["done"] < tuned["budget"]:
             tuning_cell += f"; an interrupted trial: {tuned['running']}"
         trials_left = tuned["budget"] - tuned["done"]
         params = tuned["best_params"] if trials_left == 0 else None
