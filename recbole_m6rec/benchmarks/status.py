@@ -108,7 +108,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         (p for p in partial_parent(trials_dir).glob("trial-*") if p.is_dir()),  # not the claims
         key=lambda p: p.stat().st_mtime,
     )
-    now = [_running_cell(partial_parent(trials_dir) / p.stem) for p in _claimed_trials(trials_dir)]
+    now = [_running_cell(partial_folder(out)) for out in _claimed_trials(trials_dir)]
     running = _interrupted(folders[-1]) if folders and not now else None
     return {
         "budget": budget,
