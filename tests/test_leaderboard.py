@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 import yaml
+from helpers import REPO
 
 from recbole_m6rec.benchmarks import leaderboard, provenance, time_limit
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan
@@ -18,9 +19,12 @@ from recbole_m6rec.benchmarks.report_tables import (
     SplitMismatchError,
     bold_among,
     check_one_split,
+    epochs_cell,
     markdown_table,
+    record_trains,
     run_seconds,
     summarise,
+    trainable_cell,
 )
 from recbole_m6rec.benchmarks.runner import adopt_tuning_trial, load_results, prepare_report_dir
 from recbole_m6rec.benchmarks.status import expected_run_seconds
@@ -1101,3 +1105,24 @@ def test_bold_marks_the_best_mean_among_the_rows_with_the_most_seeds():
     # a one-seed mean that ties the best three-seed mean is not bold either
     tied = markdown_table([*summary[:1], entry("Tied", [0.11])], ["ndcg@10"], with_costs=False)
     assert "| Tied | 1 | 0.1100 |" in tied and "**0.1100 ± 0.0000**" in tied
+
+
+def test_a_model_run_as_it_is_shows_no_epochs_even_where_its_result_says_it_trained():
+    from types import SimpleNamespace
+
+    from recbole_m6rec.benchmarks.job import training_facts
+
+    # the zero-shot row's committed result predates this rule: trains true, 0 epochs, best epoch -1
+    zero_shot = json.loads(
+        (REPO / "reports/cold_ml-100k/results/M6Rec-zero-shot-seed2020.json").read_text(encoding="utf-8")
+    )
+    assert zero_shot["model"] == "M6RecZeroShot" and zero_shot["trains"] is True
+    trained = _finished("SASRec", 2020, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, model="SASRec", epochs_run=9)
+    trained.update(best_epoch=3, hit_cap=False)
+    summary = summarise([zero_shot, trained], ["M6Rec-zero-shot", "SASRec"], ["ndcg@10"], "ndcg@10")
+    cells = {entry["row"]: (epochs_cell(entry["epochs"]), trainable_cell(entry)) for entry in summary}
+    assert cells == {"M6Rec-zero-shot": ("–", "–"), "SASRec": ("9 (3)", "all")}
+    assert record_trains(trained) and not record_trains(zero_shot)
+    outcome = SimpleNamespace(extra={}, checkpoint_file=None)
+    assert training_facts({"model": "M6RecZeroShot", "epochs": 300}, outcome)["trains"] is False
+    assert training_facts({"model": "SASRec", "epochs": 300, "stopping_step": 6}, outcome)["trains"] is True

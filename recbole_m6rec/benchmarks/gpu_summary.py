@@ -5,6 +5,7 @@ line). Each part's full report is the leaderboard's ``report.md`` in its own fol
 from __future__ import annotations
 
 from recbole_m6rec.benchmarks.gpu_checks import describe
+from recbole_m6rec.benchmarks.report_tables import record_trains
 
 __all__ = ["layer_comparison", "summary_text"]
 
@@ -67,7 +68,7 @@ def summary_text(
         main_metric = str(plan["common"].get("valid_metric", "")).lower()
         for r in records:
             valid, test = (r.get("valid") or {}).get(main_metric), (r.get("test") or {}).get(main_metric)
-            epochs = f"{r.get('epochs_run')} ({r.get('epoch_cap')})" if r.get("trains") else "–"
+            epochs = f"{r.get('epochs_run')} ({r.get('epoch_cap')})" if record_trains(r) else "–"
             lines.append(
                 f"| {r['row']} | {r['status']} | {float(campaign['row_budget'][r['row']]) * budget_s:.0f} | "
                 f"{r.get('wall_seconds', '–')} | {epochs if r['status'] == 'ok' else '–'} | "

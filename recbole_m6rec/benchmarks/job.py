@@ -33,6 +33,7 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks.machine import CpuBeside
+from recbole_m6rec.benchmarks.report_tables import trains_nothing
 
 
 def best_epoch(checkpoint_file: str | None) -> int | None:
@@ -53,7 +54,7 @@ def best_epoch(checkpoint_file: str | None) -> int | None:
 def training_facts(config, outcome) -> dict:
     """Epochs run, the best epoch, the cap and whether the run stopped at it (none of these for a model that
     trains nothing)."""
-    trains = outcome.extra.get("trains", True) and config["epochs"] > 0
+    trains = outcome.extra.get("trains", True) and config["epochs"] > 0 and not trains_nothing(config["model"])
     if not trains:
         return {
             "trains": False,

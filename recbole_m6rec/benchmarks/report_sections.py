@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, run_seconds
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, record_trains, run_seconds
 from recbole_m6rec.benchmarks.runner import load_results
 
 ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
@@ -36,7 +36,7 @@ def split_sentence(fingerprint: str, masks: list[str], labelled: bool) -> str:
 def convergence_lines(records: list[dict]) -> list[str]:
     """The runs that stopped at their epoch cap (marked in the table), or that none did; the runs continued after
     an interruption."""
-    done = [r for r in records if r.get("status") == "ok" and r.get("trains", True)]
+    done = [r for r in records if r.get("status") == "ok" and record_trains(r)]
     capped = sorted({f"{r['row']} (seed {r['seed']})" for r in done if r.get("hit_cap")})
     unknown = sorted({f"{r['row']} (seed {r['seed']})" for r in done if "hit_cap" not in r})
     lines = [f"{CAP_MARK} Stopped at its epoch cap, possibly before converging: {', '.join(capped)}."] if capped else []

@@ -28,6 +28,8 @@ __all__ = [
     "bold_among",
     "is_accuracy_metric",
     "epochs_cell",
+    "record_trains",
+    "trains_nothing",
     "trainable_cell",
     "markdown_table",
 ]
@@ -54,6 +56,7 @@ BASE_COLUMNS = [
     "error",
 ]
 CAP_MARK = "†"  # a seed that stopped at its epoch cap (table and convergence line)
+NO_TRAINING_TRAINER = "recbole_m6rec.plugin_trainer:NoTrainingTrainer"
 
 
 class SplitMismatchError(RuntimeError):
@@ -81,6 +84,20 @@ def metric_names(records: list[dict]) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+def trains_nothing(model: str) -> bool:
+    """A model the plugin runs as it is, its trainer evaluating without an epoch (MostPop, LikeRate,
+    M6RecZeroShot)."""
+    from recbole_m6rec import registry
+
+    return registry.PLUGIN_TRAINERS.get(model) == NO_TRAINING_TRAINER
+
+
+def record_trains(record: dict) -> bool:
+    """Whether a result's model trained. By its trainer too: a result can say it trained when its model did not
+    report otherwise (M6RecZeroShot's), though no epoch ran."""
+    return bool(record.get("trains", True)) and not trains_nothing(str(record.get("model", "")))
 
 
 def _epochs_run(record: dict):  # results of either layout: top level or under extra
@@ -178,7 +195,7 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["cpu_by_seed"] = {r["seed"]: cpu_of(r) for r in done}
         entry["time_scaled_seeds"] = {r["seed"] for r in done if r.get("resumed_from_epoch")}
         entry["epochs"] = [
-            (r.get("trains", True), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
+            (record_trains(r), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]
         entry["code"] = sorted({provenance.short((r.get("provenance") or {}).get("code_hash")) for r in done})
         summary.append(entry)
