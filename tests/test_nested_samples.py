@@ -75,3 +75,28 @@ def test_the_share_command_counts_the_samples_and_steps_that_run(cache_dir):
     c = counts(valid)
     assert c["samples"] == len(valid.dataset) and c["samples_run"] < c["samples"]
     assert c["steps_run"] < c["steps"] and c["steps"] == int((valid.dataset.inter_feat["item_length"] + 1).sum())
+
+
+def test_the_time_signal_command_reads_the_last_history_second_of_each_sample(cache_dir):
+    from recbole.data.interaction import Interaction
+
+    from recbole_m6rec.benchmarks.time_signal import last_second_features
+
+    settings = {**TINY_SLICE, "text_cache_dir": cache_dir, "eval_args": LEAVE_LAST_FIVE}
+    config, _, valid, _ = prepare_data(PluginConfig(model="M6RecCTR", dataset="ml-100k", config_dict=settings))
+    features = last_second_features(valid, config)
+    assert len(features["label"]) == len(valid.dataset) and set(features["label"]) <= {0.0, 1.0}
+    assert 0 < features["shares_second"].sum() < len(valid.dataset)  # real bursts, not every sample in one
+    # by hand: an empty history; one item in another second; the last two of three in the candidate's second; the
+    # last two in one second before the candidate's (padding after the history never counts)
+    batch = Interaction(
+        {
+            "timestamp_list": torch.tensor([[0.0, 0, 0, 0], [1, 0, 0, 0], [1, 5, 5, 0], [1, 4, 4, 4]]),
+            "item_length": torch.tensor([0, 1, 3, 3]),
+            "timestamp": torch.tensor([0.0, 2, 5, 6]),
+            "label": torch.tensor([1.0, 0, 1, 0]),
+        }
+    )
+    by_hand = last_second_features([(batch,)], config)
+    assert by_hand["shares_second"].tolist() == [0, 0, 1, 0]
+    assert by_hand["last_group"].tolist() == [0, 1, 2, 2]

@@ -2,8 +2,8 @@
 
 The user's profile and history segments and the candidate item's segment run through the upper layers together
 (segment-causal: the candidate attends to the history, the history never to the candidate). The state at the end of
-the candidate segment feeds an **option classifier**: C option tokens (the last C vectors of the soft prompt, in the
-language model's word-embedding space) are the classifier's weights, ``logits = state @ options.T``; there is no
+the candidate segment feeds an **option classifier**: C option tokens (vectors in the language model's
+word-embedding space, starting as the option words' own) are the classifier's weights, ``logits = state @ options.T``; there is no
 separate head. With a tied LM head (SmolLM2) the untrained classifier is the language model's own next-word logit of
 each option word (" no" / " yes").
 
@@ -13,9 +13,11 @@ The outcome tokens enter the late interaction as trailing tokens: after each ste
 of steps that share one timestamp (their mean).
 
 With ``history_labels`` (default on) each history item's outcome (liked / not liked) enters as a token that only
-strictly later steps see: what DIN-style models learn as a per-user bias from the user ID, M6RecCTR reads from the
-history. An outcome entered in the same second as a step stays hidden from it (:mod:`.outcome_slots`), so the model
-needs the history's timestamps. The candidate's own label is never an input.
+strictly later steps see: what an ID model can only learn as a per-user bias (DIEN from its user-ID embedding;
+RecBole's DIN reads no user field), M6RecCTR reads from the history. An outcome entered in the same second as a step
+stays hidden from it (:mod:`.outcome_slots`), so the model needs the history's timestamps; which outcomes are hidden
+also tells it whether the candidate shares the last history item's second (:mod:`recbole_m6rec.benchmarks.time_signal`
+measures what that says about the label). The candidate's own label is never an input.
 
 Training is as cheap as M6Rec's: in one segment-causal pass over a user's window, the state at the end of segment t
 *is* the state of "item t as the candidate after items < t", so every interaction of the window gets its label's loss
