@@ -593,6 +593,28 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     )
 
 
+def test_a_row_that_trains_nothing_on_one_seed_does_not_cut_the_others_to_that_seed():
+    def run(row, seed, valid, model="M6Rec"):
+        return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": valid}, model=model)
+
+    records = [
+        run("M6Rec", 2020, 0.10),  # the best three-seed mean (0.1667), not the best on seed 2020
+        run("M6Rec", 2021, 0.20),
+        run("M6Rec", 2022, 0.20),
+        run("M6Rec-text", 2020, 0.12),
+        run("M6Rec-text", 2021, 0.12),
+        run("M6Rec-text", 2022, 0.12),
+        run("M6Rec-zero-shot", 2020, 0.01, model="M6RecZeroShot"),  # trains nothing: one seed stands for all
+        run("SASRec", 2020, 0.11, model="SASRec"),
+        run("SASRec", 2021, 0.11, model="SASRec"),
+        run("SASRec", 2022, 0.11, model="SASRec"),
+    ]
+    rows = ["M6Rec", "M6Rec-text", "M6Rec-zero-shot", "SASRec"]
+    summary = summarise(records, rows, ["ndcg@10"], "ndcg@10")
+    assert choose_on_valid(summary, "ndcg@10") == ("M6Rec", "SASRec")
+    assert "compared on seed(s)" not in "\n".join(ratio_lines(summary, "ndcg@10"))
+
+
 def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
     def run(row, seed, seconds, cpu):
         runtime = {"runtime": {"cpu": cpu}} if cpu else {}

@@ -220,10 +220,12 @@ def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]
     lines = [
         "## Tuning",
         "",
-        "No row is tuned here: each tuned row takes the settings that another report's tuning chose for its model "
-        f"(its trials at the tuning seed, selected on valid {main_metric} of that report's split), the same budget "
-        "for every row, and runs them on every seed here. So no run here is a winning trial: the tuning seed's run "
-        "carries no selection luck on this split, and validation here chose nothing but each run's best epoch.",
+        "No row is tuned here: each tuned row takes the settings that another report's tuning chose for the row of "
+        f"its name or its `tuned_as` (its trials at the tuning seed, selected on valid {main_metric} of that "
+        "report's split), and runs them on every seed here; a `tuned_as` row takes another row's choice, not one "
+        "made for it. No run here is a winning trial, and validation here chose nothing but each run's best epoch; "
+        "where this split shares its validation targets with that report's (a cold-item split of the same data "
+        "does), the choice's luck on them can carry over.",
         "",
     ]
     for row, record in tuned.items():

@@ -29,11 +29,17 @@ def family_of(primary: str) -> str:
     return primary.split("-")[0]
 
 
+def _trains(entry: dict) -> bool:
+    return any(trains for trains, *_ in entry.get("epochs") or [(True,)])
+
+
 def common_seeds(entries: list[dict]) -> list | None:
     """The seeds every one of ``entries`` has a validation score for, when they did not all run the same seeds
     (``None`` when they did, or share none): rows are then compared on those seeds only, so a row's mean over more
-    seeds never meets a single seed's luckier or unluckier draw."""
-    seed_sets = [set(e.get("valid_by_seed") or {}) for e in entries]
+    seeds never meets a single seed's luckier or unluckier draw. A row that trains nothing gives the same numbers on
+    every seed, so running it on fewer does not narrow them."""
+    trained = [e for e in entries if _trains(e)] or entries
+    seed_sets = [set(e.get("valid_by_seed") or {}) for e in trained]
     if not seed_sets or all(seeds == seed_sets[0] for seeds in seed_sets):
         return None
     shared = set.intersection(*seed_sets)
@@ -41,9 +47,10 @@ def common_seeds(entries: list[dict]) -> list | None:
 
 
 def _valid_score(entry: dict, seeds: list | None) -> float:
-    if seeds is None:
+    own = [s for s in seeds or [] if s in entry["valid_by_seed"]]
+    if not own:  # all rows ran the same seeds, or this row trains nothing and ran others
         return entry["valid"][0]
-    return sum(entry["valid_by_seed"][s] for s in seeds) / len(seeds)
+    return sum(entry["valid_by_seed"][s] for s in own) / len(own)
 
 
 def _by_valid(entries: list[dict], seeds: list | None) -> dict | None:
