@@ -261,3 +261,53 @@ def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_p
     ):
         leaderboard.main([f"--config_files={plan_file}", f"--report={tmp_path / 'report'}"])
     assert not (tmp_path / "report" / "results").exists()  # nothing ran
+
+
+def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_exactly():
+    from itertools import product
+
+    from recbole_m6rec.benchmarks.cold_groups import at_least_by_chance, cold_hits, group_means, split_groups
+
+    cold_plan = {"cold_items": 0.1, "cold_items_seed": 2020, "eval_history_mask": "all", "MAX_ITEM_LIST_LENGTH": 50}
+    facts = split_groups({"dataset": "ml-100k", "common": {**LOO, **cold_plan}})
+    # the same split through a sequential model's data: the test history (validation target last) and the target
+    cold, (train, _, test) = split("SASRec", train_neg_sample_args=None, **cold_plan)
+    cold_items, feat = set(cold.cold_item_tokens), test._dataset.inter_feat
+    users, items = train._dataset.field2id_token["user_id"], train._dataset.field2id_token["item_id"]
+    expected = {}
+    for user, target, history, n in zip(
+        feat["user_id"].tolist(), feat["item_id"].tolist(), feat["item_id_list"].tolist(), feat["item_length"].tolist()
+    ):
+        last = items[history[n - 1]] if n else None  # histories of at most 40 items: never cut to 50
+        group = "cold" if items[target] in cold_items else ("warm after cold" if last in cold_items else "warm")
+        expected[str(users[user])] = {"group": group, "candidates": len(items) - 1 - n}
+    assert facts["users"] == expected
+    assert {g for g in (f["group"] for f in expected.values())} == {"cold", "warm after cold", "warm"}
+
+    probabilities = [0.1, 0.5, 0.3, 0.9]  # by enumeration of every outcome
+    for found in range(6):
+        brute = sum(
+            np.prod([p if hit else 1 - p for p, hit in zip(probabilities, hits)])
+            for hits in product((0, 1), repeat=4)
+            if sum(hits) >= found
+        )
+        assert at_least_by_chance(probabilities, found) == pytest.approx(brute)
+
+    toy = {
+        "a": {"group": "cold", "candidates": 100},
+        "b": {"group": "cold", "candidates": 50},
+        "c": {"group": "warm after cold", "candidates": 80},
+        "d": {"group": "warm", "candidates": 80},
+    }
+    records = [
+        {"row": "R", "seed": s, "test": {"cold_recall@10": recall}, "per_user_test": {"ndcg@10": scores}}
+        for s, recall, scores in [
+            (1, 0.5, {"a": 0.0, "b": 0.5, "c": 0.2, "d": 0.4}),
+            (2, 0.0, {"a": 0.0, "b": 0.0, "c": 0.4, "d": 0.6}),
+        ]
+    ]
+    means = group_means(records, toy, "ndcg@10", ["R"])["R"]["mean"]
+    assert means == pytest.approx({"cold": 0.125, "warm after cold": 0.3, "warm": 0.5})
+    at_10 = cold_hits(records, toy, ["R"])["cutoffs"][10]
+    assert at_10["chance_mean"] == pytest.approx(0.1 + 0.2)
+    assert [(s["found"], s["p"]) for s in at_10["rows"]["R"]] == [(1, pytest.approx(1 - 0.9 * 0.8)), (0, 1.0)]

@@ -1,0 +1,231 @@
+"""A cold-item report's test users in three groups, and each row's cold hits against chance.
+
+    python -m recbole_m6rec.benchmarks.cold_groups --config_files=configs/cold_ml-100k.yaml \
+        --report=reports/cold_ml-100k
+
+The report's ``cold_*`` / ``warm_*`` columns split the test users by their target. A "warm" user's history can still
+end in a cold item: a cold item stays in the data as some users' validation target, so it is the last item of their
+test history, and a sequential ID model has never trained it. So the warm users are split again here: **warm after
+cold** (the validation target, the last history item, is cold) and **warm** (it is not). For every row, the mean
+per-user test metric (the plan's ``valid_metric``, as ``per_user_test`` records it) in each group, mean over seeds.
+
+With one target per user, cold recall@K times the cold test users is the cold targets found. Random ranking finds
+each cold user's target in its top K with probability K / (the items it can be shown: every item but the user's
+masked history, training items and validation target, as ``eval_history_mask: all`` masks them), so the found count
+has an exact chance distribution (a sum of unequal coin flips): its mean, and per seed the one-sided p of finding at
+least as many by chance.
+
+The split is rebuilt from the plan with RecBole's own data steps; its fingerprint must equal the results'. Writes
+``cold_groups.md`` and ``cold_groups.json`` into the report folder; trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks.plan import load_plan
+from recbole_m6rec.benchmarks.report_tables import check_one_split
+from recbole_m6rec.benchmarks.runner import load_results
+
+__all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "split_groups"]
+
+GROUPS = ("cold", "warm after cold", "warm")
+QUIET = {"state": "WARNING", "show_progress": False}
+
+
+def split_groups(plan: dict) -> dict:
+    """The plan's cold split rebuilt: its fingerprint, and per test user (raw token) its ``group`` (:data:`GROUPS`)
+    and ``candidates`` (the items its test ranking can show: all but its training items and validation target)."""
+    from recbole.data import data_preparation
+
+    from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
+    from recbole_m6rec.config import PluginConfig
+    from recbole_m6rec.data import create_dataset
+    from recbole_m6rec.evaluation import split_fingerprint
+    from recbole_m6rec.model.most_pop import training_column
+
+    if plan["common"].get("eval_history_mask") != "all":
+        raise ValueError(
+            f"the plan's eval_history_mask is {plan['common'].get('eval_history_mask')!r}; the chance counts here "
+            "assume 'all' (training and validation items masked from the test ranking)"
+        )
+    # MostPop: a general model, whose leave-one-out split equals a sequential model's (same fingerprint)
+    config = PluginConfig(model="MostPop", dataset=plan["dataset"], config_dict={**plan["common"], **QUIET})
+    dataset = create_dataset(config)
+    cold = apply_cold_items(dataset, config)
+    if cold is None:
+        raise ValueError("the plan holds out no cold items (set cold_items in its common settings)")
+    train, valid, test = data_preparation(config, dataset)
+    train_set = train._dataset
+    cold_items = set(cold.cold_item_tokens)
+    trained = np.bincount(training_column(train_set, train_set.uid_field), minlength=train_set.user_num)
+    user_ids = train_set.field2token_id[train_set.uid_field]
+    n_items = train_set.item_num - 1  # without the padding id
+    last = test_target_tokens(valid._dataset)  # the validation target: the last item of the test history
+    users = {}
+    for user, target in test_target_tokens(test._dataset).items():
+        group = "cold" if target in cold_items else ("warm after cold" if last.get(user) in cold_items else "warm")
+        masked = int(trained[user_ids[user]]) + (user in last)
+        users[user] = {"group": group, "candidates": n_items - masked}
+    return {"fingerprint": split_fingerprint(train, valid, test), "users": users}
+
+
+def at_least_by_chance(probabilities: Sequence[float], found: int) -> float:
+    """P(at least ``found`` successes) among independent trials with these success ``probabilities`` (exact)."""
+    counts = np.zeros(len(probabilities) + 1)
+    counts[0] = 1.0
+    for p in probabilities:  # the distribution of the number of successes, one trial at a time
+        counts[1:] = counts[1:] * (1 - p) + counts[:-1] * p
+        counts[0] *= 1 - p
+    return float(min(1.0, counts[max(found, 0) :].sum()))
+
+
+def group_means(records: list[dict], users: dict, metric: str, rows: Sequence[str]) -> dict:
+    """Per row: its seeds and, per group, the mean per-user test ``metric`` (mean over its seeds)."""
+    result = {}
+    for row in rows:
+        runs = [r for r in records if r["row"] == row and metric in (r.get("per_user_test") or {})]
+        if not runs:
+            continue
+        means = {}
+        for group in GROUPS:
+            per_seed = [
+                statistics.fmean(scores)
+                for r in runs
+                if (scores := [float(v) for u, v in r["per_user_test"][metric].items() if users[u]["group"] == group])
+            ]
+            means[group] = statistics.fmean(per_seed) if per_seed else None
+        result[row] = {"seeds": sorted((r["seed"] for r in runs), key=str), "mean": means}
+    return result
+
+
+def cold_hits(records: list[dict], users: dict, rows: Sequence[str]) -> dict:
+    """Per cutoff K of the results' ``cold_recall@K``: the chance mean of cold targets found, and per row and seed
+    the targets found and the one-sided chance p."""
+    cold = [facts["candidates"] for facts in users.values() if facts["group"] == "cold"]
+    cutoffs = sorted(
+        {
+            int(m.group(1))
+            for r in records
+            for key in r.get("test") or {}
+            if (m := re.fullmatch(r"cold_recall@(\d+)", key))
+        }
+    )
+    result = {"cold_users": len(cold), "cutoffs": {}}
+    for k in cutoffs:
+        chance = [min(k, n) / n for n in cold]
+        entry = {"chance_mean": float(sum(chance)), "rows": {}}
+        for row in rows:
+            for r in sorted((r for r in records if r["row"] == row), key=lambda r: str(r["seed"])):
+                recall = (r.get("test") or {}).get(f"cold_recall@{k}")
+                if recall is None:
+                    continue
+                found = int(round(recall * len(cold)))
+                entry["rows"].setdefault(row, []).append(
+                    {"seed": r["seed"], "found": found, "p": at_least_by_chance(chance, found)}
+                )
+        result["cutoffs"][k] = entry
+    return result
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric: str, command: str) -> dict:
+    rows = list(plan["rows"])
+    users = facts["users"]
+    sizes = {group: sum(1 for f in users.values() if f["group"] == group) for group in GROUPS}
+    result = {
+        "metric": metric,
+        "split_fingerprint": facts["fingerprint"],
+        "group_users": sizes,
+        "groups": group_means(records, users, metric, rows),
+        "cold_hits": cold_hits(records, users, rows),
+    }
+    text = [
+        f"# Cold-item test users in three groups, and cold hits against chance: {plan['dataset']}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Split fingerprint `{facts['fingerprint']}`, rebuilt from the plan and equal to every result's. "
+        "**warm after cold**: a warm test target after a cold last history item (the user's validation target), "
+        "an item no ID model has trained. Test only.",
+        "",
+        f"## Mean per-user test {metric} by group",
+        "",
+        "| row | seeds | " + " | ".join(f"{g} ({sizes[g]} users)" for g in GROUPS) + " |",
+        "|---|---|" + "---|" * len(GROUPS),
+    ]
+    for row, entry in result["groups"].items():
+        seeds = ", ".join(str(s) for s in entry["seeds"])
+        text.append(f"| {row} | {seeds} | " + " | ".join(_cell(entry["mean"][g]) for g in GROUPS) + " |")
+    hits = result["cold_hits"]
+    text += [
+        "",
+        f"## Cold targets found, of {hits['cold_users']} cold test users, against random ranking",
+        "",
+        "Per seed: targets found (cold recall@K × cold users) and the chance of finding at least as many by random "
+        "ranking of the items each user can be shown (one-sided, exact).",
+        "",
+    ]
+    for k, entry in hits["cutoffs"].items():
+        text += [f"At {k}: random ranking finds {entry['chance_mean']:.2f} on average.", ""]
+        text += ["| row | found per seed | chance p per seed |", "|---|---|---|"]
+        for row, seeds in entry["rows"].items():
+            found = ", ".join(f"{s['found']} (seed {s['seed']})" for s in seeds)
+            chance = ", ".join(format(s["p"], ".3g") for s in seeds)
+            text.append(f"| {row} | {found} | {chance} |")
+        text.append("")
+    atomic_write_text(report_dir / "cold_groups.json", json.dumps(result, indent=1) + "\n")
+    atomic_write_text(report_dir / "cold_groups.md", "\n".join(text))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config_files", required=True, help="the cold-item plan the report was made with")
+    parser.add_argument("--report", required=True, help="the report folder (its results/)")
+    parser.add_argument(
+        "--rows", default=None, help="comma-separated rows to read (default: every row of the plan with results)"
+    )
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    plan = load_plan(args.config_files, {}, None, None)
+    if args.rows:
+        wanted = [row.strip() for row in args.rows.split(",") if row.strip()]
+        unknown = [row for row in wanted if row not in plan["rows"]]
+        if unknown:
+            parser.error(f"--rows names {', '.join(unknown)}, not rows of the plan; rows: {', '.join(plan['rows'])}")
+        plan = {**plan, "rows": {row: plan["rows"][row] for row in wanted}}
+    report_dir = Path(args.report)
+    records = [r for r in load_results(report_dir) if r.get("row") in plan["rows"] and r.get("status") == "ok"]
+    if not records:
+        raise SystemExit(f"--report={args.report}: no finished results of the plan's rows in its results/")
+    fingerprint = check_one_split(records)
+    try:
+        facts = split_groups(plan)
+    except ValueError as error:
+        raise SystemExit(f"--config_files={args.config_files}: {error}") from None
+    if facts["fingerprint"] != fingerprint:
+        raise SystemExit(
+            f"the plan's split rebuilt here has fingerprint {facts['fingerprint']}, the results' is {fingerprint}: "
+            "they were scored on another split (another plan, dataset file or RecBole version)"
+        )
+    metric = str(plan["common"].get("valid_metric") or "").lower()
+    command = "python -m recbole_m6rec.benchmarks.cold_groups " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = write(report_dir, plan, records, facts, metric, command)
+    print((report_dir / "cold_groups.md").read_text(encoding="utf-8"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
