@@ -1,6 +1,7 @@
 """A small real leaderboard: three models, two seeds, a slice of ml-100k, one deliberately failing row."""
 
 import csv
+import io
 import itertools
 import json
 import shutil
@@ -22,6 +23,7 @@ from recbole_m6rec.benchmarks.report_tables import (
     epochs_cell,
     markdown_table,
     record_trains,
+    results_csv,
     run_seconds,
     summarise,
     trainable_cell,
@@ -1139,12 +1141,17 @@ def test_a_model_run_as_it_is_shows_no_epochs_even_where_its_result_says_it_trai
         (REPO / "reports/cold_ml-100k/results/M6Rec-zero-shot-seed2020.json").read_text(encoding="utf-8")
     )
     assert zero_shot["model"] == "M6RecZeroShot" and zero_shot["trains"] is True
-    trained = _finished("SASRec", 2020, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, model="SASRec", epochs_run=9)
+    trained = _finished(
+        "SASRec", 2020, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, model="SASRec", dataset="ml-100k", epochs_run=9
+    )
     trained.update(best_epoch=3, hit_cap=False)
     summary = summarise([zero_shot, trained], ["M6Rec-zero-shot", "SASRec"], ["ndcg@10"], "ndcg@10")
     cells = {entry["row"]: (epochs_cell(entry["epochs"]), trainable_cell(entry)) for entry in summary}
     assert cells == {"M6Rec-zero-shot": ("–", "–"), "SASRec": ("9 (3)", "all")}
     assert record_trains(trained) and not record_trains(zero_shot)
+    rows = list(csv.DictReader(io.StringIO(results_csv([zero_shot, trained], ["ndcg@10"], "ndcg@10"))))
+    epoch_columns = ("epochs_run", "best_epoch", "epoch_cap", "hit_cap")
+    assert [[row[c] for c in epoch_columns] for row in rows] == [["0", "", "", "False"], ["9", "3", "", "False"]]
     outcome = SimpleNamespace(extra={}, checkpoint_file=None)
     assert training_facts({"model": "M6RecZeroShot", "epochs": 300}, outcome)["trains"] is False
     assert training_facts({"model": "SASRec", "epochs": 300, "stopping_step": 6}, outcome)["trains"] is True

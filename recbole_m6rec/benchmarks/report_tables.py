@@ -112,6 +112,7 @@ def results_csv(records: list[dict], metrics: list[str], main_metric: str) -> st
     for r in records:
         extra = r.get("extra") or {}
         origin = r.get("provenance") or {}
+        trained = record_trains(r)  # no epoch facts for a model run as it is, whatever an older result says
         writer.writerow(
             [
                 r["row"],
@@ -125,10 +126,10 @@ def results_csv(records: list[dict], metrics: list[str], main_metric: str) -> st
                 r.get("test_seconds", ""),
                 extra.get("item_encoding_seconds", ""),
                 r.get("peak_rss_mb", ""),
-                _epochs_run(r),
-                r.get("best_epoch", ""),
-                r.get("epoch_cap", ""),
-                r.get("hit_cap", ""),
+                _epochs_run(r) if trained else 0,
+                r.get("best_epoch", "") if trained else "",
+                r.get("epoch_cap", "") if trained else "",
+                r.get("hit_cap", "") if trained else False,
                 origin.get("code_hash", ""),
                 origin.get("git_commit", ""),
                 origin.get("git_dirty", ""),
