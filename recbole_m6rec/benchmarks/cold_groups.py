@@ -5,7 +5,7 @@
 
 The report's ``cold_*`` / ``warm_*`` columns split the test users by their target. A "warm" user's history can still
 end in a cold item: a cold item stays in the data as some users' validation target, so it is the last item of their
-test history, and a sequential ID model has never trained it. So the warm users are split again here: **warm after
+test history, and an ID model has never seen it as a positive (its embedding was only pushed down as a negative). So the warm users are split again here: **warm after
 cold** (the validation target, the last history item, is cold) and **warm** (it is not). For every row, the mean
 per-user test metric (the plan's ``valid_metric``, as ``per_user_test`` records it) in each group, mean over seeds.
 
@@ -15,8 +15,9 @@ masked history, training items and validation target, as ``eval_history_mask: al
 has an exact chance distribution (a sum of unequal coin flips): its mean, and per seed the one-sided p of finding at
 least as many by chance.
 
-The split is rebuilt from the plan with RecBole's own data steps; its fingerprint must equal the results'. Writes
-``cold_groups.md`` and ``cold_groups.json`` into the report folder; trains nothing.
+It reads the runs the report used (the (row, seed) pairs of its ``results.csv``), so older results left in
+``results/`` stay out. The split is rebuilt from the plan with RecBole's own data steps; its fingerprint must equal
+the results'. Writes ``cold_groups.md`` and ``cold_groups.json`` into the report folder; trains nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks.headline import report_runs
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.report_tables import check_one_split
 from recbole_m6rec.benchmarks.runner import load_results
@@ -81,12 +83,14 @@ def split_groups(plan: dict) -> dict:
 
 def at_least_by_chance(probabilities: Sequence[float], found: int) -> float:
     """P(at least ``found`` successes) among independent trials with these success ``probabilities`` (exact)."""
+    if found <= 0:
+        return 1.0
     counts = np.zeros(len(probabilities) + 1)
     counts[0] = 1.0
     for p in probabilities:  # the distribution of the number of successes, one trial at a time
         counts[1:] = counts[1:] * (1 - p) + counts[:-1] * p
         counts[0] *= 1 - p
-    return float(min(1.0, counts[max(found, 0) :].sum()))
+    return float(min(1.0, counts[found:].sum()))
 
 
 def group_means(records: list[dict], users: dict, metric: str, rows: Sequence[str]) -> dict:
@@ -159,7 +163,7 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "",
         f"Split fingerprint `{facts['fingerprint']}`, rebuilt from the plan and equal to every result's. "
         "**warm after cold**: a warm test target after a cold last history item (the user's validation target), "
-        "an item no ID model has trained. Test only.",
+        "an item no ID model has seen as a positive. Test only.",
         "",
         f"## Mean per-user test {metric} by group",
         "",
@@ -207,9 +211,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
             parser.error(f"--rows names {', '.join(unknown)}, not rows of the plan; rows: {', '.join(plan['rows'])}")
         plan = {**plan, "rows": {row: plan["rows"][row] for row in wanted}}
     report_dir = Path(args.report)
-    records = [r for r in load_results(report_dir) if r.get("row") in plan["rows"] and r.get("status") == "ok"]
+    used = report_runs(report_dir)
+    if used is None:
+        raise SystemExit(f"--report={args.report}: no results.csv there; run it on a report the leaderboard wrote")
+    records = [
+        r
+        for r in load_results(report_dir)
+        if r.get("row") in plan["rows"] and r.get("status") == "ok" and (r["row"], str(r["seed"])) in used
+    ]
     if not records:
-        raise SystemExit(f"--report={args.report}: no finished results of the plan's rows in its results/")
+        raise SystemExit(f"--report={args.report}: its report used no finished result of the plan's rows")
+    masks = sorted({str(r.get("history_mask")) for r in records} - {"all"})
+    if masks:
+        raise SystemExit(
+            f"results with eval_history_mask {', '.join(masks)}: the chance counts here assume 'all' for every run"
+        )
     fingerprint = check_one_split(records)
     try:
         facts = split_groups(plan)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recbole_m6rec.benchmarks.figures import FIGURE_OPENING, render_figures
+from recbole_m6rec.benchmarks.report_tables import record_trains
 
 __all__ = ["load_results", "headline_table", "render", "main"]
 
@@ -62,14 +63,16 @@ def _normalise(record: dict, path: Path) -> dict:
     if not row:
         raise ValueError(f"{path}: a result needs 'row' or 'model' (got keys {sorted(record)})")
     epochs = record.get("epochs_run", (record.get("extra") or {}).get("epochs_run"))
+    trained = record_trains({"model": record.get("model", ""), "trains": record.get("trains", True)})
     return {
         "row": str(row),
         "seed": record.get("seed"),
         "status": record.get("status", "ok"),
         "valid": _metric_dict(record, "best_valid_result", "valid"),
         "test": _metric_dict(record, "test_result", "test"),
-        "epochs": epochs,
-        "hit_cap": record.get("hit_cap"),
+        "epochs": epochs if trained else None,
+        "hit_cap": record.get("hit_cap") if trained else False,
+        "trains": trained,
         "split": record.get("split_fingerprint"),
         "provenance": record.get("provenance"),
         "file": path.name,
@@ -159,8 +162,11 @@ def _number(stats: tuple[float | None, float | None, int], seeds: int) -> str:
     return text + (f" ({count} of {seeds} seeds)" if count < seeds else "")
 
 
-def _epochs(entry_epochs: list, hit_caps: list) -> str:
-    """``12, 30†``: epochs per seed, † where it stopped at its epoch cap, * where the result does not say."""
+def _epochs(entry_epochs: list, hit_caps: list, trains: list | None = None) -> str:
+    """``12, 30†``: epochs per seed, † where it stopped at its epoch cap, * where the result does not say; ``–`` for
+    a row that trains nothing."""
+    if trains is not None and trains and not any(trains):
+        return "–"
     marks = {True: "†", False: "", None: "*"}
     return ", ".join(("?" if e is None else str(e)) + marks[cap] for e, cap in zip(entry_epochs, hit_caps))
 
@@ -182,6 +188,7 @@ def summarise(records: list[dict], metrics: Sequence[str], rows: Sequence[str] |
                 },
                 "epochs": [r["epochs"] for r in mine],
                 "hit_caps": [None if r.get("hit_cap") is None else bool(r["hit_cap"]) for r in mine],
+                "trains": [r.get("trains", True) for r in mine],
                 "code": list(dict.fromkeys(provenance_label(r["provenance"]) for r in mine)),
             }
         )
@@ -216,7 +223,7 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
             numbers = [
                 _number(entry["stats"][part, m], len(entry["seeds"])) for m in metrics for part in ("valid", "test")
             ]
-            epochs = _epochs(entry["epochs"], entry["hit_caps"])
+            epochs = _epochs(entry["epochs"], entry["hit_caps"], entry.get("trains"))
             cells = [entry["row"], str(len(entry["seeds"]))] + numbers + [epochs, "; ".join(entry["code"])]
         lines.append("| " + " | ".join(cells) + " |")
     splits = sorted({str(r["split"]) for r in records if r["status"] == "ok" and r["split"]})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from recbole_m6rec.benchmarks.report_tables import smaller_is_better
+from recbole_m6rec.benchmarks.report_tables import smaller_is_better, trains_nothing
 
 __all__ = [
     "family_of",
@@ -30,7 +30,9 @@ def family_of(primary: str) -> str:
 
 
 def _trains(entry: dict) -> bool:
-    return any(trains for trains, *_ in entry.get("epochs") or [(True,)])
+    """A row whose model is run as it is gives the same numbers on every seed (a row trained for 0 epochs does not:
+    its random start moves with the seed)."""
+    return not trains_nothing(str(entry.get("model") or ""))
 
 
 def common_seeds(entries: list[dict]) -> list | None:
@@ -206,7 +208,7 @@ def ratio_lines(
         f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
         + (f", {baseline} the best baseline" if baseline else "")
-        + (f", compared on seed(s) {_seed_list(shared)}, the ones every row ran" if shared else "")
+        + (f", compared on seed(s) {_seed_list(shared)}, the ones every trained row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
     compare = "difference" if labelled else "ratio"

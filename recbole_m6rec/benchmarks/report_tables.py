@@ -168,7 +168,8 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
     for name in rows:
         done = [r for r in records if r["row"] == name and r.get("status") == "ok"]
         failed = [r for r in records if r["row"] == name and r.get("status") != "ok"]
-        entry = {"row": name, "runs": len(done), "failed": failed}
+        models = {str(r.get("model", "")) for r in done}
+        entry = {"row": name, "runs": len(done), "failed": failed, "model": models.pop() if len(models) == 1 else None}
         # a metric a run did not record (an older result beside newer ones) is averaged over the runs that did
         columns = {m: [float(r["test"][m]) for r in done if m in (r.get("test") or {})] for m in metrics}
         columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]

@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with open(args.config_files, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle)
+    if (plan.get("common") or {}).get("eval_args", {}).get("mode") != "labeled":
+        parser.error(f"{args.config_files} is not a labelled (click-through) plan: its samples carry no label")
     sys.argv = sys.argv[:1]  # RecBole's Config reads the command line
     config = PluginConfig(model="M6RecCTR", dataset=plan["dataset"], config_dict=plan["common"])
     _, valid, test = data_preparation(config, create_dataset(config))
