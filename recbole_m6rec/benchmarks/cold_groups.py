@@ -35,24 +35,19 @@ import numpy as np
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.headline import report_runs
 from recbole_m6rec.benchmarks.plan import load_plan
+from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
 from recbole_m6rec.benchmarks.report_tables import check_one_split
 from recbole_m6rec.benchmarks.runner import load_results
 
 __all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "split_groups"]
 
 GROUPS = ("cold", "warm after cold", "warm")
-QUIET = {"state": "WARNING", "show_progress": False}
 
 
 def split_groups(plan: dict) -> dict:
     """The plan's cold split rebuilt: its fingerprint, and per test user (raw token) its ``group`` (:data:`GROUPS`)
     and ``candidates`` (the items its test ranking can show: all but its training items and validation target)."""
-    from recbole.data import data_preparation
-
-    from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
-    from recbole_m6rec.config import PluginConfig
-    from recbole_m6rec.data import create_dataset
-    from recbole_m6rec.evaluation import split_fingerprint
+    from recbole_m6rec.cold_start import test_target_tokens
     from recbole_m6rec.model.most_pop import training_column
 
     if plan["common"].get("eval_history_mask") != "all":
@@ -60,25 +55,21 @@ def split_groups(plan: dict) -> dict:
             f"the plan's eval_history_mask is {plan['common'].get('eval_history_mask')!r}; the chance counts here "
             "assume 'all' (training and validation items masked from the test ranking)"
         )
-    # MostPop: a general model, whose leave-one-out split equals a sequential model's (same fingerprint)
-    config = PluginConfig(model="MostPop", dataset=plan["dataset"], config_dict={**plan["common"], **QUIET})
-    dataset = create_dataset(config)
-    cold = apply_cold_items(dataset, config)
-    if cold is None:
+    split = rebuild_split(plan)
+    if split.cold is None:
         raise ValueError("the plan holds out no cold items (set cold_items in its common settings)")
-    train, valid, test = data_preparation(config, dataset)
-    train_set = train._dataset
-    cold_items = set(cold.cold_item_tokens)
+    train_set = split.train._dataset
+    cold_items = set(split.cold.cold_item_tokens)
     trained = np.bincount(training_column(train_set, train_set.uid_field), minlength=train_set.user_num)
     user_ids = train_set.field2token_id[train_set.uid_field]
     n_items = train_set.item_num - 1  # without the padding id
-    last = test_target_tokens(valid._dataset)  # the validation target: the last item of the test history
+    last = test_target_tokens(split.valid._dataset)  # the validation target: the last item of the test history
     users = {}
-    for user, target in test_target_tokens(test._dataset).items():
+    for user, target in test_target_tokens(split.test._dataset).items():
         group = "cold" if target in cold_items else ("warm after cold" if last.get(user) in cold_items else "warm")
         masked = int(trained[user_ids[user]]) + (user in last)
         users[user] = {"group": group, "candidates": n_items - masked}
-    return {"fingerprint": split_fingerprint(train, valid, test), "users": users}
+    return {"fingerprint": split.fingerprint, "users": users}
 
 
 def at_least_by_chance(probabilities: Sequence[float], found: int) -> float:
@@ -203,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--rows", default=None, help="comma-separated rows to read (default: every row of the plan with results)"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command = "python -m recbole_m6rec.benchmarks.cold_groups " + " ".join(sys.argv[1:] if argv is None else argv)
     plan = load_plan(args.config_files, {}, None, None)
     if args.rows:
         wanted = [row.strip() for row in args.rows.split(",") if row.strip()]
@@ -231,13 +223,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         facts = split_groups(plan)
     except ValueError as error:
         raise SystemExit(f"--config_files={args.config_files}: {error}") from None
-    if facts["fingerprint"] != fingerprint:
-        raise SystemExit(
-            f"the plan's split rebuilt here has fingerprint {facts['fingerprint']}, the results' is {fingerprint}: "
-            "they were scored on another split (another plan, dataset file or RecBole version)"
-        )
+    require_same_split(facts["fingerprint"], fingerprint)
     metric = str(plan["common"].get("valid_metric") or "").lower()
-    command = "python -m recbole_m6rec.benchmarks.cold_groups " + " ".join(sys.argv[1:] if argv is None else argv)
     result = write(report_dir, plan, records, facts, metric, command)
     print((report_dir / "cold_groups.md").read_text(encoding="utf-8"))
     return result

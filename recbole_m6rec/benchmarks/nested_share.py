@@ -40,16 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="a labelled (click-through) leaderboard plan")
     args = parser.parse_args(argv)
-    from recbole.data import data_preparation
-
-    from recbole_m6rec.config import PluginConfig
-    from recbole_m6rec.data import create_dataset
+    from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
 
     with open(args.config_files, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle)
-    sys.argv = sys.argv[:1]  # RecBole's Config reads the command line
-    config = PluginConfig(model="M6RecCTR", dataset=plan["dataset"], config_dict=plan["common"])
-    _, valid, test = data_preparation(config, create_dataset(config))
+    split = rebuild_split(plan, "M6RecCTR")
+    config, valid, test = split.config, split.valid, split.test
     print(
         f"{args.config_files}: MAX_ITEM_LIST_LENGTH {config['MAX_ITEM_LIST_LENGTH']}, eval batch {config['eval_batch_size']}"
     )

@@ -29,31 +29,21 @@ import numpy as np
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.plan import is_labelled, load_plan
+from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
 from recbole_m6rec.benchmarks.report_tables import check_one_split
 from recbole_m6rec.benchmarks.runner import load_results
 
 __all__ = ["split_facts", "strata", "main"]
 
-QUIET = {"state": "WARNING", "show_progress": False}
-
 
 def split_facts(plan: dict) -> dict:
     """The plan's split rebuilt by the data steps its runs use: its fingerprint, and per test user (raw token) the
     test target's training interactions (``target_count``) and the user's training interactions (``history``)."""
-    from recbole.data import data_preparation
-
-    from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
-    from recbole_m6rec.config import PluginConfig
-    from recbole_m6rec.data import create_dataset
-    from recbole_m6rec.evaluation import split_fingerprint
+    from recbole_m6rec.cold_start import test_target_tokens
     from recbole_m6rec.model.most_pop import training_column, training_item_counts
 
-    # MostPop: a general model, whose leave-one-out split equals a sequential model's (same fingerprint)
-    config = PluginConfig(model="MostPop", dataset=plan["dataset"], config_dict={**plan["common"], **QUIET})
-    dataset = create_dataset(config)
-    apply_cold_items(dataset, config)
-    train, valid, test = data_preparation(config, dataset)
-    train_set, test_set = train._dataset, test._dataset
+    split = rebuild_split(plan)
+    train_set, test_set = split.train._dataset, split.test._dataset
     if len(test_set.inter_feat) != len(set(test_set.inter_feat[test_set.uid_field].tolist())):
         raise ValueError(
             f"the plan's split holds several test targets per user (eval_args.split: "
@@ -67,7 +57,7 @@ def split_facts(plan: dict) -> dict:
         user: {"target_count": int(counts[item_ids[item]]), "history": int(history[user_ids[user]])}
         for user, item in test_target_tokens(test_set).items()
     }
-    return {"fingerprint": split_fingerprint(train, valid, test), "users": users}
+    return {"fingerprint": split.fingerprint, "users": users}
 
 
 def _edges(values: list[int], bins: int) -> list[float]:
@@ -211,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--reference", default=None, help="a row every other row's groups are divided by")
     parser.add_argument("--bins", type=int, default=4, help="groups per stratification, >= 2 (default 4)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command = "python -m recbole_m6rec.benchmarks.strata " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.bins < 2:
         parser.error(f"--bins is {args.bins}; it needs at least 2 groups")
     plan = load_plan(args.config_files, {}, None, None)
@@ -224,18 +215,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"--report={args.report}: no finished results of the plan's rows in its results/")
     fingerprint = check_one_split(records)
     facts = split_facts(plan)
-    if facts["fingerprint"] != fingerprint:
-        raise SystemExit(
-            f"the plan's split rebuilt here has fingerprint {facts['fingerprint']}, the results' is {fingerprint}: "
-            "they were scored on another split (another plan, dataset file or RecBole version)"
-        )
+    require_same_split(facts["fingerprint"], fingerprint)
     metric = str(plan["common"].get("valid_metric") or "").lower()
     if not any(metric in (r.get("per_user_test") or {}) for r in records):
         raise SystemExit(
             f"no result records per-user test values of the plan's valid_metric ({metric or 'not set'}): strata "
             "need them (results written by the leaderboard record them for ranking plans)"
         )
-    command = "python -m recbole_m6rec.benchmarks.strata " + " ".join(sys.argv[1:] if argv is None else argv)
     result = write(report_dir, plan, records, facts, metric, args.bins, args.reference, command)
     print((report_dir / "strata.md").read_text(encoding="utf-8"))
     return result

@@ -47,19 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="a labelled (click-through) leaderboard plan")
     args = parser.parse_args(argv)
-    from recbole.data import data_preparation
-
+    from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
     from recbole_m6rec.benchmarks.significance import auc_ci
-    from recbole_m6rec.config import PluginConfig
-    from recbole_m6rec.data import create_dataset
 
     with open(args.config_files, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle)
     if (plan.get("common") or {}).get("eval_args", {}).get("mode") != "labeled":
         parser.error(f"{args.config_files} is not a labelled (click-through) plan: its samples carry no label")
-    sys.argv = sys.argv[:1]  # RecBole's Config reads the command line
-    config = PluginConfig(model="M6RecCTR", dataset=plan["dataset"], config_dict=plan["common"])
-    _, valid, test = data_preparation(config, create_dataset(config))
+    split = rebuild_split(plan, "M6RecCTR")
+    config, valid, test = split.config, split.valid, split.test
     print(
         f"{args.config_files}: AUC of a score from the history's times alone (0.5 = no signal; DeLong's 95% interval, "
         "which takes a user's samples as independent, so it is too narrow)"
