@@ -140,3 +140,22 @@ def test_a_second_process_runs_its_share_of_the_trials_and_the_plans_command_reu
     assert len(json.loads((out / "tuning" / "BPR-tuning.json").read_text())["trials"]) == 2
     with pytest.raises(SystemExit, match="trial numbers run from 1 to the plan's budget, 2"):
         leaderboard.main([*command, "--trials=3"])
+
+
+def test_status_names_a_failed_trial_that_resume_would_run_again(tmp_path, monkeypatch):
+    """A trial that failed (here a real NaN loss from a learning rate of 1e30) is not done: ``--resume`` runs it
+    again with the same settings and seed, hours for a slow row, so ``--status`` names it and its error."""
+    from recbole_m6rec.benchmarks import status
+
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+    plan_file = tmp_path / "plan.yaml"
+    plan = yaml.safe_load(_plan_file(tmp_path).read_text())
+    plan["rows"]["BPR"]["search"] = {"learning_rate": ["choice", 0.001, 1.0e30]}
+    plan_file.write_text(yaml.safe_dump(plan))
+    report = tmp_path / "report"
+    leaderboard.main([f"--config_files={plan_file}", f"--report={report}"])  # tunes, then the chosen trial's seed
+    loaded = load_plan(str(plan_file), {}, None, None)
+    tuned = status.tuning_status(loaded, "BPR", report)
+    assert tuned["done"] == 1 and len(tuned["failed"]) == 1
+    assert "failed (" in tuned["failed"][0] and "nan" in tuned["failed"][0].lower()
+    assert "`--resume` runs it again" in status.status_report(loaded, report)

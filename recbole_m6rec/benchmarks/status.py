@@ -23,7 +23,7 @@ from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_recor
 from recbole_m6rec.benchmarks.hyperopt_space import TPE_STARTUP_TRIALS
 from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
-from recbole_m6rec.benchmarks.runner import reusable_result, trial_path
+from recbole_m6rec.benchmarks.runner import failed_result, reusable_result, trial_path
 
 __all__ = [
     "tuning_status",
@@ -86,7 +86,7 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
     budget = trial_budget(tuning, space)  # a smaller exhaustive grid is run whole, in fewer trials
     header = {"space": space, "algo": tuning["algo"], "seed": tuning["seed"], "metric": metric}
     trials = recorded_trials(report_dir / "tuning" / f"{name}-tuning.json", header)
-    done, best_params, best_valid = 0, None, None
+    done, best_params, best_valid, failed = 0, None, None, []
     sign = -1.0 if smaller_is_better(metric) else 1.0
     for index, trial in enumerate(trials[:budget]):
         params = trial.get("params") if isinstance(trial, dict) else None
@@ -95,6 +95,9 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         spec = job_spec(plan, name, tuning["seed"], params)
         previous = reusable_result(spec, trial_path(report_dir, spec))[0]
         score = ((previous or {}).get("valid") or {}).get(metric)
+        crashed = failed_result(spec, trial_path(report_dir, spec))
+        if crashed is not None:  # it runs again on --resume, the same settings and seed: likely the same failure
+            failed.append(f"trial {index + 1} failed ({_first_line(crashed.get('error'))})")
         if previous is not None and is_finite_number(score):
             done += 1
             if best_valid is None or sign * score > sign * best_valid:
@@ -118,7 +121,13 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         "metric": metric,
         "running": running,
         "running_now": now,
+        "failed": failed,
     }
+
+
+def _first_line(error) -> str:
+    lines = [line.strip() for line in str(error or "no error recorded").strip().splitlines() if line.strip()]
+    return lines[-1][:120] if lines else "no error recorded"
 
 
 def _claimed_trials(trials_dir: Path) -> list[Path]:
@@ -189,6 +198,8 @@ def _row_status(plan: dict, name: str, planned: list, report_dir: Path, keep_fin
             tuning_cell += "; " + "; ".join(f"a trial {cell}" for cell in tuned["running_now"])
         elif tuned["running"] and tuned["done"] < tuned["budget"]:
             tuning_cell += f"; an interrupted trial: {tuned['running']}"
+        if tuned.get("failed"):
+            tuning_cell += "; " + "; ".join(tuned["failed"]) + ": `--resume` runs it again, with the same settings"
         trials_left = tuned["budget"] - tuned["done"]
         params = tuned["best_params"] if trials_left == 0 else None
     cells = {}
