@@ -62,7 +62,9 @@ bench-ablations: setup
 
 bench-cold: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume
+	$(RUN) -m recbole_m6rec.benchmarks.cold_groups --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --resume
+	$(RUN) -m recbole_m6rec.benchmarks.cold_groups --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations
 
 bench-ctr: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume
