@@ -195,13 +195,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     command = "python -m recbole_m6rec.benchmarks.cold_groups " + " ".join(sys.argv[1:] if argv is None else argv)
-    plan = load_plan(args.config_files, {}, None, None)
-    if args.rows:
-        wanted = [row.strip() for row in args.rows.split(",") if row.strip()]
-        unknown = [row for row in wanted if row not in plan["rows"]]
-        if unknown:
-            parser.error(f"--rows names {', '.join(unknown)}, not rows of the plan; rows: {', '.join(plan['rows'])}")
-        plan = {**plan, "rows": {row: plan["rows"][row] for row in wanted}}
+    wanted = [row.strip() for row in args.rows.split(",") if row.strip()] if args.rows else None
+    try:
+        plan = load_plan(args.config_files, {}, wanted, None)  # refuses a row the plan does not have
+    except ValueError as error:
+        parser.error(f"--rows: {error}")
     report_dir = Path(args.report)
     used = report_runs(report_dir)
     if used is None:

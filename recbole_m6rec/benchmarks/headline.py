@@ -63,7 +63,7 @@ def _normalise(record: dict, path: Path) -> dict:
     if not row:
         raise ValueError(f"{path}: a result needs 'row' or 'model' (got keys {sorted(record)})")
     epochs = record.get("epochs_run", (record.get("extra") or {}).get("epochs_run"))
-    trained = record_trains({"model": record.get("model", ""), "trains": record.get("trains", True)})
+    trained = record_trains(record)
     return {
         "row": str(row),
         "seed": record.get("seed"),

@@ -93,9 +93,10 @@ def tuning_status(plan: dict, name: str, report_dir: Path) -> dict | None:
         if not isinstance(params, dict):
             break
         spec = job_spec(plan, name, tuning["seed"], params)
-        previous = reusable_result(spec, trial_path(report_dir, spec))[0]
+        out = trial_path(report_dir, spec)
+        previous = reusable_result(spec, out)[0]
         score = ((previous or {}).get("valid") or {}).get(metric)
-        crashed = failed_result(spec, trial_path(report_dir, spec))
+        crashed = failed_result(spec, out) if previous is None else None
         if crashed is not None:  # it runs again on --resume, the same settings and seed: likely the same failure
             failed.append(f"trial {index + 1} failed ({_first_line(crashed.get('error'))})")
         if previous is not None and is_finite_number(score):

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-import yaml
 
 __all__ = ["last_second_features", "main"]
 
@@ -47,12 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", required=True, help="a labelled (click-through) leaderboard plan")
     args = parser.parse_args(argv)
+    from recbole_m6rec.benchmarks.plan import is_labelled, load_plan
     from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
     from recbole_m6rec.benchmarks.significance import auc_ci
 
-    with open(args.config_files, encoding="utf-8") as handle:
-        plan = yaml.safe_load(handle)
-    if (plan.get("common") or {}).get("eval_args", {}).get("mode") != "labeled":
+    try:
+        plan = load_plan(args.config_files, {}, None, None)
+    except ValueError as error:
+        parser.error(str(error))
+    if not is_labelled(plan):
         parser.error(f"{args.config_files} is not a labelled (click-through) plan: its samples carry no label")
     split = rebuild_split(plan, "M6RecCTR")
     config, valid, test = split.config, split.valid, split.test
