@@ -472,8 +472,27 @@ def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(rep
     valid, test = most_pop["valid"]["ndcg@10"], most_pop["test"]["ndcg@10"]
     assert any(line.startswith(f"| MostPop | {valid:.4f} | {test:.4f} | {valid:.4f} | {test:.4f} |") for line in lines)
     assert any(line.startswith("| Absent | – | – | – | – |") for line in lines)
+    assert [line.rsplit("|", 2)[1].strip() for line in lines if line.startswith("| MostPop")] == ["same"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
+    # a reference whose MostPop ran other code, and one that also ran other settings, says so
+    result_file = copy / "results" / f"MostPop-seed{most_pop['seed']}.json"
+    changed = json.loads(result_file.read_text())
+    changed["provenance"] = {**(changed.get("provenance") or {}), "code_hash": "0" * 16}
+    result_file.write_text(json.dumps(changed))
+    ran = {
+        line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip()
+        for line in reference_lines(summary, copy, "ndcg@10")
+        if line.startswith("| ")
+    }
+    assert (ran["MostPop"], ran["BPR"], ran["Absent"]) == ("other code", "same", "–")
+    result_file.write_text(json.dumps({**changed, "config_hash": "other"}))
+    ran = {
+        line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip()
+        for line in reference_lines(summary, copy, "ndcg@10")
+        if line.startswith("| ")
+    }
+    assert ran["MostPop"] == "other code and settings"
     prepare_report_dir(copy, resume=False, fresh=True)
     assert not list((copy / "results").iterdir()) and not (copy / "tuning").exists()
     assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, record_trains, run_seconds
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, record_trains, run_seconds, runs_of
 from recbole_m6rec.benchmarks.runner import load_results
 
 ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
@@ -245,18 +245,36 @@ def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]
     return lines
 
 
+def reference_ran(mine: set[tuple], theirs: set[tuple]) -> str:
+    """Whether a row's reference runs ran the settings and plugin code this run's did (hashes as results record
+    them): a reference of other code or settings is not this run's number to reproduce."""
+    if not mine or not theirs:
+        return "–"
+    if mine == theirs:
+        return "same"
+    settings = {config for config, _ in mine} == {config for config, _ in theirs}
+    code = {code for _, code in mine} == {code for _, code in theirs}
+    if settings and not code:
+        return "other code"
+    if code and not settings:
+        return "other settings"
+    return "other code and settings" if not (code or settings) else "other runs"
+
+
 def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) -> list[str]:
-    """This run's valid and test ``main_metric`` and time per row next to the mean of the reference folder's."""
+    """This run's valid and test ``main_metric`` and time per row next to the mean of the reference folder's, and
+    whether the reference ran the same settings and code."""
     reference = [r for r in load_results(reference_dir) if r.get("status") == "ok"]
     if not reference:
         return [f"No finished results in the reference folder `{reference_dir}`."]
     lines = [
-        f"This run next to the reference in `{reference_dir}` (mean over seeds; the reference may come from "
-        "other code and settings, see its report):",
+        f"This run next to the reference in `{reference_dir}` (mean over seeds). `reference ran`: whether the "
+        "reference's runs of that row had this run's settings and plugin code (`same`: the numbers should agree "
+        "within what docs/reliability.md (Determinism) says reproduces; otherwise see the reference's report):",
         "",
         f"| model | valid {main_metric} | test {main_metric} | reference valid | reference test | "
-        "train+eval s | reference s |",
-        "|---|---|---|---|---|---|---|",
+        "train+eval s | reference s | reference ran |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         theirs = [r for r in reference if r["row"] == e["row"]]
@@ -277,6 +295,7 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
             ref_test,
             f"{seconds[0]:.0f}" if seconds else "–",
             f"{statistics.fmean(ref_time):.0f}" if ref_time else "–",
+            reference_ran(e.get("runs_of") or set(), runs_of(theirs)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -161,6 +161,11 @@ def cpu_of(record: dict, with_bfloat16: bool = False) -> str | None:
     return (runtime["cpu"] or "unnamed CPU") + (bf16 if with_bfloat16 else "")
 
 
+def runs_of(records: list[dict]) -> set[tuple[str | None, str | None]]:
+    """What each finished run ran: its settings hash and the hash of the plugin code it imported."""
+    return {(r.get("config_hash"), (r.get("provenance") or {}).get("code_hash")) for r in records}
+
+
 def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
     """One entry per row in ``rows``: its finished runs' (mean, std) of each test metric, of the valid
     ``main_metric`` (``valid``), time and memory; its failed runs, epochs, item encoding time and code hashes."""
@@ -200,6 +205,7 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
             (record_trains(r), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]
         entry["code"] = sorted({provenance.short((r.get("provenance") or {}).get("code_hash")) for r in done})
+        entry["runs_of"] = runs_of(done)
         summary.append(entry)
     return summary
 
