@@ -475,24 +475,33 @@ def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(rep
     assert [line.rsplit("|", 2)[1].strip() for line in lines if line.startswith("| MostPop")] == ["same"]
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    # a reference whose MostPop ran other code, and one that also ran other settings, says so
+
+    def reference_ran() -> dict[str, str]:
+        lines = reference_lines(summary, copy, "ndcg@10")
+        return {line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip() for line in lines if line.startswith("| ")}
+
+    # a reference whose MostPop ran other code on one seed, other settings too, or only other settings, says so
     result_file = copy / "results" / f"MostPop-seed{most_pop['seed']}.json"
-    changed = json.loads(result_file.read_text())
-    changed["provenance"] = {**(changed.get("provenance") or {}), "code_hash": "0" * 16}
-    result_file.write_text(json.dumps(changed))
-    ran = {
-        line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip()
-        for line in reference_lines(summary, copy, "ndcg@10")
-        if line.startswith("| ")
-    }
-    assert (ran["MostPop"], ran["BPR"], ran["Absent"]) == ("other code", "same", "–")
-    result_file.write_text(json.dumps({**changed, "config_hash": "other"}))
-    ran = {
-        line.split("|")[1].strip(): line.rsplit("|", 2)[1].strip()
-        for line in reference_lines(summary, copy, "ndcg@10")
-        if line.startswith("| ")
-    }
-    assert ran["MostPop"] == "other code and settings"
+    other_code = {**most_pop, "provenance": {**(most_pop.get("provenance") or {}), "code_hash": "0" * 16}}
+    result_file.write_text(json.dumps(other_code))
+    assert (reference_ran()["MostPop"], reference_ran()["BPR"], reference_ran()["Absent"]) == (
+        "other code",
+        "same",
+        "–",
+    )
+    result_file.write_text(json.dumps({**other_code, "config_hash": "other"}))
+    assert reference_ran()["MostPop"] == "other code and settings"
+    result_file.write_text(json.dumps({**most_pop, "config_hash": "other"}))
+    assert reference_ran()["MostPop"] == "other settings"
+    # an older result without hashes says so
+    result_file.write_text(json.dumps({key: value for key, value in most_pop.items() if key != "provenance"}))
+    assert reference_ran()["MostPop"] == "not recorded"
+    # only the seeds both ran are compared (the settings hash covers the seed)
+    for record in records:
+        if record["row"] == "MostPop" and record["status"] == "ok":
+            moved = {**record, "seed": record["seed"] + 1000}
+            (copy / "results" / f"MostPop-seed{record['seed']}.json").write_text(json.dumps(moved))
+    assert reference_ran()["MostPop"] == "other seeds"
     prepare_report_dir(copy, resume=False, fresh=True)
     assert not list((copy / "results").iterdir()) and not (copy / "tuning").exists()
     assert (copy / "report.md").is_file()  # the report (and its hand-written notes) stays

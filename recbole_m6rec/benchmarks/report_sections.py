@@ -245,20 +245,25 @@ def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]
     return lines
 
 
-def reference_ran(mine: set[tuple], theirs: set[tuple]) -> str:
-    """Whether a row's reference runs ran the settings and plugin code this run's did (hashes as results record
-    them): a reference of other code or settings is not this run's number to reproduce."""
+def reference_ran(mine: dict[int, tuple], theirs: dict[int, tuple]) -> str:
+    """Whether a row's reference runs ran the settings and plugin code this run's did, on the seeds both ran (the
+    settings hash covers the seed): a reference of other code or settings is not this run's number to reproduce."""
     if not mine or not theirs:
         return "–"
-    if mine == theirs:
-        return "same"
-    settings = {config for config, _ in mine} == {config for config, _ in theirs}
-    code = {code for _, code in mine} == {code for _, code in theirs}
-    if settings and not code:
-        return "other code"
-    if code and not settings:
-        return "other settings"
-    return "other code and settings" if not (code or settings) else "other runs"
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return "other seeds"
+    pairs = [(mine[seed], theirs[seed]) for seed in seeds]
+    if any(None in ours or None in their for ours, their in pairs):
+        return "not recorded"
+    settings = all(ours[0] == their[0] for ours, their in pairs)
+    code = all(ours[1] == their[1] for ours, their in pairs)
+    return {
+        (True, True): "same",
+        (True, False): "other code",
+        (False, True): "other settings",
+        (False, False): "other code and settings",
+    }[(settings, code)]
 
 
 def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) -> list[str]:
@@ -269,8 +274,10 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
         return [f"No finished results in the reference folder `{reference_dir}`."]
     lines = [
         f"This run next to the reference in `{reference_dir}` (mean over seeds). `reference ran`: whether the "
-        "reference's runs of that row had this run's settings and plugin code (`same`: the numbers should agree "
-        "within what docs/reliability.md (Determinism) says reproduces; otherwise see the reference's report):",
+        "reference's runs of that row, on the seeds both ran, had this run's settings and plugin code (`same`; "
+        "libraries, data and CPU are not compared: identical numbers need the same machine and libraries, "
+        "otherwise they agree only within seed noise, see docs/reliability.md, Determinism), `other code`, "
+        "`other settings`, both, `other seeds`, or `not recorded` (an older result without these hashes):",
         "",
         f"| model | valid {main_metric} | test {main_metric} | reference valid | reference test | "
         "train+eval s | reference s | reference ran |",

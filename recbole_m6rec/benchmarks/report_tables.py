@@ -161,9 +161,10 @@ def cpu_of(record: dict, with_bfloat16: bool = False) -> str | None:
     return (runtime["cpu"] or "unnamed CPU") + (bf16 if with_bfloat16 else "")
 
 
-def runs_of(records: list[dict]) -> set[tuple[str | None, str | None]]:
-    """What each finished run ran: its settings hash and the hash of the plugin code it imported."""
-    return {(r.get("config_hash"), (r.get("provenance") or {}).get("code_hash")) for r in records}
+def runs_of(records: list[dict]) -> dict[int, tuple[str | None, str | None]]:
+    """What each seed's finished run ran: its settings hash (which covers the seed) and the hash of the plugin code
+    it imported; ``None`` where the result does not record one."""
+    return {r["seed"]: (r.get("config_hash"), (r.get("provenance") or {}).get("code_hash")) for r in records}
 
 
 def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main_metric: str = "") -> list[dict]:
