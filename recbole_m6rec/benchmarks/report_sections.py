@@ -302,7 +302,7 @@ def reference_lines(summary: list[dict], reference_dir: Path, main_metric: str) 
             ref_test,
             f"{seconds[0]:.0f}" if seconds else "–",
             f"{statistics.fmean(ref_time):.0f}" if ref_time else "–",
-            reference_ran(e.get("runs_of") or set(), runs_of(theirs)),
+            reference_ran(e.get("runs_of") or {}, runs_of(theirs)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
