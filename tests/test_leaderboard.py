@@ -484,11 +484,8 @@ def test_fresh_clears_earlier_results_and_a_reference_shows_next_to_this_run(rep
     result_file = copy / "results" / f"MostPop-seed{most_pop['seed']}.json"
     other_code = {**most_pop, "provenance": {**(most_pop.get("provenance") or {}), "code_hash": "0" * 16}}
     result_file.write_text(json.dumps(other_code))
-    assert (reference_ran()["MostPop"], reference_ran()["BPR"], reference_ran()["Absent"]) == (
-        "other code",
-        "same",
-        "–",
-    )
+    ran = reference_ran()
+    assert (ran["MostPop"], ran["BPR"], ran["Absent"]) == ("other code", "same", "–")
     result_file.write_text(json.dumps({**other_code, "config_hash": "other"}))
     assert reference_ran()["MostPop"] == "other code and settings"
     result_file.write_text(json.dumps({**most_pop, "config_hash": "other"}))
