@@ -103,6 +103,19 @@ def test_an_interrupted_tuning_resumes_from_its_record(tmp_path, algo):
     assert rerun.calls == params_of(result)[3:]  # the three finished trials were not run again
 
 
+@pytest.mark.parametrize("algo", ["random", "bayes"])
+def test_a_smaller_budget_takes_the_first_trials_of_a_larger_one_and_runs_none(tmp_path, algo):
+    """A plan whose budget is cut (8 -> 4) keeps the trials it already ran: the first 4 proposals of either budget
+    are the same, so nothing runs again, the record holds 4 trials and the best is chosen among them."""
+    eight = tune_row(make_plan(trials=8, algo=algo), "M", Objective(), tmp_path)
+    rerun = Objective()
+    four = tune_row(make_plan(trials=4, algo=algo), "M", rerun, tmp_path)
+    assert rerun.calls == []
+    assert four["trials"] == eight["trials"][:4]
+    assert four["best_valid"] == max(t["valid"]["ndcg@10"] for t in eight["trials"][:4])
+    assert len(json.loads((tmp_path / "M-tuning.json").read_text())["trials"]) == 4
+
+
 def test_recorded_trials_from_code_that_changed_are_run_again(tmp_path):
     plan = make_plan(trials=4)
     tune_row(plan, "M", Objective(), tmp_path)
