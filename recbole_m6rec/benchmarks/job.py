@@ -5,7 +5,8 @@
 SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
 whether the run succeeds or fails. A finished record holds the results (``valid``: the best epoch's validation
 result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
-``per_sample_test`` (labelled evaluation: each test sample's user, label and score, for a paired AUC test) and its
+``per_sample_test`` (labelled evaluation: each test sample's user, label and score, for a paired AUC test), the
+same for validation (``per_user_valid`` / ``per_sample_valid``: :mod:`~recbole_m6rec.benchmarks.valid_values`), its
 ``provenance`` (:mod:`recbole_m6rec.benchmarks.provenance`: the plugin code the run imported, the data files,
 the library versions, the git commit) and ``machine`` (:class:`recbole_m6rec.benchmarks.machine.CpuBeside`: how
 many cores other processes kept busy during the run, so a report can say whose times were measured alone).
@@ -34,6 +35,7 @@ from pathlib import Path
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
 from recbole_m6rec.benchmarks.machine import CpuBeside
 from recbole_m6rec.benchmarks.report_tables import trains_nothing
+from recbole_m6rec.benchmarks.valid_values import kept_per_user, validation_record
 
 
 def best_epoch(checkpoint_file: str | None) -> int | None:
@@ -227,6 +229,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
         data_path = config["data_path"]
         outcome = run_pipeline(config, saved=True)
         main = config["valid_metric"].lower()
+        cold_plan = "cold_test_users" in outcome.extra
         record.update(
             status="ok",
             split_fingerprint=outcome.split_fingerprint,
@@ -238,10 +241,12 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
             valid=dict(outcome.result["best_valid_result"]),
             extra=outcome.extra,
             **training_facts(config, outcome),
-            # each user's value of the main metric, for the report's paired significance test
-            per_user_test={main: outcome.per_user_test[main]} if main in outcome.per_user_test else {},
+            # each user's value of the main metric (and a cold-item plan's Recalls), for the report's paired tests
+            per_user_test=kept_per_user(outcome.per_user_test, main, cold_plan),
             per_sample_test=compact_samples(outcome.per_sample_test),
         )
+        # the same for validation, which chooses: the best model evaluated on it once more
+        record.update(validation_record(outcome, main, record["trains"], compact_samples))
     except Exception as error:  # recorded, and the leaderboard goes on with the next row
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     finally:

@@ -9,6 +9,8 @@ from recbole_m6rec.benchmarks.report_stats import (
     _means_on_shared_seeds,
     _with_holm,
     comparison_lines,
+    valid_comparison_lines,
+    validation_view,
 )
 
 __all__ = ["labelled_comparison_facts", "labelled_significance_lines", "per_sample_by_seed"]
@@ -60,7 +62,22 @@ def labelled_comparison_facts(
         if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
     }
     paired = _with_holm(paired)
-    return {**facts, "test_auc": intervals, "paired_test": paired, "paired_test_vs_best_baseline": paired.get(best)}
+    valid_samples = {row: per_sample_by_seed(validation_view(records), row) for row in by_row}
+    paired_valid = _with_holm(
+        {
+            row: result
+            for row in baselines
+            if (result := paired_auc_over_users(valid_samples.get(chosen, {}), valid_samples.get(row, {}))) is not None
+        }
+    )
+    return {
+        **facts,
+        "test_auc": intervals,
+        "paired_test": paired,
+        "paired_test_vs_best_baseline": paired.get(best),
+        "paired_valid": paired_valid,
+        "paired_valid_vs_best_baseline": paired_valid.get(best),
+    }
 
 
 def labelled_significance_lines(facts: dict) -> list[str]:
@@ -95,7 +112,11 @@ def labelled_significance_lines(facts: dict) -> list[str]:
     def effect(r: dict) -> str:
         return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
 
-    return lines + comparison_lines(results, facts["best_baseline"], effect)
+    return (
+        lines
+        + comparison_lines(results, facts["best_baseline"], effect)
+        + valid_comparison_lines(facts, effect, f"Valid AUC of {chosen} − each baseline")
+    )
 
 
 def _resampling(facts: dict) -> str:

@@ -12,6 +12,7 @@ from recbole_m6rec.benchmarks.report_stats import (
     _seed_list,
     _with_holm,
     p_text,
+    validation_view,
 )
 
 __all__ = ["pair_facts", "pair_lines"]
@@ -38,20 +39,24 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
             from recbole_m6rec.benchmarks.report_labelled import per_sample_by_seed
             from recbole_m6rec.benchmarks.significance import paired_auc_over_users
 
-            def compare(row: str, reference: str) -> dict | None:
-                return paired_auc_over_users(per_sample_by_seed(records, row), per_sample_by_seed(records, reference))
+            def compare(row: str, reference: str, runs: list[dict]) -> dict | None:
+                return paired_auc_over_users(per_sample_by_seed(runs, row), per_sample_by_seed(runs, reference))
 
         else:
 
-            def compare(row: str, reference: str) -> dict | None:
-                return _paired_ratios(records, main_metric, row, [reference]).get(reference)
+            def compare(row: str, reference: str, runs: list[dict]) -> dict | None:
+                return _paired_ratios(runs, main_metric, row, [reference]).get(reference)
 
-        paired = {
-            name: result
-            for name, (row, reference) in present.items()
-            if (result := compare(row, reference)) is not None
-        }
-        paired = _with_holm(paired)
+        paired, paired_valid = (
+            _with_holm(
+                {
+                    name: result
+                    for name, (row, reference) in present.items()
+                    if (result := compare(row, reference, runs)) is not None
+                }
+            )
+            for runs in (records, validation_view(records))
+        )
     except ImportError as error:
         return missing | {
             name: {"row": pair[0], "reference": pair[1], "error": str(error)} for name, pair in present.items()
@@ -62,6 +67,7 @@ def pair_facts(records: list[dict], summary: list[dict], pairs: dict[str, list[s
             "reference": reference,
             **_as_pair(_means_on_shared_seeds(by_row[row], by_row[reference], "difference" if labelled else "ratio")),
             "paired_test": paired.get(name),
+            "paired_valid": paired_valid.get(name),  # from the results that keep validation values
             "trainable_share": {
                 "row": by_row[row]["trainable_share"],
                 "reference": by_row[reference]["trainable_share"],
@@ -114,8 +120,11 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
             else ""
         )
         paired = pair["paired_test"]
+        valid_text = _paired_valid_text(pair.get("paired_valid"), labelled)
         if labelled:
-            lines.append(f"{head}, seed(s) {_seed_list(pair['seeds'])}: {_difference_text(pair, paired)}{share_text}")
+            lines.append(
+                f"{head}, seed(s) {_seed_list(pair['seeds'])}: {_difference_text(pair, paired)}{valid_text}{share_text}"
+            )
             continue
         paired_text = (
             f"; paired test **{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}] "
@@ -128,9 +137,23 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
         lines.append(
             f"{head}, seed(s) {_seed_list(pair['seeds'])}: valid **{pair['valid']['ratio']:.3f}×** "
             f"({pair['valid']['row']:.4f} vs {pair['valid']['reference']:.4f}), test {pair['test']['ratio']:.3f}× "
-            f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{share_text}"
+            f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{valid_text}{share_text}"
         )
     return lines + [""]
+
+
+def _paired_valid_text(paired: dict | None, labelled: bool) -> str:
+    """The pair's paired test on validation, where both rows' results keep validation values ("" where not)."""
+    if not paired:
+        return ""
+    if labelled:
+        effect = f"{paired['diff']:+.4f} [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]"
+    else:
+        effect = f"{paired['ratio']:.3f}× [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}]"
+    return (
+        f"; paired valid {effect}, {p_text('p', paired['p_value'], paired['p_is_bound'])}, "
+        f"{p_text('Holm p', paired['holm_p'], paired['p_is_bound'])}"
+    )
 
 
 def _difference_text(pair: dict, paired: dict | None) -> str:

@@ -124,6 +124,31 @@ def significance_lines(
     return [
         header,
         *comparison_lines(results, facts["best_baseline"], _ratio_effect),
+        *valid_comparison_lines(facts, _ratio_effect, f"Valid {main_metric} of {chosen} / each baseline"),
+    ]
+
+
+def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
+    """The paired comparison on validation (``facts['paired_valid']``), on the seeds whose results of both rows keep
+    validation values; [] when none do."""
+    results = facts.get("paired_valid") or {}
+    if not results:
+        return []
+    header = (
+        f"- {what}, paired as on test, on the results that keep validation values (Holm over these "
+        f"{len(results)} comparisons; the seed-2020 run of a tuned row is its best trial on valid, so its valid "
+        "values carry that selection):"
+    )
+    return [header, *comparison_lines(results, facts["best_baseline"], effect)]
+
+
+def validation_view(records: list[dict]) -> list[dict]:
+    """``records`` with each result's validation values where its test values are (``per_user_valid`` as
+    ``per_user_test``, ``per_sample_valid`` as ``per_sample_test``; nothing where a result kept none, as results
+    finished before they were kept), so that the paired tests written for test run on validation unchanged."""
+    return [
+        {**r, "per_user_test": r.get("per_user_valid") or {}, "per_sample_test": r.get("per_sample_valid") or {}}
+        for r in records
     ]
 
 
@@ -286,10 +311,10 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
     missing = {}
     try:
         paired = _paired_ratios(records, main_metric, chosen, baselines)
+        paired_valid = _paired_ratios(validation_view(records), main_metric, chosen, baselines)
     except ImportError as error:  # no paired comparison (the report says why); the rest still stands
-        paired, missing = {}, {"paired_test_error": str(error)}
-    if paired:
-        paired = _with_holm(paired)
+        paired, paired_valid, missing = {}, {}, {"paired_test_error": str(error)}
+    paired, paired_valid = (_with_holm(found) if found else found for found in (paired, paired_valid))
     return {
         "metric": main_metric,
         "chosen": chosen,
@@ -297,6 +322,9 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
         **(means or {"seeds": []}),
         "paired_test": paired,
         "paired_test_vs_best_baseline": paired.get(best),
+        # the same on validation, from the results that keep validation values (empty while none do)
+        "paired_valid": paired_valid,
+        "paired_valid_vs_best_baseline": paired_valid.get(best),
         **missing,
     }
 
