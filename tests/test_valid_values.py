@@ -8,9 +8,11 @@ split.
 
 import ast
 import json
+import os
 import statistics
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from helpers import QUIET, REPO
@@ -29,6 +31,10 @@ SMALL = {**QUIET, "user_inter_num_interval": "[0,30]", "epochs": 2, "stopping_st
 RANKING = {
     **SMALL,
     "eval_args": LEAVE_ONE_OUT,
+    # the bench plan's metrics: coverage and popularity metrics need the item counts that fit registers
+    "metrics": ["Recall", "MRR", "NDCG", "Hit", "ItemCoverage", "AveragePopularity", "GiniIndex", "TailPercentage"],
+    "topk": [10, 20],
+    "tail_ratio": 0.2,
     "valid_metric": "NDCG@10",
     "MAX_ITEM_LIST_LENGTH": 10,
     "train_batch_size": 256,
@@ -74,7 +80,12 @@ def test_a_labelled_result_keeps_each_validation_samples_score(model):
 
 
 def test_a_cold_item_result_splits_validation_into_cold_and_warm_users_and_keeps_every_recall():
-    cold = {**RANKING, "cold_items": 0.1, "topk": [10, 50], "metrics": ["Recall", "NDCG"]}
+    cold = {
+        **RANKING,
+        "cold_items": 0.1,
+        "topk": [10, 50],
+        "metrics": ["Recall", "NDCG", "ItemCoverage", "TailPercentage"],
+    }
     record = run({"model": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, cold)
     assert "valid_values_error" not in record
     assert set(record["per_user_valid"]) == {"ndcg@10", "recall@10", "recall@50"} == set(record["per_user_test"])
@@ -106,6 +117,39 @@ def test_a_re_evaluation_that_differs_from_the_run_is_recorded_not_kept(tmp_path
         "valid_values_error": f"FileNotFoundError: the run's best-model checkpoint is missing "
         f"({outcome.checkpoint_file!r})"
     }
+
+
+# The job's command line, with validation_values replaced by a SIGKILL: a job stopped during the extra step (a time
+# budget, a machine that goes away) must still leave the run's result.
+KILLED_DURING_VALIDATION = textwrap.dedent("""
+    import os, signal, sys
+    from recbole_m6rec.benchmarks import job, valid_values
+
+    def stop(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    valid_values.validation_values = stop
+    sys.exit(job.main(sys.argv[1:3]))
+""")
+
+
+def test_a_job_stopped_while_it_re_evaluates_validation_leaves_the_runs_result(tmp_path):
+    plan = {"dataset": "ml-100k", "common": {**RANKING, "epochs": 1}, "rows": {"row": {"model": "SASRec"}}}
+    spec = job_spec(plan, "row", 2020)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "row-seed2020.json"
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_DURING_VALIDATION, str(tmp_path / "spec.json"), str(out)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert record["status"] == "ok" and record["config_hash"] == spec["config_hash"]
+    assert record["provenance"]["code_hash"] and record["wall_seconds"] > 0 and "per_user_test" in record
+    assert "per_user_valid" not in record and "valid_values_error" not in record
 
 
 def test_it_imports_no_plugin_module_the_run_has_not():

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text, stable_hash
@@ -196,8 +197,11 @@ def _best_file_beside(point: Path) -> None:
         save_plain_checkpoint(point, **{**checkpoint, "best_file": str(point.parent / Path(best).name)})
 
 
-def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
-    """Run ``spec``; with ``checkpoint_dir``, continue the interrupted run found there (see the module docstring)."""
+def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dict], None] | None = None) -> dict:
+    """Run ``spec``; with ``checkpoint_dir``, continue the interrupted run found there (see the module docstring).
+    ``write`` gets the finished record (times, memory and provenance those of the run) before validation's values
+    are added to it (:mod:`~recbole_m6rec.benchmarks.valid_values`), so that a job stopped during that extra step
+    still leaves its result."""
     from recbole_m6rec.benchmarks import provenance
     from recbole_m6rec.checkpoint import load_plain_checkpoint
     from recbole_m6rec.config import PluginConfig
@@ -213,6 +217,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
     record = {key: spec[key] for key in ("row", "model", "dataset", "seed", "config_hash")}
     beside = CpuBeside()
     started = time.perf_counter()
+    outcome = main = None
     try:
         config_dict = {**spec["config_dict"], "seed": spec["seed"], "checkpoint_dir": str(checkpoint_dir)}
         if resume_from is not None:
@@ -245,24 +250,29 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None) -> dict:
             per_user_test=kept_per_user(outcome.per_user_test, main, cold_plan),
             per_sample_test=compact_samples(outcome.per_sample_test),
         )
-        # the same for validation, which chooses: the best model evaluated on it once more
-        record.update(validation_record(outcome, main, record["trains"], compact_samples))
     except Exception as error:  # recorded, and the leaderboard goes on with the next row
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    try:
+        # after the run: the plugin modules it imported are in sys.modules now
+        record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
+        if resume_from is not None and record["status"] == "ok":
+            earlier_code = provenance.changed_files(record["provenance"]["code"], stamp["files"])
+            if earlier_code:  # a module imported only later in the run changed between the two parts
+                record.update(
+                    status="failed",
+                    error=f"continued a run whose first part ran other code ({', '.join(earlier_code)}); run it again",
+                )
+        record["wall_seconds"] = round(time.perf_counter() - started, 2)
+        record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        record["machine"] = beside.stop()  # what else ran: this row's times are its own only if nothing did
+        if record["status"] == "ok":
+            if write is not None:
+                write(record)
+            # the same values for validation, which chooses: the best model evaluated on it once more (it imports
+            # no plugin module the run did not, so the provenance above holds)
+            record.update(validation_record(outcome, main, record["trains"], compact_samples))
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    # after the run: the plugin modules it imported are in sys.modules now
-    record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
-    if resume_from is not None and record["status"] == "ok":
-        earlier_code = provenance.changed_files(record["provenance"]["code"], stamp["files"])
-        if earlier_code:  # a module imported only later in the run changed between the two parts
-            record.update(
-                status="failed",
-                error=f"continued a run whose first part ran other code ({', '.join(earlier_code)}); run it again",
-            )
-    record["wall_seconds"] = round(time.perf_counter() - started, 2)
-    record["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    record["machine"] = beside.stop()  # what else ran: this row's times are its own only if nothing did
     return record
 
 
@@ -272,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    record = run_job(spec, partial_folder(argv[1]))
-    atomic_write_text(argv[1], json.dumps(record, indent=1, default=str))
+
+    def write(record: dict) -> None:
+        atomic_write_text(argv[1], json.dumps(record, indent=1, default=str))
+
+    record = run_job(spec, partial_folder(argv[1]), write)
+    write(record)
     return 0 if record["status"] == "ok" else 1
 
 

@@ -96,27 +96,24 @@ def labelled_significance_lines(facts: dict) -> list[str]:
                 f"{row} {i['auc']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]" for row, i in facts["test_auc"].items()
             )
         )
+
+    def effect(r: dict) -> str:
+        return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
+
     results = facts["paired_test"]
     if not results:
         lines.append(
             f"- Paired comparison {chosen} vs baselines: not computed (no per-sample scores on shared samples)."
         )
-        return lines
-    resampling = _resampling(next(iter(results.values())))
-    lines.append(
-        f"- Test AUC of {chosen} − each baseline (paired bootstrap on the same samples, {resampling}; mean "
-        f"difference over the seeds both ran, 95% interval; p for difference = 0 Holm-adjusted over {len(results)} "
-        "comparisons):"
-    )
-
-    def effect(r: dict) -> str:
-        return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
-
-    return (
-        lines
-        + comparison_lines(results, facts["best_baseline"], effect)
-        + valid_comparison_lines(facts, effect, f"Valid AUC of {chosen} − each baseline")
-    )
+    else:
+        resampling = _resampling(next(iter(results.values())))
+        lines.append(
+            f"- Test AUC of {chosen} − each baseline (paired bootstrap on the same samples, {resampling}; mean "
+            f"difference over the seeds both ran, 95% interval; p for difference = 0 Holm-adjusted over "
+            f"{len(results)} comparisons):"
+        )
+        lines += comparison_lines(results, facts["best_baseline"], effect)
+    return lines + valid_comparison_lines(facts, effect, f"Valid AUC of {chosen} − each baseline")
 
 
 def _resampling(facts: dict) -> str:

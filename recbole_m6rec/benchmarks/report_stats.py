@@ -136,8 +136,9 @@ def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
         return []
     header = (
         f"- {what}, paired as on test, on the results that keep validation values (Holm over these "
-        f"{len(results)} comparisons; the seed-2020 run of a tuned row is its best trial on valid, so its valid "
-        "values carry that selection):"
+        f"{len(results)} comparisons). Validation chose the row and each tuned row's seed-2020 run (its best trial), "
+        "so these intervals and p-values lean towards the chosen row: read them as how clear the choice was, "
+        "test's as the evidence:"
     )
     return [header, *comparison_lines(results, facts["best_baseline"], effect)]
 

@@ -4,8 +4,8 @@ compared paired as test is.
 RecBole keeps only the means of the best epoch's validation metrics. After a job's run, :func:`validation_values`
 rebuilds the run's data as the run built it, loads the best model's checkpoint and evaluates it on the validation
 data once more, through the run's own trainer class and history-masking rule. The rebuilt split's fingerprint and
-the re-evaluated main metric must equal the run's: :func:`validation_record` keeps the values only then, and
-otherwise records why not (``valid_values_error``), never failing the run itself. It imports only plugin modules the
+every re-evaluated metric must equal the run's best validation result: :func:`validation_record` keeps the values
+only then, and otherwise records why not (``valid_values_error``), never failing the run itself. It imports only plugin modules the
 run has imported already, so a result's code hash is the same with it as without it.
 """
 
@@ -47,6 +47,9 @@ def validation_values(config, checkpoint_file: str | None, trains: bool) -> dict
     trainer = build_trainer(config, model, train_data, valid_data, test_data)
     if has_checkpoint:
         load_best_checkpoint(trainer, checkpoint_file)
+    # what fit does before its first evaluation: the item counts that ItemCoverage, GiniIndex, AveragePopularity and
+    # TailPercentage read
+    trainer.eval_collector.data_collect(train_data)
     with anomaly_detection_off():
         result = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
     users, items = (dataset.field2id_token[field] for field in (dataset.uid_field, dataset.iid_field))
@@ -76,28 +79,32 @@ def kept_per_user(per_user: dict, main: str, cold_plan: bool) -> dict:
 def validation_record(outcome, main: str, trains: bool, compact_samples) -> dict:
     """What a job's result gains from :func:`validation_values`: ``per_user_valid`` / ``per_sample_valid``, a
     cold-item plan's ``cold_*`` / ``warm_*`` validation means (``valid_cold``) and the seconds it took; or, when it
-    could not be had or differs from the run, ``valid_values_error`` saying why."""
+    could not be had or differs from the run (any metric of the best validation result, or the split), only
+    ``valid_values_error`` saying why. It never raises: the run's result stands either way."""
     started = time.perf_counter()
     try:
         values = validation_values(outcome.config, outcome.checkpoint_file, trains)
+        recorded = dict(outcome.result["best_valid_result"] or {})
+        differences = []
+        if values["split_fingerprint"] != outcome.split_fingerprint:
+            differences.append(f"split {values['split_fingerprint']} against the run's {outcome.split_fingerprint}")
+        again = values["result"]
+        differences += [
+            f"{metric} {again.get(metric)} against the run's best {recorded.get(metric)}"
+            for metric in sorted(set(again) | set(recorded))
+            if again.get(metric) != recorded.get(metric)
+        ]
+        if differences:
+            return {"valid_values_error": "re-evaluated, it differs from the run: " + "; ".join(differences)}
+        cold_plan = bool(values["cold"])
+        facts = {"valid_values_seconds": round(time.perf_counter() - started, 2)}
+        per_user = kept_per_user(values["per_user"], main, cold_plan)
+        if per_user:
+            facts["per_user_valid"] = per_user
+        if values["per_sample"]:
+            facts["per_sample_valid"] = compact_samples(values["per_sample"])
+        if cold_plan:
+            facts["valid_cold"] = values["cold"]
+        return facts
     except Exception as error:  # noqa: BLE001 - an extra the result can do without; the run itself stands
         return {"valid_values_error": f"{type(error).__name__}: {error}"}
-    seconds = round(time.perf_counter() - started, 2)
-    recorded = outcome.result["best_valid_result"].get(main)
-    differences = []
-    if values["split_fingerprint"] != outcome.split_fingerprint:
-        differences.append(f"split {values['split_fingerprint']} against the run's {outcome.split_fingerprint}")
-    if values["result"].get(main) != recorded:
-        differences.append(f"{main} {values['result'].get(main)} against the run's best {recorded}")
-    if differences:
-        return {"valid_values_error": "re-evaluated, it differs from the run: " + "; ".join(differences)}
-    cold_plan = bool(values["cold"])
-    facts = {"valid_values_seconds": seconds}
-    per_user = kept_per_user(values["per_user"], main, cold_plan)
-    if per_user:
-        facts["per_user_valid"] = per_user
-    if values["per_sample"]:
-        facts["per_sample_valid"] = compact_samples(values["per_sample"])
-    if cold_plan:
-        facts["valid_cold"] = values["cold"]
-    return facts
