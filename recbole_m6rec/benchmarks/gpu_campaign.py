@@ -93,7 +93,9 @@ def run_part(
 
     def run_one(job: tuple[str, int]) -> None:
         row, seed = job
-        spec = job_spec(plan, row, seed)
+        # no validation re-evaluation after the run (benchmarks/valid_values.py): a second data load and
+        # validation pass in every job would eat into row budgets sized for training
+        spec = {**job_spec(plan, row, seed), "valid_values": False}
         out = report_dir / "results" / f"{row}-seed{seed}.json"
         label = f"[{name}] {row} seed {seed}"
         if (refused or {}).get(spec["model"]):

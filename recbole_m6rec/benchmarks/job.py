@@ -2,7 +2,8 @@
 
     python -m recbole_m6rec.benchmarks.job SPEC.json OUT.json
 
-SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files``; OUT is written atomically
+SPEC holds ``row``, ``model``, ``dataset``, ``seed``, ``config_dict`` and ``config_files`` (and, optionally,
+``valid_values: false`` to skip validation's values); OUT is written atomically
 whether the run succeeds or fails. A finished record holds the results (``valid``: the best epoch's validation
 result, ``test``), the training length (``epochs_run``, ``best_epoch``, ``epoch_cap``, ``hit_cap``) and its
 ``per_sample_test`` (labelled evaluation: each test sample's user, label and score, for a paired AUC test), the
@@ -269,8 +270,10 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dic
             if write is not None:
                 write(record)
             # the same values for validation, which chooses: the best model evaluated on it once more (it imports
-            # no plugin module the run did not, so the provenance above holds)
-            record.update(validation_record(outcome, main, record["trains"], compact_samples))
+            # no plugin module the run did not, so the provenance above holds); not for a spec that says
+            # `valid_values: false` (time-budgeted runs)
+            if spec.get("valid_values", True):
+                record.update(validation_record(outcome, main, record["trains"], compact_samples))
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return record
