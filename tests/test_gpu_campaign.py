@@ -44,6 +44,10 @@ def test_tiny_mode_writes_the_three_report_folders(tiny):
         assert {r["status"] for r in table} == {"ok"}, part
         assert len({r["split_fingerprint"] for r in table}) == 1, part  # one table, one split
         assert all(r["code_hash"] and r["git_commit"] for r in table), part  # provenance, as every report
+        # time-budgeted jobs skip validation's re-evaluation
+        assert not any(
+            "valid_values_seconds" in r or "valid_values_error" in r for r in runner.load_results(out / part)
+        )
         report = (out / part / "report.md").read_text()
         assert "GPU campaign" in report and "Tiny mode" in report
         assert "no tuning" in report or part.startswith("zero-shot")  # zero-shot has nothing to tune
