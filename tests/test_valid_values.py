@@ -102,17 +102,15 @@ def test_a_re_evaluation_that_differs_from_the_run_is_recorded_not_kept(tmp_path
         model="SASRec", dataset="ml-100k", config_dict={**RANKING, "checkpoint_dir": str(tmp_path), "epochs": 1}
     )
     outcome = run_pipeline(config, saved=True)
-    from recbole_m6rec.benchmarks.job import compact_samples
-
-    kept = validation_record(outcome, "ndcg@10", True, compact_samples)
+    kept = validation_record(outcome, "ndcg@10", True)
     assert "per_user_valid" in kept and "valid_values_error" not in kept
 
     outcome.result["best_valid_result"]["ndcg@10"] += 0.01  # as if the checkpoint held another epoch's model
-    differs = validation_record(outcome, "ndcg@10", True, compact_samples)
+    differs = validation_record(outcome, "ndcg@10", True)
     assert "per_user_valid" not in differs and "differs from the run: ndcg@10" in differs["valid_values_error"]
 
     outcome.checkpoint_file = str(tmp_path / "gone.pth")
-    missing = validation_record(outcome, "ndcg@10", True, compact_samples)
+    missing = validation_record(outcome, "ndcg@10", True)
     assert missing == {
         "valid_values_error": f"FileNotFoundError: the run's best-model checkpoint is missing "
         f"({outcome.checkpoint_file!r})"

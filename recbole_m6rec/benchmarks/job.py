@@ -273,7 +273,7 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dic
             # no plugin module the run did not, so the provenance above holds); not for a spec that says
             # `valid_values: false` (time-budgeted runs)
             if spec.get("valid_values", True):
-                record.update(validation_record(outcome, main, record["trains"], compact_samples))
+                record.update(validation_record(outcome, main, record["trains"]))
     finally:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return record

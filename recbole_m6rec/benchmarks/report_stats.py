@@ -315,7 +315,7 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
         paired_valid = _paired_ratios(validation_view(records), main_metric, chosen, baselines)
     except ImportError as error:  # no paired comparison (the report says why); the rest still stands
         paired, paired_valid, missing = {}, {}, {"paired_test_error": str(error)}
-    paired, paired_valid = (_with_holm(found) if found else found for found in (paired, paired_valid))
+    paired, paired_valid = _with_holm(paired), _with_holm(paired_valid)
     return {
         "metric": main_metric,
         "chosen": chosen,

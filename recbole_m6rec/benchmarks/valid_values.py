@@ -5,8 +5,8 @@ RecBole keeps only the means of the best epoch's validation metrics. After a job
 rebuilds the run's data as the run built it, loads the best model's checkpoint and evaluates it on the validation
 data once more, through the run's own trainer class and history-masking rule. The rebuilt split's fingerprint and
 every re-evaluated metric must equal the run's best validation result: :func:`validation_record` keeps the values
-only then, and otherwise records why not (``valid_values_error``), never failing the run itself. It imports only plugin modules the
-run has imported already, so a result's code hash is the same with it as without it.
+only then, and otherwise records why not (``valid_values_error``), never failing the run itself. It imports only
+plugin modules the run has imported already, so a result's code hash is the same with it as without it.
 """
 
 from __future__ import annotations
@@ -76,11 +76,13 @@ def kept_per_user(per_user: dict, main: str, cold_plan: bool) -> dict:
     }
 
 
-def validation_record(outcome, main: str, trains: bool, compact_samples) -> dict:
+def validation_record(outcome, main: str, trains: bool) -> dict:
     """What a job's result gains from :func:`validation_values`: ``per_user_valid`` / ``per_sample_valid``, a
     cold-item plan's ``cold_*`` / ``warm_*`` validation means (``valid_cold``) and the seconds it took; or, when it
     could not be had or differs from the run (any metric of the best validation result, or the split), only
     ``valid_values_error`` saying why. It never raises: the run's result stands either way."""
+    from recbole_m6rec.benchmarks.job import compact_samples  # here: the job module imports this one
+
     started = time.perf_counter()
     try:
         values = validation_values(outcome.config, outcome.checkpoint_file, trains)
