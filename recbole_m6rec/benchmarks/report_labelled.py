@@ -54,22 +54,21 @@ def labelled_comparison_facts(
         from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
     except ImportError as error:  # no intervals (the report says why); the rest still stands
         return {**facts, "paired_test_error": str(error)}
-    samples = {row: per_sample_by_seed(records, row) for row in by_row}
-    intervals = {row: i for row, by_seed in samples.items() if (i := auc_interval_over_users(by_seed)) is not None}
-    paired = {
-        row: result
-        for row in baselines
-        if (result := paired_auc_over_users(samples.get(chosen, {}), samples.get(row, {}))) is not None
-    }
-    paired = _with_holm(paired)
-    valid_samples = {row: per_sample_by_seed(validation_view(records), row) for row in by_row}
-    paired_valid = _with_holm(
-        {
-            row: result
-            for row in baselines
-            if (result := paired_auc_over_users(valid_samples.get(chosen, {}), valid_samples.get(row, {}))) is not None
-        }
-    )
+
+    def against_baselines(runs: list[dict]) -> dict:
+        """The chosen row against every baseline on the same samples of ``runs``, Holm-adjusted."""
+        samples = {row: per_sample_by_seed(runs, row) for row in (chosen, *baselines)}
+        return _with_holm(
+            {
+                row: result
+                for row in baselines
+                if (result := paired_auc_over_users(samples[chosen], samples[row])) is not None
+            }
+        )
+
+    by_seed = {row: per_sample_by_seed(records, row) for row in by_row}
+    intervals = {row: i for row, runs in by_seed.items() if (i := auc_interval_over_users(runs)) is not None}
+    paired, paired_valid = against_baselines(records), against_baselines(validation_view(records))
     return {
         **facts,
         "test_auc": intervals,
