@@ -15,7 +15,7 @@ import pytest
 from helpers import QUIET
 
 from recbole_m6rec.atomic import atomic_write_text
-from recbole_m6rec.benchmarks.job import compact_samples
+from recbole_m6rec.benchmarks.kept_values import compact_samples
 from recbole_m6rec.benchmarks.report import write_report
 from recbole_m6rec.benchmarks.report_labelled import labelled_comparison_facts, labelled_significance_lines
 from recbole_m6rec.benchmarks.significance import (

@@ -782,7 +782,10 @@ def test_the_time_left_is_each_rows_runs_left_at_the_median_of_its_finished_runs
         "tuning/A/trial-1.json": result("A", 1, 600.0, "1"),
         "tuning/A/trial-2.json": result("A", 1, 3000.0, "2"),  # the winning trial ...
         "results/A-seed1.json": result("A", 1, 3000.0, "2"),  # ... is also seed 1's result: one run
-        "results/A-seed2.json": result("A", 2, 1200.0, "2"),
+        "results/A-seed2.json": {
+            **result("A", 2, 1140.0, "2"),
+            "valid_values_seconds": 60.0,
+        },  # the job's re-evaluation
         "results/A-seed3.json": result("A", 3, 5.0, "3", code=False),  # older protocol: does not time the row
         "results/B-seed1.json": result("B", 1, 30.0, "4"),
         "results/Old-seed1.json": result("Old", 1, 30.0, "5", code=False),

@@ -137,10 +137,11 @@ def test_a_job_stopped_while_it_re_evaluates_validation_leaves_the_runs_result(t
     spec = job_spec(plan, "row", 2020)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "row-seed2020.json"
+    environment = {name: value for name, value in os.environ.items() if name != job.PARTIAL_DIR_ENV}
     done = subprocess.run(
         [sys.executable, "-c", KILLED_DURING_VALIDATION, str(tmp_path / "spec.json"), str(out)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**environment, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
     )
@@ -149,6 +150,19 @@ def test_a_job_stopped_while_it_re_evaluates_validation_leaves_the_runs_result(t
     assert record["status"] == "ok" and record["config_hash"] == spec["config_hash"]
     assert record["provenance"]["code_hash"] and record["wall_seconds"] > 0 and "per_user_test" in record
     assert "per_user_valid" not in record and "valid_values_error" not in record
+    # nor a partial run to continue: a later job for this result (deleted, or stale) starts over
+    folder = tmp_path / ".partial" / out.stem
+    assert folder.is_dir() and not list(folder.glob("*-last.pth"))
+    assert job.resume_point(folder, spec)[0] is None
+
+
+def test_sampled_validation_is_not_re_evaluated():
+    """uni100 / pop100 draw their negatives again on each pass: a second evaluation could never equal the run."""
+    run_config = {"eval_args": {"mode": {"valid": "uni100", "test": "uni100"}}}
+    outcome = type("Outcome", (), {"config": run_config})()
+    assert validation_record(outcome, "ndcg@10", True) == {
+        "valid_values_error": "validation ranks sampled negatives (uni100), drawn anew on every pass"
+    }
 
 
 def test_it_imports_no_plugin_module_the_run_has_not():

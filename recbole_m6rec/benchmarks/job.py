@@ -34,10 +34,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from recbole_m6rec.atomic import atomic_write_text, stable_hash
+from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks.kept_values import compact_samples, kept_per_user
 from recbole_m6rec.benchmarks.machine import CpuBeside
 from recbole_m6rec.benchmarks.report_tables import trains_nothing
-from recbole_m6rec.benchmarks.valid_values import kept_per_user, validation_record
+from recbole_m6rec.benchmarks.valid_values import validation_record
 
 
 def best_epoch(checkpoint_file: str | None) -> int | None:
@@ -97,24 +98,6 @@ def apply_torch_settings(config_dict: dict) -> None:
         torch.set_autocast_dtype("cuda", getattr(torch, dtype))
     if config_dict.get("float32_matmul_precision") is not None:
         torch.set_float32_matmul_precision(config_dict["float32_matmul_precision"])
-
-
-def compact_samples(samples: dict) -> dict:
-    """Labelled evaluation's test samples for a paired AUC test: users, labels and scores sorted by (user, item), and
-    one digest of that (user, item, label) sequence, so two rows are paired only when they scored the same samples
-    ({} for a ranking evaluation). Sorted, because a context dataset evaluates its samples in time order and a
-    sequential one user by user. The users let the test resample users, not samples: one user's several test
-    samples are not independent."""
-    if not samples:
-        return {}
-    order = sorted(range(len(samples["user"])), key=lambda k: (samples["user"][k], samples["item"][k]))
-    users, items, labels = ([samples[name][k] for k in order] for name in ("user", "item", "label"))
-    return {
-        "samples_digest": stable_hash([users, items, labels])[:16],
-        "user": [str(user) for user in users],
-        "label": [int(label) for label in labels],
-        "score": [float(f"{samples['score'][k]:.9g}") for k in order],  # 9 digits: a float32 exactly
-    }
 
 
 PARTIAL_DIR_ENV = "RECBOLE_M6REC_PARTIAL_DIR"
@@ -198,6 +181,15 @@ def _best_file_beside(point: Path) -> None:
         save_plain_checkpoint(point, **{**checkpoint, "best_file": str(point.parent / Path(best).name)})
 
 
+def forget_resume_point(folder: Path) -> None:
+    """Make ``folder`` no longer a run to continue (its stamp and last-epoch points go; the best model, which the
+    re-evaluation on validation loads, stays). A later job for the same result starts over instead of training a
+    finished run on, or, after a run that ended at its epoch cap, testing its last epoch in place of its best."""
+    (folder / "partial.json").unlink(missing_ok=True)
+    for point in folder.glob("*-last.pth"):
+        point.unlink(missing_ok=True)
+
+
 def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dict], None] | None = None) -> dict:
     """Run ``spec``; with ``checkpoint_dir``, continue the interrupted run found there (see the module docstring).
     ``write`` gets the finished record (times, memory and provenance those of the run) before validation's values
@@ -269,6 +261,8 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dic
         if record["status"] == "ok":
             if write is not None:
                 write(record)
+                # the run is done: a job stopped from here on must not leave it to be continued
+                forget_resume_point(checkpoint_dir)
             # the same values for validation, which chooses: the best model evaluated on it once more (it imports
             # no plugin module the run did not, so the provenance above holds); not for a spec that says
             # `valid_values: false` (time-budgeted runs)

@@ -102,6 +102,12 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
         "paired over users and seeds (95% bootstrap interval, p for ratio = 1 Holm-adjusted over the pairs):",
         "",
     ]
+    if any(pair.get("paired_valid") for pair in facts.values()):
+        lines[0] = lines[0][:-1] + (
+            '; "paired valid": the same test on validation where both rows\' results keep its values (Holm over '
+            "those pairs). Validation chose each tuned row's settings, so its numbers lean upward for both rows: how "
+            "clear a difference was when choosing, test's the evidence:"
+        )
     for name, pair in facts.items():
         head = f"- {name}: {pair['row']} / {pair['reference']}"
         if "error" in pair:

@@ -111,21 +111,22 @@ def significance_lines(
     if facts is None:
         return []
     chosen, results = facts["chosen"], facts["paired_test"]
+    valid_lines = valid_comparison_lines(facts, _ratio_effect, f"Valid {main_metric} of {chosen} / each baseline")
     if "paired_test_error" in facts:
-        return [f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']})."]
+        return [
+            f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']}).",
+            *valid_lines,
+        ]
     if not results:
         return [
-            f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each baseline's mean is 0)."
+            f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each baseline's mean is 0).",
+            *valid_lines,
         ]
     header = (
         f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
         f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
     )
-    return [
-        header,
-        *comparison_lines(results, facts["best_baseline"], _ratio_effect),
-        *valid_comparison_lines(facts, _ratio_effect, f"Valid {main_metric} of {chosen} / each baseline"),
-    ]
+    return [header, *comparison_lines(results, facts["best_baseline"], _ratio_effect), *valid_lines]
 
 
 def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
@@ -136,9 +137,9 @@ def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
         return []
     header = (
         f"- {what}, paired as on test, on the results that keep validation values (Holm over these "
-        f"{len(results)} comparisons). Validation chose the row and each tuned row's seed-2020 run (its best trial), "
-        "so these intervals and p-values lean towards the chosen row: read them as how clear the choice was, "
-        "test's as the evidence:"
+        f"{len(results)} comparisons). Validation chose every tuned row's settings (its seed-2020 run is its best "
+        "trial) and then the row among them, so its numbers lean upward on both sides, most for the chosen row: "
+        "read these intervals and p-values as how clear the choice was, test's as the evidence:"
     )
     return [header, *comparison_lines(results, facts["best_baseline"], effect)]
 

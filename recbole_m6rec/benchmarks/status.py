@@ -265,7 +265,7 @@ def current_run_hashes(plan: dict, name: str, report_dir: Path) -> set[str]:
 def row_run_seconds(
     report_dir: Path, name: str, results: list[dict] | None = None, hashes: set[str] | None = None
 ) -> list[float]:
-    """The times (training with its validation, and test) of row ``name``'s finished runs in ``report_dir``: its
+    """The times (training with its validation, test, and the re-evaluation on validation) of row ``name``'s finished runs in ``report_dir``: its
     tuning trials and its seeds, whatever CPU they ran on, each run once (the winning trial is also its seed's
     result). Only results that record their code count: older ones ran under older protocols (epoch caps of 5 or
     10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read;
@@ -286,7 +286,7 @@ def row_run_seconds(
         if run in seen:
             continue
         try:
-            seconds.append(run_seconds(r))
+            seconds.append(run_seconds(r) + float(r.get("valid_values_seconds", 0)))  # the job's extra step too
         except (KeyError, TypeError, ValueError):
             continue
         seen.add(run)

@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-# cold-item plans: the metrics whose cold / warm difference the report tests (Recall at every cutoff: cold hits are
-# told from chance only at the larger ones)
-COLD_PLAN_METRICS = ("recall@",)
+from recbole_m6rec.benchmarks.kept_values import compact_samples, kept_per_user
+
+# RecBole's sampled evaluation modes (uni100, pop100): their negatives are drawn again on each pass, so a second
+# evaluation cannot reproduce the run's numbers
+SAMPLED_MODES = ("uni", "pop")
 
 
 def validation_values(config, checkpoint_file: str | None, trains: bool) -> dict:
@@ -67,22 +69,14 @@ def validation_values(config, checkpoint_file: str | None, trains: bool) -> dict
     }
 
 
-def kept_per_user(per_user: dict, main: str, cold_plan: bool) -> dict:
-    """The per-user values a result keeps: the main metric's, and on a cold-item plan every Recall too."""
-    return {
-        metric: values
-        for metric, values in per_user.items()
-        if metric == main or (cold_plan and metric.startswith(COLD_PLAN_METRICS))
-    }
-
-
 def validation_record(outcome, main: str, trains: bool) -> dict:
     """What a job's result gains from :func:`validation_values`: ``per_user_valid`` / ``per_sample_valid``, a
     cold-item plan's ``cold_*`` / ``warm_*`` validation means (``valid_cold``) and the seconds it took; or, when it
     could not be had or differs from the run (any metric of the best validation result, or the split), only
     ``valid_values_error`` saying why. It never raises: the run's result stands either way."""
-    from recbole_m6rec.benchmarks.job import compact_samples  # here: the job module imports this one
-
+    mode = outcome.config["eval_args"]["mode"]["valid"]
+    if mode.startswith(SAMPLED_MODES):
+        return {"valid_values_error": f"validation ranks sampled negatives ({mode}), drawn anew on every pass"}
     started = time.perf_counter()
     try:
         values = validation_values(outcome.config, outcome.checkpoint_file, trains)

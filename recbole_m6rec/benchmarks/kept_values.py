@@ -1,0 +1,37 @@
+"""What a benchmark result keeps of a run's per-user and per-sample values, for the report's paired tests: the
+same for test (the job) and for validation (:mod:`~recbole_m6rec.benchmarks.valid_values`)."""
+
+from __future__ import annotations
+
+from recbole_m6rec.atomic import stable_hash
+
+# cold-item plans: the metrics whose cold / warm difference the report tests (Recall at every cutoff: cold hits are
+# told from chance only at the larger ones)
+COLD_PLAN_METRICS = ("recall@",)
+
+
+def kept_per_user(per_user: dict, main: str, cold_plan: bool) -> dict:
+    """The per-user values a result keeps: the main metric's, and on a cold-item plan every Recall too."""
+    return {
+        metric: values
+        for metric, values in per_user.items()
+        if metric == main or (cold_plan and metric.startswith(COLD_PLAN_METRICS))
+    }
+
+
+def compact_samples(samples: dict) -> dict:
+    """Labelled evaluation's samples for a paired AUC test: users, labels and scores sorted by (user, item), and
+    one digest of that (user, item, label) sequence, so two rows are paired only when they scored the same samples
+    ({} for a ranking evaluation). Sorted, because a context dataset evaluates its samples in time order and a
+    sequential one user by user. The users let the test resample users, not samples: one user's several
+    samples are not independent."""
+    if not samples:
+        return {}
+    order = sorted(range(len(samples["user"])), key=lambda k: (samples["user"][k], samples["item"][k]))
+    users, items, labels = ([samples[name][k] for k in order] for name in ("user", "item", "label"))
+    return {
+        "samples_digest": stable_hash([users, items, labels])[:16],
+        "user": [str(user) for user in users],
+        "label": [int(label) for label in labels],
+        "score": [float(f"{samples['score'][k]:.9g}") for k in order],  # 9 digits: a float32 exactly
+    }
