@@ -1,0 +1,159 @@
+"""Give a report's finished results the validation values they lack, by running each once more.
+
+Results that finished before jobs kept validation's per-user (per-sample) values have validation means only, so
+the report's paired tests on validation leave them out. Their checkpoints are gone; this command runs each such
+result's job again (same settings, same seed, today's code, which must be the code the result records), and adds
+the rerun's validation values to the result only if the rerun reproduced it: the same split fingerprint, and every
+validation and test metric equal. The result keeps its own times and provenance; ``valid_values_rerun`` says when
+and how the values were added. A rerun that differs adds nothing but ``valid_values_error`` with the differences
+(``--retry`` tries such results again): a finding about reproducibility the report should not hide.
+
+    python -m recbole_m6rec.benchmarks.add_valid_values --config_files=configs/bench_ml-100k.yaml \\
+        --report=reports/ml-100k --rows=GRU4Rec,SASRec
+
+Only results the leaderboard would reuse now are touched (same settings, same code, same data and libraries);
+rows whose tuning has not finished are skipped. A rerun takes as long as the run did; run it alone, or with the
+thread settings the results ran with (their ``provenance.runtime``), since thread counts can change float sums.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from recbole_m6rec.atomic import atomic_write_text
+from recbole_m6rec.benchmarks import claims, job
+from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
+from recbole_m6rec.benchmarks.runner import reusable_result, tune
+from recbole_m6rec.benchmarks.time_limit import NoNewRuns
+
+# what a job adds after its run (benchmarks/valid_values.py)
+VALID_VALUE_KEYS = ("per_user_valid", "per_sample_valid", "valid_cold", "valid_values_seconds")
+
+
+def has_valid_values(record: dict) -> bool:
+    return any(key in record for key in ("per_user_valid", "per_sample_valid"))
+
+
+def reproduction_differences(record: dict, rerun: dict) -> list[str]:
+    """How ``rerun`` differs from ``record`` in what a result reports ([] when it reproduced it)."""
+    if rerun.get("status") != "ok":
+        return [f"the rerun {rerun.get('status', 'did not finish')}: {rerun.get('error', '')}".rstrip(": ")]
+    differences = []
+    for key in ("config_hash", "split_fingerprint"):
+        if rerun.get(key) != record.get(key):
+            differences.append(f"{key} {rerun.get(key)} against {record.get(key)}")
+    ran, recorded = (rerun.get("provenance") or {}), (record.get("provenance") or {})
+    if ran.get("code_hash") != recorded.get("code_hash"):
+        differences.append(f"code hash {ran.get('code_hash')} against {recorded.get('code_hash')}")
+    for part in ("valid", "test"):
+        again, before = rerun.get(part) or {}, record.get(part) or {}
+        differences += [
+            f"{part} {metric} {again.get(metric)} against {before.get(metric)}"
+            for metric in sorted(set(again) | set(before))
+            if again.get(metric) != before.get(metric)
+        ]
+    return differences
+
+
+def rerun_job(spec: dict) -> dict:
+    """``spec``'s job run once more in a job process, into a scratch folder that is removed afterwards (its
+    checkpoints included): the record it wrote, or a failed one."""
+    environment = {name: value for name, value in os.environ.items() if name != job.PARTIAL_DIR_ENV}
+    with tempfile.TemporaryDirectory(prefix="m6rec-rerun-") as scratch:
+        spec_path, out = Path(scratch) / "spec.json", Path(scratch) / "result.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        done = subprocess.run(
+            [sys.executable, "-m", "recbole_m6rec.benchmarks.job", str(spec_path), str(out)],
+            env={**environment, "TMPDIR": scratch},
+        )
+        if not out.exists():
+            return {"status": "failed", "error": f"job process exited with code {done.returncode} without a result"}
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def add_to_result(out: Path, spec: dict, retry: bool = False) -> str:
+    """Rerun ``out``'s result and add its validation values when the rerun reproduced it; what happened, in words."""
+    record, why = reusable_result(spec, out)
+    if record is None:
+        return f"skipped: {why or 'no result yet'}"
+    if has_valid_values(record):
+        return "skipped: it has validation values"
+    if "valid_values_error" in record and not retry:
+        return f"skipped: an earlier attempt recorded {record['valid_values_error']!r} (--retry tries again)"
+    held = claims.claim(out)
+    if held is None:
+        return "skipped: another process runs this job now"
+    try:
+        started = time.perf_counter()
+        rerun = rerun_job(spec)
+        seconds = round(time.perf_counter() - started, 2)
+        record = json.loads(out.read_text(encoding="utf-8"))  # as it is now, under the claim
+        record.pop("valid_values_error", None)
+        ran = rerun.get("provenance") or {}
+        differences = reproduction_differences(record, rerun)
+        if not differences and "valid_values_error" in rerun:
+            differences = [f"the rerun reproduced the result but kept no values: {rerun['valid_values_error']}"]
+        if differences:
+            record["valid_values_error"] = "a rerun to add them differed: " + "; ".join(differences)
+            verdict = f"not added: {record['valid_values_error']}"
+        else:
+            record.update({key: rerun[key] for key in VALID_VALUE_KEYS if key in rerun})
+            record["valid_values_rerun"] = {
+                "reproduced": "split fingerprint, code hash and every valid and test metric equal this result's",
+                "git_commit": ran.get("git_commit"),
+                "runtime": ran.get("runtime"),
+                "machine": rerun.get("machine"),
+                "wall_seconds": seconds,
+                "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            }
+            verdict = f"added: the rerun reproduced it ({seconds:.0f} s)"
+        atomic_write_text(out, json.dumps(record, indent=1, default=str))
+        return verdict
+    finally:
+        claims.release(held)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_m6rec.benchmarks.add_valid_values",
+        description="Rerun a report's finished results that lack validation values and add them where the rerun "
+        "reproduces the result.",
+    )
+    parser.add_argument("--config_files", required=True, help="the plan the report was made by")
+    parser.add_argument("--report", required=True, help="the report folder (its results/ are updated in place)")
+    parser.add_argument("--rows", help="comma-separated rows (default: every row of the plan)")
+    parser.add_argument("--seeds", help="a count (the plan's first N) or comma-separated seeds")
+    parser.add_argument("--retry", action="store_true", help="also rerun results whose earlier rerun differed")
+    args = parser.parse_args(argv)
+    report_dir = Path(args.report)
+    if not (report_dir / "results").is_dir():
+        parser.error(f"--report={args.report}: no results/ folder there")
+    rows = args.rows.split(",") if args.rows else None
+    plan = load_plan(args.config_files, {}, rows, parse_seeds(args.seeds, args.config_files))
+    tuned = tune(plan, report_dir, resume=True, time_limit=NoNewRuns())  # the chosen settings; runs nothing
+    planned = jobs(plan)
+    missing = 0
+    for k, (name, seed) in enumerate(planned, 1):
+        label = f"[{k}/{len(planned)}] {name} seed {seed}"
+        if "unfinished" in tuned.get(name, {}) or "error" in tuned.get(name, {}):
+            print(f"{label}: skipped: its tuning has not finished", flush=True)
+            continue
+        print(f"{label}: ...", flush=True)
+        verdict = add_to_result(
+            report_dir / "results" / f"{name}-seed{seed}.json", job_spec(plan, name, seed), args.retry
+        )
+        missing += verdict.startswith("not added")
+        print(f"{label}: {verdict}", flush=True)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

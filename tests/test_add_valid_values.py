@@ -1,0 +1,67 @@
+"""Adding validation values to finished results by rerunning them: only where the rerun reproduces the result."""
+
+import json
+
+import pytest
+import yaml
+from helpers import QUIET
+
+from recbole_m6rec.benchmarks import add_valid_values, leaderboard
+
+pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
+
+PLAN = {
+    "dataset": "ml-100k",
+    "seeds": [2020],
+    "common": {
+        **QUIET,
+        "user_inter_num_interval": "[0,30]",
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+        "metrics": ["Recall", "NDCG"],
+        "topk": [10],
+        "valid_metric": "NDCG@10",
+        "epochs": 2,
+    },
+    "rows": {"BPR": {"model": "BPR"}, "MostPop": {"model": "MostPop"}},
+}
+
+
+def test_a_reproduced_rerun_adds_validation_values_and_one_that_differs_adds_none(tmp_path):
+    plan_file, out = tmp_path / "plan.yaml", tmp_path / "report"
+    plan_file.write_text(yaml.safe_dump(PLAN))
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}"]) == 0
+    bpr_file, pop_file = (out / "results" / f"{row}-seed2020.json" for row in ("BPR", "MostPop"))
+    bpr, pop = (json.loads(path.read_text()) for path in (bpr_file, pop_file))
+    kept_users = bpr["per_user_valid"]["ndcg@10"]
+    for record in (bpr, pop):  # as results finished before jobs kept them
+        for key in add_valid_values.VALID_VALUE_KEYS:
+            record.pop(key, None)
+    pop["test"]["ndcg@10"] += 0.01  # a result this code does not reproduce
+    bpr_file.write_text(json.dumps(bpr))
+    pop_file.write_text(json.dumps(pop))
+
+    command = [f"--config_files={plan_file}", f"--report={out}"]
+    assert add_valid_values.main(command) == 1  # one result could not be given its values
+    bpr_after, pop_after = (json.loads(path.read_text()) for path in (bpr_file, pop_file))
+    assert bpr_after["per_user_valid"]["ndcg@10"] == kept_users  # the rerun's values: the run's own
+    assert bpr_after["valid_values_rerun"]["reproduced"] and bpr_after["train_seconds"] == bpr["train_seconds"]
+    assert "per_user_valid" not in pop_after and pop_after["test"] == pop["test"]  # nothing of the rerun kept
+    assert "test ndcg@10" in pop_after["valid_values_error"]
+
+    before = {path: path.read_text() for path in (bpr_file, pop_file)}
+    assert add_valid_values.main(command) == 0  # nothing left to try: neither is run again
+    assert {path: path.read_text() for path in (bpr_file, pop_file)} == before
+    assert not list(tmp_path.glob("**/.partial/*/partial.json"))  # no checkpoints left behind
+
+
+def test_differences_name_every_metric_the_rerun_changed():
+    record = {"status": "ok", "config_hash": "a", "split_fingerprint": "s", "provenance": {"code_hash": "c"}}
+    record.update(valid={"ndcg@10": 0.1}, test={"ndcg@10": 0.2, "recall@10": 0.3})
+    assert add_valid_values.reproduction_differences(record, record) == []
+    rerun = {**record, "test": {"ndcg@10": 0.2, "recall@10": 0.31}, "provenance": {"code_hash": "d"}}
+    assert add_valid_values.reproduction_differences(record, rerun) == [
+        "code hash d against c",
+        "test recall@10 0.31 against 0.3",
+    ]
+    failed = add_valid_values.reproduction_differences(record, {"status": "failed", "error": "boom"})
+    assert failed == ["the rerun failed: boom"]
