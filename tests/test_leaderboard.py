@@ -933,6 +933,7 @@ def _set_run_seconds(paths, seconds: float) -> None:
     for path in paths:
         record = json.loads(path.read_text())
         record["train_seconds"], record["test_seconds"] = seconds, 0.0
+        record.pop("valid_values_seconds", None)  # the job's re-evaluation on validation counts too
         path.write_text(json.dumps(record))
 
 
