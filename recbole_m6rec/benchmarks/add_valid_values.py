@@ -30,6 +30,7 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import claims, job
+from recbole_m6rec.benchmarks.kept_values import metric_differences
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.runner import reusable_result, tune
 from recbole_m6rec.benchmarks.time_limit import NoNewRuns
@@ -54,12 +55,7 @@ def reproduction_differences(record: dict, rerun: dict) -> list[str]:
     if ran.get("code_hash") != recorded.get("code_hash"):
         differences.append(f"code hash {ran.get('code_hash')} against {recorded.get('code_hash')}")
     for part in ("valid", "test"):
-        again, before = rerun.get(part) or {}, record.get(part) or {}
-        differences += [
-            f"{part} {metric} {again.get(metric)} against {before.get(metric)}"
-            for metric in sorted(set(again) | set(before))
-            if again.get(metric) != before.get(metric)
-        ]
+        differences += metric_differences(rerun.get(part) or {}, record.get(part) or {}, part)
     return differences
 
 

@@ -35,3 +35,13 @@ def compact_samples(samples: dict) -> dict:
         "label": [int(label) for label in labels],
         "score": [float(f"{samples['score'][k]:.9g}") for k in order],  # 9 digits: a float32 exactly
     }
+
+
+def metric_differences(again: dict, before: dict, name: str = "", against: str = "against") -> list[str]:
+    """``"<name> <metric> <again's value> <against> <before's value>"`` for each metric whose values differ."""
+    prefix = f"{name} " if name else ""
+    return [
+        f"{prefix}{metric} {again.get(metric)} {against} {before.get(metric)}"
+        for metric in sorted(set(again) | set(before))
+        if again.get(metric) != before.get(metric)
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from recbole_m6rec.benchmarks.kept_values import compact_samples, kept_per_user
+from recbole_m6rec.benchmarks.kept_values import compact_samples, kept_per_user, metric_differences
 
 # RecBole's sampled evaluation modes (uni100, pop100): their negatives are drawn again on each pass, so a second
 # evaluation cannot reproduce the run's numbers
@@ -84,12 +84,7 @@ def validation_record(outcome, main: str, trains: bool) -> dict:
         differences = []
         if values["split_fingerprint"] != outcome.split_fingerprint:
             differences.append(f"split {values['split_fingerprint']} against the run's {outcome.split_fingerprint}")
-        again = values["result"]
-        differences += [
-            f"{metric} {again.get(metric)} against the run's best {recorded.get(metric)}"
-            for metric in sorted(set(again) | set(recorded))
-            if again.get(metric) != recorded.get(metric)
-        ]
+        differences += metric_differences(values["result"], recorded, against="against the run's best")
         if differences:
             return {"valid_values_error": "re-evaluated, it differs from the run: " + "; ".join(differences)}
         cold_plan = bool(values["cold"])
