@@ -47,10 +47,11 @@ def reproduction_differences(record: dict, rerun: dict) -> list[str]:
     """How ``rerun`` differs from ``record`` in what a result reports ([] when it reproduced it)."""
     if rerun.get("status") != "ok":
         return [f"the rerun {rerun.get('status', 'did not finish')}: {rerun.get('error', '')}".rstrip(": ")]
-    differences = []
-    for key in ("config_hash", "split_fingerprint"):
-        if rerun.get(key) != record.get(key):
-            differences.append(f"{key} {rerun.get(key)} against {record.get(key)}")
+    differences = []  # the settings hash is the spec's in both: the result was reusable for this very spec
+    if rerun.get("split_fingerprint") != record.get("split_fingerprint"):
+        differences.append(
+            f"split_fingerprint {rerun.get('split_fingerprint')} against {record.get('split_fingerprint')}"
+        )
     ran, recorded = (rerun.get("provenance") or {}), (record.get("provenance") or {})
     if ran.get("code_hash") != recorded.get("code_hash"):
         differences.append(f"code hash {ran.get('code_hash')} against {recorded.get('code_hash')}")
@@ -139,8 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = 0
     for k, (name, seed) in enumerate(planned, 1):
         label = f"[{k}/{len(planned)}] {name} seed {seed}"
-        if "unfinished" in tuned.get(name, {}) or "error" in tuned.get(name, {}):
-            print(f"{label}: skipped: its tuning has not finished", flush=True)
+        why = {"unfinished": "its tuning has not finished", "error": "its tuning failed"}
+        skipped = [text for key, text in why.items() if key in tuned.get(name, {})]
+        if skipped:
+            print(f"{label}: skipped: {skipped[0]}", flush=True)
             continue
         print(f"{label}: ...", flush=True)
         verdict = add_to_result(

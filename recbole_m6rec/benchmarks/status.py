@@ -265,9 +265,9 @@ def current_run_hashes(plan: dict, name: str, report_dir: Path) -> set[str]:
 def row_run_seconds(
     report_dir: Path, name: str, results: list[dict] | None = None, hashes: set[str] | None = None
 ) -> list[float]:
-    """The times (training with its validation, test, and the re-evaluation on validation) of row ``name``'s finished runs in ``report_dir``: its
-    tuning trials and its seeds, whatever CPU they ran on, each run once (the winning trial is also its seed's
-    result). Only results that record their code count: older ones ran under older protocols (epoch caps of 5 or
+    """The times (training with its validation, test, and the job's re-evaluation on validation) of row ``name``'s
+    finished runs in ``report_dir``: its tuning trials and its seeds, whatever CPU they ran on, each run once (the
+    winning trial is also its seed's result). Only results that record their code count: older ones ran under older protocols (epoch caps of 5 or
     10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read;
     ``hashes``: only runs of these settings (:func:`current_run_hashes`)."""
     from recbole_m6rec.benchmarks.report_tables import run_seconds

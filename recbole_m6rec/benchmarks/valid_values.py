@@ -74,11 +74,11 @@ def validation_record(outcome, main: str, trains: bool) -> dict:
     cold-item plan's ``cold_*`` / ``warm_*`` validation means (``valid_cold``) and the seconds it took; or, when it
     could not be had or differs from the run (any metric of the best validation result, or the split), only
     ``valid_values_error`` saying why. It never raises: the run's result stands either way."""
-    mode = outcome.config["eval_args"]["mode"]["valid"]
-    if mode.startswith(SAMPLED_MODES):
-        return {"valid_values_error": f"validation ranks sampled negatives ({mode}), drawn anew on every pass"}
     started = time.perf_counter()
     try:
+        mode = outcome.config["eval_args"]["mode"]["valid"]
+        if mode.startswith(SAMPLED_MODES):
+            return {"valid_values_error": f"validation ranks sampled negatives ({mode}), drawn anew on every pass"}
         values = validation_values(outcome.config, outcome.checkpoint_file, trains)
         recorded = dict(outcome.result["best_valid_result"] or {})
         differences = []
