@@ -71,8 +71,8 @@ bench-ctr: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ablations_ml-100k.yaml --report=reports/ctr_ml-100k-ablations --resume
 	$(RUN) -m recbole_m6rec.benchmarks.ctr_latency --report=reports/ctr_ml-100k
 
-# the results 2 CPU cores cannot produce (ml-1m, the joined CTR model, zero-shot full ranking), on one large GPU in
-# about 8 minutes (see recbole_m6rec/benchmarks/gpu_campaign.py). No setup step: on a GPU machine, name its Python
+# the results 2 CPU cores cannot produce (ml-1m, the joined CTR model, zero-shot full ranking), on one CUDA GPU within
+# BUDGET_S seconds (default 480; docs/benchmarks.md, recbole_m6rec/benchmarks/gpu_campaign.py). No setup step: on a GPU machine, name its Python
 # with PYTHON=...; a second try continues (--resume). `make bench-gpu TINY=1` is the CPU check (~1-4 min).
 bench-gpu: PYTHON ?= $(BIN)/python
 bench-gpu:
