@@ -7,6 +7,8 @@ import yaml
 from helpers import QUIET
 
 from recbole_m6rec.benchmarks import add_valid_values, leaderboard
+from recbole_m6rec.benchmarks.plan import load_plan
+from recbole_m6rec.benchmarks.status import job_status
 
 pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
 
@@ -40,6 +42,9 @@ def test_a_reproduced_rerun_adds_validation_values_and_one_that_differs_adds_non
     bpr_file.write_text(json.dumps(bpr))
     pop_file.write_text(json.dumps(pop))
 
+    loaded = load_plan(str(plan_file), {}, None, None)
+    assert job_status(loaded, "BPR", 2020, out) == "done; no validation values (`add_valid_values` adds them)"
+
     command = [f"--config_files={plan_file}", f"--report={out}"]
     assert add_valid_values.main(command) == 1  # one result could not be given its values
     bpr_after, pop_after = (json.loads(path.read_text()) for path in (bpr_file, pop_file))
@@ -47,6 +52,8 @@ def test_a_reproduced_rerun_adds_validation_values_and_one_that_differs_adds_non
     assert bpr_after["valid_values_rerun"]["reproduced"] and bpr_after["train_seconds"] == bpr["train_seconds"]
     assert "per_user_valid" not in pop_after and pop_after["test"] == pop["test"]  # nothing of the rerun kept
     assert "test ndcg@10" in pop_after["valid_values_error"]
+    assert job_status(loaded, "BPR", 2020, out) == "done"  # status: has them now
+    assert job_status(loaded, "MostPop", 2020, out).startswith("done; validation values not kept: ")
 
     before = {path: path.read_text() for path in (bpr_file, pop_file)}
     assert add_valid_values.main(command) == 0  # nothing left to try: neither is run again

@@ -30,17 +30,13 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import claims, job
-from recbole_m6rec.benchmarks.kept_values import metric_differences
+from recbole_m6rec.benchmarks.kept_values import has_valid_values, metric_differences
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.runner import reusable_result, tune
 from recbole_m6rec.benchmarks.time_limit import NoNewRuns
 
 # what a job adds after its run (benchmarks/valid_values.py)
 VALID_VALUE_KEYS = ("per_user_valid", "per_sample_valid", "valid_cold", "valid_values_seconds")
-
-
-def has_valid_values(record: dict) -> bool:
-    return any(key in record for key in ("per_user_valid", "per_sample_valid"))
 
 
 def reproduction_differences(record: dict, rerun: dict) -> list[str]:

@@ -10,6 +10,20 @@ from recbole_m6rec.atomic import stable_hash
 COLD_PLAN_METRICS = ("recall@",)
 
 
+def has_valid_values(record: dict) -> bool:
+    """The result keeps validation's per-user (ranking) or per-sample (labelled) values, for paired tests."""
+    return any(key in record for key in ("per_user_valid", "per_sample_valid"))
+
+
+def valid_values_note(record: dict) -> str:
+    """What a status cell adds about a finished result's validation values: "" when it has them."""
+    if has_valid_values(record):
+        return ""
+    if record.get("valid_values_error"):
+        return f"; validation values not kept: {str(record['valid_values_error']).splitlines()[0]}"
+    return "; no validation values (`add_valid_values` adds them)"
+
+
 def kept_per_user(per_user: dict, main: str, cold_plan: bool) -> dict:
     """The per-user values a result keeps: the main metric's, and on a cold-item plan every Recall too."""
     return {

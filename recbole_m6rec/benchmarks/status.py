@@ -22,6 +22,7 @@ from recbole_m6rec.benchmarks import claims, provenance
 from recbole_m6rec.benchmarks.borrowed_tuning import NotTunedYet, borrowed_record, borrows
 from recbole_m6rec.benchmarks.hyperopt_space import TPE_STARTUP_TRIALS
 from recbole_m6rec.benchmarks.job import partial_folder, partial_parent
+from recbole_m6rec.benchmarks.kept_values import valid_values_note
 from recbole_m6rec.benchmarks.plan import job_spec, jobs
 from recbole_m6rec.benchmarks.runner import failed_result, reusable_result, trial_path
 
@@ -160,7 +161,8 @@ def _borrowed_status(plan: dict, name: str) -> dict:
 
 def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished: bool = False, params=None) -> str:
     """One (row, seed): ``done``, ``done, code changed since (kept)``, ``reruns: why``, ``continues: k epochs
-    done ...`` or ``to run``. ``params`` are the row's chosen tuning settings."""
+    done ...`` or ``to run``; a finished result without validation values says so (the report's paired tests on
+    validation leave it out). ``params`` are the row's chosen tuning settings."""
     spec = job_spec(plan, name, seed, params)
     out = report_dir / "results" / f"{name}-seed{seed}.json"
     result, why = reusable_result(spec, out, keep_finished)
@@ -168,7 +170,7 @@ def job_status(plan: dict, name: str, seed: int, report_dir: Path, keep_finished
         result = reusable_result(spec, trial_path(report_dir, spec))[0]
     if result is not None:
         changed = provenance.stale_reasons(result) if keep_finished else []
-        return "done, code changed since (kept)" if changed else "done"
+        return ("done, code changed since (kept)" if changed else "done") + valid_values_note(result)
     if claims.held(out):
         return _running_cell(partial_folder(out), spec)
     interrupted = _interrupted(partial_folder(out), spec)
