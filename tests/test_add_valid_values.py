@@ -5,9 +5,11 @@ import json
 import pytest
 import yaml
 from helpers import QUIET
+from test_job_resume import PLAN as RESUME_PLAN
+from test_job_resume import run as run_killable_job
 
-from recbole_m6rec.benchmarks import add_valid_values, leaderboard
-from recbole_m6rec.benchmarks.plan import load_plan
+from recbole_m6rec.benchmarks import add_valid_values, job, leaderboard
+from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.benchmarks.status import job_status
 
 pytestmark = pytest.mark.usefixtures("no_foreign_argv")  # conftest: RecBole never sees pytest's flags
@@ -72,3 +74,31 @@ def test_differences_name_every_metric_the_rerun_changed():
     ]
     failed = add_valid_values.reproduction_differences(record, {"status": "failed", "error": "boom"})
     assert failed == ["the rerun failed: boom"]
+
+
+def test_a_stopped_rerun_continues_from_its_last_epoch_and_still_reproduces(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv(job.PARTIAL_DIR_ENV, raising=False)
+    plan = {**RESUME_PLAN, "seeds": [2020], "common": {**RESUME_PLAN["common"], "valid_metric": "NDCG@10"}}
+    plan_file, out = tmp_path / "plan.yaml", tmp_path / "report"
+    plan_file.write_text(yaml.safe_dump(plan))
+    assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}"]) == 0
+    result_file = out / "results" / "SASRec-seed2020.json"
+    result = json.loads(result_file.read_text())
+    kept_users = result["per_user_valid"]["ndcg@10"]
+    for key in add_valid_values.VALID_VALUE_KEYS:
+        result.pop(key, None)
+    result_file.write_text(json.dumps(result))
+
+    # the rerun, stopped inside its third epoch as a machine that goes away would stop it
+    folder = add_valid_values.rerun_folder(result_file)
+    folder.mkdir(parents=True)
+    spec = job_spec(load_plan(str(plan_file), {}, None, None), "SASRec", 2020)
+    killed, _ = run_killable_job(tmp_path, spec, folder / "result.json", kill_epoch=2)
+    assert killed.returncode == -9 and list((folder / ".partial" / "result").glob("SASRec-*-last.pth"))
+    capfd.readouterr()
+
+    assert add_valid_values.main([f"--config_files={plan_file}", f"--report={out}"]) == 0
+    assert "continuing the interrupted run in " in capfd.readouterr().out  # from epoch 2, not from the start
+    after = json.loads(result_file.read_text())
+    assert after["per_user_valid"]["ndcg@10"] == kept_users and after["valid_values_rerun"]["reproduced"]
+    assert not folder.exists()  # the rerun's checkpoints go once its result is read

@@ -14,6 +14,9 @@ and how the values were added. A rerun that differs adds nothing but ``valid_val
 Only results the leaderboard would reuse now are touched (same settings, same code, same data and libraries);
 rows whose tuning has not finished are skipped. A rerun takes as long as the run did; run it alone, or with the
 thread settings the results ran with (their ``provenance.runtime``), since thread counts can change float sums.
+A rerun that is stopped keeps its checkpoints (:func:`rerun_folder`, beside the report's own, under
+``$RECBOLE_M6REC_PARTIAL_DIR`` when set) and the next call continues it from its last evaluated epoch, which gives
+the metrics of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import claims, job
+from recbole_m6rec.benchmarks.job import partial_parent
 from recbole_m6rec.benchmarks.kept_values import has_valid_values, metric_differences
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.runner import reusable_result, tune
@@ -56,20 +60,31 @@ def reproduction_differences(record: dict, rerun: dict) -> list[str]:
     return differences
 
 
-def rerun_job(spec: dict) -> dict:
-    """``spec``'s job run once more in a job process, into a scratch folder that is removed afterwards (its
-    checkpoints included): the record it wrote, or a failed one."""
+def rerun_folder(out: Path) -> Path:
+    """Where the rerun of ``out``'s result runs: beside the report's checkpoints, never in its ``results/``."""
+    return partial_parent(Path(out).parent) / "valid-values-rerun" / Path(out).stem
+
+
+def rerun_job(spec: dict, folder: Path) -> dict:
+    """``spec``'s job run once more in a job process, in ``folder``: the record it wrote, or a failed one. A stopped
+    rerun leaves its checkpoints there (``folder/.partial``, whatever ``$RECBOLE_M6REC_PARTIAL_DIR`` says) and the
+    next rerun of the same spec and code continues it, as a leaderboard job would; the folder goes once the job has
+    written its record (a job process killed before that keeps it, to be continued)."""
     environment = {name: value for name, value in os.environ.items() if name != job.PARTIAL_DIR_ENV}
-    with tempfile.TemporaryDirectory(prefix="m6rec-rerun-") as scratch:
-        spec_path, out = Path(scratch) / "spec.json", Path(scratch) / "result.json"
-        spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        done = subprocess.run(
-            [sys.executable, "-m", "recbole_m6rec.benchmarks.job", str(spec_path), str(out)],
-            env={**environment, "TMPDIR": scratch},
-        )
-        if not out.exists():
-            return {"status": "failed", "error": f"job process exited with code {done.returncode} without a result"}
-        return json.loads(out.read_text(encoding="utf-8"))
+    scratch = folder / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    spec_path, out = folder / "spec.json", folder / "result.json"
+    out.unlink(missing_ok=True)  # one a stopped call had not read yet: its checkpoints are gone, it runs again
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "recbole_m6rec.benchmarks.job", str(spec_path), str(out)],
+        env={**environment, "TMPDIR": str(scratch)},
+    )
+    if not out.exists():
+        return {"status": "failed", "error": f"job process exited with code {done.returncode} without a result"}
+    record = json.loads(out.read_text(encoding="utf-8"))
+    shutil.rmtree(folder, ignore_errors=True)
+    return record
 
 
 def add_to_result(out: Path, spec: dict, retry: bool = False) -> str:
@@ -86,7 +101,7 @@ def add_to_result(out: Path, spec: dict, retry: bool = False) -> str:
         return "skipped: another process runs this job now"
     try:
         started = time.perf_counter()
-        rerun = rerun_job(spec)
+        rerun = rerun_job(spec, rerun_folder(out))
         seconds = round(time.perf_counter() - started, 2)
         record = json.loads(out.read_text(encoding="utf-8"))  # as it is now, under the claim
         record.pop("valid_values_error", None)
