@@ -101,4 +101,5 @@ def test_a_stopped_rerun_continues_from_its_last_epoch_and_still_reproduces(tmp_
     assert "continuing the interrupted run in " in capfd.readouterr().out  # from epoch 2, not from the start
     after = json.loads(result_file.read_text())
     assert after["per_user_valid"]["ndcg@10"] == kept_users and after["valid_values_rerun"]["reproduced"]
+    assert after["valid_values_rerun"]["resumed_from_epoch"] == 2  # its wall_seconds cover the continued epochs
     assert not folder.exists()  # the rerun's checkpoints go once its result is read

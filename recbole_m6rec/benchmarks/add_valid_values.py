@@ -33,7 +33,6 @@ from pathlib import Path
 
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import claims, job
-from recbole_m6rec.benchmarks.job import partial_parent
 from recbole_m6rec.benchmarks.kept_values import has_valid_values, metric_differences
 from recbole_m6rec.benchmarks.plan import job_spec, jobs, load_plan, parse_seeds
 from recbole_m6rec.benchmarks.runner import reusable_result, tune
@@ -62,7 +61,7 @@ def reproduction_differences(record: dict, rerun: dict) -> list[str]:
 
 def rerun_folder(out: Path) -> Path:
     """Where the rerun of ``out``'s result runs: beside the report's checkpoints, never in its ``results/``."""
-    return partial_parent(Path(out).parent) / "valid-values-rerun" / Path(out).stem
+    return job.partial_parent(Path(out).parent) / "valid-values-rerun" / Path(out).stem
 
 
 def rerun_job(spec: dict, folder: Path) -> dict:
@@ -119,7 +118,8 @@ def add_to_result(out: Path, spec: dict, retry: bool = False) -> str:
                 "git_commit": ran.get("git_commit"),
                 "runtime": ran.get("runtime"),
                 "machine": rerun.get("machine"),
-                "wall_seconds": seconds,
+                "wall_seconds": seconds,  # of this call: a rerun continued from a stopped one says where it resumed
+                "resumed_from_epoch": rerun.get("resumed_from_epoch"),
                 "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             }
             verdict = f"added: the rerun reproduced it ({seconds:.0f} s)"
