@@ -40,6 +40,8 @@ from recbole_m6rec.benchmarks.time_limit import NoNewRuns
 
 # what a job adds after its run (benchmarks/valid_values.py)
 VALID_VALUE_KEYS = ("per_user_valid", "per_sample_valid", "valid_cold", "valid_values_seconds")
+# why a row's results are skipped: what the tuning step says of a row whose settings are not chosen
+UNTUNED = {"unfinished": "its tuning has not finished", "error": "its tuning failed"}
 
 
 def reproduction_differences(record: dict, rerun: dict) -> list[str]:
@@ -151,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = 0
     for k, (name, seed) in enumerate(planned, 1):
         label = f"[{k}/{len(planned)}] {name} seed {seed}"
-        why = {"unfinished": "its tuning has not finished", "error": "its tuning failed"}
-        skipped = [text for key, text in why.items() if key in tuned.get(name, {})]
+        skipped = [text for key, text in UNTUNED.items() if key in tuned.get(name, {})]
         if skipped:
             print(f"{label}: skipped: {skipped[0]}", flush=True)
             continue
