@@ -14,7 +14,7 @@ from recbole_m6rec.benchmarks import leaderboard, provenance, time_limit
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.benchmarks.report import NOTES_MARKER
 from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines, tuning_lines
-from recbole_m6rec.benchmarks.report_stats import choose_on_valid, ratio_lines
+from recbole_m6rec.benchmarks.report_stats import choose_on_valid, comparison_facts, ratio_lines
 from recbole_m6rec.benchmarks.report_tables import (
     SplitMismatchError,
     bold_among,
@@ -657,9 +657,19 @@ def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
     summary = summarise(records, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
     assert "**3.00×** (mean over seed(s) 1, 3; not seed(s) 2, which ran them on different CPUs or did not" in line
+    # comparison.json carries the same ratio, for the README's figures
+    timing = comparison_facts(records, summary, "ndcg@10")["time_vs_reference"]
+    assert timing == {
+        "reference": "SASRec",
+        "ratio": pytest.approx(3.0),
+        "seeds": [1, 3],
+        "apart": [2],
+        "scaled": False,
+    }
     apart = [run("M6Rec", 2, 900.0, "AMD EPYC"), run("SASRec", 2, 100.0, "Xeon")]
     summary = summarise(apart, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert "none of their seeds ran both on one CPU, so no ratio" in "\n".join(ratio_lines(summary, "ndcg@10"))
+    assert comparison_facts(apart, summary, "ndcg@10")["time_vs_reference"] is None
 
 
 def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():

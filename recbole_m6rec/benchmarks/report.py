@@ -175,8 +175,12 @@ def write_report(
     labelled = is_labelled(plan)
     overrides = {name: dict(row) for name, row in plan["rows"].items()}
     failed = [r for r in records if r.get("status") != "ok"]
-    compare = labelled_comparison_facts if labelled else comparison_facts
-    facts = compare(records, summary, main_metric, primary)  # one bootstrap for the lines and comparison.json
+    timing_reference = plan.get("timing_reference", "SASRec")
+    facts = (  # one bootstrap for the lines and comparison.json
+        labelled_comparison_facts(records, summary, main_metric, primary)
+        if labelled
+        else comparison_facts(records, summary, main_metric, primary, timing_reference)
+    )
     pairs = pair_facts(records, summary, plan.get("pairs") or {}, main_metric)
     unfinished = [name for name, record in (tuned or {}).items() if record.get("unfinished")]
     not_tuned_yet = f", not for {', '.join(unfinished)}, whose tuning has not finished" if unfinished else ""
@@ -215,7 +219,7 @@ def write_report(
         "",
         *convergence_lines(records),
         "",
-        *ratio_lines(summary, main_metric, primary, plan.get("timing_reference", "SASRec"), labelled),
+        *ratio_lines(summary, main_metric, primary, timing_reference, labelled),
         *(
             (labelled_significance_lines(facts) if facts else [])
             if labelled

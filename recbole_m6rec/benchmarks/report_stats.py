@@ -298,11 +298,19 @@ def _means_on_shared_seeds(mine: dict, theirs: dict, compare: str = "ratio") -> 
     return means
 
 
-def comparison_facts(records: list[dict], summary: list[dict], main_metric: str, primary: str = "M6Rec") -> dict | None:
+def comparison_facts(
+    records: list[dict],
+    summary: list[dict],
+    main_metric: str,
+    primary: str = "M6Rec",
+    timing_reference: str = "SASRec",
+) -> dict | None:
     """The report's comparison as data, for figures quoted elsewhere (the README): the primary's family row chosen on
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
-    report's lines give them). ``None`` when there is no primary row or no baseline; ``valid`` and ``test`` are
+    report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
+    :func:`time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or no baseline;
+    ``valid`` and ``test`` are
     missing when the two share no seed, ``paired_test`` is empty when nothing pairs (``paired_test_error`` says why
     when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
@@ -327,33 +335,51 @@ def comparison_facts(records: list[dict], summary: list[dict], main_metric: str,
         # the same on validation, from the results that keep validation values (empty while none do)
         "paired_valid": paired_valid,
         "paired_valid_vs_best_baseline": paired_valid.get(best),
+        "time_vs_reference": (
+            {"reference": timing_reference, **timing}
+            if timing_reference in by_row and (timing := time_ratio(by_row[chosen], by_row[timing_reference]))
+            else None
+        ),
         **missing,
     }
 
 
-def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:
+def time_ratio(mine: dict, theirs: dict) -> dict | None:
     """The chosen row's time over the reference's, mean over the seeds on which both ran on one CPU: times compare
-    only on one machine (a result that does not record its CPU counts as one unnamed CPU)."""
+    only on one machine (a result that does not record its CPU counts as one unnamed CPU). ``None`` when no seed
+    qualifies; else the ratio, those seeds, the shared seeds left out (``apart``) and whether a continued run's
+    scaled time entered (``scaled``)."""
     mine_t, theirs_t = mine.get("time_by_seed") or {}, theirs.get("time_by_seed") or {}
     mine_cpu, theirs_cpu = mine.get("cpu_by_seed") or {}, theirs.get("cpu_by_seed") or {}
     seeds = sorted((s for s in set(mine_t) & set(theirs_t) if mine_cpu.get(s) == theirs_cpu.get(s)), key=str)
-    label = f"- {chosen} train+eval time / {reference} train+eval time"
     if not seeds:
-        return [f"{label}: none of their seeds ran both on one CPU, so no ratio"]
-    ratio = statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds)
-    apart = sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str)
+        return None
     scaled = set(seeds) & (set(mine.get("time_scaled_seeds") or ()) | set(theirs.get("time_scaled_seeds") or ()))
+    return {
+        "ratio": statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds),
+        "seeds": seeds,
+        "apart": sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str),
+        "scaled": bool(scaled),
+    }
+
+
+def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:
+    """The report line of :func:`time_ratio`."""
+    label = f"- {chosen} train+eval time / {reference} train+eval time"
+    timing = time_ratio(mine, theirs)
+    if timing is None:
+        return [f"{label}: none of their seeds ran both on one CPU, so no ratio"]
     return [
-        f"{label}: **{ratio:.2f}×** (mean over seed(s) {_seed_list(seeds)}"
+        f"{label}: **{timing['ratio']:.2f}×** (mean over seed(s) {_seed_list(timing['seeds'])}"
         + (
-            f"; not seed(s) {_seed_list(apart)}, which ran them on different CPUs or did not record one"
-            if apart
+            f"; not seed(s) {_seed_list(timing['apart'])}, which ran them on different CPUs or did not record one"
+            if timing["apart"]
             else ""
         )
         + "; item encoding reported separately"
         + (
             "; a run continued after an interruption counts as its continued epochs' time scaled to all"
-            if scaled
+            if timing["scaled"]
             else ""
         )
         + ")"
