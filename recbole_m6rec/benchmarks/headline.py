@@ -245,6 +245,8 @@ def headline_table(plan: str, records: list[dict], metrics: Sequence[str], rows:
             else ""
         )
         + f". Split fingerprint {', '.join(f'`{s}`' for s in splits) or 'not recorded'}."
+        # a commit names the tree when the result was written; two commits can hold the same code for the row
+        + " `code`: the commit each result recorded (the report's `code` column has the hash of the code it ran)."
     )
     if failed:
         footer += " Failed, left out: " + ", ".join(f"{r['row']} seed {r['seed']}" for r in failed) + "."
