@@ -119,7 +119,8 @@ def significance_lines(
         ]
     if not results:
         return [
-            f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each baseline's mean is 0).",
+            f"- Paired comparison {chosen} vs baselines: not computed (no per-user values to pair, or each "
+            "baseline's mean is 0).",
             *valid_lines,
         ]
     header = (
@@ -310,9 +311,8 @@ def comparison_facts(
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
     :func:`time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or no baseline;
-    ``valid`` and ``test`` are
-    missing when the two share no seed, ``paired_test`` is empty when nothing pairs (``paired_test_error`` says why
-    when the statistics could not be imported)."""
+    ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing pairs
+    (``paired_test_error`` says why when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
     if chosen is None or best is None:
         return None

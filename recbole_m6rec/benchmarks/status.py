@@ -270,8 +270,8 @@ def row_run_seconds(
     """The times (training with its validation, test, and the job's re-evaluation on validation) of row ``name``'s
     finished runs in ``report_dir``: its tuning trials and its seeds, whatever CPU they ran on, each run once (the
     winning trial is also its seed's result). Only results that record their code count: older ones ran under older
-    protocols (epoch caps of 5 or 10), so they would time a shorter run than the plan's. ``results``: the folder's ``results/*.json``, if read;
-    ``hashes``: only runs of these settings (:func:`current_run_hashes`)."""
+    protocols (epoch caps of 5 or 10), so they would time a shorter run than the plan's. ``results``: the folder's
+    ``results/*.json``, if read; ``hashes``: only runs of these settings (:func:`current_run_hashes`)."""
     from recbole_m6rec.benchmarks.report_tables import run_seconds
 
     report_dir = Path(report_dir)
