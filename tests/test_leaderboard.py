@@ -642,22 +642,25 @@ def test_a_row_that_trains_nothing_on_one_seed_does_not_cut_the_others_to_that_s
 
 
 def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
-    def run(row, seed, seconds, cpu):
+    def run(row, seed, seconds, cpu, epochs):
         runtime = {"runtime": {"cpu": cpu}} if cpu else {}
-        return _finished(row, seed, {"ndcg@10": 0.1}, {"ndcg@10": 0.1}, train_seconds=seconds, provenance=runtime)
+        valid, test = {"ndcg@10": 0.1}, {"ndcg@10": 0.1}
+        return _finished(row, seed, valid, test, train_seconds=seconds, provenance=runtime, epochs_run=epochs)
 
     records = [
-        run("M6Rec", 1, 300.0, None),  # older results, CPU not recorded: one unnamed CPU
-        run("SASRec", 1, 100.0, None),
-        run("M6Rec", 2, 900.0, "AMD EPYC"),  # a slower machine, with SASRec's seed 2 on the faster one
-        run("SASRec", 2, 100.0, "Xeon"),
-        run("M6Rec", 3, 600.0, "AMD EPYC"),
-        run("SASRec", 3, 200.0, "AMD EPYC"),
+        run("M6Rec", 1, 300.0, None, 10),  # older results, CPU not recorded: one unnamed CPU
+        run("SASRec", 1, 100.0, None, 20),
+        run("M6Rec", 2, 900.0, "AMD EPYC", 10),  # a slower machine, with SASRec's seed 2 on the faster one
+        run("SASRec", 2, 100.0, "Xeon", 20),
+        run("M6Rec", 3, 600.0, "AMD EPYC", 30),
+        run("SASRec", 3, 200.0, "AMD EPYC", 20),
     ]
     summary = summarise(records, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
     assert "**3.00×** (mean over seed(s) 1, 3; not seed(s) 2, which ran them on different CPUs or did not" in line
-    # comparison.json carries the same ratio, for the README's figures
+    # per epoch: seed 1 30 s against 5 s, seed 3 20 s against 10 s: (30 + 20) / (5 + 10)
+    assert "per epoch run 3.33×, over 20 against 20 epochs on average" in line
+    # comparison.json carries the same ratios, for the README's figures
     timing = comparison_facts(records, summary, "ndcg@10")["time_vs_reference"]
     assert timing == {
         "reference": "SASRec",
@@ -665,8 +668,10 @@ def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
         "seeds": [1, 3],
         "apart": [2],
         "scaled": False,
+        "per_epoch_ratio": pytest.approx(50 / 15),
+        "epochs": {"row": 20, "reference": 20},
     }
-    apart = [run("M6Rec", 2, 900.0, "AMD EPYC"), run("SASRec", 2, 100.0, "Xeon")]
+    apart = [run("M6Rec", 2, 900.0, "AMD EPYC", 10), run("SASRec", 2, 100.0, "Xeon", 20)]
     summary = summarise(apart, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert "none of their seeds ran both on one CPU, so no ratio" in "\n".join(ratio_lines(summary, "ndcg@10"))
     assert comparison_facts(apart, summary, "ndcg@10")["time_vs_reference"] is None

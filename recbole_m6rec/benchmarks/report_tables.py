@@ -202,6 +202,9 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["time_by_seed"] = {r["seed"]: run_seconds(r) for r in done}
         entry["cpu_by_seed"] = {r["seed"]: cpu_of(r) for r in done}
         entry["time_scaled_seeds"] = {r["seed"] for r in done if r.get("resumed_from_epoch")}
+        entry["epochs_by_seed"] = {
+            r["seed"]: _epochs_run(r) for r in done if record_trains(r) and isinstance(_epochs_run(r), int)
+        }
         entry["epochs"] = [
             (record_trains(r), _epochs_run(r), r.get("best_epoch"), bool(r.get("hit_cap"))) for r in done
         ]
