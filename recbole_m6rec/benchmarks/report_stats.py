@@ -389,8 +389,8 @@ def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> l
             else ""
         )
         + (
-            f"; per epoch run {timing['per_epoch_ratio']:.2f}×, over {timing['epochs']['row']:g} against"
-            f" {timing['epochs']['reference']:g} epochs on average"
+            f"; per epoch run {timing['per_epoch_ratio']:.2f}×, over {timing['epochs']['row']:.1f} against"
+            f" {timing['epochs']['reference']:.1f} epochs on average"
             if "per_epoch_ratio" in timing
             else ""
         )
