@@ -9,11 +9,11 @@ from __future__ import annotations
 from recbole_m6rec.benchmarks.report_stats import (
     _means_on_shared_seeds,
     _paired_ratios,
-    _seed_list,
     _with_holm,
     p_text,
     validation_view,
 )
+from recbole_m6rec.benchmarks.report_tables import seed_list
 
 __all__ = ["pair_facts", "pair_lines"]
 
@@ -129,7 +129,7 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
         valid_text = _paired_valid_text(pair.get("paired_valid"), labelled)
         if labelled:
             lines.append(
-                f"{head}, seed(s) {_seed_list(pair['seeds'])}: {_difference_text(pair, paired)}{valid_text}{share_text}"
+                f"{head}, seed(s) {seed_list(pair['seeds'])}: {_difference_text(pair, paired)}{valid_text}{share_text}"
             )
             continue
         paired_text = (
@@ -141,7 +141,7 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
             else "; nothing to pair on test"
         )
         lines.append(
-            f"{head}, seed(s) {_seed_list(pair['seeds'])}: valid **{pair['valid']['ratio']:.3f}×** "
+            f"{head}, seed(s) {seed_list(pair['seeds'])}: valid **{pair['valid']['ratio']:.3f}×** "
             f"({pair['valid']['row']:.4f} vs {pair['valid']['reference']:.4f}), test {pair['test']['ratio']:.3f}× "
             f"({pair['test']['row']:.4f} vs {pair['test']['reference']:.4f}){paired_text}{valid_text}{share_text}"
         )

@@ -7,9 +7,8 @@ compared with every row outside it (the baselines), the best baseline on validat
 
 from __future__ import annotations
 
-import statistics
-
-from recbole_m6rec.benchmarks.report_tables import smaller_is_better, trains_nothing
+from recbole_m6rec.benchmarks.report_tables import seed_list, smaller_is_better, trains_nothing
+from recbole_m6rec.benchmarks.report_timing import time_ratio, time_ratio_line
 
 __all__ = [
     "family_of",
@@ -212,10 +211,6 @@ def p_text(name: str, p: float, floored: bool = False) -> str:
     return f"{name} {'≤' if floored else '='} {p:.3g}"
 
 
-def _seed_list(seeds: list) -> str:
-    return ", ".join(str(s) for s in seeds)
-
-
 def ratio_lines(
     summary: list[dict],
     main_metric: str,
@@ -236,7 +231,7 @@ def ratio_lines(
         f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
         + (f", {baseline} the best baseline" if baseline else "")
-        + (f", compared on seed(s) {_seed_list(shared)}, the ones every trained row ran" if shared else "")
+        + (f", compared on seed(s) {seed_list(shared)}, the ones every trained row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
     compare = "difference" if labelled else "ratio"
@@ -252,7 +247,7 @@ def ratio_lines(
             per_seed = [f"{seed} {value:.2f}×" for seed, value in test["ratio_by_seed"].items()]
         lines.append(
             f"- {chosen} test {main_metric} {operator} best baseline ({baseline}) test {main_metric}, mean over "
-            f"seed(s) {_seed_list(seeds)}: **{effect}** (valid: {means['valid']['chosen']:.4f} vs "
+            f"seed(s) {seed_list(seeds)}: **{effect}** (valid: {means['valid']['chosen']:.4f} vs "
             f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
         )
     cold_metric = "cold_recall@10"
@@ -268,7 +263,7 @@ def ratio_lines(
                 )
                 lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: {ratio} ({a:.4f} vs {b:.4f}{found})")
     if timing_reference in by_row:
-        lines += _time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
+        lines += time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
     return lines
 
 
@@ -310,7 +305,7 @@ def comparison_facts(
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
-    :func:`time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or no baseline;
+    :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or no baseline;
     ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing pairs
     (``paired_test_error`` says why when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
@@ -342,63 +337,3 @@ def comparison_facts(
         ),
         **missing,
     }
-
-
-def time_ratio(mine: dict, theirs: dict) -> dict | None:
-    """The chosen row's time over the reference's, mean over the seeds on which both ran on one CPU: times compare
-    only on one machine (a result that does not record its CPU counts as one unnamed CPU). ``None`` when no seed
-    qualifies; else the ratio, those seeds, the shared seeds left out (``apart``) and whether a continued run's
-    scaled time entered (``scaled``); where both rows record their epochs on those seeds, also the ratio of their
-    times per epoch run (``per_epoch_ratio``) and their mean epochs (``epochs``: ``row``, ``reference``)."""
-    mine_t, theirs_t = mine.get("time_by_seed") or {}, theirs.get("time_by_seed") or {}
-    mine_cpu, theirs_cpu = mine.get("cpu_by_seed") or {}, theirs.get("cpu_by_seed") or {}
-    seeds = sorted((s for s in set(mine_t) & set(theirs_t) if mine_cpu.get(s) == theirs_cpu.get(s)), key=str)
-    if not seeds:
-        return None
-    scaled = set(seeds) & (set(mine.get("time_scaled_seeds") or ()) | set(theirs.get("time_scaled_seeds") or ()))
-    timing = {
-        "ratio": statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds),
-        "seeds": seeds,
-        "apart": sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str),
-        "scaled": bool(scaled),
-    }
-    # a time ratio mixes the cost of an epoch with how many epochs early stopping ran: give both parts
-    mine_e, theirs_e = mine.get("epochs_by_seed") or {}, theirs.get("epochs_by_seed") or {}
-    if all(mine_e.get(s) and theirs_e.get(s) for s in seeds):
-        timing["per_epoch_ratio"] = statistics.fmean(mine_t[s] / mine_e[s] for s in seeds) / statistics.fmean(
-            theirs_t[s] / theirs_e[s] for s in seeds
-        )
-        timing["epochs"] = {
-            "row": statistics.fmean(mine_e[s] for s in seeds),
-            "reference": statistics.fmean(theirs_e[s] for s in seeds),
-        }
-    return timing
-
-
-def _time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> list[str]:
-    """The report line of :func:`time_ratio`."""
-    label = f"- {chosen} train+eval time / {reference} train+eval time"
-    timing = time_ratio(mine, theirs)
-    if timing is None:
-        return [f"{label}: none of their seeds ran both on one CPU, so no ratio"]
-    return [
-        f"{label}: **{timing['ratio']:.2f}×** (mean over seed(s) {_seed_list(timing['seeds'])}"
-        + (
-            f"; not seed(s) {_seed_list(timing['apart'])}, which ran them on different CPUs or did not record one"
-            if timing["apart"]
-            else ""
-        )
-        + (
-            f"; per epoch run {timing['per_epoch_ratio']:.2f}×, over {timing['epochs']['row']:.1f} against"
-            f" {timing['epochs']['reference']:.1f} epochs on average"
-            if "per_epoch_ratio" in timing
-            else ""
-        )
-        + "; item encoding reported separately"
-        + (
-            "; a run continued after an interruption counts as its continued epochs' time scaled to all"
-            if timing["scaled"]
-            else ""
-        )
-        + ")"
-    ]

@@ -23,6 +23,7 @@ __all__ = [
     "results_csv",
     "run_seconds",
     "summarise",
+    "seed_list",
     "smaller_is_better",
     "lower_is_better_clause",
     "bold_among",
@@ -212,6 +213,11 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["runs_of"] = runs_of(done)
         summary.append(entry)
     return summary
+
+
+def seed_list(seeds: list) -> str:
+    """``2020, 2021``: seeds as a report's text names them."""
+    return ", ".join(str(s) for s in seeds)
 
 
 def smaller_is_better(metric: str) -> bool:
