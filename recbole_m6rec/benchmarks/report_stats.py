@@ -305,9 +305,9 @@ def comparison_facts(
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
-    :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or no baseline;
-    ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing pairs
-    (``paired_test_error`` says why when the statistics could not be imported)."""
+    :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or
+    no baseline; ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing
+    pairs (``paired_test_error`` says why when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
     if chosen is None or best is None:
         return None
