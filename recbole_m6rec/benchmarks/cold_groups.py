@@ -36,7 +36,7 @@ from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.headline import report_runs
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
-from recbole_m6rec.benchmarks.report_tables import check_one_split
+from recbole_m6rec.benchmarks.report_tables import check_one_split, seed_list
 from recbole_m6rec.benchmarks.runner import load_results
 
 __all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "split_groups"]
@@ -162,7 +162,7 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "|---|---|" + "---|" * len(GROUPS),
     ]
     for row, entry in result["groups"].items():
-        seeds = ", ".join(str(s) for s in entry["seeds"])
+        seeds = seed_list(entry["seeds"])
         text.append(f"| {row} | {seeds} | " + " | ".join(_cell(entry["mean"][g]) for g in GROUPS) + " |")
     hits = result["cold_hits"]
     text += [

@@ -30,7 +30,7 @@ import numpy as np
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.plan import is_labelled, load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
-from recbole_m6rec.benchmarks.report_tables import check_one_split
+from recbole_m6rec.benchmarks.report_tables import check_one_split, seed_list
 from recbole_m6rec.benchmarks.runner import load_results
 
 __all__ = ["split_facts", "strata", "main"]
@@ -140,7 +140,7 @@ def _table(result: dict) -> list[str]:
             cell = "–" if mean is None else f"{mean:.4f}"
             ratio = (entry.get("ratio") or [None] * len(groups))[k]
             cells.append(cell + (f" ({ratio:.2f}×)" if ratio is not None else ""))
-        seeds, ratio_seeds = (", ".join(str(s) for s in entry.get(key) or []) for key in ("seeds", "ratio_seeds"))
+        seeds, ratio_seeds = (seed_list(entry.get(key) or []) for key in ("seeds", "ratio_seeds"))
         lines.append(f"| {row} | {seeds} | {ratio_seeds or '–'} | " + " | ".join(cells) + " |")
     return lines
 
