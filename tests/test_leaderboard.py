@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -256,6 +257,27 @@ def test_stale_reasons_name_what_changed(report):
     edited = json.loads(json.dumps(record))
     edited["provenance"]["code"][path] = "f" * 16
     assert stale_reasons(edited) == [f"code changed: {path}"]
+
+
+def test_a_result_from_another_clone_checks_its_data_where_this_environment_has_it(report):
+    """RecBole's ml-100k ships inside the recbole package: a result recorded in another clone's virtual environment
+    names files that do not exist here, and is compared with this environment's copy by content, not rerun."""
+    from recbole_m6rec.benchmarks.provenance import stale_reasons
+
+    record = json.loads((report[0] / "results" / "BPR-seed1.json").read_text())
+    data = record["provenance"]["data"]
+    assert data and all("site-packages" in Path(path).parts for path in data)
+    elsewhere = json.loads(json.dumps(record))
+    elsewhere["provenance"]["data"] = {
+        "/another/clone/.venv/lib/python3.11/" + path[path.index("site-packages") :]: digest
+        for path, digest in data.items()
+    }
+    assert stale_reasons(elsewhere) == []
+    moved = next(iter(elsewhere["provenance"]["data"]))
+    elsewhere["provenance"]["data"][moved] = "0" * 16
+    assert stale_reasons(elsewhere) == [f"data changed: {moved}"]
+    gone = {"provenance": {**record["provenance"], "data": {"/nowhere/ml-100k.inter": "0" * 16}}}
+    assert stale_reasons(gone) == ["data changed: /nowhere/ml-100k.inter (gone)"]
 
 
 def test_a_new_transformers_reruns_only_the_rows_that_imported_it(report):

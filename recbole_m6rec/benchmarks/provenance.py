@@ -8,7 +8,9 @@ A job records, after its run:
   modules themselves (``recbole_m6rec/benchmarks/``: the leaderboard, this job runner, the report writer, the tuner)
   are left out: they choose settings, which the row's settings hash already covers, and write reports; the numbers
   of a row do not depend on them.
-* ``data``: the dataset's atomic files (SHA-256 each).
+* ``data``: the dataset's atomic files (SHA-256 each), by the path the run read; a file inside an installed package
+  is checked in this environment's copy of that package (:func:`relocated`), so a result from another clone or
+  virtual environment is compared by content, not rerun for its path.
 * ``versions``: Python, recbole, torch, transformers, numpy (RecBole draws its negatives and shuffles with numpy, so
   a new numpy can move every row's numbers); ``libraries_used``: which of the libraries that only
   some runs import (:data:`OPTIONAL_LIBRARIES`: transformers, which the plugin reaches only through its
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +58,7 @@ __all__ = [
     "libraries_used",
     "model_package_versions",
     "package_files",
+    "relocated",
     "changed_files",
     "stale_reasons",
     "short",
@@ -123,6 +127,21 @@ def data_files(data_path: str, dataset: str) -> dict[str, str]:
     if not any(folder.glob(f"{dataset}.*")):
         folder = folder / dataset
     return {str(path): _file_hash(path) for path in sorted(folder.glob(f"{dataset}.*")) if path.is_file()}
+
+
+def relocated(path: Path) -> Path:
+    """Where a recorded file is in this environment. A dataset file shipped inside an installed package
+    (``.../site-packages/<package>/...``, as RecBole's own ml-100k is) that was recorded in another clone or virtual
+    environment is looked up in this environment's installation of that package, so that a committed result stays
+    comparable from any checkout; any other path is returned as it is."""
+    if path.exists() or "site-packages" not in path.parts:
+        return path
+    parts = path.parts
+    inside = parts[len(parts) - parts[::-1].index("site-packages") :]
+    spec = importlib.util.find_spec(inside[0]) if inside else None
+    if spec is None or not spec.submodule_search_locations:
+        return path
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*inside[1:])
 
 
 def library_versions() -> dict[str, str]:
@@ -241,7 +260,7 @@ def stale_reasons(record: dict, versions: dict | None = None) -> list[str]:
         changed = []
         for path, digest in files.items():
             full = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
-            current = _file_hash(full)
+            current = _file_hash(relocated(full) if kind == "data" else full)
             if current != digest:
                 changed.append(path if current is not None else f"{path} (gone)")
         if changed:
