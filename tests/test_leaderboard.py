@@ -171,6 +171,38 @@ def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_co
     assert "pairs" not in json.loads((tmp_path / "comparison.json").read_text())
 
 
+def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_others(tmp_path):
+    """A plan's ``table_metrics`` make the main table (in their order); every other accuracy metric is in the
+    table below it, none lost; without them the main table has every accuracy metric."""
+    from recbole_m6rec.benchmarks.report import write_report
+
+    test = {"ndcg@10": 0.1, "recall@10": 0.2, "recall@100": 0.5, "cold_recall@100": 0.05, "itemcoverage@10": 0.3}
+    records = [
+        {
+            **_finished(row, 1, {"ndcg@10": 0.1}, test),
+            "model": row,
+            "dataset": "ml-100k",
+            "split_fingerprint": "f",
+            "history_mask": "all",
+        }
+        for row in ("M6Rec", "BPR")
+    ]
+    plan = {"dataset": "ml-100k", "seeds": [1], "common": {"valid_metric": "NDCG@10"}, "rows": {"M6Rec": {}, "BPR": {}}}
+
+    def headers(text: str) -> list[list[str]]:
+        return [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| model |")]
+
+    write_report({**plan, "table_metrics": ["recall@100", "cold_recall@100"]}, records, tmp_path, "x")
+    main, other, beyond = headers((tmp_path / "report.md").read_text())
+    assert main[:5] == ["model", "seeds", "valid ndcg@10", "test recall@100", "test cold_recall@100"]
+    assert main[5] == "epochs (best)"
+    assert other == ["model", "seeds", "test ndcg@10", "test recall@10"]
+    assert beyond == ["model", "seeds", "test itemcoverage@10"]
+    write_report(plan, records, tmp_path, "x")
+    main, beyond = headers((tmp_path / "report.md").read_text())
+    assert main[3:8] == ["test ndcg@10", "test recall@10", "test recall@100", "test cold_recall@100", "epochs (best)"]
+
+
 def test_comparison_json_has_no_infinity_and_no_stale_copy(tmp_path):
     from recbole_m6rec.benchmarks.report import write_report
 

@@ -152,6 +152,49 @@ def test_pairs_follow_the_rows_a_run_keeps_and_leave_the_settings_alone(tmp_path
     assert load_plan(write_plan_with(tmp_path, ROWS, pairs=pairs, common=labelled), {}, None, None)["pairs"] == pairs
 
 
+COLD = {"metrics": ["Recall", "NDCG"], "topk": [10, 100], "cold_items": 0.1}
+
+
+@pytest.mark.parametrize(
+    "table_metrics, common, message",
+    [
+        (
+            "ndcg@10",
+            COLD,
+            "table_metrics must be a list of metric names, e.g. \\[recall@10, recall@100\\]; got 'ndcg@10'",
+        ),
+        (["NDCG@10"], COLD, "table_metrics names \\['NDCG@10'\\], not metrics the plan measures"),
+        (
+            ["ndcg@20"],
+            COLD,
+            "names \\['ndcg@20'\\], not metrics .* known: recall@10, recall@100, ndcg@10, ndcg@100, cold_",
+        ),
+        (
+            ["cold_recall@10"],
+            {"metrics": ["Recall"], "topk": [10]},
+            "names \\['cold_recall@10'\\], not metrics .*known: recall@10$",
+        ),
+        (["recall@10", "recall@10"], COLD, "table_metrics lists a metric twice"),
+    ],
+)
+def test_table_metrics_must_be_metrics_the_plan_measures(tmp_path, table_metrics, common, message):
+    path = write_plan_with(tmp_path, ROWS, table_metrics=table_metrics, common=common)
+    with pytest.raises(ValueError, match=message):
+        load_plan(path, {}, None, None)
+
+
+def test_table_metrics_leave_the_settings_alone(tmp_path):
+    shown = ["ndcg@10", "cold_recall@100", "warm_recall@100"]
+    plan = load_plan(write_plan_with(tmp_path, ROWS, table_metrics=shown, common=COLD), {}, None, None)
+    plain = load_plan(write_plan_with(tmp_path, ROWS, common=COLD), {}, None, None)
+    assert (plan["table_metrics"], plain["table_metrics"]) == (shown, [])
+    assert job_spec(plan, "A", 2020)["config_hash"] == job_spec(plain, "A", 2020)["config_hash"]
+    # without metrics / topk in common, RecBole's defaults are what a run measures
+    assert load_plan(write_plan_with(tmp_path, ROWS, table_metrics=["hit@10"]), {}, None, None)["table_metrics"] == [
+        "hit@10"
+    ]
+
+
 def test_the_settings_hash_follows_the_dataset_yaml_a_run_reads_and_the_plans_config_files(tmp_path):
     """Results are reused by their settings hash: it must change when the files the run reads do."""
     import shutil

@@ -50,6 +50,7 @@ def load_plan(path: str, overrides: dict, rows: Sequence[str] | None, seeds: Seq
         raise ValueError(f"benchmark file '{path}' lacks {missing}; it needs {list(REQUIRED_KEYS)}")
     plan["common"] = {**plan["common"], **overrides}
     plan["pairs"] = _checked_pairs(plan.get("pairs"), list(plan["rows"]), path)
+    plan["table_metrics"] = _checked_table_metrics(plan.get("table_metrics"), plan["common"], path)
     if rows:
         unknown = [row for row in rows if row not in plan["rows"]]
         if unknown:
@@ -108,6 +109,41 @@ def _checked_pairs(pairs, rows: list[str], path: str) -> dict[str, list[str]]:
         if pair[0] == pair[1]:
             raise ValueError(f"benchmark file '{path}': pair '{name}' compares row '{pair[0]}' with itself")
     return {str(name): list(pair) for name, pair in pairs.items()}
+
+
+# RecBole's defaults, for a plan whose `common` does not set them
+DEFAULT_METRICS, DEFAULT_TOPK = ["Recall", "MRR", "NDCG", "Hit", "Precision"], [10]
+
+
+def _checked_table_metrics(value, common: dict, path: str) -> list[str]:
+    """The plan's ``table_metrics``: the test metrics of its report's main table, in that order (every accuracy
+    metric when absent); the other accuracy metrics get a table of their own below it, so a plan that measures many
+    cutoffs keeps a readable main table. Each must be a metric the plan measures, as a result names it: one of
+    ``common.metrics`` at a cutoff of ``topk``, lower case (``ndcg@10``), with ``cold_`` / ``warm_`` before it when
+    the plan sets ``cold_items``. Like ``pairs``, it changes no setting."""
+    if value is None:
+        return []
+    metrics = [str(m).lower() for m in common.get("metrics") or DEFAULT_METRICS]
+    topk = common.get("topk") or DEFAULT_TOPK
+    topk = topk if isinstance(topk, list) else [topk]
+    known = [m for m in metrics if m in ("auc", "gauc", "logloss", "mae", "rmse")]
+    known += [f"{m}@{k}" for m in metrics if m not in known for k in topk]
+    if common.get("cold_items") is not None:
+        known += [f"{part}_{name}" for part in ("cold", "warm") for name in known if "@" in name]
+    example = f"e.g. [{', '.join(known[:2])}]"
+    if not (isinstance(value, list) and value and all(isinstance(name, str) for name in value)):
+        raise ValueError(
+            f"benchmark file '{path}': table_metrics must be a list of metric names, {example}; got {value!r}"
+        )
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        raise ValueError(
+            f"benchmark file '{path}': table_metrics names {unknown}, not metrics the plan measures (lower case, "
+            f"as results name them); known: {', '.join(known)}"
+        )
+    if len(set(value)) != len(value):
+        raise ValueError(f"benchmark file '{path}': table_metrics lists a metric twice (got {value!r})")
+    return list(value)
 
 
 def _check_seeds(seeds, where: str) -> None:
