@@ -163,16 +163,18 @@ COLD = {"metrics": ["Recall", "NDCG"], "topk": [10, 100], "cold_items": 0.1}
             COLD,
             "table_metrics must be a list of metric names, e.g. \\[recall@10, recall@100\\]; got 'ndcg@10'",
         ),
-        (["NDCG@10"], COLD, "table_metrics names \\['NDCG@10'\\], not metrics the plan measures"),
+        (["NDCG@10"], COLD, "table_metrics names \\['NDCG@10'\\], not accuracy metrics the plan measures"),
+        # coverage has its own table in the report: the main table would leave it out
+        (["itemcoverage@10"], {"metrics": ["Recall", "ItemCoverage"]}, "names \\['itemcoverage@10'\\], not accuracy"),
         (
             ["ndcg@20"],
             COLD,
-            "names \\['ndcg@20'\\], not metrics .* known: recall@10, recall@100, ndcg@10, ndcg@100, cold_",
+            "names \\['ndcg@20'\\], not accuracy metrics .* known: recall@10, recall@100, ndcg@10, ndcg@100, cold_",
         ),
         (
             ["cold_recall@10"],
             {"metrics": ["Recall"], "topk": [10]},
-            "names \\['cold_recall@10'\\], not metrics .*known: recall@10$",
+            "names \\['cold_recall@10'\\], not accuracy metrics .*known: recall@10$",
         ),
         (["recall@10", "recall@10"], COLD, "table_metrics lists a metric twice"),
     ],

@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from recbole.evaluator.register import metric_types
+from recbole.utils import EvaluatorType
 
 from recbole_m6rec.atomic import stable_hash
 from recbole_m6rec.benchmarks.borrowed_tuning import borrows
+from recbole_m6rec.benchmarks.report_tables import is_accuracy_metric
 from recbole_m6rec.config import PLUGIN_PROPERTIES_DIR, model_yaml_files
 from recbole_m6rec.datasets import DATASETS_DIR, dataset_yaml, yaml_dirs
 
@@ -118,16 +121,18 @@ DEFAULT_METRICS, DEFAULT_TOPK = ["Recall", "MRR", "NDCG", "Hit", "Precision"], [
 def _checked_table_metrics(value, common: dict, path: str) -> list[str]:
     """The plan's ``table_metrics``: the test metrics of its report's main table, in that order (every accuracy
     metric when absent); the other accuracy metrics get a table of their own below it, so a plan that measures many
-    cutoffs keeps a readable main table. Each must be a metric the plan measures, as a result names it: one of
-    ``common.metrics`` at a cutoff of ``topk``, lower case (``ndcg@10``), with ``cold_`` / ``warm_`` before it when
-    the plan sets ``cold_items``. Like ``pairs``, it changes no setting."""
+    cutoffs keeps a readable main table. Each must be an accuracy metric the plan measures, as a result names it: one
+    of ``common.metrics`` at a cutoff of ``topk``, lower case (``ndcg@10``), with ``cold_`` / ``warm_`` before it
+    when the plan sets ``cold_items``. Like ``pairs``, it changes no setting."""
     if value is None:
         return []
     metrics = [str(m).lower() for m in common.get("metrics") or DEFAULT_METRICS]
     topk = common.get("topk") or DEFAULT_TOPK
     topk = topk if isinstance(topk, list) else [topk]
-    known = [m for m in metrics if m in ("auc", "gauc", "logloss", "mae", "rmse")]
-    known += [f"{m}@{k}" for m in metrics if m not in known for k in topk]
+    whole = [m for m in metrics if metric_types.get(m) == EvaluatorType.VALUE]  # no cutoff: AUC, LogLoss, ...
+    known = whole + [f"{m}@{k}" for m in metrics if m not in whole for k in topk]
+    # the main table holds accuracy metrics only (coverage and popularity have their own table), as the report does
+    known = [name for name in known if is_accuracy_metric(name)]
     if common.get("cold_items") is not None:
         known += [f"{part}_{name}" for part in ("cold", "warm") for name in known if "@" in name]
     example = f"e.g. [{', '.join(known[:2])}]"
@@ -138,7 +143,7 @@ def _checked_table_metrics(value, common: dict, path: str) -> list[str]:
     unknown = [name for name in value if name not in known]
     if unknown:
         raise ValueError(
-            f"benchmark file '{path}': table_metrics names {unknown}, not metrics the plan measures (lower case, "
+            f"benchmark file '{path}': table_metrics names {unknown}, not accuracy metrics the plan measures (lower case, "
             f"as results name them); known: {', '.join(known)}"
         )
     if len(set(value)) != len(value):
