@@ -76,6 +76,28 @@ def test_differences_name_every_metric_the_rerun_changed():
     assert failed == ["the rerun failed: boom"]
 
 
+def test_a_rerun_runs_under_the_cpu_kernel_set_the_result_ran_with():
+    # torch's AVX2 and AVX512 kernels round float32 sums differently: a long run on another set drifts apart
+    def ran_on(kernels):
+        return {"provenance": {"runtime": {"cpu_capability": kernels}}}
+
+    caller = {"PATH": "/bin", job.PARTIAL_DIR_ENV: "/elsewhere"}
+    rerun = add_valid_values.rerun_environment(ran_on("AVX2"), caller, own_kernels="AVX512")
+    assert rerun == {"PATH": "/bin", "ATEN_CPU_CAPABILITY": "avx2"}  # the rerun keeps its own checkpoints
+    assert add_valid_values.rerun_environment(ran_on("AVX512"), caller, "AVX512")["ATEN_CPU_CAPABILITY"] == "avx512"
+    assert "ATEN_CPU_CAPABILITY" not in add_valid_values.rerun_environment(ran_on("AVX512"), caller, "AVX2")
+    assert "ATEN_CPU_CAPABILITY" not in add_valid_values.rerun_environment({}, caller, "AVX512")  # not recorded
+    chosen = {**caller, "ATEN_CPU_CAPABILITY": "default"}  # the caller's choice stands
+    assert add_valid_values.rerun_environment(ran_on("AVX2"), chosen, "AVX512")["ATEN_CPU_CAPABILITY"] == "default"
+
+    record = {"status": "ok", "valid": {"ndcg@10": 0.1}, "test": {}, **ran_on("AVX2")}
+    rerun_record = {**record, "valid": {"ndcg@10": 0.2}, **ran_on("AVX512")}
+    assert add_valid_values.reproduction_differences(record, rerun_record)[-1] == (
+        "torch's CPU kernels AVX512 against AVX2"
+    )
+    assert add_valid_values.reproduction_differences(record, {**record, **ran_on("AVX512")}) == []
+
+
 def test_a_stopped_rerun_continues_from_its_last_epoch_and_still_reproduces(tmp_path, capfd, monkeypatch):
     monkeypatch.delenv(job.PARTIAL_DIR_ENV, raising=False)
     plan = {**RESUME_PLAN, "seeds": [2020], "common": {**RESUME_PLAN["common"], "valid_metric": "NDCG@10"}}

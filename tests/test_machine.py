@@ -130,3 +130,16 @@ def test_the_report_says_which_rows_ran_on_which_cpu():
     assert "- **Rows ran on different CPUs, or may have** (compare times only within one):" in two
     assert "  - Xeon, bfloat16 instructions: SASRec/seed1" in two
     assert "  - not recorded (older results): GRU4Rec/seed1" in two
+    kernels = on("BPR", "AMD EPYC", True)
+    kernels["provenance"]["runtime"]["cpu_capability"] = "AVX2"
+    assert "  - AMD EPYC, bfloat16 instructions, torch's AVX2 kernels: BPR/seed1" in provenance_lines(
+        [kernels, on("SASRec", "AMD EPYC", True)]
+    )
+
+
+def test_the_run_records_the_cpu_kernel_set_torch_used():
+    # ATEN_CPU_CAPABILITY lowers it (read once, when torch loads): the record is the set that ran, not the CPU's best
+    code = "from recbole_m6rec.benchmarks.provenance import runtime; print(runtime()['cpu_capability'])"
+    lowered = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    ran = subprocess.run([sys.executable, "-c", code], env=lowered, capture_output=True, text=True, check=True)
+    assert ran.stdout.split()[-1] == "DEFAULT"

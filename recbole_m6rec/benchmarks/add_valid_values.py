@@ -14,6 +14,8 @@ and how the values were added. A rerun that differs adds nothing but ``valid_val
 Only results the leaderboard would reuse now are touched (same settings, same code, same data and libraries);
 rows whose tuning has not finished are skipped. A rerun takes as long as the run did; run it alone, or with the
 thread settings the results ran with (their ``provenance.runtime``), since thread counts can change float sums.
+It runs under the torch CPU kernel set the result records (``ATEN_CPU_CAPABILITY``, when this CPU has that set
+and the caller has not named one): kernel sets round differently, and a long run on another set drifts apart.
 A rerun that is stopped keeps its checkpoints (:func:`rerun_folder`, beside the report's own, under
 ``$RECBOLE_M6REC_PARTIAL_DIR`` when set) and the next call continues it from its last evaluated epoch, which gives
 the metrics of an uninterrupted run.
@@ -31,6 +33,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks import claims, job
 from recbole_m6rec.benchmarks.kept_values import has_valid_values, metric_differences
@@ -42,6 +46,20 @@ from recbole_m6rec.benchmarks.time_limit import NoNewRuns
 VALID_VALUE_KEYS = ("per_user_valid", "per_sample_valid", "valid_cold", "valid_values_seconds")
 # why a row's results are skipped: what the tuning step says of a row whose settings are not chosen
 UNTUNED = {"unfinished": "its tuning has not finished", "error": "its tuning failed"}
+# torch's x86 CPU kernel sets, lowest first: a CPU runs its own set or any below it
+KERNEL_SETS = ("DEFAULT", "AVX2", "AVX512")
+
+
+def rerun_environment(record: dict, environment: dict[str, str], own_kernels: str) -> dict[str, str]:
+    """The job process's environment for rerunning ``record``: the caller's, without the checkpoint folder setting
+    (the rerun keeps its own), and with ``ATEN_CPU_CAPABILITY`` set to the kernel set the result ran with, where it
+    records one, this CPU (``own_kernels``) has it and the caller has not chosen one."""
+    rerun = {name: value for name, value in environment.items() if name != job.PARTIAL_DIR_ENV}
+    recorded = ((record.get("provenance") or {}).get("runtime") or {}).get("cpu_capability")
+    available = KERNEL_SETS[: KERNEL_SETS.index(own_kernels) + 1] if own_kernels in KERNEL_SETS else (own_kernels,)
+    if recorded in available and "ATEN_CPU_CAPABILITY" not in rerun:
+        rerun["ATEN_CPU_CAPABILITY"] = recorded.lower()
+    return rerun
 
 
 def reproduction_differences(record: dict, rerun: dict) -> list[str]:
@@ -58,6 +76,9 @@ def reproduction_differences(record: dict, rerun: dict) -> list[str]:
         differences.append(f"code hash {ran.get('code_hash')} against {recorded.get('code_hash')}")
     for part in ("valid", "test"):
         differences += metric_differences(rerun.get(part) or {}, record.get(part) or {}, part)
+    kernels = [(p.get("runtime") or {}).get("cpu_capability") for p in (ran, recorded)]
+    if differences and all(kernels) and kernels[0] != kernels[1]:  # the likely cause: say it
+        differences.append(f"torch's CPU kernels {kernels[0]} against {kernels[1]}")
     return differences
 
 
@@ -66,12 +87,11 @@ def rerun_folder(out: Path) -> Path:
     return job.partial_parent(Path(out).parent) / "valid-values-rerun" / Path(out).stem
 
 
-def rerun_job(spec: dict, folder: Path) -> dict:
-    """``spec``'s job run once more in a job process, in ``folder``: the record it wrote, or a failed one. A stopped
-    rerun leaves its checkpoints there (``folder/.partial``, whatever ``$RECBOLE_M6REC_PARTIAL_DIR`` says) and the
-    next rerun of the same spec and code continues it, as a leaderboard job would; the folder goes once the job has
-    written its record (a job process killed before that keeps it, to be continued)."""
-    environment = {name: value for name, value in os.environ.items() if name != job.PARTIAL_DIR_ENV}
+def rerun_job(spec: dict, folder: Path, environment: dict[str, str]) -> dict:
+    """``spec``'s job run once more in a job process with ``environment``, in ``folder``: the record it wrote, or a
+    failed one. A stopped rerun leaves its checkpoints there (``folder/.partial``) and the next rerun of the same
+    spec and code continues it, as a leaderboard job would; the folder goes once the job has written its record (a
+    job process killed before that keeps it, to be continued)."""
     scratch = folder / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     spec_path, out = folder / "spec.json", folder / "result.json"
@@ -102,7 +122,8 @@ def add_to_result(out: Path, spec: dict, retry: bool = False) -> str:
         return "skipped: another process runs this job now"
     try:
         started = time.perf_counter()
-        rerun = rerun_job(spec, rerun_folder(out))
+        environment = rerun_environment(record, dict(os.environ), torch.backends.cpu.get_cpu_capability())
+        rerun = rerun_job(spec, rerun_folder(out), environment)
         seconds = round(time.perf_counter() - started, 2)
         record = json.loads(out.read_text(encoding="utf-8"))  # as it is now, under the claim
         record.pop("valid_values_error", None)

@@ -24,8 +24,11 @@ A job records, after its run:
 * ``runtime``: what changes times, and at most the last bits of the numbers: torch's thread count (it changes the
   order of float additions: a float32 sum or matrix product differs in its last bits between 1 and 2 threads, so
   a result reproduces bit for bit at its own thread count), a preloaded memory allocator
-  (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model and
-  whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them).
+  (``LD_PRELOAD``; jemalloc cuts a SASRec epoch by a third on a 2-core CPU), the CPU count, the CPU's model,
+  whether it has bfloat16 instructions (an ``enable_amp`` run is emulated, many times slower, without them) and
+  the set of torch's vectorised CPU kernels the run used (``cpu_capability``: ``AVX512``, ``AVX2`` or ``DEFAULT``
+  on x86, the best the CPU has unless ``ATEN_CPU_CAPABILITY`` names a lower one). Kernel sets round float32 sums
+  differently, so a run reproduces bit for bit only under the kernel set it ran with.
 * ``git_commit``, ``git_dirty`` (a tracked file differs from that commit) and ``dirty_code`` (which of the row's
   own code files differ from it, an untracked one included), for the reader; reuse is decided by the hashes, not
   by the commit. Untracked files elsewhere do not count as dirty: a campaign writes its results and resume points
@@ -182,6 +185,7 @@ def runtime() -> dict:
         "ld_preload": " ".join(Path(p).name for p in preload.split() if p) or None,
         "cpu": cpu_model(),
         "cpu_bfloat16": has_bfloat16(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

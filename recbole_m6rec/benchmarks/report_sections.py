@@ -125,12 +125,13 @@ def provenance_lines(records: list[dict]) -> list[str]:
 
 
 def _cpu_lines(done: list[dict]) -> list[str]:
-    """The CPUs the rows ran on; where there were several, or older results that do not say, which rows ran on
-    which, since times compare only on one."""
+    """The CPUs the rows ran on (and torch's CPU kernel set, where recorded); where there were several, or older
+    results that do not say, which rows ran on which, since times compare only on one CPU and numbers reproduce bit
+    for bit only on one kernel set."""
     cpus: dict[str, list[str]] = {}
     unknown = []
     for r in done:
-        cpu = cpu_of(r, with_bfloat16=True)
+        cpu = cpu_of(r, with_features=True)
         (unknown if cpu is None else cpus.setdefault(cpu, [])).append(f"{r['row']}/seed{r['seed']}")
     if not cpus:
         return []

@@ -152,14 +152,17 @@ def run_seconds(record: dict) -> float:
     return train + float(record.get("test_seconds", 0))
 
 
-def cpu_of(record: dict, with_bfloat16: bool = False) -> str | None:
-    """The CPU a result ran on, optionally with whether it has bfloat16 instructions; ``None`` for a result older
-    than that record."""
+def cpu_of(record: dict, with_features: bool = False) -> str | None:
+    """The CPU a result ran on, optionally with whether it has bfloat16 instructions and which of torch's CPU kernel
+    sets ran (where recorded); ``None`` for a result older than that record."""
     runtime = (record.get("provenance") or {}).get("runtime") or {}
     if "cpu" not in runtime:
         return None
+    if not with_features:
+        return runtime["cpu"] or "unnamed CPU"
     bf16 = {True: ", bfloat16 instructions", False: ", no bfloat16 instructions"}.get(runtime.get("cpu_bfloat16"), "")
-    return (runtime["cpu"] or "unnamed CPU") + (bf16 if with_bfloat16 else "")
+    kernels = f", torch's {runtime['cpu_capability']} kernels" if runtime.get("cpu_capability") else ""
+    return (runtime["cpu"] or "unnamed CPU") + bf16 + kernels
 
 
 def runs_of(records: list[dict]) -> dict[int, tuple[str | None, str | None]]:
