@@ -92,6 +92,20 @@ def test_a_killed_job_continues_where_it_stopped(tmp_path):
     assert not partial.exists()  # a finished job leaves no checkpoints behind
 
 
+def test_a_continued_job_records_the_runtime_of_each_part(tmp_path):
+    # a part run under other torch CPU kernels (another CPU kind) makes the result reproducible only within noise
+    spec = job_spec(PLAN, "SASRec", 2020)
+    out = tmp_path / "results" / "SASRec-seed2020.json"
+    out.parent.mkdir()
+    killed, _ = run(tmp_path, spec, out, kill_epoch=2, env={"ATEN_CPU_CAPABILITY": "default"})
+    assert killed.returncode == -9
+    done, resumed = run(tmp_path, spec, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    parts = resumed["provenance"]["part_runtimes"]
+    assert [part["cpu_capability"] for part in parts] == ["DEFAULT", resumed["provenance"]["runtime"]["cpu_capability"]]
+    assert parts[-1] == resumed["provenance"]["runtime"]
+
+
 def pretend_changed(partial, path):
     """Make the partial run's stamp say that ``path`` had other content when that run started."""
     stamp_file = partial / "partial.json"

@@ -137,6 +137,22 @@ def test_the_report_says_which_rows_ran_on_which_cpu():
     )
 
 
+def test_the_report_names_runs_continued_under_another_kernel_set():
+    def parts(row, *kernels):
+        record = _run(row, 1, 0.0)
+        runtimes = [{"cpu": "AMD EPYC", "cpu_capability": k} if k else None for k in kernels]
+        record["provenance"] = {"runtime": runtimes[-1], "part_runtimes": runtimes}
+        return record
+
+    lines = provenance_lines(
+        [parts("SASRec", "AVX2", "AVX512"), parts("BPR", None, "AVX512"), parts("GRU4Rec", "AVX2")]
+    )
+    assert (
+        "- **Continued under another torch CPU kernel set** (reproducible within seed noise only): "
+        "SASRec/seed1 (AVX2 then AVX512)" in lines
+    )  # an earlier part that did not record its set is not a finding
+
+
 def test_the_run_records_the_cpu_kernel_set_torch_used():
     # ATEN_CPU_CAPABILITY lowers it (read once, when torch loads): the record is the set that ran, not the CPU's best
     code = "from recbole_m6rec.benchmarks.provenance import runtime; print(runtime()['cpu_capability'])"

@@ -17,8 +17,10 @@ many cores other processes kept busy during the run, so a report can say whose t
 evaluated epoch (:class:`recbole_m6rec.trainer.RunHooks`). A job killed mid-run (the machine went away,
 ``kill -9``) leaves that folder; the next job for the same OUT continues from the last finished epoch, to the
 metrics an uninterrupted run gives, if the row's settings, the plugin's source files and the library versions are
-those the partial run had (``partial.json``); otherwise it starts over. The record says ``resumed_from_epoch``.
-The folder is removed once the job has a result, success or failure.
+those the partial run had (``partial.json``); otherwise it starts over. The record says ``resumed_from_epoch``,
+and ``provenance.part_runtimes`` lists each part's runtime (threads, CPU, torch's CPU kernel set; ``None`` for a
+part from before this record), since a run continued on a CPU of another kernel set is no longer reproducible bit
+for bit. The folder is removed once the job has a result, success or failure.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
     if points:
         try:
             _best_file_beside(points[-1])
+            stamp["runtimes"] = [*stamp.get("runtimes", [None]), provenance.runtime()]  # the part starting now
+            atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
             return points[-1], stamp
         except (ValueError, OSError) as error:  # unreadable, or a full disk: start over, not fail every resume
             print(f"starting over: the resume point in {folder} cannot be read ({error})", flush=True)
@@ -163,6 +167,7 @@ def resume_point(folder: Path, spec: dict) -> tuple[Path | None, dict]:
         "seed": spec["seed"],
         "versions": versions,
         "files": provenance.package_files(),
+        "runtimes": [provenance.runtime()],
     }
     atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
     return None, stamp
@@ -248,6 +253,13 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dic
     try:
         # after the run: the plugin modules it imported are in sys.modules now
         record["provenance"] = provenance.collect(data_path, spec["dataset"], started_at)
+        if resume_from is not None:
+            record["provenance"]["part_runtimes"] = stamp["runtimes"]
+            kernels = {(part or {}).get("cpu_capability") for part in stamp["runtimes"]} - {None}
+            if len(kernels) > 1:
+                print(
+                    f"this run's parts ran different torch CPU kernel sets ({kernels}): reproducible within seed noise"
+                )
         if resume_from is not None and record["status"] == "ok":
             earlier_code = provenance.changed_files(record["provenance"]["code"], stamp["files"])
             if earlier_code:  # a module imported only later in the run changed between the two parts

@@ -136,10 +136,28 @@ def _cpu_lines(done: list[dict]) -> list[str]:
     if not cpus:
         return []
     if len(cpus) == 1 and not unknown:
-        return [f"- CPU: {next(iter(cpus))}."]
-    lines = ["- **Rows ran on different CPUs, or may have** (compare times only within one):"]
-    lines += [f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())]
-    return lines + ([f"  - not recorded (older results): {', '.join(unknown)}"] if unknown else [])
+        lines = [f"- CPU: {next(iter(cpus))}."]
+    else:
+        lines = ["- **Rows ran on different CPUs, or may have** (compare times only within one):"]
+        lines += [f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())]
+        lines += [f"  - not recorded (older results): {', '.join(unknown)}"] if unknown else []
+    return lines + _mixed_kernel_lines(done)
+
+
+def _mixed_kernel_lines(done: list[dict]) -> list[str]:
+    """Runs continued under another torch CPU kernel set than their earlier part (a resume on another CPU kind):
+    their numbers reproduce within seed noise, not bit for bit."""
+    mixed = []
+    for r in done:
+        parts = (r.get("provenance") or {}).get("part_runtimes") or []
+        kernels = [(part or {}).get("cpu_capability") or "not recorded" for part in parts]
+        if len(set(kernels) - {"not recorded"}) > 1:
+            mixed.append(f"{r['row']}/seed{r['seed']} ({' then '.join(kernels)})")
+    if not mixed:
+        return []
+    return [
+        "- **Continued under another torch CPU kernel set** (reproducible within seed noise only): " + ", ".join(mixed)
+    ]
 
 
 def _beside_lines(done: list[dict]) -> list[str]:
