@@ -258,7 +258,8 @@ def run_job(spec: dict, checkpoint_dir: Path | None = None, write: Callable[[dic
             kernels = {(part or {}).get("cpu_capability") for part in stamp["runtimes"]} - {None}
             if len(kernels) > 1:
                 print(
-                    f"this run's parts ran different torch CPU kernel sets ({kernels}): reproducible within seed noise"
+                    f"this run's parts ran different torch CPU kernel sets ({', '.join(sorted(kernels))}): its result "
+                    "reproduces within seed noise, not bit for bit"
                 )
         if resume_from is not None and record["status"] == "ok":
             earlier_code = provenance.changed_files(record["provenance"]["code"], stamp["files"])
