@@ -199,6 +199,89 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
         compare(cold_run, other_seed, str(plan))
 
 
+def _report_folder(folder, plan, fingerprint, values):
+    """A report folder as the leaderboard leaves it: ``results/<row>-seed<N>.json`` and the ``results.csv`` listing
+    the runs its report used."""
+    (folder / "results").mkdir(parents=True)
+    lines = ["model,seed"]
+    for (row, seed), per_user in values.items():
+        record = {"row": row, "model": plan["rows"][row]["model"], "seed": seed, "status": "ok"}
+        record.update(split_fingerprint=fingerprint, per_user_test={"ndcg@10": per_user})
+        (folder / "results" / f"{row}-seed{seed}.json").write_text(json.dumps(record))
+        lines.append(f"{row},{seed}")
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_cold_vs_full_compares_two_reports_row_by_row_on_their_shared_seeds(tmp_path):
+    from recbole_m6rec.benchmarks.cold_vs_full import compare_reports, markdown_reports
+    from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
+    from recbole_m6rec.cold_start import test_target_tokens
+
+    common = {**LOO, "valid_metric": "NDCG@10", "eval_history_mask": "all"}
+    rows = {"MostPop": {"model": "MostPop"}, "BPR": {"model": "BPR", "learning_rate": 0.01}}
+    cold_plan = {"dataset": "ml-100k", "seeds": [1, 2], "common": {**common, "cold_items": 0.1}, "rows": rows}
+    full_rows = {**rows, "BPR": {"model": "BPR", "learning_rate": 0.001}}
+    full_plan = {"dataset": "ml-100k", "seeds": [1, 2], "common": common, "rows": full_rows}
+    cold_split, full_split = rebuild_split(cold_plan), rebuild_split(full_plan)
+    targets = test_target_tokens(cold_split.test._dataset)
+    cold_users = {u for u, item in targets.items() if item in set(cold_split.cold.cold_item_tokens)}
+    users = sorted(targets)
+    rng = np.random.default_rng(0)
+    value = {
+        (row, seed, side): {u: float(v) for u, v in zip(users, rng.random(len(users)))}
+        for row in rows
+        for seed in (1, 2)
+        for side in ("cold", "full")
+    }
+    # the cold report ran MostPop on seeds 1 and 2, the full one on seed 1 only: only seed 1 pairs
+    _report_folder(
+        tmp_path / "cold",
+        cold_plan,
+        cold_split.fingerprint,
+        {(r, s): value[r, s, "cold"] for r, s in [("MostPop", 1), ("MostPop", 2), ("BPR", 2)]},
+    )
+    _report_folder(
+        tmp_path / "full",
+        full_plan,
+        full_split.fingerprint,
+        {(r, s): value[r, s, "full"] for r, s in [("MostPop", 1), ("BPR", 1)]},
+    )
+    for name, plan in (("cold.yaml", cold_plan), ("full.yaml", full_plan)):
+        (tmp_path / name).write_text(yaml.safe_dump(plan))
+    args = (str(tmp_path / "cold.yaml"), str(tmp_path / "cold"), str(tmp_path / "full.yaml"), str(tmp_path / "full"))
+    result = compare_reports(*args)
+    assert list(result["rows"]) == ["MostPop"] and result["unpaired"] == ["BPR"]  # BPR shares no seed
+    entry = result["rows"]["MostPop"]
+    assert entry["seeds"] == [1]
+    for group, members in (("cold", cold_users), ("warm", set(users) - cold_users), ("all", set(users))):
+        on_cold = np.mean([value["MostPop", 1, "cold"][u] for u in members])
+        on_full = np.mean([value["MostPop", 1, "full"][u] for u in members])
+        got = entry["groups"][group]
+        assert got["users"] == len(members) and got["cold_split"] == pytest.approx(on_cold)
+        assert got["ratio"]["ratio"] == pytest.approx(on_cold / on_full)
+        assert got["ratio"]["ci_low"] < got["ratio"]["ratio"] < got["ratio"]["ci_high"]
+    assert 0 < len(cold_users) < len(users)
+    # only the held-out items separate the two runs of MostPop
+    assert [d["key"] for d in entry["settings_differences"]] == ["cold_items"]
+    assert "MostPop | 1 |" in markdown_reports(result)
+
+    # BPR paired on seed 1: its learning rates differ, and the comparison says so
+    _report_folder(tmp_path / "cold2", cold_plan, cold_split.fingerprint, {("BPR", 1): value["BPR", 1, "cold"]})
+    bpr = compare_reports(args[0], str(tmp_path / "cold2"), args[2], args[3])["rows"]["BPR"]
+    assert {d["key"]: (d["cold"], d["full"]) for d in bpr["settings_differences"]} == {
+        "cold_items": (0.1, None),
+        "learning_rate": (0.01, 0.001),
+    }
+
+    # results scored on another split are refused
+    stale = json.loads((tmp_path / "full" / "results" / "MostPop-seed1.json").read_text())
+    stale["split_fingerprint"] = "0" * 16
+    for name in ("MostPop-seed1.json", "BPR-seed1.json"):
+        (tmp_path / "full" / "results" / name).write_text(json.dumps({**stale, "row": name.split("-")[0]}))
+    with pytest.raises(ValueError, match="fingerprint"):
+        compare_reports(*args)
+
+
 def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path):
     model, _, test = _tiny_cold_m6rec(tmp_path, unseen_item_prior="catalogue")
     model.eval()

@@ -2,12 +2,22 @@
 
     python -m recbole_m6rec.benchmarks.cold_vs_full --cold=reports/cold_ml-100k/results/M6Rec-seed2020.json \
         --full=reports/demo_ml-100k/results/M6Rec-seed2020.json --report=reports/cold_ml-100k
+    python -m recbole_m6rec.benchmarks.cold_vs_full --cold_plan=configs/cold_ml-100k.yaml \
+        --cold_report=reports/cold_ml-100k --full_plan=configs/bench_ml-100k.yaml --full_report=reports/ml-100k \
+        --report=reports/cold_ml-100k/cold_vs_full
 
 Two leaderboard results of one model and seed: one run with ``cold_items`` (a share of the items never trained on),
 one without. Holding items out changes the split's fingerprint, so the leaderboard refuses to put both in one table;
 this command compares them user by user instead. It rebuilds both splits with RecBole to find each user's test
 target, checks that every user has the same test target in both (else the comparison is refused), and reports the
 per-user metric averaged over users whose target is a warm item, a cold item, and all users.
+
+With two report folders (the second form) it compares every row the two plans share (same name, same model) on the
+seeds both reports used, each user with its values on every such seed: the ratio cold split / full data per group
+with a 95% bootstrap interval that resamples users (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`),
+and the settings in which the two runs of a row differ (the held-out items, and anything else), so a reader sees
+that only the held-out items separate them. Each split is rebuilt from its plan and must have the fingerprint its
+report's results record.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +34,9 @@ from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
 from recbole_m6rec.config import PluginConfig
 
-__all__ = ["compare", "main"]
+__all__ = ["compare", "compare_reports", "main", "settings_differences"]
+
+EVALUATION_ONLY = frozenset({"metrics", "topk", "tail_ratio", "metric_decimal_place"})  # change no training
 
 
 def _test_targets(settings: dict, dataset: str, with_cold: bool) -> tuple[dict[str, str], set[str]]:
@@ -123,15 +136,230 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+# --- two report folders: every row they share --------------------------------------------------------------------
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """``{"eval_args.split.LS": ...}``: nested settings as dotted keys, so a difference names its exact key."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _tuned_settings(plan: dict, report_dir: Path, row: str) -> dict:
+    """Row ``row``'s settings as its runs read them: the plan's, the chosen tuning trial's values over them (from the
+    report's own tuning, or the one ``tuning.from`` names), the plugin's yaml defaults under them."""
+    from recbole_m6rec.benchmarks.borrowed_tuning import borrows, source_row
+    from recbole_m6rec.benchmarks.plan import effective_settings, row_settings
+
+    spec = plan["rows"][row]
+    params = {}
+    if spec.get("search"):
+        folder, name = (Path(plan["tuning"]["from"]), source_row(plan, row)) if borrows(plan) else (report_dir, row)
+        path = folder / "tuning" / f"{name}-tuning.json"
+        if not path.is_file():
+            raise ValueError(f"row {row} searches settings, but '{path}' holds no finished tuning")
+        params = json.loads(path.read_text(encoding="utf-8")).get("best_params") or {}
+    config = {**plan["common"], **row_settings(spec), **params}
+    return effective_settings(spec["model"], plan["dataset"], config)
+
+
+def settings_differences(cold: dict, full: dict) -> list[dict]:
+    """Every dotted key whose value differs between two runs' settings: ``key, cold, full, evaluation_only``."""
+    a, b = _flat(cold), _flat(full)
+    return [
+        {"key": k, "cold": a.get(k), "full": b.get(k), "evaluation_only": k.split(".")[0] in EVALUATION_ONLY}
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
+def _used_records(report_dir: Path, plan: dict) -> list[dict]:
+    """The finished results the report in ``report_dir`` used (the (row, seed) pairs of its ``results.csv``)."""
+    from recbole_m6rec.benchmarks.headline import report_runs
+    from recbole_m6rec.benchmarks.runner import load_results
+
+    used = report_runs(report_dir)
+    if used is None:
+        raise ValueError(f"'{report_dir}' has no results.csv: name a report folder the leaderboard wrote")
+    return [
+        r
+        for r in load_results(report_dir)
+        if r.get("row") in plan["rows"] and r.get("status") == "ok" and (r["row"], str(r["seed"])) in used
+    ]
+
+
+def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[str, str], set[str]]:
+    """The plan's split rebuilt (its fingerprint checked against the results'): test target per user, cold items."""
+    from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
+    from recbole_m6rec.benchmarks.report_tables import check_one_split
+
+    split = rebuild_split(plan)
+    recorded = check_one_split(records)
+    if recorded and split.fingerprint != recorded:
+        raise ValueError(
+            f"{where}: the plan's split rebuilt here has fingerprint {split.fingerprint}, its results' is {recorded}"
+        )
+    cold = set(split.cold.cold_item_tokens) if split.cold is not None else set()
+    return test_target_tokens(split.test._dataset), cold
+
+
+def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users: set) -> dict[str, float]:
+    return {
+        f"{r['seed']}:{user}": float(value)
+        for r in records
+        if r["row"] == row and r["seed"] in seeds
+        for user, value in r["per_user_test"][metric].items()
+        if user in users
+    }
+
+
+def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, full_report: str) -> dict:
+    """Every row of the cold plan that the full plan also has (same name and model), cold split against full data,
+    per group of test users, on the seeds both reports used (see the module's docstring)."""
+    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
+
+    cold_plan = load_plan(cold_plan_path, overrides={}, rows=None, seeds=None)
+    full_plan = load_plan(full_plan_path, overrides={}, rows=None, seeds=None)
+    if "cold_items" not in cold_plan["common"]:
+        raise ValueError(f"--cold_plan '{cold_plan_path}' holds out no items (no cold_items in its common settings)")
+    if full_plan["common"].get("cold_items"):
+        raise ValueError(f"--full_plan '{full_plan_path}' holds out items too (cold_items in its common settings)")
+    if cold_plan["dataset"] != full_plan["dataset"]:
+        raise ValueError(f"the plans read different datasets: {cold_plan['dataset']} vs {full_plan['dataset']}")
+    metric = str(cold_plan["common"].get("valid_metric") or "").lower()
+    cold_records = _used_records(Path(cold_report), cold_plan)
+    full_records = _used_records(Path(full_report), full_plan)
+    cold_targets, cold_items = _split_targets(cold_plan, cold_records, "--cold_plan")
+    full_targets, _ = _split_targets(full_plan, full_records, "--full_plan")
+    if cold_targets != full_targets:
+        differing = sorted(
+            u for u in set(cold_targets) | set(full_targets) if cold_targets.get(u) != full_targets.get(u)
+        )
+        raise ValueError(
+            f"the two splits give different test targets for {len(differing)} users (e.g. {differing[:3]}); "
+            "they are not comparable"
+        )
+    groups = {
+        "warm": {u for u, item in cold_targets.items() if item not in cold_items},
+        "cold": {u for u, item in cold_targets.items() if item in cold_items},
+        "all": set(cold_targets),
+    }
+    shared = [
+        row
+        for row in cold_plan["rows"]
+        if row in full_plan["rows"] and cold_plan["rows"][row]["model"] == full_plan["rows"][row]["model"]
+    ]
+
+    def seeds_of(records, row):
+        return {r["seed"] for r in records if r["row"] == row and metric in (r.get("per_user_test") or {})}
+
+    result = {
+        "metric": metric,
+        "cold_plan": cold_plan_path,
+        "cold_report": cold_report,
+        "full_plan": full_plan_path,
+        "full_report": full_report,
+        "group_users": {g: len(users) for g, users in groups.items()},
+        "rows": {},
+        "unpaired": [row for row in cold_plan["rows"] if row not in shared],  # no twin row, or no shared seed
+    }
+    for row in shared:
+        seeds = sorted(seeds_of(cold_records, row) & seeds_of(full_records, row))
+        if not seeds:
+            result["unpaired"].append(row)
+            continue
+        entry = {
+            "seeds": seeds,
+            "settings_differences": settings_differences(
+                _tuned_settings(cold_plan, Path(cold_report), row), _tuned_settings(full_plan, Path(full_report), row)
+            ),
+            "groups": {},
+        }
+        for group, users in groups.items():
+            cold = _by_seed_user(cold_records, row, metric, seeds, users)
+            full = _by_seed_user(full_records, row, metric, seeds, users)
+            both = sorted(set(cold) & set(full))  # "<seed>:<user>" keys
+            full_values = [full[k] for k in both]
+            entry["groups"][group] = {
+                "users": len({key.split(":", 1)[1] for key in both}),
+                "cold_split": float(np.mean([cold[k] for k in both])),
+                "full_data": float(np.mean(full_values)),
+                "ratio": paired_ratio_ci(cold, full) if sum(full_values) > 0 else None,
+            }
+        result["rows"][row] = entry
+    return result
+
+
+def _difference_text(differences: list[dict]) -> str:
+    shown = [d for d in differences if not d["evaluation_only"]]
+    text = "; ".join(f"`{d['key']}`: {d['cold']!r} vs {d['full']!r}" for d in shown) or "none"
+    hidden = sorted({d["key"].split(".")[0] for d in differences if d["evaluation_only"]})
+    return text + (f" (and the evaluation-only {', '.join(hidden)})" if hidden else "")
+
+
+def markdown_reports(result: dict) -> str:
+    def ratio(group: dict) -> str:
+        r = group["ratio"]
+        return "– (full data 0)" if r is None else f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+    sizes = result["group_users"]
+    lines = [
+        f"Test {result['metric']} per user, trained without the cold items (`{result['cold_report']}`, plan "
+        f"`{result['cold_plan']}`) vs on the full data (`{result['full_report']}`, plan `{result['full_plan']}`); "
+        "the same test target for every user in both splits, and each split's fingerprint equal to its results' "
+        "(checked). Mean over the users of a group and the seeds both reports used; the ratio's 95% interval "
+        "resamples users, each with its values on every seed.",
+        "",
+        f"| row | seeds | warm ({sizes['warm']} users): cold split | full data | ratio | cold ({sizes['cold']} users): "
+        "cold split | full data | ratio | all: ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, entry in result["rows"].items():
+        warm, cold, every = (entry["groups"][g] for g in ("warm", "cold", "all"))
+        lines.append(
+            f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {warm['cold_split']:.4f} | {warm['full_data']:.4f} "
+            f"| {ratio(warm)} | {cold['cold_split']:.4f} | {cold['full_data']:.4f} | {ratio(cold)} | {ratio(every)} |"
+        )
+    lines += ["", "Settings in which a row's two runs differ (cold split vs full data):", ""]
+    lines += [f"- {row}: {_difference_text(entry['settings_differences'])}" for row, entry in result["rows"].items()]
+    if result["unpaired"]:
+        lines += [
+            "",
+            "Rows of the cold plan without a row of that name and model in the full plan, or without a seed that "
+            f"both reports used: {', '.join(result['unpaired'])}.",
+        ]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cold", required=True, help="result JSON of a run with cold_items")
-    parser.add_argument("--full", required=True, help="result JSON of the same model and seed on the full data")
+    parser.add_argument("--cold", default=None, help="result JSON of a run with cold_items")
+    parser.add_argument("--full", default=None, help="result JSON of the same model and seed on the full data")
     parser.add_argument("--cold_plan", default="configs/cold_ml-100k.yaml", help="the cold run's benchmark plan")
+    parser.add_argument("--cold_report", default=None, help="the cold plan's report folder (instead of --cold)")
+    parser.add_argument("--full_plan", default=None, help="the full-data plan (with --full_report)")
+    parser.add_argument("--full_report", default=None, help="the full-data plan's report folder (instead of --full)")
     parser.add_argument("--report", default=None, help="folder to write cold_vs_full.json and .md into")
+    argv = sys.argv[1:] if argv is None else list(argv)  # rebuilding a split clears sys.argv (RecBole reads it)
     args = parser.parse_args(argv)
-    result = compare(args.cold, args.full, args.cold_plan)
-    publish("recbole_m6rec.benchmarks.cold_vs_full", argv, markdown(result), result, args.report, "cold_vs_full")
+    folders = (args.cold_report, args.full_report, args.full_plan)
+    if any(folders):
+        if not all(folders) or args.cold or args.full:
+            parser.error("compare two reports with --cold_report, --full_report and --full_plan (not --cold / --full)")
+        try:
+            result = compare_reports(args.cold_plan, args.cold_report, args.full_plan, args.full_report)
+        except ValueError as error:
+            parser.error(str(error))
+        body = markdown_reports(result)
+    elif args.cold and args.full:
+        result = compare(args.cold, args.full, args.cold_plan)
+        body = markdown(result)
+    else:
+        parser.error("give --cold and --full (two results), or --cold_report, --full_report and --full_plan")
+    publish("recbole_m6rec.benchmarks.cold_vs_full", argv, body, result, args.report, "cold_vs_full")
 
 
 if __name__ == "__main__":
