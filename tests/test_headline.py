@@ -331,3 +331,13 @@ def test_results_the_report_did_not_use_are_named_not_averaged(tmp_path):
     assert _row(headline.headline_table("rank", headline.load_results(results), ["ndcg@10"]), "A").startswith(
         "| A | 2 | 0.2000 ± 0.1414 |"
     )
+
+
+def test_a_cold_plans_validation_groups_fill_its_valid_columns(tmp_path):
+    """A cold-item result keeps its cold / warm validation means in ``valid_cold``, not in ``valid``."""
+    record = _result("M6Rec", 1, {"ndcg@10": 0.1}, {"ndcg@10": 0.09, "cold_recall@10": 0.05})
+    record["valid_cold"] = {"cold_recall@10": 0.04, "warm_recall@10": 0.2, "cold_valid_users": 124}
+    normalised = headline._normalise(record, tmp_path / "M6Rec-seed1.json")
+    assert normalised["valid"] == {"ndcg@10": 0.1, "cold_recall@10": 0.04, "warm_recall@10": 0.2}
+    table = headline.headline_table("cold", [normalised], ["ndcg@10", "cold_recall@10"])
+    assert _row(table, "M6Rec").startswith("| M6Rec | 1 | 0.1000 | 0.0900 | 0.0400 | 0.0500 |")

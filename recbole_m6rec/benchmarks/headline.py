@@ -17,8 +17,8 @@ for each row, the number of seeds that finished, the mean over those seeds of th
 test result for each metric named in ``metrics=``, the epochs each seed ran, and the code that produced them (the
 ``provenance`` commit, or "no provenance (older code)" for results written before runs recorded it). ``rows=``
 picks and orders rows (default: every row, best mean validation value of the first metric first); without
-``metrics=`` the plan's kind decides (AUC and LogLoss for labelled plans, NDCG@10 and the cold/warm Recall@10 for a
-cold-item plan, else NDCG@10 and Recall@10). Nothing between the markers is kept: edit the reports, not the README.
+``metrics=`` the plan's kind decides (AUC and LogLoss for labelled plans, NDCG@10, cold Recall@10 and warm NDCG@10 for
+a cold-item plan, its validation values from ``valid_cold``, else NDCG@10 and Recall@10). Nothing between the markers is kept: edit the reports, not the README.
 
 Single numbers in the prose are figures (:mod:`recbole_m6rec.benchmarks.figures`), rewritten and checked alike.
 """
@@ -64,11 +64,13 @@ def _normalise(record: dict, path: Path) -> dict:
         raise ValueError(f"{path}: a result needs 'row' or 'model' (got keys {sorted(record)})")
     epochs = record.get("epochs_run", (record.get("extra") or {}).get("epochs_run"))
     trained = record_trains(record)
+    # a cold-item plan keeps validation's cold / warm means apart from ``valid`` (with their user counts)
+    valid_groups = {k: v for k, v in (record.get("valid_cold") or {}).items() if "@" in k}
     return {
         "row": str(row),
         "seed": record.get("seed"),
         "status": record.get("status", "ok"),
-        "valid": _metric_dict(record, "best_valid_result", "valid"),
+        "valid": {**valid_groups, **_metric_dict(record, "best_valid_result", "valid")},
         "test": _metric_dict(record, "test_result", "test"),
         "epochs": epochs if trained else None,
         "hit_cap": record.get("hit_cap") if trained else False,
