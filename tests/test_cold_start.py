@@ -199,29 +199,62 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
         compare(cold_run, other_seed, str(plan))
 
 
-def _report_folder(folder, plan, fingerprint, values):
-    """A report folder as the leaderboard leaves it: ``results/<row>-seed<N>.json`` and the ``results.csv`` listing
-    the runs its report used."""
+def _report_folder(folder, plan_path, values, fingerprint, listed=None, tuning=None, borrowed=None):
+    """A report folder as the leaderboard leaves it: ``results/<row>-seed<N>.json`` (each with the settings hash
+    its run would record), the ``results.csv`` listing the runs its report used (``listed``, default all), and the
+    tuning records ``tuning`` (row: chosen values); ``borrowed``: the values a plan with ``tuning.from`` took."""
+    from recbole_m6rec.benchmarks.plan import job_spec, load_plan
+
+    plan = load_plan(str(plan_path), overrides={}, rows=None, seeds=None)
     (folder / "results").mkdir(parents=True)
+    for row, best in (tuning or {}).items():
+        (folder / "tuning").mkdir(exist_ok=True)
+        (folder / "tuning" / f"{row}-tuning.json").write_text(json.dumps({"row": row, "best_params": best}))
     lines = ["model,seed"]
     for (row, seed), per_user in values.items():
+        chosen = {**(tuning or {}), **(borrowed or {})}.get(row) or {}
+        chosen = {k: v for k, v in chosen.items() if k in plan["rows"][row].get("search", {})}
+        spec = job_spec({**plan, "rows": {**plan["rows"], row: {**plan["rows"][row], **chosen}}}, row, seed)
         record = {"row": row, "model": plan["rows"][row]["model"], "seed": seed, "status": "ok"}
-        record.update(split_fingerprint=fingerprint, per_user_test={"ndcg@10": per_user})
+        record.update(
+            split_fingerprint=fingerprint, config_hash=spec["config_hash"], per_user_test={"ndcg@10": per_user}
+        )
         (folder / "results" / f"{row}-seed{seed}.json").write_text(json.dumps(record))
-        lines.append(f"{row},{seed}")
+        if listed is None or (row, seed) in listed:
+            lines.append(f"{row},{seed}")
     (folder / "results.csv").write_text("\n".join(lines) + "\n")
 
 
 def test_cold_vs_full_compares_two_reports_row_by_row_on_their_shared_seeds(tmp_path):
-    from recbole_m6rec.benchmarks.cold_vs_full import compare_reports, markdown_reports
+    from recbole_m6rec.benchmarks.cold_vs_full import compare_reports, markdown_reports, settings_differences
     from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
     from recbole_m6rec.cold_start import test_target_tokens
 
-    common = {**LOO, "valid_metric": "NDCG@10", "eval_history_mask": "all"}
-    rows = {"MostPop": {"model": "MostPop"}, "BPR": {"model": "BPR", "learning_rate": 0.01}}
-    cold_plan = {"dataset": "ml-100k", "seeds": [1, 2], "common": {**common, "cold_items": 0.1}, "rows": rows}
-    full_rows = {**rows, "BPR": {"model": "BPR", "learning_rate": 0.001}}
-    full_plan = {"dataset": "ml-100k", "seeds": [1, 2], "common": common, "rows": full_rows}
+    # an explicit None is a setting RecBole reads, unlike a missing key
+    assert [d["key"] for d in settings_differences({"a": None, "b": {"c": 1}}, {"b": {"c": 2}})] == ["a", "b.c"]
+
+    common = {**LOO, "valid_metric": "NDCG@10", "eval_history_mask": "all", "metrics": ["NDCG"]}
+    space = {"learning_rate": ["choice", 0.01, 0.001]}
+    full_plan = {
+        "dataset": "ml-100k",
+        "seeds": [1, 2, 3],
+        "common": {**common, "topk": [10, 20]},
+        "tuning": {"trials": 1, "seed": 1, "algo": "random"},
+        "rows": {
+            "MostPop": {"model": "MostPop"},
+            "BPR": {"model": "BPR", "search": {**space, "weight_decay": ["choice", 0.0, 0.5]}},
+        },
+    }
+    cold_plan = {
+        "dataset": "ml-100k",
+        "seeds": [1, 2, 3],
+        "common": {**common, "topk": [10], "cold_items": 0.1},
+        "tuning": {"from": str(tmp_path / "full"), "trials": 1, "seed": 1, "algo": "random"},
+        # BPR borrows the full report's learning rate, not its weight decay: it searches only the first
+        "rows": {"MostPop": {"model": "MostPop"}, "BPR": {"model": "BPR", "weight_decay": 0.0, "search": space}},
+    }
+    for name, plan in (("cold.yaml", cold_plan), ("full.yaml", full_plan)):
+        (tmp_path / name).write_text(yaml.safe_dump(plan))
     cold_split, full_split = rebuild_split(cold_plan), rebuild_split(full_plan)
     targets = test_target_tokens(cold_split.test._dataset)
     cold_users = {u for u, item in targets.items() if item in set(cold_split.cold.cold_item_tokens)}
@@ -229,57 +262,61 @@ def test_cold_vs_full_compares_two_reports_row_by_row_on_their_shared_seeds(tmp_
     rng = np.random.default_rng(0)
     value = {
         (row, seed, side): {u: float(v) for u, v in zip(users, rng.random(len(users)))}
-        for row in rows
-        for seed in (1, 2)
+        for row in ("MostPop", "BPR")
+        for seed in (1, 2, 3)
         for side in ("cold", "full")
     }
-    # the cold report ran MostPop on seeds 1 and 2, the full one on seed 1 only: only seed 1 pairs
-    _report_folder(
-        tmp_path / "cold",
-        cold_plan,
-        cold_split.fingerprint,
-        {(r, s): value[r, s, "cold"] for r, s in [("MostPop", 1), ("MostPop", 2), ("BPR", 2)]},
-    )
+    # MostPop pairs on seeds 1 and 2: the cold report's seed 3 is in results/ but not in its results.csv
+    cold_runs = [("MostPop", 1), ("MostPop", 2), ("MostPop", 3), ("BPR", 1)]
     _report_folder(
         tmp_path / "full",
-        full_plan,
+        tmp_path / "full.yaml",
+        {(r, s): value[r, s, "full"] for r, s in [("MostPop", 1), ("MostPop", 2), ("MostPop", 3), ("BPR", 1)]},
         full_split.fingerprint,
-        {(r, s): value[r, s, "full"] for r, s in [("MostPop", 1), ("BPR", 1)]},
+        tuning={"BPR": {"learning_rate": 0.001, "weight_decay": 0.5}},
     )
-    for name, plan in (("cold.yaml", cold_plan), ("full.yaml", full_plan)):
-        (tmp_path / name).write_text(yaml.safe_dump(plan))
+    _report_folder(
+        tmp_path / "cold",
+        tmp_path / "cold.yaml",
+        {(r, s): value[r, s, "cold"] for r, s in cold_runs},
+        cold_split.fingerprint,
+        listed=cold_runs[:2] + cold_runs[3:],
+        borrowed={"BPR": {"learning_rate": 0.001}},
+    )
     args = (str(tmp_path / "cold.yaml"), str(tmp_path / "cold"), str(tmp_path / "full.yaml"), str(tmp_path / "full"))
     result = compare_reports(*args)
-    assert list(result["rows"]) == ["MostPop"] and result["unpaired"] == ["BPR"]  # BPR shares no seed
-    entry = result["rows"]["MostPop"]
-    assert entry["seeds"] == [1]
+    mostpop, bpr = result["rows"]["MostPop"], result["rows"]["BPR"]
+    assert mostpop["seeds"] == [1, 2] and bpr["seeds"] == [1] and not result["unpaired"]
     for group, members in (("cold", cold_users), ("warm", set(users) - cold_users), ("all", set(users))):
-        on_cold = np.mean([value["MostPop", 1, "cold"][u] for u in members])
-        on_full = np.mean([value["MostPop", 1, "full"][u] for u in members])
-        got = entry["groups"][group]
+        on_cold = np.mean([value["MostPop", s, "cold"][u] for s in (1, 2) for u in members])
+        on_full = np.mean([value["MostPop", s, "full"][u] for s in (1, 2) for u in members])
+        got = mostpop["groups"][group]
         assert got["users"] == len(members) and got["cold_split"] == pytest.approx(on_cold)
-        assert got["ratio"]["ratio"] == pytest.approx(on_cold / on_full)
+        assert got["ratio"]["ratio"] == pytest.approx(on_cold / on_full) and got["ratio"]["n_seeds"] == 2
         assert got["ratio"]["ci_low"] < got["ratio"]["ratio"] < got["ratio"]["ci_high"]
     assert 0 < len(cold_users) < len(users)
-    # only the held-out items separate the two runs of MostPop
-    assert [d["key"] for d in entry["settings_differences"]] == ["cold_items"]
-    assert "MostPop | 1 |" in markdown_reports(result)
+    # what separates each row's two runs, checked against the settings hash each run recorded
+    differences = {d["key"]: (d["cold"], d["full"], d["evaluation_only"]) for d in mostpop["settings_differences"]}
+    assert differences == {"cold_items": (0.1, None, False), "topk": ([10], [10, 20], True)}
+    differences = {d["key"]: (d["cold"], d["full"]) for d in bpr["settings_differences"] if not d["evaluation_only"]}
+    assert differences == {"cold_items": (0.1, None), "weight_decay": (0.0, 0.5)}
+    assert mostpop["settings_unverified"] == bpr["settings_unverified"] == []
+    text = markdown_reports(result)
+    assert "| MostPop | 1, 2 |" in text and "`weight_decay`: 0.0 vs 0.5" in text and "Not verified" not in text
 
-    # BPR paired on seed 1: its learning rates differ, and the comparison says so
-    _report_folder(tmp_path / "cold2", cold_plan, cold_split.fingerprint, {("BPR", 1): value["BPR", 1, "cold"]})
-    bpr = compare_reports(args[0], str(tmp_path / "cold2"), args[2], args[3])["rows"]["BPR"]
-    assert {d["key"]: (d["cold"], d["full"]) for d in bpr["settings_differences"]} == {
-        "cold_items": (0.1, None),
-        "learning_rate": (0.01, 0.001),
-    }
+    # a run that read other settings than the plans and tuning say is named
+    record = json.loads((tmp_path / "cold" / "results" / "BPR-seed1.json").read_text())
+    (tmp_path / "cold" / "results" / "BPR-seed1.json").write_text(json.dumps({**record, "config_hash": "0" * 16}))
+    assert compare_reports(*args)["rows"]["BPR"]["settings_unverified"] == ["cold seed 1"]
 
-    # results scored on another split are refused
-    stale = json.loads((tmp_path / "full" / "results" / "MostPop-seed1.json").read_text())
-    stale["split_fingerprint"] = "0" * 16
-    for name in ("MostPop-seed1.json", "BPR-seed1.json"):
-        (tmp_path / "full" / "results" / name).write_text(json.dumps({**stale, "row": name.split("-")[0]}))
-    with pytest.raises(ValueError, match="fingerprint"):
-        compare_reports(*args)
+    # results scored on another split are refused, on either side
+    for side in ("cold", "full"):
+        path = tmp_path / side / "results" / "MostPop-seed1.json"
+        original = path.read_text()
+        path.write_text(json.dumps({**json.loads(original), "split_fingerprint": "0" * 16}))
+        with pytest.raises(RuntimeError, match="different splits"):
+            compare_reports(*args)
+        path.write_text(original)
 
 
 def test_unseen_item_prior_is_a_two_group_mixture_of_the_model_softmax(tmp_path):

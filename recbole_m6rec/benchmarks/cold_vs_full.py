@@ -15,9 +15,9 @@ per-user metric averaged over users whose target is a warm item, a cold item, an
 With two report folders (the second form) it compares every row the two plans share (same name, same model) on the
 seeds both reports used, each user with its values on every such seed: the ratio cold split / full data per group
 with a 95% bootstrap interval that resamples users (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`),
-and the settings in which the two runs of a row differ (the held-out items, and anything else), so a reader sees
-that only the held-out items separate them. Each split is rebuilt from its plan and must have the fingerprint its
-report's results record.
+and every setting in which the two runs of a row differ (the held-out items, and whatever else), rebuilt from the
+plans and the reports' tuning and checked against each run's recorded settings hash. Each split is rebuilt from its
+plan and must have the fingerprint its report's results record.
 """
 
 from __future__ import annotations
@@ -148,22 +148,23 @@ def _flat(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _tuned_settings(plan: dict, report_dir: Path, row: str) -> dict:
-    """Row ``row``'s settings as its runs read them: the plan's, the chosen tuning trial's values over them (from the
-    report's own tuning, or the one ``tuning.from`` names), the plugin's yaml defaults under them."""
+def _tuned_spec(plan: dict, report_dir: Path, row: str, seed: int) -> tuple[dict, dict]:
+    """What a run of ``row`` and ``seed`` read, rebuilt as the leaderboard builds it: the plan's settings with the
+    chosen tuning trial's values of the row's own ``search`` keys over them (from the report's tuning, or the one
+    ``tuning.from`` names; none when there is no finished tuning), and the plugin's yaml defaults under them.
+    Returns the job spec (with its ``config_hash``) and the effective settings."""
     from recbole_m6rec.benchmarks.borrowed_tuning import borrows, source_row
-    from recbole_m6rec.benchmarks.plan import effective_settings, row_settings
+    from recbole_m6rec.benchmarks.plan import effective_settings, job_spec
 
     spec = plan["rows"][row]
     params = {}
     if spec.get("search"):
         folder, name = (Path(plan["tuning"]["from"]), source_row(plan, row)) if borrows(plan) else (report_dir, row)
         path = folder / "tuning" / f"{name}-tuning.json"
-        if not path.is_file():
-            raise ValueError(f"row {row} searches settings, but '{path}' holds no finished tuning")
-        params = json.loads(path.read_text(encoding="utf-8")).get("best_params") or {}
-    config = {**plan["common"], **row_settings(spec), **params}
-    return effective_settings(spec["model"], plan["dataset"], config)
+        best = json.loads(path.read_text(encoding="utf-8")).get("best_params") if path.is_file() else None
+        params = {key: best[key] for key in spec["search"] if key in best} if isinstance(best, dict) else {}
+    job = job_spec({**plan, "rows": {**plan["rows"], row: {**spec, **params}}}, row, seed)
+    return job, effective_settings(job["model"], job["dataset"], job["config_dict"])
 
 
 def settings_differences(cold: dict, full: dict) -> list[dict]:
@@ -172,7 +173,7 @@ def settings_differences(cold: dict, full: dict) -> list[dict]:
     return [
         {"key": k, "cold": a.get(k), "full": b.get(k), "evaluation_only": k.split(".")[0] in EVALUATION_ONLY}
         for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
+        if k not in a or k not in b or a[k] != b[k]  # an explicit None is not a missing key to RecBole
     ]
 
 
@@ -210,7 +211,7 @@ def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users
     return {
         f"{r['seed']}:{user}": float(value)
         for r in records
-        if r["row"] == row and r["seed"] in seeds
+        if r["row"] == row and int(r["seed"]) in seeds
         for user, value in r["per_user_test"][metric].items()
         if user in users
     }
@@ -230,6 +231,12 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
     if cold_plan["dataset"] != full_plan["dataset"]:
         raise ValueError(f"the plans read different datasets: {cold_plan['dataset']} vs {full_plan['dataset']}")
     metric = str(cold_plan["common"].get("valid_metric") or "").lower()
+    full_metric = str(full_plan["common"].get("valid_metric") or "").lower()
+    if not metric or metric != full_metric:
+        raise ValueError(
+            f"the plans' valid_metric must be set and equal (results keep per-user values of it): {metric or None} "
+            f"vs {full_metric or None}"
+        )
     cold_records = _used_records(Path(cold_report), cold_plan)
     full_records = _used_records(Path(full_report), full_plan)
     cold_targets, cold_items = _split_targets(cold_plan, cold_records, "--cold_plan")
@@ -254,7 +261,10 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
     ]
 
     def seeds_of(records, row):
-        return {r["seed"] for r in records if r["row"] == row and metric in (r.get("per_user_test") or {})}
+        return {int(r["seed"]) for r in records if r["row"] == row and metric in (r.get("per_user_test") or {})}
+
+    def recorded_hash(records, row, seed):
+        return next(r.get("config_hash") for r in records if r["row"] == row and int(r["seed"]) == seed)
 
     result = {
         "metric": metric,
@@ -264,18 +274,31 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
         "full_report": full_report,
         "group_users": {g: len(users) for g, users in groups.items()},
         "rows": {},
-        "unpaired": [row for row in cold_plan["rows"] if row not in shared],  # no twin row, or no shared seed
+        "unpaired": {
+            row: "no row of that name and model in the full plan" for row in cold_plan["rows"] if row not in shared
+        },
     }
     for row in shared:
         seeds = sorted(seeds_of(cold_records, row) & seeds_of(full_records, row))
         if not seeds:
-            result["unpaired"].append(row)
+            result["unpaired"][row] = f"no seed with per-user test {metric} in both reports"
             continue
+        sides = {
+            "cold": (cold_plan, Path(cold_report), cold_records),
+            "full": (full_plan, Path(full_report), full_records),
+        }
+        settings, unverified = {}, []
+        for side, (plan, folder, records) in sides.items():
+            for seed in seeds:  # the settings do not depend on the seed; each run's hash does
+                job, settings[side] = _tuned_spec(plan, folder, row, seed)
+                if job["config_hash"] != recorded_hash(records, row, seed):
+                    unverified.append(f"{side} seed {seed}")
         entry = {
             "seeds": seeds,
-            "settings_differences": settings_differences(
-                _tuned_settings(cold_plan, Path(cold_report), row), _tuned_settings(full_plan, Path(full_report), row)
-            ),
+            "settings_differences": settings_differences(settings["cold"], settings["full"]),
+            # runs whose recorded settings hash differs from the rebuilt one (an override on the leaderboard's
+            # command line, another tuning record): their differences above are not what they ran
+            "settings_unverified": unverified,
             "groups": {},
         }
         for group, users in groups.items():
@@ -285,8 +308,8 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
             full_values = [full[k] for k in both]
             entry["groups"][group] = {
                 "users": len({key.split(":", 1)[1] for key in both}),
-                "cold_split": float(np.mean([cold[k] for k in both])),
-                "full_data": float(np.mean(full_values)),
+                "cold_split": float(np.mean([cold[k] for k in both])) if both else None,
+                "full_data": float(np.mean(full_values)) if both else None,
                 "ratio": paired_ratio_ci(cold, full) if sum(full_values) > 0 else None,
             }
         result["rows"][row] = entry
@@ -303,7 +326,12 @@ def _difference_text(differences: list[dict]) -> str:
 def markdown_reports(result: dict) -> str:
     def ratio(group: dict) -> str:
         r = group["ratio"]
-        return "– (full data 0)" if r is None else f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        if r is None:
+            return "– (no users)" if group["users"] == 0 else "– (full data 0)"
+        return f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+    def mean(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
 
     sizes = result["group_users"]
     lines = [
@@ -320,17 +348,22 @@ def markdown_reports(result: dict) -> str:
     for row, entry in result["rows"].items():
         warm, cold, every = (entry["groups"][g] for g in ("warm", "cold", "all"))
         lines.append(
-            f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {warm['cold_split']:.4f} | {warm['full_data']:.4f} "
-            f"| {ratio(warm)} | {cold['cold_split']:.4f} | {cold['full_data']:.4f} | {ratio(cold)} | {ratio(every)} |"
+            f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {mean(warm['cold_split'])} | "
+            f"{mean(warm['full_data'])} | {ratio(warm)} | {mean(cold['cold_split'])} | {mean(cold['full_data'])} | "
+            f"{ratio(cold)} | {ratio(every)} |"
         )
-    lines += ["", "Settings in which a row's two runs differ (cold split vs full data):", ""]
-    lines += [f"- {row}: {_difference_text(entry['settings_differences'])}" for row, entry in result["rows"].items()]
+    lines += [
+        "",
+        "Settings in which a row's two runs differ (cold split vs full data), rebuilt from the plans and the reports' "
+        "tuning; each run's recorded settings hash is checked against them:",
+        "",
+    ]
+    for row, entry in result["rows"].items():
+        unverified = entry["settings_unverified"]
+        check = f" **Not verified** for {', '.join(unverified)}: their settings hash differs." if unverified else ""
+        lines.append(f"- {row}: {_difference_text(entry['settings_differences'])}.{check}")
     if result["unpaired"]:
-        lines += [
-            "",
-            "Rows of the cold plan without a row of that name and model in the full plan, or without a seed that "
-            f"both reports used: {', '.join(result['unpaired'])}.",
-        ]
+        lines += ["", "Not compared: " + "; ".join(f"{row} ({why})" for row, why in result["unpaired"].items()) + "."]
     return "\n".join(lines)
 
 
@@ -351,8 +384,8 @@ def main(argv=None) -> None:
             parser.error("compare two reports with --cold_report, --full_report and --full_plan (not --cold / --full)")
         try:
             result = compare_reports(args.cold_plan, args.cold_report, args.full_plan, args.full_report)
-        except ValueError as error:
-            parser.error(str(error))
+        except (ValueError, RuntimeError, OSError) as error:  # bad plans or folders, results on mixed splits
+            raise SystemExit(f"cold_vs_full: {error}") from None
         body = markdown_reports(result)
     elif args.cold and args.full:
         result = compare(args.cold, args.full, args.cold_plan)
