@@ -33,11 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from recbole_m6rec.atomic import atomic_write_text
-from recbole_m6rec.benchmarks.headline import report_runs
+from recbole_m6rec.benchmarks.headline import used_results
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
 from recbole_m6rec.benchmarks.report_tables import check_one_split, seed_list
-from recbole_m6rec.benchmarks.runner import load_results
 
 __all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "split_groups"]
 
@@ -201,14 +200,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ValueError as error:
         parser.error(f"--rows: {error}")
     report_dir = Path(args.report)
-    used = report_runs(report_dir)
-    if used is None:
+    records = used_results(report_dir, plan["rows"])
+    if records is None:
         raise SystemExit(f"--report={args.report}: no results.csv there; run it on a report the leaderboard wrote")
-    records = [
-        r
-        for r in load_results(report_dir)
-        if r.get("row") in plan["rows"] and r.get("status") == "ok" and (r["row"], str(r["seed"])) in used
-    ]
     if not records:
         raise SystemExit(f"--report={args.report}: its report used no finished result of the plan's rows")
     masks = sorted({str(r.get("history_mask")) for r in records} - {"all"})

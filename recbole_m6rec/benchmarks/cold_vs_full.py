@@ -179,17 +179,12 @@ def settings_differences(cold: dict, full: dict) -> list[dict]:
 
 def _used_records(report_dir: Path, plan: dict) -> list[dict]:
     """The finished results the report in ``report_dir`` used (the (row, seed) pairs of its ``results.csv``)."""
-    from recbole_m6rec.benchmarks.headline import report_runs
-    from recbole_m6rec.benchmarks.runner import load_results
+    from recbole_m6rec.benchmarks.headline import used_results
 
-    used = report_runs(report_dir)
-    if used is None:
+    records = used_results(report_dir, plan["rows"])
+    if records is None:
         raise ValueError(f"'{report_dir}' has no results.csv: name a report folder the leaderboard wrote")
-    return [
-        r
-        for r in load_results(report_dir)
-        if r.get("row") in plan["rows"] and r.get("status") == "ok" and (r["row"], str(r["seed"])) in used
-    ]
+    return records
 
 
 def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[str, str], set[str]]:
@@ -208,13 +203,14 @@ def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[st
 
 
 def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users: set) -> dict[str, float]:
-    return {
-        f"{r['seed']}:{user}": float(value)
-        for r in records
-        if r["row"] == row and int(r["seed"]) in seeds
-        for user, value in r["per_user_test"][metric].items()
-        if user in users
-    }
+    """``row``'s per-user test values keyed ``"<seed>:<user>"``, on ``seeds`` and ``users`` only."""
+    from recbole_m6rec.benchmarks.significance import per_user_by_seed
+
+    def wanted(key: str) -> bool:
+        seed, user = key.split(":", 1)
+        return int(seed) in seeds and user in users
+
+    return {key: value for key, value in per_user_by_seed(records, row, metric).items() if wanted(key)}
 
 
 def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, full_report: str) -> dict:

@@ -114,6 +114,21 @@ def report_runs(report_dir: Path) -> set[tuple[str, str]] | None:
         return {(line["model"], line["seed"]) for line in csv.DictReader(handle)}
 
 
+def used_results(report_dir: Path, rows) -> list[dict] | None:
+    """The finished result files of ``rows`` that the report in ``report_dir`` used (the (row, seed) pairs of its
+    ``results.csv``), as the leaderboard wrote them; None without a ``results.csv``."""
+    from recbole_m6rec.benchmarks.runner import load_results
+
+    used = report_runs(report_dir)
+    if used is None:
+        return None
+    return [
+        r
+        for r in load_results(report_dir)
+        if r.get("row") in rows and r.get("status") == "ok" and (r["row"], str(r["seed"])) in used
+    ]
+
+
 def provenance_label(provenance: dict | None) -> str:
     """``commit`` (or ``git_commit``), marked when the row's code differed from it: ``dirty_code`` (the row's own
     files) when recorded, else ``dirty`` / ``git_dirty`` (the whole tree); without a commit, the code hash."""
