@@ -31,33 +31,12 @@ import numpy as np
 
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.plan import load_plan
-from recbole_m6rec.cold_start import apply_cold_items, test_target_tokens
-from recbole_m6rec.config import PluginConfig
+from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
+from recbole_m6rec.cold_start import test_target_tokens
 
 __all__ = ["compare", "compare_reports", "main", "settings_differences"]
 
 EVALUATION_ONLY = frozenset({"metrics", "topk", "tail_ratio", "metric_decimal_place"})  # change no training
-
-
-def _test_targets(settings: dict, dataset: str, with_cold: bool) -> tuple[dict[str, str], set[str]]:
-    """``{user token: test target token}`` of RecBole's leave-one-out split, and the cold item tokens."""
-    from recbole.data import data_preparation
-
-    from recbole_m6rec.data import create_dataset
-
-    settings = dict(settings)
-    if not with_cold:
-        settings.pop("cold_items", None)
-    argv, sys.argv = sys.argv, [sys.argv[0]]  # RecBole's Config reads sys.argv
-    try:
-        # Pop needs no model settings; the split does not depend on the model for leave-one-out in time order
-        config = PluginConfig(model="Pop", dataset=dataset, config_dict={**settings, "state": "WARNING"})
-        data = create_dataset(config)
-        split = apply_cold_items(data, config)
-        _, _, test = data_preparation(config, data)
-    finally:
-        sys.argv = argv
-    return test_target_tokens(test._dataset), set(split.cold_item_tokens) if split else set()
 
 
 def _load(path: str) -> dict:
@@ -81,8 +60,8 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     plan = load_plan(cold_plan, overrides={}, rows=None, seeds=None)  # the leaderboard's reader and its checks
     if "cold_items" not in plan["common"]:
         raise ValueError(f"'{cold_plan}' has no cold_items setting in common")
-    cold_targets, cold_items = _test_targets(plan["common"], plan["dataset"], with_cold=True)
-    full_targets, _ = _test_targets(plan["common"], plan["dataset"], with_cold=False)
+    cold_targets, cold_items = _targets(rebuild_split(plan))
+    full_targets, _ = _targets(rebuild_split({**plan, "common": _without_cold(plan["common"])}))
     differing = [u for u in cold_targets if full_targets.get(u) != cold_targets[u]]
     if differing or set(full_targets) != set(cold_targets):
         raise ValueError(
@@ -187,9 +166,18 @@ def _used_records(report_dir: Path, plan: dict) -> list[dict]:
     return records
 
 
+def _without_cold(settings: dict) -> dict:
+    return {key: value for key, value in settings.items() if key != "cold_items"}
+
+
+def _targets(split) -> tuple[dict[str, str], set[str]]:
+    """``{user token: test target token}`` of a rebuilt split, and its cold item tokens (none without cold items)."""
+    cold = set(split.cold.cold_item_tokens) if split.cold is not None else set()
+    return test_target_tokens(split.test._dataset), cold
+
+
 def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[str, str], set[str]]:
     """The plan's split rebuilt (its fingerprint checked against the results'): test target per user, cold items."""
-    from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
     from recbole_m6rec.benchmarks.report_tables import check_one_split
 
     split = rebuild_split(plan)
@@ -198,8 +186,7 @@ def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[st
         raise ValueError(
             f"{where}: the plan's split rebuilt here has fingerprint {split.fingerprint}, its results' is {recorded}"
         )
-    cold = set(split.cold.cold_item_tokens) if split.cold is not None else set()
-    return test_target_tokens(split.test._dataset), cold
+    return _targets(split)
 
 
 def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users: set) -> dict[str, float]:
