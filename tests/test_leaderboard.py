@@ -173,13 +173,14 @@ def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_co
 
 def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_others(tmp_path):
     """A plan's ``table_metrics`` make the main table (in their order); every other accuracy metric is in the
-    table below it, none lost; without them the main table has every accuracy metric."""
+    table below it, none lost; without them the main table has every accuracy metric. Each test table has its
+    validation twin below it, with the same metrics."""
     from recbole_m6rec.benchmarks.report import write_report
 
     test = {"ndcg@10": 0.1, "recall@10": 0.2, "recall@100": 0.5, "cold_recall@100": 0.05, "itemcoverage@10": 0.3}
     records = [
         {
-            **_finished(row, 1, {"ndcg@10": 0.1}, test),
+            **_finished(row, 1, dict(test), test),
             "model": row,
             "dataset": "ml-100k",
             "split_fingerprint": "f",
@@ -193,13 +194,16 @@ def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_othe
         return [line.strip("| ").split(" | ") for line in text.splitlines() if line.startswith("| model |")]
 
     write_report({**plan, "table_metrics": ["recall@100", "cold_recall@100"]}, records, tmp_path, "x")
-    main, other, beyond = headers((tmp_path / "report.md").read_text())
+    main, valid_main, other, valid_other, beyond, valid_beyond = headers((tmp_path / "report.md").read_text())
     assert main[:5] == ["model", "seeds", "valid ndcg@10", "test recall@100", "test cold_recall@100"]
     assert main[5] == "epochs (best)"
+    assert valid_main == ["model", "seeds", "valid recall@100", "valid cold_recall@100"]
     assert other == ["model", "seeds", "test ndcg@10", "test recall@10"]
+    assert valid_other == ["model", "seeds", "valid ndcg@10", "valid recall@10"]
     assert beyond == ["model", "seeds", "test itemcoverage@10"]
+    assert valid_beyond == ["model", "seeds", "valid itemcoverage@10"]
     write_report(plan, records, tmp_path, "x")
-    main, beyond = headers((tmp_path / "report.md").read_text())
+    main, _, beyond, _ = headers((tmp_path / "report.md").read_text())
     assert main[3:8] == ["test ndcg@10", "test recall@10", "test recall@100", "test cold_recall@100", "epochs (best)"]
 
 
@@ -429,7 +433,7 @@ def test_per_user_values_average_to_recbole_metric_and_feed_a_paired_test(report
         assert len(values) > 100  # one value per test user of the slice (137 users)
         assert abs(sum(values.values()) / len(values) - record["test"]["ndcg@10"]) < 1e-4
     text = (out / "report.md").read_text()
-    assert "Selection on validation ndcg@10: M6Rec-tiny is the best of the M6Rec rows" in text
+    assert "Selection on validation ndcg@10: M6Rec-tiny is the only M6Rec row" in text
     assert "- vs BPR" in text and "Holm p = " in text
     assert "giniindex@20" in text and "itemcoverage@10" in text  # beyond-accuracy table
     header = next(csv.reader(open(out / "results.csv")))
@@ -771,7 +775,7 @@ def test_a_metric_some_runs_did_not_record_is_averaged_over_those_that_did_and_s
         _finished("A", 2, valid, {"ndcg@10": 0.3}),
     ]  # seed 2: an older result
     table = markdown_table(summarise(records, ["A"], ["ndcg@10", "hit@10"], "ndcg@10"), ["ndcg@10", "hit@10"])
-    assert "| **0.2000 ± 0.1414** | **0.2000 (1 of 2 seeds)** |" in table
+    assert "| 0.2000 ± 0.1414 | 0.2000 (1 of 2 seeds) |" in table
 
 
 def _status_rows(text: str) -> dict[str, str]:
@@ -1145,7 +1149,7 @@ def test_an_unfinished_tuning_shows_its_trials_so_far_and_is_not_called_chosen()
     record.update(best_params={"learning_rate": 0.001}, unfinished="--report_only starts no run", budget=8)
     text = "\n".join(tuning_lines({"SASRec": record}, "ndcg@10"))
     assert "SASRec: **tuning not finished**, 1 of 8 trials so far" in text and "): chose" not in text
-    assert '| 0 | `{"learning_rate": 0.001}` | ok | 0.1200 |' in text
+    assert '| 1 | `{"learning_rate": 0.001}` | ok | 0.1200 |' in text  # numbered from 1, as `--trials` counts
     record.update(trials=[], best_params=None)  # no trial has run: no best, no empty table
     text = "\n".join(tuning_lines({"M6Rec": record}, "ndcg@10"))
     assert "M6Rec: **tuning not finished**, 0 of 8 trials so far (random, space" in text
@@ -1211,21 +1215,29 @@ def test_git_dirty_counts_tracked_changes_and_dirty_code_names_untracked_code(tm
     assert state["dirty_code"] == ["pkg/model.py", "pkg/new_module.py"]
 
 
-def test_bold_marks_the_best_mean_among_the_rows_with_the_most_seeds():
-    """A one-seed mean above a three-seed mean is not set in bold over it (an interim report's rows differ)."""
+def test_bold_marks_the_best_validation_mean_among_the_rows_with_the_most_seeds():
+    """A one-seed mean above a three-seed mean is not set in bold over it (an interim report's rows differ); means
+    equal as shown are a tie, both bold; test columns mark nothing (validation chooses, test only reports)."""
 
     def entry(row, values):
         mean = sum(values) / len(values)
-        return {"row": row, "runs": len(values), "ndcg@10": (mean, 0.0), "counts": {}, "epochs": []}
+        pair = (mean, 0.0)
+        return {"row": row, "runs": len(values), "ndcg@10": pair, "valid:ndcg@10": pair, "counts": {}, "epochs": []}
 
     summary = [entry("Full", [0.10, 0.11, 0.12]), entry("Partial", [0.20])]
-    table = markdown_table(summary, ["ndcg@10"], with_costs=False)
+    table = markdown_table(summary, ["ndcg@10"], with_costs=False, split="valid")
     assert "| Full | 3 | **0.1100 ± 0.0000** |" in table and "| Partial | 1 | 0.2000 |" in table
     assert bold_among(summary).startswith(" among the rows with 3 seeds")
     assert bold_among(summary[:1]) == ""
     # a one-seed mean that ties the best three-seed mean is not bold either
-    tied = markdown_table([*summary[:1], entry("Tied", [0.11])], ["ndcg@10"], with_costs=False)
+    tied = markdown_table([*summary[:1], entry("Tied", [0.11])], ["ndcg@10"], with_costs=False, split="valid")
     assert "| Tied | 1 | 0.1100 |" in tied and "**0.1100 ± 0.0000**" in tied
+    # 0.11004 and 0.10996 both show as 0.1100: both are the best
+    close = markdown_table([entry("A", [0.11004] * 3), entry("B", [0.10996] * 3)], ["ndcg@10"], False, split="valid")
+    assert close.count("**0.1100 ± 0.0000**") == 2
+    assert "**" not in markdown_table(summary, ["ndcg@10"], with_costs=False)
+    with pytest.raises(ValueError, match="split must be 'test' or 'valid', not 'train'"):
+        markdown_table(summary, ["ndcg@10"], split="train")
 
 
 def test_a_model_run_as_it_is_shows_no_epochs_even_where_its_result_says_it_trained():
@@ -1252,3 +1264,59 @@ def test_a_model_run_as_it_is_shows_no_epochs_even_where_its_result_says_it_trai
     outcome = SimpleNamespace(extra={}, checkpoint_file=None)
     assert training_facts({"model": "M6RecZeroShot", "epochs": 300}, outcome)["trains"] is False
     assert training_facts({"model": "SASRec", "epochs": 300, "stopping_step": 6}, outcome)["trains"] is True
+
+
+def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
+    """The best baseline on validation leads the runner-up by less than either's seed spread: the report says the
+    choice is within seed noise; a clear lead says nothing."""
+    from recbole_m6rec.benchmarks.report_stats import near_tie_lines
+
+    def entry(row, valid):
+        by_seed = dict(zip((1, 2, 3), valid))
+        mean = sum(valid) / 3
+        std = (sum((v - mean) ** 2 for v in valid) / 2) ** 0.5
+        return {"row": row, "runs": 3, "model": row, "valid": (mean, std), "valid_by_seed": by_seed}
+
+    summary = [entry("M6Rec", [0.11, 0.11, 0.11]), entry("GRU4Rec", [0.122, 0.125, 0.128])]
+    tie = near_tie_lines([*summary, entry("SASRec", [0.122, 0.1245, 0.127])], "ndcg@10")
+    assert tie == [
+        "- GRU4Rec leads SASRec on validation ndcg@10 by 0.0005, less than the seed-to-seed standard deviation of "
+        "either (0.0030, 0.0025): the choice of best baseline is within seed noise, so the comparison with SASRec "
+        "below counts as much."
+    ]
+    assert near_tie_lines([*summary, entry("SASRec", [0.110, 0.111, 0.112])], "ndcg@10") == []
+    assert near_tie_lines(summary, "ndcg@10") == []  # one baseline: nothing to tie with
+
+
+def test_provenance_names_the_runs_of_each_library_set_and_continued_runs_with_unrecorded_parts():
+    from recbole_m6rec.benchmarks.report_sections import provenance_lines
+
+    def run(row, transformers, resumed=None, parts=None):
+        origin = {"code": {"a.py": "1"}, "git_commit": "c" * 40, "versions": {"transformers": transformers}}
+        origin["runtime"] = {"torch_threads": 1, "cpu": "CPU X"}
+        if parts:
+            origin["part_runtimes"] = parts
+        return {"row": row, "seed": 1, "status": "ok", "provenance": origin, "resumed_from_epoch": resumed}
+
+    lines = provenance_lines([run("A", "5.24.0", resumed=3), run("B", "5.25.0"), run("C", "5.25.0", 2, [{}, {}])])
+    text = "\n".join(lines)
+    assert "- **Rows ran different library versions** (each result's `provenance.versions`):" in text
+    assert "  - transformers 5.24.0: A/seed1\n  - transformers 5.25.0: B/seed1, C/seed1" in text
+    assert "were not recorded (the CPU above is their last part's): A/seed1." in text
+    assert "- Libraries: transformers 5.25.0." in provenance_lines([run("B", "5.25.0")])
+
+
+def test_tuning_names_the_result_files_in_its_folder_that_no_trial_uses(tmp_path):
+    from recbole_m6rec.benchmarks.runner import other_trial_files
+
+    folder = tmp_path / "tuning" / "M6Rec"
+    folder.mkdir(parents=True)
+    for name in ("trial-a.json", "trial-b.json", "trial-old.json", "M6Rec-tuning.json"):
+        (folder / name).write_text("{}")
+    others = other_trial_files(tmp_path, "M6Rec", [folder / "trial-a.json", folder / "trial-b.json"])
+    assert others == ["trial-old.json"]
+    trial = {"index": 0, "params": {"learning_rate": 0.001}, "status": "ok", "valid": {"ndcg@10": 0.12}}
+    record = {"algo": "random", "space": {}, "trials": [trial], "best_params": {}, "other_files": others}
+    text = "\n".join(tuning_lines({"M6Rec": record}, "ndcg@10"))
+    assert "`tuning/M6Rec/` also keeps 1 result file(s) that none of these trials uses" in text
+    assert "`trial-old.json`" in text

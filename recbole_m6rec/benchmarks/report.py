@@ -35,6 +35,7 @@ from recbole_m6rec.benchmarks.report_stats import (
     significance_lines,
 )
 from recbole_m6rec.benchmarks.report_tables import (
+    VALID_PREFIX,
     bold_among,
     check_one_split,
     is_accuracy_metric,
@@ -150,6 +151,20 @@ def runs_a_report_would_lose(report_dir: Path, records: list[dict]) -> list[str]
     return [f"{row} seed {seed}" for row, seed in reported if (row, seed) not in kept]
 
 
+def _valid_twin(summary: list[dict], metrics: list[str], caption: str) -> list[str]:
+    """A test table's metrics on validation (the best epoch's scores), best in bold; nothing when no run kept
+    them."""
+    if not any(summary_entry.get(f"{VALID_PREFIX}{m}") for summary_entry in summary for m in metrics):
+        return []
+    return [
+        f"{caption} (each run's best epoch, the one its test scores come from; best mean in bold"
+        f"{bold_among(summary)}):",
+        "",
+        markdown_table(summary, metrics, with_costs=False, split="valid"),
+        "",
+    ]
+
+
 def write_report(
     plan: dict,
     records: list[dict],
@@ -210,9 +225,10 @@ def write_report(
         "",
         markdown_table(summary, shown, main_metric=main_metric),
         "",
-        f"Best mean per column in bold{bold_among(summary)}; ± is the standard deviation over seeds "
-        f"({_seeds_sentence(plan)}). `valid {main_metric}` is the best epoch's validation score, the "
-        "only number used to choose (epochs, tuned settings, the rows compared below). `epochs (best)`: epochs run "
+        f"± is the standard deviation over seeds ({_seeds_sentence(plan)}). `valid {main_metric}` is the best "
+        "epoch's validation score, the only number used to choose (epochs, tuned settings, the rows compared "
+        f"below); its best mean is in bold{bold_among(summary)}, the test columns' are not (test chooses "
+        "nothing; the same metrics on validation follow the table). `epochs (best)`: epochs run "
         f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. `trainable`: the "
         "share of the model's parameters that training updates (a frozen language model counts in the total). "
         "Times are wall-clock seconds of training plus test evaluation of one run, mean over seeds, on the machine "
@@ -220,6 +236,7 @@ def write_report(
         "is a separate column: the seconds of the row's first run that encoded the items (not a mean: runs that "
         "read them from the cache encode nothing; – when every run did).",
         "",
+        *_valid_twin(summary, shown, "The same rows on validation"),
         *convergence_lines(records),
         "",
         *ratio_lines(summary, main_metric, primary, timing_reference, labelled),
@@ -234,22 +251,23 @@ def write_report(
         "",
         *(
             [
-                f"The other accuracy metrics on test (the same runs; best in bold{bold_among(summary)}):",
+                "The other accuracy metrics on test (the same runs):",
                 "",
                 markdown_table(summary, more, with_costs=False),
                 "",
+                *_valid_twin(summary, more, "The same metrics on validation"),
             ]
             if more
             else []
         ),
         *(
             [
-                f"Beyond accuracy (coverage and popularity bias of the top-k lists on test; best in bold"
-                f"{bold_among(summary)}"
+                f"Beyond accuracy (coverage and popularity bias of the top-k lists on test"
                 f"{lower_is_better_clause(beyond)}):",
                 "",
                 markdown_table(summary, beyond, with_costs=False),
                 "",
+                *_valid_twin(summary, beyond, "The same metrics on validation"),
             ]
             if beyond
             else []

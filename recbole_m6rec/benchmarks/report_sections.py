@@ -65,13 +65,11 @@ def provenance_lines(records: list[dict]) -> list[str]:
     missing = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if not o.get("code")]
     commits = sorted({(o.get("git_commit") or "unknown")[:10] for o in origins if o.get("code")})
     dirty = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if o.get("dirty_code")]
-    versions = sorted(
-        {
-            json.dumps({k: v for k, v in (o.get("versions") or {}).items()}, sort_keys=True)
-            for o in origins
-            if o.get("code")
-        }
-    )
+    versions: dict[str, list[str]] = {}  # each set of library versions: the runs that used it
+    for r, o in zip(done, origins):
+        if o.get("code"):
+            text = json.dumps(dict(o.get("versions") or {}), sort_keys=True)
+            versions.setdefault(text, []).append(f"{r['row']}/seed{r['seed']}")
     lines = []
     if commits:
         tree = sum(bool(o.get("git_dirty")) for o in origins if o.get("code"))
@@ -83,10 +81,13 @@ def provenance_lines(records: list[dict]) -> list[str]:
         lines.append(
             "- Runs whose own code files differ from their commit: " + (", ".join(dirty) if dirty else "none") + "."
         )
-    for text in versions:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in json.loads(text).items()) + ".")
-    if len(versions) > 1:
-        lines.append("- **Rows ran different library versions** (see each result's `provenance.versions`).")
+    if len(versions) == 1:
+        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in json.loads(next(iter(versions))).items()) + ".")
+    elif versions:
+        lines.append("- **Rows ran different library versions** (each result's `provenance.versions`):")
+        for text, runs in sorted(versions.items()):
+            named = ", ".join(f"{k} {v}" for k, v in json.loads(text).items())
+            lines.append(f"  - {named}: {', '.join(runs)}")
     if missing:
         lines.append(f"- **No provenance recorded** (older results): {', '.join(missing)}.")
     changed_since = [(r, provenance.stale_reasons(r)) for r, o in zip(done, origins) if o.get("code")]
@@ -94,15 +95,16 @@ def provenance_lines(records: list[dict]) -> list[str]:
     if changed_since:  # kept with --keep_finished: a --resume alone would run these again
         lines.append("- **Rows whose code, data or libraries changed after they ran** (kept as they are):")
         lines += [f"  - {r['row']}/seed{r['seed']}: {'; '.join(reasons)}" for r, reasons in changed_since]
-    runtimes = sorted(
-        {
-            f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}"
-            for rt in (o.get("runtime") for o in origins)
-            if rt
-        }
-    )
-    if runtimes:  # times only: neither changes a number
-        lines.append("- Runtime (changes times, not results): " + "; ".join(runtimes) + ".")
+    runtimes: dict[str, list[str]] = {}
+    for r, o in zip(done, origins):
+        if rt := o.get("runtime"):
+            text = f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}"
+            runtimes.setdefault(text, []).append(f"{r['row']}/seed{r['seed']}")
+    if len(runtimes) == 1:  # times only: neither changes a number
+        lines.append(f"- Runtime (changes times, not results): {next(iter(runtimes))}.")
+    elif runtimes:
+        lines.append("- Runtime (changes times, not results), by run:")
+        lines += [f"  - {text}: {', '.join(runs)}" for text, runs in sorted(runtimes.items())]
     lines += _cpu_lines(done)
     lines += _beside_lines(done)
     # files shared by rows, with different contents
@@ -141,7 +143,23 @@ def _cpu_lines(done: list[dict]) -> list[str]:
         lines = ["- **Rows ran on different CPUs, or may have** (compare times only within one):"]
         lines += [f"  - {cpu}: {', '.join(runs)}" for cpu, runs in sorted(cpus.items())]
         lines += [f"  - not recorded (older results): {', '.join(unknown)}"] if unknown else []
-    return lines + _mixed_kernel_lines(done)
+    return lines + _mixed_kernel_lines(done) + _unrecorded_part_lines(done)
+
+
+def _unrecorded_part_lines(done: list[dict]) -> list[str]:
+    """Continued runs older than per-part records: the CPU they name is their last part's; the parts before it,
+    which may have trained the best epoch, ran on a CPU and kernel set nobody recorded."""
+    unknown = [
+        f"{r['row']}/seed{r['seed']}"
+        for r in done
+        if r.get("resumed_from_epoch") and not (r.get("provenance") or {}).get("part_runtimes")
+    ]
+    if not unknown:
+        return []
+    return [
+        "- Continued runs whose earlier parts' CPU and kernel set were not recorded (the CPU above is their last "
+        "part's): " + ", ".join(unknown) + "."
+    ]
 
 
 def _mixed_kernel_lines(done: list[dict]) -> list[str]:
@@ -196,9 +214,10 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         f"Each tuned row's trials at the tuning seed, selected on valid {main_metric}; the "
         "chosen settings then ran on every seed (already in the per-row settings below). The winning trial is that "
         "row's run at the tuning seed, not run again: its valid score is the best of its trials, so it is a little "
-        "optimistic, and its test score shares that run's luck. Every tuned row gets the same number of trials, so "
-        "the edge is alike for all of them; the rows that train nothing (or are not tuned) do not get it, and the "
-        "other seeds' runs carry none of it.",
+        "optimistic, and its test score shares that run's luck. Every tuned row gets the same number of trials "
+        "from the space its plan declares (how each space was chosen is the plan's to say); the rows that train "
+        "nothing (or are not tuned) get no such edge, and the other seeds' runs carry none of it. Trials are "
+        "numbered from 1, in the order the tuner proposed them.",
         "",
     ]
     for row, record in tuned.items():
@@ -227,11 +246,24 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         for trial in trials:
             value = (trial.get("valid") or {}).get(main_metric)
             lines.append(
-                f"| {trial.get('index')} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
+                f"| {_trial_number(trial)} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
                 f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |"
             )
         lines.append("")
+        if record.get("other_files"):
+            names = ", ".join(f"`{name}`" for name in record["other_files"])
+            lines += [
+                f"`tuning/{row}/` also keeps {len(record['other_files'])} result file(s) that none of these trials "
+                f"uses (runs of other settings or older code; not trials of this tuning, not counted): {names}.",
+                "",
+            ]
     return lines
+
+
+def _trial_number(trial: dict) -> str:
+    """A trial's 1-based number (the tuning record keeps 0-based indices; `--trials` and the text count from 1)."""
+    index = trial.get("index")
+    return str(index + 1) if isinstance(index, int) else "–"
 
 
 def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:

@@ -17,6 +17,7 @@ __all__ = [
     "best_baseline",
     "significance_lines",
     "ratio_lines",
+    "near_tie_lines",
     "comparison_facts",
 ]
 
@@ -124,7 +125,8 @@ def significance_lines(
         ]
     header = (
         f"- Test {main_metric} of {chosen} / each baseline (ratio of means over users and seeds, 95% bootstrap "
-        f"interval resampling users, p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
+        "interval resampling users, each with its values on every seed; the seeds themselves are not resampled; "
+        f"p for ratio = 1 Holm-adjusted over {len(results)} comparisons):"
     )
     return [header, *comparison_lines(results, facts["best_baseline"], _ratio_effect), *valid_lines]
 
@@ -227,13 +229,17 @@ def ratio_lines(
         return []
     mine = by_row[chosen]
     shared = common_seeds(_candidates(summary))
+    family = family_of(primary)
+    alone = sum(_in_family(row, family) for row, e in by_row.items() if e.get("valid") is not None) == 1
     lines = [
-        f"- Selection on validation {main_metric}: {chosen} is the best of the {family_of(primary)} rows"
+        f"- Selection on validation {main_metric}: "
+        + (f"{chosen} is the only {family} row" if alone else f"{chosen} is the best of the {family} rows")
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
         + (f", {baseline} the best baseline" if baseline else "")
         + (f", compared on seed(s) {seed_list(shared)}, the ones every trained row ran" if shared else "")
         + "; test is reported, never used to choose."
     ]
+    lines += near_tie_lines(summary, main_metric, primary)
     compare = "difference" if labelled else "ratio"
     means = _means_on_shared_seeds(mine, by_row[baseline], compare) if baseline is not None else None
     if means is not None:
@@ -265,6 +271,29 @@ def ratio_lines(
     if timing_reference in by_row:
         lines += time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
     return lines
+
+
+def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
+    """The runner-up baseline when validation separates it from the best by less than either row's seed-to-seed
+    standard deviation: the choice between them is then within seed noise (another kernel set or seed could turn
+    it), and the comparison with the runner-up counts as much as the one with the best."""
+    family = family_of(primary)
+    smaller = smaller_is_better(main_metric) if main_metric else False
+    baselines = [{**e, "_smaller": smaller} for e in _candidates(summary) if not _in_family(e["row"], family)]
+    seeds = common_seeds([{**e, "_smaller": smaller} for e in _candidates(summary)])
+    best = _by_valid(baselines, seeds)
+    runner_up = _by_valid([e for e in baselines if best and e["row"] != best["row"]], seeds)
+    if best is None or runner_up is None:
+        return []
+    gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
+    spreads = (best["valid"][1], runner_up["valid"][1])
+    if best["runs"] < 2 or runner_up["runs"] < 2 or gap >= min(spreads):
+        return []
+    return [
+        f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
+        f"seed-to-seed standard deviation of either ({spreads[0]:.4f}, {spreads[1]:.4f}): the choice of best "
+        f"baseline is within seed noise, so the comparison with {runner_up['row']} below counts as much."
+    ]
 
 
 def _means_on_shared_seeds(mine: dict, theirs: dict, compare: str = "ratio") -> dict | None:

@@ -1,8 +1,8 @@
 """The leaderboard's numbers per row: the split check, ``results.csv`` (one line per run), the per-row summary (mean
 and standard deviation over seeds) and the markdown tables built from it.
 
-Metric directions are RecBole's own (:func:`smaller_is_better`); the best mean of each column, among the rows that
-ran the most seeds, is set in bold.
+Metric directions are RecBole's own (:func:`smaller_is_better`); the best mean of each validation column, among the
+rows that ran the most seeds, is set in bold (test columns are not marked: test chooses nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from recbole_m6rec.benchmarks import provenance
 __all__ = [
     "BASE_COLUMNS",
     "CAP_MARK",
+    "VALID_PREFIX",
     "SplitMismatchError",
     "check_one_split",
     "metric_names",
@@ -56,6 +57,7 @@ BASE_COLUMNS = [
     "git_dirty",
     "error",
 ]
+VALID_PREFIX = "valid:"  # a summary entry's key for a metric's validation mean (the bare name is test's)
 CAP_MARK = "†"  # a seed that stopped at its epoch cap (table and convergence line)
 NO_TRAINING_TRAINER = "recbole_m6rec.plugin_trainer:NoTrainingTrainer"
 
@@ -183,6 +185,8 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         # a metric a run did not record (an older result beside newer ones) is averaged over the runs that did
         columns = {m: [float(r["test"][m]) for r in done if m in (r.get("test") or {})] for m in metrics}
         columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]
+        for m in metrics:  # every metric at the best epoch's validation, for the tables' validation twins
+            columns[f"{VALID_PREFIX}{m}"] = [float(r["valid"][m]) for r in done if m in (r.get("valid") or {})]
         columns["train_seconds"] = [run_seconds(r) for r in done]
         columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
         entry["counts"] = {m: len(values) for m, values in columns.items()}
@@ -286,7 +290,8 @@ def _mean_cell(entry: dict, key: str, best: float | None) -> str:
     text = f"{mean:.4f} ± {std:.4f}" if count > 1 else f"{mean:.4f}"
     if count < entry["runs"]:
         text += f" ({count} of {entry['runs']} seeds)"
-    return f"**{text}**" if best is not None and abs(mean - best) < 1e-12 else text
+    # equal as shown is a tie: every row that shows the best value is bold
+    return f"**{text}**" if best is not None and f"{mean:.4f}" == f"{best:.4f}" else text
 
 
 def _best(summary: list[dict], key: str, metric: str) -> float | None:
@@ -299,17 +304,25 @@ def _best(summary: list[dict], key: str, metric: str) -> float | None:
     return min(values) if smaller_is_better(metric) else max(values)
 
 
-def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = True, main_metric: str = "") -> str:
-    """One line per row: seeds, valid main metric (what selection uses), test metrics, epochs, code, costs."""
-    with_valid = bool(main_metric) and any(e.get("valid") for e in summary)
-    best = {m: _best(summary, m, m) for m in metrics}
+def markdown_table(
+    summary: list[dict], metrics: list[str], with_costs: bool = True, main_metric: str = "", split: str = "test"
+) -> str:
+    """One line per row: seeds, then the ``split``'s metrics ("test", or "valid": the best epoch's validation
+    scores), the test table led by the valid main metric (what selection uses) and followed by epochs, code and
+    costs. Only validation columns mark their best mean in bold: validation chooses, test only reports."""
+    if split not in ("test", "valid"):
+        raise ValueError(f"split must be 'test' or 'valid', not {split!r}")
+    key = {"test": lambda m: m, "valid": lambda m: f"{VALID_PREFIX}{m}"}[split]
+    with_valid = split == "test" and bool(main_metric) and any(e.get("valid") for e in summary)
+    best = {m: _best(summary, key(m), m) if split == "valid" else None for m in metrics}
     best_valid = _best(summary, "valid", main_metric) if with_valid else None
     most = max((e["runs"] for e in summary), default=0)
+    with_costs = with_costs and split == "test"
     costs = ["trainable", "train+eval s", "item encoding s", "peak RSS MB"] if with_costs else []
     header = (
         ["model", "seeds"]
         + ([f"valid {main_metric}"] if with_valid else [])
-        + [f"test {m}" for m in metrics]
+        + [f"{split} {m}" for m in metrics]
         + (["epochs (best)", "code"] if with_costs else [])
         + costs
     )
@@ -323,7 +336,7 @@ def markdown_table(summary: list[dict], metrics: list[str], with_costs: bool = T
         compared = e["runs"] == most  # a row with fewer seeds is never bold, not even when its mean ties the best
         if with_valid:
             cells.append(_mean_cell(e, "valid", best_valid if compared else None) if e.get("valid") else "–")
-        cells += [_mean_cell(e, m, best[m] if compared else None) for m in metrics]
+        cells += [_mean_cell(e, key(m), best[m] if compared else None) for m in metrics]
         if with_costs:
             cells.append(epochs_cell(e["epochs"]))
             cells.append(" / ".join(f"`{c}`" for c in e["code"]))

@@ -233,6 +233,7 @@ def tune(
             print(f"tuning {name} failed ({error}): it runs untuned", flush=True)
             tuned[name] = {"error": str(error)}
             continue
+        record["other_files"] = other_trial_files(report_dir, name, [trial(t["params"])[1] for t in record["trials"]])
         tuned[name] = record
         if only is not None:
             print(f"tuning {name}: ran trials {', '.join(map(str, only))} (the tuning in order takes them)", flush=True)
@@ -273,6 +274,14 @@ def failed_result(spec: dict, out: Path) -> dict | None:
     if record.get("status", "ok") == "ok" or record.get("config_hash") != spec["config_hash"]:
         return None
     return record
+
+
+def other_trial_files(report_dir: Path, row: str, used: list[Path]) -> list[str]:
+    """The result files in ``row``'s tuning folder that none of its trials uses (runs of other settings or code,
+    an earlier campaign's): kept, never counted, and named by the report so no reader takes them for trials."""
+    folder = Path(report_dir) / "tuning" / row
+    kept = {path.name for path in used}
+    return sorted(path.name for path in folder.glob("trial-*.json") if path.name not in kept)
 
 
 def trial_path(report_dir: Path, spec: dict) -> Path:
