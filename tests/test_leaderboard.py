@@ -717,7 +717,9 @@ def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
     line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
     assert "**3.00×** (mean over seed(s) 1, 3; not seed(s) 2, which ran them on different CPUs or did not" in line
     # per epoch: seed 1 30 s against 5 s, seed 3 20 s against 10 s: (30 + 20) / (5 + 10)
-    assert "per epoch run 3.33×, over 20.0 against 20.0 epochs on average" in line
+    assert (
+        "mean seconds per epoch run (per seed, then averaged) 3.33×, over 20.0 against 20.0 epochs on average" in line
+    )
     # comparison.json carries the same ratios, for the README's figures
     timing = comparison_facts(records, summary, "ndcg@10")["time_vs_reference"]
     assert timing == {
