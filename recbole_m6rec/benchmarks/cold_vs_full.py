@@ -61,7 +61,9 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     if "cold_items" not in plan["common"]:
         raise ValueError(f"'{cold_plan}' has no cold_items setting in common")
     cold_targets, cold_items = _targets(rebuild_split(plan))
-    full_targets, _ = _targets(rebuild_split({**plan, "common": _without_cold(plan["common"])}))
+    full_targets, held_out = _targets(rebuild_split({**plan, "common": _without_cold(plan["common"])}))
+    if held_out:  # the comparison's other side must train every item
+        raise ValueError(f"the full-data split still holds out {len(held_out)} items; it must hold out none")
     differing = [u for u in cold_targets if full_targets.get(u) != cold_targets[u]]
     if differing or set(full_targets) != set(cold_targets):
         raise ValueError(
