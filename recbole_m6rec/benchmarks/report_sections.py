@@ -254,7 +254,8 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
             names = ", ".join(f"`{name}`" for name in record["other_files"])
             lines += [
                 f"`tuning/{row}/` also keeps {len(record['other_files'])} result file(s) that none of these trials "
-                f"uses (runs of other settings or older code; not trials of this tuning, not counted): {names}.",
+                "uses (runs of other settings or older code, or trials past a budget since cut; kept, not counted): "
+                f"{names}.",
                 "",
             ]
     return lines
