@@ -178,9 +178,11 @@ def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_othe
     from recbole_m6rec.benchmarks.report import write_report
 
     test = {"ndcg@10": 0.1, "recall@10": 0.2, "recall@100": 0.5, "cold_recall@100": 0.05, "itemcoverage@10": 0.3}
+    valid = {key: value for key, value in test.items() if not key.startswith("cold_")}
     records = [
         {
-            **_finished(row, 1, dict(test), test),
+            **_finished(row, 1, valid, test),
+            "valid_cold": {"cold_recall@100": 0.04},  # where a cold plan's job keeps its validation groups
             "model": row,
             "dataset": "ml-100k",
             "split_fingerprint": "f",
@@ -198,6 +200,7 @@ def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_othe
     assert main[:5] == ["model", "seeds", "valid ndcg@10", "test recall@100", "test cold_recall@100"]
     assert main[5] == "epochs (best)"
     assert valid_main == ["model", "seeds", "valid recall@100", "valid cold_recall@100"]
+    assert "| M6Rec | 1 | **0.5000** | **0.0400** |" in (tmp_path / "report.md").read_text()
     assert other == ["model", "seeds", "test ndcg@10", "test recall@10"]
     assert valid_other == ["model", "seeds", "valid ndcg@10", "valid recall@10"]
     assert beyond == ["model", "seeds", "test itemcoverage@10"]
@@ -1284,7 +1287,7 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
     assert tie == [
         "- GRU4Rec leads SASRec on validation ndcg@10 by 0.0005, less than the seed-to-seed standard deviation of "
         "either (0.0030, 0.0025): the choice of best baseline is within seed noise, so the comparison with SASRec "
-        "below counts as much."
+        "counts as much."
     ]
     assert near_tie_lines([*summary, entry("SASRec", [0.110, 0.111, 0.112])], "ndcg@10") == []
     assert near_tie_lines(summary, "ndcg@10") == []  # one baseline: nothing to tie with
@@ -1300,11 +1303,19 @@ def test_provenance_names_the_runs_of_each_library_set_and_continued_runs_with_u
             origin["part_runtimes"] = parts
         return {"row": row, "seed": 1, "status": "ok", "provenance": origin, "resumed_from_epoch": resumed}
 
-    lines = provenance_lines([run("A", "5.24.0", resumed=3), run("B", "5.25.0"), run("C", "5.25.0", 2, [{}, {}])])
+    recorded = [{"cpu": "CPU X"}, {"cpu": "CPU X"}]
+    lines = provenance_lines(
+        [
+            run("A", "5.24.0", resumed=3),
+            run("B", "5.25.0"),
+            run("C", "5.25.0", 2, recorded),
+            run("D", "5.25.0", 4, [None, {}]),
+        ]
+    )
     text = "\n".join(lines)
     assert "- **Rows ran different library versions** (each result's `provenance.versions`):" in text
-    assert "  - transformers 5.24.0: A/seed1\n  - transformers 5.25.0: B/seed1, C/seed1" in text
-    assert "were not recorded (the CPU above is their last part's): A/seed1." in text
+    assert "  - transformers 5.24.0: A/seed1\n  - transformers 5.25.0: B/seed1, C/seed1, D/seed1" in text
+    assert "were not recorded (a CPU named above is their last part's): A/seed1, D/seed1." in text
     assert "- Libraries: transformers 5.25.0." in provenance_lines([run("B", "5.25.0")])
 
 

@@ -136,7 +136,7 @@ def _cpu_lines(done: list[dict]) -> list[str]:
         cpu = cpu_of(r, with_features=True)
         (unknown if cpu is None else cpus.setdefault(cpu, [])).append(f"{r['row']}/seed{r['seed']}")
     if not cpus:
-        return []
+        return _unrecorded_part_lines(done)
     if len(cpus) == 1 and not unknown:
         lines = [f"- CPU: {next(iter(cpus))}."]
     else:
@@ -149,22 +149,23 @@ def _cpu_lines(done: list[dict]) -> list[str]:
 def _unrecorded_part_lines(done: list[dict]) -> list[str]:
     """Continued runs older than per-part records: the CPU they name is their last part's; the parts before it,
     which may have trained the best epoch, ran on a CPU and kernel set nobody recorded."""
-    unknown = [
-        f"{r['row']}/seed{r['seed']}"
-        for r in done
-        if r.get("resumed_from_epoch") and not (r.get("provenance") or {}).get("part_runtimes")
-    ]
+    unknown = []
+    for r in done:
+        parts = (r.get("provenance") or {}).get("part_runtimes") or []
+        earlier = parts[:-1] if parts else [None]  # a part from before the records began is None
+        if r.get("resumed_from_epoch") and any(not (part or {}).get("cpu") for part in earlier):
+            unknown.append(f"{r['row']}/seed{r['seed']}")
     if not unknown:
         return []
     return [
-        "- Continued runs whose earlier parts' CPU and kernel set were not recorded (the CPU above is their last "
+        "- Continued runs whose earlier parts' CPU and kernel set were not recorded (a CPU named above is their last "
         "part's): " + ", ".join(unknown) + "."
     ]
 
 
 def _mixed_kernel_lines(done: list[dict]) -> list[str]:
     """Runs continued under another torch CPU kernel set than their earlier part (a resume on another CPU kind):
-    their numbers reproduce within seed noise, not bit for bit."""
+    their numbers do not reproduce bit for bit, and can move by as much as another seed."""
     mixed = []
     for r in done:
         parts = (r.get("provenance") or {}).get("part_runtimes") or []
@@ -174,7 +175,8 @@ def _mixed_kernel_lines(done: list[dict]) -> list[str]:
     if not mixed:
         return []
     return [
-        "- **Continued under another torch CPU kernel set** (reproducible within seed noise only): " + ", ".join(mixed)
+        "- **Continued under another torch CPU kernel set** (not reproducible bit for bit; can move by as much as another seed): "
+        + ", ".join(mixed)
     ]
 
 

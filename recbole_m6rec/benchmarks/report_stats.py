@@ -292,7 +292,7 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     return [
         f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
         f"seed-to-seed standard deviation of either ({spreads[0]:.4f}, {spreads[1]:.4f}): the choice of best "
-        f"baseline is within seed noise, so the comparison with {runner_up['row']} below counts as much."
+        f"baseline is within seed noise, so the comparison with {runner_up['row']} counts as much."
     ]
 
 

@@ -186,7 +186,7 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         columns = {m: [float(r["test"][m]) for r in done if m in (r.get("test") or {})] for m in metrics}
         columns["valid"] = [float(r["valid"][main_metric]) for r in done if main_metric in (r.get("valid") or {})]
         for m in metrics:  # every metric at the best epoch's validation, for the tables' validation twins
-            columns[f"{VALID_PREFIX}{m}"] = [float(r["valid"][m]) for r in done if m in (r.get("valid") or {})]
+            columns[f"{VALID_PREFIX}{m}"] = [v for r in done if (v := valid_value(r, m)) is not None]
         columns["train_seconds"] = [run_seconds(r) for r in done]
         columns["peak_rss_mb"] = [float(r["peak_rss_mb"]) for r in done]
         entry["counts"] = {m: len(values) for m, values in columns.items()}
@@ -220,6 +220,15 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         entry["runs_of"] = runs_of(done)
         summary.append(entry)
     return summary
+
+
+def valid_value(record: dict, metric: str) -> float | None:
+    """A result's best-epoch validation ``metric``: RecBole's own, or a cold-item plan's ``cold_*`` / ``warm_*``
+    group mean, which the job computes on validation apart (``valid_cold``); ``None`` where it kept none."""
+    for source in (record.get("valid") or {}, record.get("valid_cold") or {}):
+        if metric in source:
+            return float(source[metric])
+    return None
 
 
 def seed_list(seeds: list) -> str:

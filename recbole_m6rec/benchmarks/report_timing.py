@@ -55,7 +55,8 @@ def time_ratio_line(chosen: str, mine: dict, reference: str, theirs: dict) -> li
             else ""
         )
         + (
-            f"; mean seconds per epoch run (per seed, then averaged) {timing['per_epoch_ratio']:.2f}×, over {timing['epochs']['row']:.1f} against"
+            f"; mean seconds per epoch run (per seed, then averaged) {timing['per_epoch_ratio']:.2f}×, over "
+            f"{timing['epochs']['row']:.1f} against"
             f" {timing['epochs']['reference']:.1f} epochs on average"
             if "per_epoch_ratio" in timing
             else ""
