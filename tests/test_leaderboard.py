@@ -1291,6 +1291,13 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
     ]
     assert near_tie_lines([*summary, entry("SASRec", [0.110, 0.111, 0.112])], "ndcg@10") == []
     assert near_tie_lines(summary, "ndcg@10") == []  # one baseline: nothing to tie with
+    # a runner-up that trains nothing has no spread of its own: the trained row's decides
+    popular = {**entry("MostPop", [0.124, 0.124, 0.124]), "model": "MostPop"}
+    assert near_tie_lines([*summary, popular], "ndcg@10") == [
+        "- GRU4Rec leads MostPop on validation ndcg@10 by 0.0010, less than the seed-to-seed standard deviation of "
+        "GRU4Rec (0.0030; MostPop trains nothing): the choice of best baseline is within seed noise, so the "
+        "comparison with MostPop counts as much."
+    ]
 
 
 def test_provenance_names_the_runs_of_each_library_set_and_continued_runs_with_unrecorded_parts():

@@ -286,13 +286,18 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     if best is None or runner_up is None:
         return []
     gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
-    spreads = (best["valid"][1], runner_up["valid"][1])
-    if best["runs"] < 2 or runner_up["runs"] < 2 or gap >= min(spreads):
+    trained = [e for e in (best, runner_up) if _trains(e)]  # a row that trains nothing has no seed spread
+    if not trained or any(e["runs"] < 2 for e in trained) or gap >= min(e["valid"][1] for e in trained):
         return []
+    if len(trained) == 2:
+        spread = f"either ({best['valid'][1]:.4f}, {runner_up['valid'][1]:.4f})"
+    else:
+        other = runner_up if trained[0] is best else best
+        spread = f"{trained[0]['row']} ({trained[0]['valid'][1]:.4f}; {other['row']} trains nothing)"
     return [
         f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
-        f"seed-to-seed standard deviation of either ({spreads[0]:.4f}, {spreads[1]:.4f}): the choice of best "
-        f"baseline is within seed noise, so the comparison with {runner_up['row']} counts as much."
+        f"seed-to-seed standard deviation of {spread}: the choice of best baseline is within seed noise, so the "
+        f"comparison with {runner_up['row']} counts as much."
     ]
 
 
