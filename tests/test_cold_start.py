@@ -197,6 +197,10 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
     other_seed = _result_file(tmp_path / "other.json", "M6Rec", 2, {str(u): 0.5 for u in users})
     with pytest.raises(ValueError, match="one model and seed"):
         compare(cold_run, other_seed, str(plan))
+    record = json.loads(Path(full_run).read_text())
+    (tmp_path / "elsewhere.json").write_text(json.dumps({**record, "split_fingerprint": "0123456789abcdef"}))
+    with pytest.raises(ValueError, match="was scored on split 0123456789abcdef, but the split rebuilt for it"):
+        compare(cold_run, str(tmp_path / "elsewhere.json"), str(plan))
 
 
 def _report_folder(folder, plan_path, values, fingerprint, listed=None, tuning=None, borrowed=None):

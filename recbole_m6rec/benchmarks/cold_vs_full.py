@@ -60,8 +60,20 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
     plan = load_plan(cold_plan, overrides={}, rows=None, seeds=None)  # the leaderboard's reader and its checks
     if "cold_items" not in plan["common"]:
         raise ValueError(f"'{cold_plan}' has no cold_items setting in common")
-    cold_targets, cold_items = _targets(rebuild_split(plan))
-    full_targets, held_out = _targets(rebuild_split({**plan, "common": _without_cold(plan["common"])}))
+    argv = list(sys.argv)  # rebuild_split clears the command line (RecBole's Config reads it): give it back
+    try:
+        cold_split = rebuild_split(plan)
+        full_split = rebuild_split({**plan, "common": _without_cold(plan["common"])})
+    finally:
+        sys.argv = argv
+    for split, run, path in ((cold_split, cold_run, cold_path), (full_split, full_run, full_path)):
+        recorded = run.get("split_fingerprint")
+        if recorded and split.fingerprint != recorded:
+            raise ValueError(
+                f"'{path}' was scored on split {recorded}, but the split rebuilt for it here is {split.fingerprint}"
+            )
+    cold_targets, cold_items = _targets(cold_split)
+    full_targets, held_out = _targets(full_split)
     if held_out:  # the comparison's other side must train every item
         raise ValueError(f"the full-data split still holds out {len(held_out)} items; it must hold out none")
     differing = [u for u in cold_targets if full_targets.get(u) != cold_targets[u]]
