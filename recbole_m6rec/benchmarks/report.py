@@ -200,6 +200,7 @@ def write_report(
         else comparison_facts(records, summary, main_metric, primary, timing_reference)
     )
     pairs = pair_facts(records, summary, plan.get("pairs") or {}, main_metric)
+    main_twin = _valid_twin(summary, shown, "The same rows on validation")
     unfinished = [name for name, record in (tuned or {}).items() if record.get("unfinished")]
     not_tuned_yet = f", not for {', '.join(unfinished)}, whose tuning has not finished" if unfinished else ""
     text = [
@@ -228,7 +229,7 @@ def write_report(
         f"± is the standard deviation over seeds ({_seeds_sentence(plan)}). `valid {main_metric}` is the best "
         "epoch's validation score, the only number used to choose (epochs, tuned settings, the rows compared "
         f"below); its best mean is in bold{bold_among(summary)}, the test columns' are not (test chooses "
-        f"nothing{'; the same metrics on validation follow the table' if _valid_twin(summary, shown, '') else ''}). "
+        f"nothing{'; the same metrics on validation follow the table' if main_twin else ''}). "
         "`epochs (best)`: epochs run "
         f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. `trainable`: the "
         "share of the model's parameters that training updates (a frozen language model counts in the total). "
@@ -237,7 +238,7 @@ def write_report(
         "is a separate column: the seconds of the row's first run that encoded the items (not a mean: runs that "
         "read them from the cache encode nothing; – when every run did).",
         "",
-        *_valid_twin(summary, shown, "The same rows on validation"),
+        *main_twin,
         *convergence_lines(records),
         "",
         *ratio_lines(summary, main_metric, primary, timing_reference, labelled),

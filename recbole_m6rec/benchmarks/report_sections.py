@@ -65,11 +65,11 @@ def provenance_lines(records: list[dict]) -> list[str]:
     missing = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if not o.get("code")]
     commits = sorted({(o.get("git_commit") or "unknown")[:10] for o in origins if o.get("code")})
     dirty = [f"{r['row']}/seed{r['seed']}" for r, o in zip(done, origins) if o.get("dirty_code")]
-    versions: dict[str, list[str]] = {}  # each set of library versions: the runs that used it
-    for r, o in zip(done, origins):
-        if o.get("code"):
-            text = json.dumps(dict(o.get("versions") or {}), sort_keys=True)
-            versions.setdefault(text, []).append(f"{r['row']}/seed{r['seed']}")
+    versions = _runs_by(
+        (r, ", ".join(f"{k} {v}" for k, v in sorted((o.get("versions") or {}).items())))
+        for r, o in zip(done, origins)
+        if o.get("code")
+    )
     lines = []
     if commits:
         tree = sum(bool(o.get("git_dirty")) for o in origins if o.get("code"))
@@ -81,13 +81,9 @@ def provenance_lines(records: list[dict]) -> list[str]:
         lines.append(
             "- Runs whose own code files differ from their commit: " + (", ".join(dirty) if dirty else "none") + "."
         )
-    if len(versions) == 1:
-        lines.append("- Libraries: " + ", ".join(f"{k} {v}" for k, v in json.loads(next(iter(versions))).items()) + ".")
-    elif versions:
-        lines.append("- **Rows ran different library versions** (each result's `provenance.versions`):")
-        for text, runs in sorted(versions.items()):
-            named = ", ".join(f"{k} {v}" for k, v in json.loads(text).items())
-            lines.append(f"  - {named}: {', '.join(runs)}")
+    lines += _grouped_lines(
+        versions, "- Libraries:", "- **Rows ran different library versions** (each result's `provenance.versions`):"
+    )
     if missing:
         lines.append(f"- **No provenance recorded** (older results): {', '.join(missing)}.")
     changed_since = [(r, provenance.stale_reasons(r)) for r, o in zip(done, origins) if o.get("code")]
@@ -95,16 +91,14 @@ def provenance_lines(records: list[dict]) -> list[str]:
     if changed_since:  # kept with --keep_finished: a --resume alone would run these again
         lines.append("- **Rows whose code, data or libraries changed after they ran** (kept as they are):")
         lines += [f"  - {r['row']}/seed{r['seed']}: {'; '.join(reasons)}" for r, reasons in changed_since]
-    runtimes: dict[str, list[str]] = {}
-    for r, o in zip(done, origins):
-        if rt := o.get("runtime"):
-            text = f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}"
-            runtimes.setdefault(text, []).append(f"{r['row']}/seed{r['seed']}")
-    if len(runtimes) == 1:  # times only: neither changes a number
-        lines.append(f"- Runtime (changes times, not results): {next(iter(runtimes))}.")
-    elif runtimes:
-        lines.append("- Runtime (changes times, not results), by run:")
-        lines += [f"  - {text}: {', '.join(runs)}" for text, runs in sorted(runtimes.items())]
+    runtimes = _runs_by(
+        (r, f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}")
+        for r, rt in ((r, o.get("runtime")) for r, o in zip(done, origins))
+        if rt
+    )  # times only: neither changes a number
+    lines += _grouped_lines(
+        runtimes, "- Runtime (changes times, not results):", "- Runtime (changes times, not results), by run:"
+    )
     lines += _cpu_lines(done)
     lines += _beside_lines(done)
     # files shared by rows, with different contents
@@ -124,6 +118,22 @@ def provenance_lines(records: list[dict]) -> list[str]:
             "the plugin files each row imported (baselines import none of the language-model code)."
         )
     return lines
+
+
+def _runs_by(pairs) -> dict[str, list[str]]:
+    """``{text: runs}`` from ``(result, text)`` pairs: which runs share each value (a library set, a runtime)."""
+    groups: dict[str, list[str]] = {}
+    for record, text in pairs:
+        groups.setdefault(text, []).append(f"{record['row']}/seed{record['seed']}")
+    return groups
+
+
+def _grouped_lines(groups: dict[str, list[str]], one: str, several: str) -> list[str]:
+    """One line when every run shares the value; else a heading and the runs of each value, so that a reader can
+    tell which rows differ."""
+    if len(groups) == 1:
+        return [f"{one} {next(iter(groups))}."]
+    return [several] + [f"  - {text}: {', '.join(runs)}" for text, runs in sorted(groups.items())] if groups else []
 
 
 def _cpu_lines(done: list[dict]) -> list[str]:
