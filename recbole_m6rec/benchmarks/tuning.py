@@ -294,7 +294,7 @@ def tune_row(
             ok = result.get("status") == "ok"
             if ok and metric not in valid:
                 raise ValueError(
-                    f"row '{row}': trial {index} returned no '{metric}' in best_valid_result "
+                    f"row '{row}': trial {index + 1} returned no '{metric}' in best_valid_result "
                     f"(has: {', '.join(valid) or 'nothing'})"
                 )
             valid = {k: _as_float(v) for k, v in valid.items()}
