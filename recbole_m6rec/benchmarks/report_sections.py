@@ -92,9 +92,13 @@ def provenance_lines(records: list[dict]) -> list[str]:
         lines.append("- **Rows whose code, data or libraries changed after they ran** (kept as they are):")
         lines += [f"  - {r['row']}/seed{r['seed']}: {'; '.join(reasons)}" for r, reasons in changed_since]
     runtimes = _runs_by(
-        (r, f"{rt.get('torch_threads')} torch thread(s), allocator {rt.get('ld_preload') or 'default (glibc)'}")
-        for r, rt in ((r, o.get("runtime")) for r, o in zip(done, origins))
-        if rt
+        (
+            r,
+            f"{o['runtime'].get('torch_threads')} torch thread(s), allocator "
+            f"{o['runtime'].get('ld_preload') or 'default (glibc)'}",
+        )
+        for r, o in zip(done, origins)
+        if o.get("runtime")
     )  # times only: neither changes a number
     lines += _grouped_lines(
         runtimes, "- Runtime (changes times, not results):", "- Runtime (changes times, not results), by run:"
@@ -185,8 +189,8 @@ def _mixed_kernel_lines(done: list[dict]) -> list[str]:
     if not mixed:
         return []
     return [
-        "- **Continued under another torch CPU kernel set** (not reproducible bit for bit; can move by as much as another seed): "
-        + ", ".join(mixed)
+        "- **Continued under another torch CPU kernel set** (not reproducible bit for bit; can move by as much as "
+        "another seed): " + ", ".join(mixed)
     ]
 
 

@@ -71,13 +71,19 @@ def _candidates(summary: list[dict]) -> list[dict]:
     return [e for e in summary if e["runs"] > 0 and e.get("valid") is not None]
 
 
+def _marked_candidates(summary: list[dict], main_metric: str) -> tuple[list[dict], list | None]:
+    """The rows with a validation score, each marked with the metric's direction, and the seeds they are compared
+    on (:func:`common_seeds`)."""
+    smaller = smaller_is_better(main_metric) if main_metric else False
+    marked = [{**e, "_smaller": smaller} for e in _candidates(summary)]
+    return marked, common_seeds(marked)
+
+
 def choose_on_valid(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> tuple[str | None, str | None]:
     """(the primary's variant, the baseline) with the best mean validation ``main_metric``, over the seeds every
     row ran (:func:`common_seeds`) when rows ran different seeds; test plays no part."""
     family = family_of(primary)
-    smaller = smaller_is_better(main_metric) if main_metric else False
-    marked = [{**e, "_smaller": smaller} for e in _candidates(summary)]
-    seeds = common_seeds(marked)
+    marked, seeds = _marked_candidates(summary, main_metric)
     mine = _by_valid([e for e in marked if _in_family(e["row"], family)], seeds)
     theirs = _by_valid([e for e in marked if not _in_family(e["row"], family)], seeds)
     return (mine["row"] if mine else None), (theirs["row"] if theirs else None)
@@ -277,10 +283,8 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     """The runner-up baseline when validation separates it from the best by less than either row's seed-to-seed
     standard deviation: the choice between them is then within seed noise (another kernel set or seed could turn
     it), and the comparison with the runner-up counts as much as the one with the best."""
-    family = family_of(primary)
-    smaller = smaller_is_better(main_metric) if main_metric else False
-    baselines = [{**e, "_smaller": smaller} for e in _candidates(summary) if not _in_family(e["row"], family)]
-    seeds = common_seeds([{**e, "_smaller": smaller} for e in _candidates(summary)])
+    marked, seeds = _marked_candidates(summary, main_metric)
+    baselines = [e for e in marked if not _in_family(e["row"], family_of(primary))]
     best = _by_valid(baselines, seeds)
     runner_up = _by_valid([e for e in baselines if best and e["row"] != best["row"]], seeds)
     if best is None or runner_up is None:
