@@ -1298,6 +1298,15 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
         "GRU4Rec (0.0030; MostPop trains nothing): the choice of best baseline is within seed noise, so the "
         "comparison with MostPop counts as much."
     ]
+    # rows that ran different seeds: the gap and the spread both on the seeds every row ran (1 and 2), not on the
+    # 4 seeds SASRec ran, whose spread (0.0131) would call any gap below it a tie
+    sasrec = {"row": "SASRec", "runs": 3, "model": "SASRec", "valid": (0.1195, 0.0131)}
+    sasrec["valid_by_seed"] = {1: 0.1235, 2: 0.1245, 4: 0.13}
+    assert near_tie_lines([*summary, sasrec], "ndcg@10") == [
+        "- SASRec leads GRU4Rec on validation ndcg@10 by 0.0005, less than the seed-to-seed standard deviation of "
+        "either (0.0007, 0.0021), on the 2 seeds every row ran: the choice of best baseline is within seed noise, so "
+        "the comparison with GRU4Rec counts as much."
+    ]
 
 
 def test_provenance_names_the_runs_of_each_library_set_and_continued_runs_with_unrecorded_parts():

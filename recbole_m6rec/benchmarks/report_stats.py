@@ -7,6 +7,8 @@ compared with every row outside it (the baselines), the best baseline on validat
 
 from __future__ import annotations
 
+import statistics
+
 from recbole_m6rec.benchmarks.report_tables import seed_list, smaller_is_better, trains_nothing
 from recbole_m6rec.benchmarks.report_timing import time_ratio, time_ratio_line
 
@@ -53,6 +55,16 @@ def _valid_score(entry: dict, seeds: list | None) -> float:
     if not own:  # all rows ran the same seeds, or this row trains nothing and ran others
         return entry["valid"][0]
     return sum(entry["valid_by_seed"][s] for s in own) / len(own)
+
+
+def _valid_spread(entry: dict, seeds: list | None) -> tuple[float, int]:
+    """(the seed-to-seed standard deviation of the validation score, the number of seeds) over the seeds the rows
+    are compared on, so that a gap measured on those seeds meets a spread measured on the same ones."""
+    own = [s for s in seeds or [] if s in entry["valid_by_seed"]]
+    if not own:
+        return entry["valid"][1], entry["runs"]
+    values = [entry["valid_by_seed"][s] for s in own]
+    return (statistics.stdev(values) if len(values) > 1 else 0.0), len(values)
 
 
 def _by_valid(entries: list[dict], seeds: list | None) -> dict | None:
@@ -291,13 +303,16 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
         return []
     gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
     trained = [e for e in (best, runner_up) if _trains(e)]  # a row that trains nothing has no seed spread
-    if not trained or any(e["runs"] < 2 for e in trained) or gap >= min(e["valid"][1] for e in trained):
+    spreads = {e["row"]: _valid_spread(e, seeds) for e in trained}
+    if not trained or any(n < 2 for _, n in spreads.values()) or gap >= min(sd for sd, _ in spreads.values()):
         return []
     if len(trained) == 2:
-        spread = f"either ({best['valid'][1]:.4f}, {runner_up['valid'][1]:.4f})"
+        spread = f"either ({spreads[best['row']][0]:.4f}, {spreads[runner_up['row']][0]:.4f})"
     else:
         other = runner_up if trained[0] is best else best
-        spread = f"{trained[0]['row']} ({trained[0]['valid'][1]:.4f}; {other['row']} trains nothing)"
+        spread = f"{trained[0]['row']} ({spreads[trained[0]['row']][0]:.4f}; {other['row']} trains nothing)"
+    if seeds:
+        spread += f", on the {len(seeds)} seeds every row ran"
     return [
         f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
         f"seed-to-seed standard deviation of {spread}: the choice of best baseline is within seed noise, so the "
