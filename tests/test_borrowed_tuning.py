@@ -151,6 +151,9 @@ def test_a_borrowing_plan_runs_the_chosen_settings_and_says_where_they_came_from
     assert result["status"] == "ok" and result["config_hash"] == job_spec(plan, "BPR", 1, chosen)["config_hash"]
     text = (out / "report.md").read_text()
     assert "No row is tuned here" in text and json.dumps(chosen) in text and str(source / "tuning") in text
+    # validation here chose no settings: the report does not say it did
+    assert "(epochs and the rows compared below; the settings come from another report's tuning)" in text
+    assert "tuned settings, the rows compared" not in text
     assert f"from {source / 'tuning' / 'BPR-tuning.json'}: valid ndcg@10 0.0612 there" in status_report(plan, out)
 
 

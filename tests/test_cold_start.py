@@ -377,7 +377,7 @@ def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_p
     assert plan["common"]["cold_items_seed"] == 2020
     check_cold_plan(plan)  # the committed plan: no leak
     assert leaked_cold_items("ml-100k", {**plan["common"], "cold_items_seed": 2022}) == {"678": ["444"]}
-    leaky = {**plan, "rows": {"MostPop": {"model": "MostPop", "cold_items_seed": 2022}}}
+    leaky = {**plan, "rows": {"MostPop": {"model": "MostPop", "cold_items_seed": 2022}}, "pairs": {}}
     plan_file = tmp_path / "leaky.yaml"
     plan_file.write_text(yaml.safe_dump(leaky))
     with pytest.raises(
@@ -398,13 +398,14 @@ def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_e
     cold, (train, _, test) = split("SASRec", train_neg_sample_args=None, **cold_plan)
     cold_items, feat = set(cold.cold_item_tokens), test._dataset.inter_feat
     users, items = train._dataset.field2id_token["user_id"], train._dataset.field2id_token["item_id"]
-    expected = {}
+    expected, valid_expected = {}, {}
     for user, target, history, n in zip(
         feat["user_id"].tolist(), feat["item_id"].tolist(), feat["item_id_list"].tolist(), feat["item_length"].tolist()
     ):
         last = items[history[n - 1]] if n else None  # histories of at most 40 items: never cut to 50
         group = "cold" if items[target] in cold_items else ("warm after cold" if last in cold_items else "warm")
         expected[str(users[user])] = {"group": group, "candidates": len(items) - 1 - n}
+        valid_expected[str(users[user])] = "cold" if last in cold_items else "warm"  # the validation target's group
     assert facts["users"] == expected
     assert {g for g in (f["group"] for f in expected.values())} == {"cold", "warm after cold", "warm"}
 
@@ -435,3 +436,40 @@ def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_e
     at_10 = cold_hits(records, toy, ["R"])["cutoffs"][10]
     assert at_10["chance_mean"] == pytest.approx(0.1 + 0.2)
     assert [(s["found"], s["p"]) for s in at_10["rows"]["R"]] == [(1, pytest.approx(1 - 0.9 * 0.8)), (0, 1.0)]
+    assert facts["valid_users"] == valid_expected and set(valid_expected.values()) == {"cold", "warm"}
+
+
+def test_paired_comparisons_within_a_group_pair_only_that_groups_users_and_leave_out_undefined_ratios():
+    from recbole_m6rec.benchmarks.cold_groups import paired_by_group
+
+    users = {
+        u: {"group": g, "candidates": 100} for u, g in [("a", "cold"), ("b", "cold"), ("c", "warm"), ("d", "warm")]
+    }
+    valid_users = {"a": "cold", "b": "warm", "c": "warm", "d": "warm"}
+
+    def run(row, seed, test, valid):
+        per_user = {m: dict(test) for m in ("recall@10", "recall@100")}
+        return {
+            "row": row,
+            "seed": seed,
+            "status": "ok",
+            "per_user_test": per_user,
+            "per_user_valid": {m: dict(valid) for m in ("recall@10", "recall@100")},
+        }
+
+    records = [
+        run("Text", 1, {"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}, {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}),
+        run("Hybrid", 1, {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}, {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0}),
+        run("ID", 1, {"a": 0.0, "b": 0.0, "c": 1.0, "d": 1.0}, {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0}),
+    ]
+    rows = paired_by_group(records, users, valid_users, [("Hybrid", "Text"), ("Hybrid", "ID")])
+    found = {(r["split"], r["reference"], r["group"], r["metric"]): r for r in rows}
+    # test, cold users a and b: Hybrid finds 2, Text 1; warm users c and d: 1 against 2
+    assert found[("test", "Text", "cold", "recall@10")]["ratio"] == pytest.approx(2.0)
+    assert found[("test", "Text", "warm", "recall@10")]["ratio"] == pytest.approx(0.5)
+    # the ID row finds no cold target: no ratio there, only on warm users
+    assert ("test", "ID", "cold", "recall@10") not in found and ("test", "ID", "warm", "recall@10") in found
+    # validation groups follow the validation target: a alone is cold there, where Text finds it and Hybrid not
+    assert found[("valid", "Text", "cold", "recall@10")]["ratio"] == pytest.approx(0.0)
+    assert found[("valid", "Text", "warm", "recall@10")]["ratio"] == pytest.approx(3 / 2)
+    assert all(r["holm_p"] >= r["p_value"] for r in rows) and {r["group"] for r in rows} <= {"cold", "warm"}

@@ -208,6 +208,15 @@ def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_othe
     write_report(plan, records, tmp_path, "x")
     main, _, beyond, _ = headers((tmp_path / "report.md").read_text())
     assert main[3:8] == ["test ndcg@10", "test recall@10", "test recall@100", "test cold_recall@100", "epochs (best)"]
+    # a cold-item plan's own heading and reading guide, and where its groups and chance figures are
+    cold = {**plan, "title": "Cold items: ml-100k", "method": "How to read it.", "common": {"cold_items": 0.1}}
+    write_report(cold, records, tmp_path, "x")
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# Cold items: ml-100k\n") and "\nHow to read it.\n" in text
+    assert "paired comparisons within each group: `cold_groups.md`, not written yet" in text
+    (tmp_path / "cold_groups.md").write_text("#")
+    write_report(cold, records, tmp_path, "x")
+    assert "each group: [`cold_groups.md`](cold_groups.md), from" in (tmp_path / "report.md").read_text()
 
 
 def test_comparison_json_has_no_infinity_and_no_stale_copy(tmp_path):
@@ -734,24 +743,33 @@ def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
         "per_epoch_ratio": pytest.approx(50 / 15),
         "epochs": {"row": 20, "reference": 20},
     }
+    # a continued run's time is scaled from its last part: the ratio is rough and not bold
+    continued = [*records[:1], {**records[1], "resumed_from_epoch": 15}]
+    summary = summarise(continued, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
+    line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
+    assert "**" not in line and "; rough: a run continued after an interruption counts as" in line
     apart = [run("M6Rec", 2, 900.0, "AMD EPYC", 10), run("SASRec", 2, 100.0, "Xeon", 20)]
     summary = summarise(apart, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert "none of their seeds ran both on one CPU, so no ratio" in "\n".join(ratio_lines(summary, "ndcg@10"))
     assert comparison_facts(apart, summary, "ndcg@10")["time_vs_reference"] is None
 
 
-def test_the_cold_ratio_says_how_many_cold_targets_each_row_found():
-    def run(row, cold_recall):
+def test_the_cold_ratio_says_how_many_cold_targets_each_row_found_on_the_seeds_both_ran():
+    def run(row, cold_recall, seed=1):
         test = {"ndcg@10": 0.1, "cold_recall@10": cold_recall}
-        return _finished(row, 1, {"ndcg@10": 0.1}, test, extra={"cold_test_users": 116})
+        return _finished(row, seed, {"ndcg@10": 0.1}, test, extra={"cold_test_users": 116})
 
     records = [run("M6Rec", 6 / 116), run("SASRec", 0.0), run("MostPop", 3 / 116)]
+    # MostPop's second seed would halve its mean: the ratio compares seed 1 only, the one M6Rec ran
+    records.append(run("MostPop", 0.0, seed=2))
     summary = summarise(records, ["M6Rec", "SASRec", "MostPop"], ["ndcg@10", "cold_recall@10"], "ndcg@10")
     text = "\n".join(ratio_lines(summary, "ndcg@10"))
     assert (
-        "cold_recall@10 / SASRec cold_recall@10: undefined (the other finds none) (0.0517 vs 0.0000; 6.0 vs 0.0" in text
+        "cold_recall@10 / SASRec cold_recall@10, mean over seed(s) 1: undefined: SASRec finds none (a cold item has "
+        "no training interaction, so no count and no ID embedding trained as a positive) (0.0517 vs 0.0000; 6.0 vs "
+        "0.0 of 116 cold test users found)" in text
     )
-    assert "/ MostPop cold_recall@10: 2.0× (0.0517 vs 0.0259; 6.0 vs 3.0 of 116 cold test users" in text
+    assert "/ MostPop cold_recall@10, mean over seed(s) 1: 2.0× (0.0517 vs 0.0259; 6.0 vs 3.0 of 116 cold" in text
 
 
 def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
@@ -1243,6 +1261,14 @@ def test_bold_marks_the_best_validation_mean_among_the_rows_with_the_most_seeds(
     assert "**" not in markdown_table(summary, ["ndcg@10"], with_costs=False)
     with pytest.raises(ValueError, match="split must be 'test' or 'valid', not 'train'"):
         markdown_table(summary, ["ndcg@10"], split="train")
+    # a column where every compared row scores 0 marks nothing (no row found anything: nothing leads)
+    zeros = markdown_table([entry("A", [0.0] * 3), entry("B", [0.0] * 3)], ["ndcg@10"], False, split="valid")
+    assert "**" not in zeros
+    # a row that trains nothing gives the same numbers on every seed: its one seed is compared with three
+    popular = {**entry("MostPop", [0.3]), "model": "MostPop"}
+    table = markdown_table([*summary, popular], ["ndcg@10"], with_costs=False, split="valid")
+    assert "| MostPop | 1 | **0.3000** |" in table and "| Full | 3 | 0.1100 ± 0.0000 |" in table
+    assert "and those that train nothing" in bold_among([*summary, popular])
 
 
 def test_a_model_run_as_it_is_shows_no_epochs_even_where_its_result_says_it_trained():
@@ -1297,6 +1323,13 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
         "- GRU4Rec leads MostPop on validation ndcg@10 by 0.0010, less than the seed-to-seed standard deviation of "
         "GRU4Rec (0.0030; MostPop trains nothing): the choice of best baseline is within seed noise, so the "
         "comparison with MostPop counts as much."
+    ]
+    # two rows of the primary's family within seed noise of each other: the choice of M6Rec row is named too
+    family = [entry("M6Rec", [0.110, 0.114, 0.118]), entry("M6Rec-text", [0.110, 0.1125, 0.115])]
+    assert near_tie_lines([*family, *summary[1:]], "ndcg@10") == [
+        "- M6Rec leads M6Rec-text on validation ndcg@10 by 0.0015, less than the seed-to-seed standard deviation of "
+        "either (0.0040, 0.0025): the choice of M6Rec row is within seed noise, so the comparison with M6Rec-text "
+        "counts as much."
     ]
     # rows that ran different seeds: the gap and the spread both on the seeds every row ran (1 and 2), not on the
     # 4 seeds SASRec ran, whose spread (0.0131) would call any gap below it a tie

@@ -13,7 +13,8 @@ With one target per user, cold recall@K times the cold test users is the cold ta
 each cold user's target in its top K with probability K / (the items it can be shown: every item but the user's
 masked history, training items and validation target, as ``eval_history_mask: all`` masks them), so the found count
 has an exact chance distribution (a sum of unequal coin flips): its mean, and per seed the one-sided p of finding at
-least as many by chance.
+least as many by chance. Then the plan's ``pairs`` and its primary row against its timing reference, paired within
+each group (:func:`paired_by_group`).
 
 It reads the runs the report used (the (row, seed) pairs of its ``results.csv``), so older results left in
 ``results/`` stay out. The split is rebuilt from the plan with RecBole's own data steps; its fingerprint must equal
@@ -38,14 +39,15 @@ from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
 from recbole_m6rec.benchmarks.report_tables import check_one_split, seed_list
 
-__all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "split_groups"]
+__all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "paired_by_group", "split_groups"]
 
 GROUPS = ("cold", "warm after cold", "warm")
 
 
 def split_groups(plan: dict) -> dict:
-    """The plan's cold split rebuilt: its fingerprint, and per test user (raw token) its ``group`` (:data:`GROUPS`)
-    and ``candidates`` (the items its test ranking can show: all but its training items and validation target)."""
+    """The plan's cold split rebuilt: its fingerprint, per test user (raw token) its ``group`` (:data:`GROUPS`)
+    and ``candidates`` (the items its test ranking can show: all but its training items and validation target), and
+    per validation user its group there (``valid_users``: ``cold`` or ``warm`` by its validation target)."""
     from recbole_m6rec.cold_start import test_target_tokens
     from recbole_m6rec.model.most_pop import training_column
 
@@ -68,7 +70,8 @@ def split_groups(plan: dict) -> dict:
         group = "cold" if target in cold_items else ("warm after cold" if last.get(user) in cold_items else "warm")
         masked = int(trained[user_ids[user]]) + (user in last)
         users[user] = {"group": group, "candidates": n_items - masked}
-    return {"fingerprint": split.fingerprint, "users": users}
+    valid_users = {user: ("cold" if target in cold_items else "warm") for user, target in last.items()}
+    return {"fingerprint": split.fingerprint, "users": users, "valid_users": valid_users}
 
 
 def at_least_by_chance(probabilities: Sequence[float], found: int) -> float:
@@ -131,6 +134,64 @@ def cold_hits(records: list[dict], users: dict, rows: Sequence[str]) -> dict:
     return result
 
 
+PAIRED_METRICS = ("recall@10", "recall@100")
+
+
+def paired_by_group(
+    records: list[dict], users: dict, valid_users: dict, comparisons: Sequence[tuple[str, str]]
+) -> list[dict]:
+    """Each comparison ``(row, reference)`` within each user group, as the report's paired ratio: recall@10 and
+    @100 of the row over the reference's, paired over users and the seeds both ran (bootstrap resampling users),
+    p Holm-adjusted over every test here; on validation too, where both rows kept validation values, by the
+    validation target's group (cold or warm; its own Holm family). A ratio whose reference finds nothing in a group
+    (an ID model on cold targets) is left out: it is undefined."""
+    from recbole_m6rec.benchmarks.report_stats import _with_holm
+    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
+
+    def per_user(row: str, metric: str, key: str, groups: dict, group: str) -> dict[str, float]:
+        return {
+            f"{r['seed']}:{user}": float(value)
+            for r in records
+            if r["row"] == row and r.get("status", "ok") == "ok"
+            for user, value in ((r.get(key) or {}).get(metric) or {}).items()
+            if groups.get(user) == group
+        }
+
+    test_groups = {user: facts["group"] for user, facts in users.items()}
+
+    tests: dict[str, dict] = {"test": {}, "valid": {}}
+    for row, reference in comparisons:
+        for split, key, groups, names in (
+            ("test", "per_user_test", test_groups, GROUPS),
+            ("valid", "per_user_valid", valid_users, ("cold", "warm")),
+        ):
+            for group in names:
+                for metric in PAIRED_METRICS:
+                    mine, theirs = (per_user(r, metric, key, groups, group) for r in (row, reference))
+                    shared = set(mine) & set(theirs)
+                    if shared and sum(theirs[k] for k in shared):
+                        result = paired_ratio_ci({k: mine[k] for k in shared}, {k: theirs[k] for k in shared})
+                        tests[split][f"{row}|{reference}|{group}|{metric}"] = result
+    rows = []
+    for split in ("test", "valid"):
+        for name, result in _with_holm(tests[split]).items():
+            row, reference, group, metric = name.split("|")
+            rows.append(
+                {"split": split, "row": row, "reference": reference, "group": group, "metric": metric, **result}
+            )
+    return rows
+
+
+def comparisons_of(plan: dict) -> list[tuple[str, str]]:
+    """The plan's named ``pairs`` and its primary row against its timing reference (the baseline whose warm users
+    the text rows are measured against)."""
+    pairs = [tuple(pair) for pair in (plan.get("pairs") or {}).values()]
+    primary, reference = plan.get("primary", "M6Rec"), plan.get("timing_reference", "SASRec")
+    if primary in plan["rows"] and reference in plan["rows"] and (primary, reference) not in pairs:
+        pairs.append((primary, reference))
+    return pairs
+
+
 def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
@@ -145,6 +206,7 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "group_users": sizes,
         "groups": group_means(records, users, metric, rows),
         "cold_hits": cold_hits(records, users, rows),
+        "paired": paired_by_group(records, users, facts.get("valid_users") or {}, comparisons_of(plan)),
     }
     text = [
         f"# Cold-item test users in three groups, and cold hits against chance: {plan['dataset']}",
@@ -153,7 +215,8 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "",
         f"Split fingerprint `{facts['fingerprint']}`, rebuilt from the plan and equal to every result's. "
         "**warm after cold**: a warm test target after a cold last history item (the user's validation target), "
-        "an item no ID model has seen as a positive. Test only.",
+        "an item no ID model has seen as a positive. Test only, but for the validation lines of the paired "
+        "comparisons.",
         "",
         f"## Mean per-user test {metric} by group",
         "",
@@ -180,9 +243,37 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
             chance = ", ".join(format(s["p"], ".3g") for s in seeds)
             text.append(f"| {row} | {found} | {chance} |")
         text.append("")
+    text += _paired_lines(result["paired"], sizes, facts.get("valid_users") or {})
     atomic_write_text(report_dir / "cold_groups.json", json.dumps(result, indent=1) + "\n")
     atomic_write_text(report_dir / "cold_groups.md", "\n".join(text))
     return result
+
+
+def _paired_lines(paired: list[dict], sizes: dict, valid_users: dict) -> list[str]:
+    if not paired:
+        return []
+    valid_sizes = {g: sum(1 for v in valid_users.values() if v == g) for g in ("cold", "warm")}
+    lines = [
+        "## Paired comparisons within each group",
+        "",
+        "Row / reference, mean over users and the seeds both ran (95% bootstrap interval resampling users; p for "
+        "ratio = 1, Holm-adjusted over all the test lines, and separately over the validation lines). Validation "
+        f"groups follow each user's validation target ({valid_sizes['cold']} cold, {valid_sizes['warm']} warm "
+        "users); it chose each run's best epoch on all users, so it leans upward for every row. A reference that "
+        "finds nothing in a group (an ID model on cold targets) gives no ratio.",
+        "",
+        "| split | row / reference | group (users) | metric | ratio [95% interval] | p | Holm p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in paired:
+        n = (sizes if r["split"] == "test" else valid_sizes).get(r["group"])
+        bound = "≤ " if r["p_is_bound"] else ""  # a bootstrap p at its floor only bounds the p-value
+        lines.append(
+            f"| {r['split']} | {r['row']} / {r['reference']} | {r['group']} ({n}) | {r['metric']} | "
+            f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_seeds']} seed"
+            f"{'' if r['n_seeds'] == 1 else 's'}) | {bound}{r['p_value']:.3g} | {bound}{r['holm_p']:.3g} |"
+        )
+    return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from recbole_m6rec.atomic import stable_hash
 
-# cold-item plans: the metrics whose cold / warm difference the report tests (Recall at every cutoff: cold hits are
-# told from chance only at the larger ones)
+# cold-item plans: the metrics that `cold_groups` pairs within the cold and warm user groups (Recall at every cutoff:
+# cold hits are told from chance only at the larger ones)
 COLD_PLAN_METRICS = ("recall@",)
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from recbole_m6rec import __version__
 from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text
+from recbole_m6rec.benchmarks.borrowed_tuning import borrows
 from recbole_m6rec.benchmarks.plan import is_labelled, row_seeds
 from recbole_m6rec.benchmarks.report_labelled import labelled_comparison_facts, labelled_significance_lines
 from recbole_m6rec.benchmarks.report_pairs import pair_facts, pair_lines
@@ -158,9 +159,25 @@ def _valid_twin(summary: list[dict], metrics: list[str], caption: str) -> list[s
         return []
     return [
         f"{caption} (each run's best epoch, the one its test scores come from; best mean in bold"
-        f"{bold_among(summary)}):",
+        f"{bold_among(summary)}, none in a column where no row scores above 0):",
         "",
         markdown_table(summary, metrics, with_costs=False, split="valid"),
+        "",
+    ]
+
+
+def _cold_groups_lines(plan: dict, report_dir: Path) -> list[str]:
+    """A cold-item plan's pointer to what its tables cannot show: hits against chance and the paired comparisons
+    within each user group (:mod:`.cold_groups`, which rebuilds the split and so runs apart from the report)."""
+    if not plan["common"].get("cold_items"):
+        return []
+    written = (report_dir / "cold_groups.md").is_file()
+    return [
+        "Cold targets found against random ranking, the warm users split by whether their last history item is "
+        "cold, and paired comparisons within each group: "
+        + ("[`cold_groups.md`](cold_groups.md)" if written else "`cold_groups.md`, not written yet")
+        + ", from this report's results by `python -m recbole_m6rec.benchmarks.cold_groups` with the same "
+        "`--config_files` and `--report`.",
         "",
     ]
 
@@ -199,12 +216,15 @@ def write_report(
         if labelled
         else comparison_facts(records, summary, main_metric, primary, timing_reference)
     )
+    borrowed = borrows(plan)  # settings chosen on another report's validation: this one chose none
+    if facts is not None:
+        facts["tuning_borrowed"] = borrowed
     pairs = pair_facts(records, summary, plan.get("pairs") or {}, main_metric)
     main_twin = _valid_twin(summary, shown, "The same rows on validation")
     unfinished = [name for name, record in (tuned or {}).items() if record.get("unfinished")]
     not_tuned_yet = f", not for {', '.join(unfinished)}, whose tuning has not finished" if unfinished else ""
     text = [
-        f"# Leaderboard: {plan['dataset']}",
+        f"# {plan.get('title') or 'Leaderboard: ' + plan['dataset']}",
         "",
         f"Command: `{command}`",
         "",
@@ -227,8 +247,13 @@ def write_report(
         markdown_table(summary, shown, main_metric=main_metric),
         "",
         f"± is the standard deviation over seeds ({_seeds_sentence(plan)}). `valid {main_metric}` is the best "
-        "epoch's validation score, the only number used to choose (epochs, tuned settings, the rows compared "
-        f"below); its best mean is in bold{bold_among(summary)}, the test columns' are not (test chooses "
+        "epoch's validation score, the only number used to choose ("
+        + (
+            "epochs and the rows compared below; the settings come from another report's tuning"
+            if borrowed
+            else "epochs, tuned settings, the rows compared below"
+        )
+        + f"); its best mean is in bold{bold_among(summary)}, the test columns' are not (test chooses "
         f"nothing{'; the same metrics on validation follow the table' if main_twin else ''}). "
         "`epochs (best)`: epochs run "
         f"and the best epoch (0-based), per seed. `code`: hash of the plugin source files the row ran. `trainable`: the "
@@ -248,7 +273,8 @@ def write_report(
             else significance_lines(records, summary, main_metric, primary, facts)
         ),
         "",
-        *pair_lines(pairs, main_metric),
+        *pair_lines(pairs, main_metric, borrowed),
+        *_cold_groups_lines(plan, report_dir),
         *[f"![{p}]({p})" for p in pictures],
         "",
         *(

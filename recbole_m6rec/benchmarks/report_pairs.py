@@ -11,6 +11,7 @@ from recbole_m6rec.benchmarks.report_stats import (
     _paired_ratios,
     _with_holm,
     p_text,
+    validation_lean,
     validation_view,
 )
 from recbole_m6rec.benchmarks.report_tables import seed_list
@@ -88,8 +89,9 @@ def _as_pair(means: dict | None) -> dict:
     }
 
 
-def pair_lines(facts: dict, main_metric: str) -> list[str]:
-    """The report's lines for :func:`pair_facts`."""
+def pair_lines(facts: dict, main_metric: str, tuning_borrowed: bool = False) -> list[str]:
+    """The report's lines for :func:`pair_facts`; ``tuning_borrowed``: the plan took its settings from another
+    report's tuning (:mod:`.borrowed_tuning`), so validation here chose no settings."""
     if not facts:
         return []
     labelled = main_metric == "auc"
@@ -105,8 +107,8 @@ def pair_lines(facts: dict, main_metric: str) -> list[str]:
     if any(pair.get("paired_valid") for pair in facts.values()):
         lines[0] = lines[0][:-1] + (
             '; "paired valid": the same test on validation where both rows\' results keep its values (Holm over '
-            "those pairs). Validation chose each tuned row's settings, so its numbers lean upward for both rows: how "
-            "clear a difference was when choosing, test's the evidence:"
+            f"those pairs). {validation_lean(tuning_borrowed)}: how clear a difference was when choosing, test's "
+            "the evidence:"
         )
     for name, pair in facts.items():
         head = f"- {name}: {pair['row']} / {pair['reference']}"

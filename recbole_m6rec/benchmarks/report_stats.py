@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from recbole_m6rec.benchmarks.report_tables import seed_list, smaller_is_better, trains_nothing
+from recbole_m6rec.benchmarks.report_tables import COLD, seed_list, smaller_is_better, trains_nothing
 from recbole_m6rec.benchmarks.report_timing import time_ratio, time_ratio_line
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "significance_lines",
     "ratio_lines",
     "near_tie_lines",
+    "validation_lean",
     "comparison_facts",
 ]
 
@@ -157,11 +158,24 @@ def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
         return []
     header = (
         f"- {what}, paired as on test, on the results that keep validation values (Holm over these "
-        f"{len(results)} comparisons). Validation chose every tuned row's settings (its seed-2020 run is its best "
-        "trial) and then the row among them, so its numbers lean upward on both sides, most for the chosen row: "
+        f"{len(results)} comparisons). {validation_lean(bool(facts.get('tuning_borrowed')))}: "
         "read these intervals and p-values as how clear the choice was, test's as the evidence:"
     )
     return [header, *comparison_lines(results, facts["best_baseline"], effect)]
+
+
+def validation_lean(borrowed: bool) -> str:
+    """What validation chose in the plan, hence why its paired numbers lean upward (a sentence, no full stop)."""
+    if borrowed:
+        return (
+            "Validation here chose each run's best epoch and the row compared; each row's settings were chosen on "
+            "another report's validation (its `## Tuning` names which), whose luck carries over where that split "
+            "shares these targets, so its numbers lean upward, most for the chosen row"
+        )
+    return (
+        "Validation chose every tuned row's settings (its run at the tuning seed is its best trial) and then the row "
+        "among them, so its numbers lean upward on both sides, most for the chosen row"
+    )
 
 
 def validation_view(records: list[dict]) -> list[dict]:
@@ -274,33 +288,58 @@ def ratio_lines(
             f"seed(s) {seed_list(seeds)}: **{effect}** (valid: {means['valid']['chosen']:.4f} vs "
             f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
         )
-    cold_metric = "cold_recall@10"
-    if mine.get(cold_metric) is not None:
-        for other in (timing_reference, "MostPop"):
-            if other in by_row and by_row[other].get(cold_metric) is not None:
-                a, b = mine[cold_metric][0], by_row[other][cold_metric][0]
-                ratio = f"{a / b:.1f}×" if b else "undefined (the other finds none)"
-                users = mine.get("cold_test_users")
-                # leave-one-out: one target per test user, so recall@10 x cold users = cold targets found
-                found = (
-                    f"; {a * users:.1f} vs {b * users:.1f} of {users} cold test users, mean over seeds" if users else ""
-                )
-                lines.append(f"- {chosen} {cold_metric} / {other} {cold_metric}: {ratio} ({a:.4f} vs {b:.4f}{found})")
+    for other in (timing_reference, "MostPop"):
+        if other in by_row:
+            lines += _cold_line(chosen, mine, other, by_row[other])
     if timing_reference in by_row:
         lines += time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
     return lines
 
 
-def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
-    """The runner-up baseline when validation separates it from the best by less than either row's seed-to-seed
-    standard deviation: the choice between them is then within seed noise (another kernel set or seed could turn
-    it), and the comparison with the runner-up counts as much as the one with the best."""
-    marked, seeds = _marked_candidates(summary, main_metric)
-    baselines = [e for e in marked if not _in_family(e["row"], family_of(primary))]
-    best = _by_valid(baselines, seeds)
-    runner_up = _by_valid([e for e in baselines if best and e["row"] != best["row"]], seeds)
-    if best is None or runner_up is None:
+def _cold_line(chosen: str, mine: dict, other: str, theirs: dict) -> list[str]:
+    """A cold-item plan's line: the chosen row's cold recall@10 over ``other``'s on the seeds both ran (any seed of a
+    row that trains nothing, which gives the same numbers on every seed), as cold targets found."""
+    if not (mine.get("cold_by_seed") and theirs.get("cold_by_seed")):
         return []
+    seeds = sorted(set(mine["cold_by_seed"]) & set(theirs["cold_by_seed"]), key=str)
+    if not seeds and not _trains(theirs):
+        seeds = sorted(mine["cold_by_seed"], key=str)
+        theirs = {**theirs, "cold_by_seed": dict.fromkeys(seeds, next(iter(theirs["cold_by_seed"].values())))}
+    if not seeds:
+        return [f"- {chosen} {COLD} / {other} {COLD}: no seed that both ran"]
+    a, b = (sum(e["cold_by_seed"][s] for s in seeds) / len(seeds) for e in (mine, theirs))
+    ratio = (
+        f"{a / b:.1f}×"
+        if b
+        else f"undefined: {other} finds none (a cold item has no training interaction, so no count and no ID "
+        "embedding trained as a positive)"
+    )
+    users = mine.get("cold_test_users")
+    # leave-one-out: one target per test user, so recall@10 x cold users = cold targets found
+    found = f"; {a * users:.1f} vs {b * users:.1f} of {users} cold test users found" if users else ""
+    return [
+        f"- {chosen} {COLD} / {other} {COLD}, mean over seed(s) {seed_list(seeds)}: {ratio} ({a:.4f} vs {b:.4f}{found})"
+    ]
+
+
+def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
+    """Where validation separates the chosen row of the primary's family, or the best baseline, from its runner-up
+    by less than either row's seed-to-seed standard deviation: the choice between them is then within seed noise
+    (another kernel set or seed could turn it), and the comparison with the runner-up counts as much."""
+    marked, seeds = _marked_candidates(summary, main_metric)
+    family = family_of(primary)
+    mine = [e for e in marked if _in_family(e["row"], family)]
+    theirs = [e for e in marked if not _in_family(e["row"], family)]
+    lines = []
+    for entries, what in ((mine, f"{family} row"), (theirs, "best baseline")):
+        best = _by_valid(entries, seeds)
+        runner_up = _by_valid([e for e in entries if best and e["row"] != best["row"]], seeds)
+        if best is not None and runner_up is not None:
+            lines += _tie_line(best, runner_up, seeds, main_metric, what)
+    return lines
+
+
+def _tie_line(best: dict, runner_up: dict, seeds: list | None, main_metric: str, what: str) -> list[str]:
     gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
     trained = [e for e in (best, runner_up) if _trains(e)]  # a row that trains nothing has no seed spread
     spreads = {e["row"]: _valid_spread(e, seeds) for e in trained}
@@ -315,7 +354,7 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
         spread += f", on the {len(seeds)} seeds every row ran"
     return [
         f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
-        f"seed-to-seed standard deviation of {spread}: the choice of best baseline is within seed noise, so the "
+        f"seed-to-seed standard deviation of {spread}: the choice of {what} is within seed noise, so the "
         f"comparison with {runner_up['row']} counts as much."
     ]
 

@@ -57,6 +57,7 @@ BASE_COLUMNS = [
     "git_dirty",
     "error",
 ]
+COLD = "cold_recall@10"  # a cold-item plan's own question: the cold targets found in the top 10
 VALID_PREFIX = "valid:"  # a summary entry's key for a metric's validation mean (the bare name is test's)
 CAP_MARK = "†"  # a seed that stopped at its epoch cap (table and convergence line)
 NO_TRAINING_TRAINER = "recbole_m6rec.plugin_trainer:NoTrainingTrainer"
@@ -207,6 +208,7 @@ def summarise(records: list[dict], rows: Sequence[str], metrics: list[str], main
         # per seed, for comparisons between rows that ran different seeds
         entry["valid_by_seed"] = {r["seed"]: float(r["valid"][main_metric]) for r in done if main_metric in r["valid"]}
         entry["test_by_seed"] = {r["seed"]: float(r["test"][main_metric]) for r in done if main_metric in r["test"]}
+        entry["cold_by_seed"] = {r["seed"]: float(r["test"][COLD]) for r in done if COLD in r["test"]}
         entry["time_by_seed"] = {r["seed"]: run_seconds(r) for r in done}
         entry["cpu_by_seed"] = {r["seed"]: cpu_of(r) for r in done}
         entry["time_scaled_seeds"] = {r["seed"] for r in done if r.get("resumed_from_epoch")}
@@ -250,12 +252,24 @@ def lower_is_better_clause(metrics: list[str]) -> str:
     return f", lower is better for {', '.join(lower)}" if lower else ""
 
 
+def _bold_compared(entry: dict, most: int) -> bool:
+    """Whether a row's means take part in the bold mark: one over the most seeds any row ran, or a row that trains
+    nothing (every seed gives it the same numbers, so fewer seeds do not make its mean noisier)."""
+    return entry["runs"] == most or (entry["runs"] > 0 and trains_nothing(str(entry.get("model") or "")))
+
+
 def bold_among(summary: list[dict]) -> str:
     """Which rows the bold mark compares: nothing to say when every row ran the same number of seeds."""
     counts = {e["runs"] for e in summary if e["runs"]}
+    most = max(counts, default=0)
+    fewer_untrained = any(0 < e["runs"] < most and _bold_compared(e, most) for e in summary)
     if len(counts) <= 1:
         return ""
-    most = max(counts)
+    if fewer_untrained:
+        return (
+            f" among the rows with {most} seed{'s' if most > 1 else ''} and those that train nothing (a trained row's "
+            "mean over fewer seeds is not compared; a row that trains nothing gives the same numbers on every seed)"
+        )
     return f" among the rows with {most} seed{'s' if most > 1 else ''} (a mean over fewer is not compared)"
 
 
@@ -307,10 +321,13 @@ def _best(summary: list[dict], key: str, metric: str) -> float | None:
     """The best mean of ``key`` among the rows that ran the most seeds: a mean over fewer seeds is not compared
     with one over more (an interim report's rows differ; a one-seed mean is as noisy as one seed)."""
     most = max((e["runs"] for e in summary), default=0)
-    values = [e[key][0] for e in summary if e.get(key) is not None and e["runs"] == most]
+    values = [e[key][0] for e in summary if e.get(key) is not None and _bold_compared(e, most)]
     if not values:
         return None
-    return min(values) if smaller_is_better(metric) else max(values)
+    if smaller_is_better(metric):
+        return min(values)
+    # a best of 0 as shown means no row found anything: marking every 0 would call that a lead
+    return max(values) if f"{max(values):.4f}" != "0.0000" else None
 
 
 def markdown_table(
@@ -342,7 +359,7 @@ def markdown_table(
             lines.append(f"| {e['row']} | 0 | " + " | ".join([status] * (len(header) - 2)) + " |")
             continue
         cells = [e["row"], str(e["runs"])]
-        compared = e["runs"] == most  # a row with fewer seeds is never bold, not even when its mean ties the best
+        compared = _bold_compared(e, most)  # a trained row with fewer seeds is never bold, not even on a tie
         if with_valid:
             cells.append(_mean_cell(e, "valid", best_valid if compared else None) if e.get("valid") else "–")
         cells += [_mean_cell(e, key(m), best[m] if compared else None) for m in metrics]
