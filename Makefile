@@ -63,10 +63,12 @@ bench-ablations: setup
 bench-cold: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --resume
 	$(RUN) -m recbole_m6rec.benchmarks.cold_groups --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ml-100k.yaml --report=reports/cold_ml-100k --report_only
 	$(RUN) -m recbole_m6rec.benchmarks.cold_vs_full --cold_plan=configs/cold_ml-100k.yaml --cold_report=reports/cold_ml-100k \
 		--full_plan=configs/bench_ml-100k.yaml --full_report=reports/ml-100k --report=reports/cold_ml-100k/cold_vs_full
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --resume
 	$(RUN) -m recbole_m6rec.benchmarks.cold_groups --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations
+	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/cold_ablations_ml-100k.yaml --report=reports/cold_ml-100k-ablations --report_only
 
 bench-ctr: setup
 	$(RUN) -m recbole_m6rec.benchmarks.leaderboard --config_files=configs/ctr_ml-100k.yaml --report=reports/ctr_ml-100k --resume

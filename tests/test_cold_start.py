@@ -473,3 +473,23 @@ def test_paired_comparisons_within_a_group_pair_only_that_groups_users_and_leave
     assert found[("valid", "Text", "cold", "recall@10")]["ratio"] == pytest.approx(0.0)
     assert found[("valid", "Text", "warm", "recall@10")]["ratio"] == pytest.approx(3 / 2)
     assert all(r["holm_p"] >= r["p_value"] for r in rows) and {r["group"] for r in rows} <= {"cold", "warm"}
+
+
+def test_cold_groups_json_stays_json_when_an_interval_is_unbounded(tmp_path):
+    """A reference with few hits in a group: some resamples draw none of them, so the interval has no upper end.
+    JSON has no infinity: the file says null and the table says unbounded."""
+    from recbole_m6rec.benchmarks.cold_groups import write
+
+    users = {str(u): {"group": "cold", "candidates": 100} for u in range(40)}
+    hits = {"recall@10": {str(u): float(u == 0) for u in range(40)}, "recall@100": {str(u): 1.0 for u in range(40)}}
+    records = [
+        {"row": "M6Rec", "seed": 1, "test": {}, "per_user_test": {m: dict.fromkeys(users, 1.0) for m in hits}},
+        {"row": "SASRec", "seed": 1, "test": {}, "per_user_test": hits},
+    ]
+    plan = {"dataset": "d", "rows": {"M6Rec": {}, "SASRec": {}}, "common": {}}
+    facts = {"fingerprint": "f", "users": users, "valid_users": {}}
+    result = write(tmp_path, plan, records, facts, "recall@10", "x")
+    assert result["paired"][0]["ci_high"] == float("inf")
+    saved = json.loads((tmp_path / "cold_groups.json").read_text())  # strict JSON: no Infinity
+    assert saved["paired"][0]["ci_high"] is None and saved["runs"] == ["M6Rec-seed1", "SASRec-seed1"]
+    assert "unbounded]" in (tmp_path / "cold_groups.md").read_text()

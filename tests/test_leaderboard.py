@@ -214,9 +214,16 @@ def test_the_main_table_shows_the_plans_table_metrics_and_a_table_below_the_othe
     text = (tmp_path / "report.md").read_text()
     assert text.startswith("# Cold items: ml-100k\n") and "\nHow to read it.\n" in text
     assert "paired comparisons within each group: `cold_groups.md`, not written yet" in text
-    (tmp_path / "cold_groups.md").write_text("#")
+    # a cold_groups file of these runs is linked as such; one of other runs is named stale
+    (tmp_path / "cold_groups.json").write_text(json.dumps({"runs": ["BPR-seed1", "M6Rec-seed1"]}))
     write_report(cold, records, tmp_path, "x")
-    assert "each group: [`cold_groups.md`](cold_groups.md), from" in (tmp_path / "report.md").read_text()
+    assert (
+        "each group: [`cold_groups.md`](cold_groups.md), written from this report's runs;"
+        in (tmp_path / "report.md").read_text()
+    )
+    (tmp_path / "cold_groups.json").write_text(json.dumps({"runs": ["M6Rec-seed1"]}))
+    write_report(cold, records, tmp_path, "x")
+    assert "not written from this report's runs (rerun it)" in (tmp_path / "report.md").read_text()
 
 
 def test_comparison_json_has_no_infinity_and_no_stale_copy(tmp_path):
@@ -765,11 +772,16 @@ def test_the_cold_ratio_says_how_many_cold_targets_each_row_found_on_the_seeds_b
     summary = summarise(records, ["M6Rec", "SASRec", "MostPop"], ["ndcg@10", "cold_recall@10"], "ndcg@10")
     text = "\n".join(ratio_lines(summary, "ndcg@10"))
     assert (
-        "cold_recall@10 / SASRec cold_recall@10, mean over seed(s) 1: undefined: SASRec finds none (a cold item has "
-        "no training interaction, so no count and no ID embedding trained as a positive) (0.0517 vs 0.0000; 6.0 vs "
-        "0.0 of 116 cold test users found)" in text
+        "cold_recall@10 / SASRec cold_recall@10, mean over seed(s) 1: undefined: SASRec finds none in these runs (a "
+        "cold item has no training interaction: no count, and no ID embedding trained as a positive) (0.0517 vs "
+        "0.0000; 6.0 vs 0.0 of 116 cold test users found)" in text
     )
     assert "/ MostPop cold_recall@10, mean over seed(s) 1: 2.0× (0.0517 vs 0.0259; 6.0 vs 3.0 of 116 cold" in text
+    # a row that trains nothing stands beside every seed of the other: M6Rec's two seeds against MostPop's one
+    records = [run("M6Rec", 6 / 116), run("M6Rec", 2 / 116, seed=2), {**run("MostPop", 2 / 116), "model": "MostPop"}]
+    summary = summarise(records, ["M6Rec", "MostPop"], ["ndcg@10", "cold_recall@10"], "ndcg@10")
+    text = "\n".join(ratio_lines(summary, "ndcg@10", timing_reference="MostPop"))
+    assert "/ MostPop cold_recall@10, mean over seed(s) 1, 2: 2.0× (0.0345 vs 0.0172; 4.0 vs 2.0 of 116" in text
 
 
 def test_a_row_on_another_split_stops_the_plan_before_its_later_jobs(tmp_path):
@@ -1328,8 +1340,8 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
     family = [entry("M6Rec", [0.110, 0.114, 0.118]), entry("M6Rec-text", [0.110, 0.1125, 0.115])]
     assert near_tie_lines([*family, *summary[1:]], "ndcg@10") == [
         "- M6Rec leads M6Rec-text on validation ndcg@10 by 0.0015, less than the seed-to-seed standard deviation of "
-        "either (0.0040, 0.0025): the choice of M6Rec row is within seed noise, so the comparison with M6Rec-text "
-        "counts as much."
+        "either (0.0040, 0.0025): the choice of M6Rec row is within seed noise, so M6Rec-text's comparisons with "
+        "the baselines (not given here) would count as much."
     ]
     # rows that ran different seeds: the gap and the spread both on the seeds every row ran (1 and 2), not on the
     # 4 seeds SASRec ran, whose spread (0.0131) would call any gap below it a tie
@@ -1337,7 +1349,7 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
     sasrec["valid_by_seed"] = {1: 0.1235, 2: 0.1245, 4: 0.13}
     assert near_tie_lines([*summary, sasrec], "ndcg@10") == [
         "- SASRec leads GRU4Rec on validation ndcg@10 by 0.0005, less than the seed-to-seed standard deviation of "
-        "either (0.0007, 0.0021), on the 2 seeds every row ran: the choice of best baseline is within seed noise, so "
+        "either (0.0007, 0.0021), on the 2 seeds every trained row ran: the choice of best baseline is within seed noise, so "
         "the comparison with GRU4Rec counts as much."
     ]
 

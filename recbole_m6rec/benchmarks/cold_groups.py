@@ -37,7 +37,7 @@ from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.headline import used_results
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
-from recbole_m6rec.benchmarks.report_tables import check_one_split, seed_list
+from recbole_m6rec.benchmarks.report_tables import check_one_split, json_finite, seed_list
 
 __all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "paired_by_group", "split_groups"]
 
@@ -244,9 +244,16 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
             text.append(f"| {row} | {found} | {chance} |")
         text.append("")
     text += _paired_lines(result["paired"], sizes, facts.get("valid_users") or {})
-    atomic_write_text(report_dir / "cold_groups.json", json.dumps(result, indent=1) + "\n")
+    # the runs read, so that the report can tell whether this file still matches it
+    result["runs"] = sorted(f"{r['row']}-seed{r['seed']}" for r in records)
+    atomic_write_text(report_dir / "cold_groups.json", json.dumps(json_finite(result), indent=1) + "\n")
     atomic_write_text(report_dir / "cold_groups.md", "\n".join(text))
     return result
+
+
+def _bound(value: float) -> str:
+    """An interval end; unbounded where some resamples drew none of the reference's hits (a ratio over 0)."""
+    return f"{value:.3f}" if np.isfinite(value) else "unbounded"
 
 
 def _paired_lines(paired: list[dict], sizes: dict, valid_users: dict) -> list[str]:
@@ -270,7 +277,7 @@ def _paired_lines(paired: list[dict], sizes: dict, valid_users: dict) -> list[st
         bound = "≤ " if r["p_is_bound"] else ""  # a bootstrap p at its floor only bounds the p-value
         lines.append(
             f"| {r['split']} | {r['row']} / {r['reference']} | {r['group']} ({n}) | {r['metric']} | "
-            f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['n_seeds']} seed"
+            f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {_bound(r['ci_high'])}] ({r['n_seeds']} seed"
             f"{'' if r['n_seeds'] == 1 else 's'}) | {bound}{r['p_value']:.3g} | {bound}{r['holm_p']:.3g} |"
         )
     return lines + [""]

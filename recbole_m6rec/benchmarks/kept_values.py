@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from recbole_m6rec.atomic import stable_hash
 
-# cold-item plans: the metrics that `cold_groups` pairs within the cold and warm user groups (Recall at every cutoff:
-# cold hits are told from chance only at the larger ones)
+# cold-item plans: Recall per user at every cutoff, for paired tests within the cold and warm user groups
+# (`cold_groups` pairs @10 and @100: cold hits are told from chance only at the larger cutoffs)
 COLD_PLAN_METRICS = ("recall@",)
 
 

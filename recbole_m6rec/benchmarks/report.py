@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 from pathlib import Path
@@ -40,6 +39,7 @@ from recbole_m6rec.benchmarks.report_tables import (
     bold_among,
     check_one_split,
     is_accuracy_metric,
+    json_finite,
     lower_is_better_clause,
     markdown_table,
     metric_names,
@@ -159,25 +159,31 @@ def _valid_twin(summary: list[dict], metrics: list[str], caption: str) -> list[s
         return []
     return [
         f"{caption} (each run's best epoch, the one its test scores come from; best mean in bold"
-        f"{bold_among(summary)}, none in a column where no row scores above 0):",
+        f"{bold_among(summary)}, none in a column where no compared row scores above 0):",
         "",
         markdown_table(summary, metrics, with_costs=False, split="valid"),
         "",
     ]
 
 
-def _cold_groups_lines(plan: dict, report_dir: Path) -> list[str]:
+def _cold_groups_lines(plan: dict, report_dir: Path, records: list[dict]) -> list[str]:
     """A cold-item plan's pointer to what its tables cannot show: hits against chance and the paired comparisons
-    within each user group (:mod:`.cold_groups`, which rebuilds the split and so runs apart from the report)."""
+    within each user group (:mod:`.cold_groups`, which rebuilds the split and so runs apart from the report), and
+    whether the file there was written from this report's runs."""
     if not plan["common"].get("cold_items"):
         return []
-    written = (report_dir / "cold_groups.md").is_file()
+    path = report_dir / "cold_groups.json"
+    runs = sorted(f"{r['row']}-seed{r['seed']}" for r in records)
+    if not path.is_file():
+        state = "`cold_groups.md`, not written yet"
+    elif json.loads(path.read_text(encoding="utf-8")).get("runs") == runs:
+        state = "[`cold_groups.md`](cold_groups.md), written from this report's runs"
+    else:  # other runs, or a file that does not record which
+        state = "[`cold_groups.md`](cold_groups.md), not written from this report's runs (rerun it)"
     return [
         "Cold targets found against random ranking, the warm users split by whether their last history item is "
-        "cold, and paired comparisons within each group: "
-        + ("[`cold_groups.md`](cold_groups.md)" if written else "`cold_groups.md`, not written yet")
-        + ", from this report's results by `python -m recbole_m6rec.benchmarks.cold_groups` with the same "
-        "`--config_files` and `--report`.",
+        f"cold, and paired comparisons within each group: {state}; `python -m recbole_m6rec.benchmarks.cold_groups` "
+        "with the same `--config_files` and `--report` writes it.",
         "",
     ]
 
@@ -274,7 +280,7 @@ def write_report(
         ),
         "",
         *pair_lines(pairs, main_metric, borrowed),
-        *_cold_groups_lines(plan, report_dir),
+        *_cold_groups_lines(plan, report_dir, records),
         *[f"![{p}]({p})" for p in pictures],
         "",
         *(
@@ -327,17 +333,8 @@ def write_report(
     report = "\n".join(text) + "\n\n" + kept_notes(report_dir / "report.md")
     comparison = {**(facts or {}), **({"pairs": pairs} if pairs else {})}
     if comparison:  # for figures quoted elsewhere (the README), the same numbers as the lines above
-        atomic_write_text(report_dir / "comparison.json", json.dumps(_finite(comparison), indent=1) + "\n")
+        atomic_write_text(report_dir / "comparison.json", json.dumps(json_finite(comparison), indent=1) + "\n")
     else:  # none from an earlier report of other rows may stay
         (report_dir / "comparison.json").unlink(missing_ok=True)
     atomic_write_text(report_dir / "report.md", report)
     return report
-
-
-def _finite(value):
-    """``value`` with every non-finite float (a ratio over a 0) as ``None``: JSON has no infinity."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value

@@ -107,7 +107,7 @@ def pair_lines(facts: dict, main_metric: str, tuning_borrowed: bool = False) -> 
     if any(pair.get("paired_valid") for pair in facts.values()):
         lines[0] = lines[0][:-1] + (
             '; "paired valid": the same test on validation where both rows\' results keep its values (Holm over '
-            f"those pairs). {validation_lean(tuning_borrowed)}: how clear a difference was when choosing, test's "
+            f"those pairs). {validation_lean(tuning_borrowed, pairs=True)}: how clear a difference was when choosing, test's "
             "the evidence:"
         )
     for name, pair in facts.items():

@@ -164,14 +164,18 @@ def valid_comparison_lines(facts: dict, effect, what: str) -> list[str]:
     return [header, *comparison_lines(results, facts["best_baseline"], effect)]
 
 
-def validation_lean(borrowed: bool) -> str:
-    """What validation chose in the plan, hence why its paired numbers lean upward (a sentence, no full stop)."""
+def validation_lean(borrowed: bool, pairs: bool = False) -> str:
+    """What validation chose in the plan, hence why its paired numbers lean upward (a sentence, no full stop);
+    ``pairs``: for the plan's named pairs, which choose nothing themselves."""
     if borrowed:
+        chose = "each run's best epoch" + ("" if pairs else " and the row compared")
         return (
-            "Validation here chose each run's best epoch and the row compared; each row's settings were chosen on "
-            "another report's validation (its `## Tuning` names which), whose luck carries over where that split "
-            "shares these targets, so its numbers lean upward, most for the chosen row"
+            f"Validation here chose {chose}; each row's settings were chosen on another report's validation (its "
+            "`## Tuning` names which), whose luck carries over where that split shares these targets, so its numbers "
+            + ("lean upward for both rows" if pairs else "lean upward, most for the chosen row")
         )
+    if pairs:
+        return "Validation chose each tuned row's settings, so its numbers lean upward for both rows"
     return (
         "Validation chose every tuned row's settings (its run at the tuning seed is its best trial) and then the row "
         "among them, so its numbers lean upward on both sides, most for the chosen row"
@@ -297,22 +301,21 @@ def ratio_lines(
 
 
 def _cold_line(chosen: str, mine: dict, other: str, theirs: dict) -> list[str]:
-    """A cold-item plan's line: the chosen row's cold recall@10 over ``other``'s on the seeds both ran (any seed of a
-    row that trains nothing, which gives the same numbers on every seed), as cold targets found."""
+    """A cold-item plan's line: the chosen row's cold recall@10 over ``other``'s on the seeds both ran, as cold
+    targets found. A row that trains nothing gives the same numbers on every seed, so it stands beside every seed of
+    the other."""
     if not (mine.get("cold_by_seed") and theirs.get("cold_by_seed")):
         return []
+    mine, theirs = _on_every_seed_of(mine, theirs), _on_every_seed_of(theirs, mine)
     seeds = sorted(set(mine["cold_by_seed"]) & set(theirs["cold_by_seed"]), key=str)
-    if not seeds and not _trains(theirs):
-        seeds = sorted(mine["cold_by_seed"], key=str)
-        theirs = {**theirs, "cold_by_seed": dict.fromkeys(seeds, next(iter(theirs["cold_by_seed"].values())))}
     if not seeds:
         return [f"- {chosen} {COLD} / {other} {COLD}: no seed that both ran"]
     a, b = (sum(e["cold_by_seed"][s] for s in seeds) / len(seeds) for e in (mine, theirs))
     ratio = (
         f"{a / b:.1f}×"
         if b
-        else f"undefined: {other} finds none (a cold item has no training interaction, so no count and no ID "
-        "embedding trained as a positive)"
+        else f"undefined: {other} finds none in these runs (a cold item has no training interaction: no count, and "
+        "no ID embedding trained as a positive)"
     )
     users = mine.get("cold_test_users")
     # leave-one-out: one target per test user, so recall@10 x cold users = cold targets found
@@ -320,6 +323,14 @@ def _cold_line(chosen: str, mine: dict, other: str, theirs: dict) -> list[str]:
     return [
         f"- {chosen} {COLD} / {other} {COLD}, mean over seed(s) {seed_list(seeds)}: {ratio} ({a:.4f} vs {b:.4f}{found})"
     ]
+
+
+def _on_every_seed_of(entry: dict, other: dict) -> dict:
+    """``entry`` with its one value on every seed ``other`` ran, when it trains nothing (the same on every seed)."""
+    if _trains(entry):
+        return entry
+    value = next(iter(entry["cold_by_seed"].values()))
+    return {**entry, "cold_by_seed": {**dict.fromkeys(other["cold_by_seed"], value), **entry["cold_by_seed"]}}
 
 
 def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> list[str]:
@@ -351,11 +362,16 @@ def _tie_line(best: dict, runner_up: dict, seeds: list | None, main_metric: str,
         other = runner_up if trained[0] is best else best
         spread = f"{trained[0]['row']} ({spreads[trained[0]['row']][0]:.4f}; {other['row']} trains nothing)"
     if seeds:
-        spread += f", on the {len(seeds)} seeds every row ran"
+        spread += f", on the {len(seeds)} seeds every trained row ran"
+    # the runner-up baseline is compared below like every baseline; the family's runner-up is not
+    counts = (
+        f"so the comparison with {runner_up['row']} counts as much"
+        if what == "best baseline"
+        else f"so {runner_up['row']}'s comparisons with the baselines (not given here) would count as much"
+    )
     return [
         f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
-        f"seed-to-seed standard deviation of {spread}: the choice of {what} is within seed noise, so the "
-        f"comparison with {runner_up['row']} counts as much."
+        f"seed-to-seed standard deviation of {spread}: the choice of {what} is within seed noise, {counts}."
     ]
 
 

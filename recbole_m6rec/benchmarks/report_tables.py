@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ __all__ = [
     "smaller_is_better",
     "lower_is_better_clause",
     "bold_among",
+    "json_finite",
     "is_accuracy_metric",
     "epochs_cell",
     "record_trains",
@@ -258,6 +260,15 @@ def _bold_compared(entry: dict, most: int) -> bool:
     return entry["runs"] == most or (entry["runs"] > 0 and trains_nothing(str(entry.get("model") or "")))
 
 
+def json_finite(value):
+    """``value`` with every non-finite float (a ratio over a 0) as ``None``: JSON has no infinity."""
+    if isinstance(value, dict):
+        return {str(k): json_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def bold_among(summary: list[dict]) -> str:
     """Which rows the bold mark compares: nothing to say when every row ran the same number of seeds."""
     counts = {e["runs"] for e in summary if e["runs"]}
@@ -318,8 +329,10 @@ def _mean_cell(entry: dict, key: str, best: float | None) -> str:
 
 
 def _best(summary: list[dict], key: str, metric: str) -> float | None:
-    """The best mean of ``key`` among the rows that ran the most seeds: a mean over fewer seeds is not compared
-    with one over more (an interim report's rows differ; a one-seed mean is as noisy as one seed)."""
+    """The best mean of ``key`` among the rows compared (:func:`_bold_compared`: those that ran the most seeds, and
+    those that train nothing): a trained row's mean over fewer seeds is not compared with one over more (an interim
+    report's rows differ; a one-seed mean is as noisy as one seed). ``None`` when no row is compared, or when a
+    larger-is-better best shows as 0 (no compared row found anything)."""
     most = max((e["runs"] for e in summary), default=0)
     values = [e[key][0] for e in summary if e.get(key) is not None and _bold_compared(e, most)]
     if not values:
