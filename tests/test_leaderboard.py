@@ -146,7 +146,8 @@ def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_co
     records += [run("Base", s, 0.05, 0.5) for s in (1, 2, 3)]
     rows = {"Lever": {}, "Upper": {}, "Base": {}}
     pairs = {"lever-over-upper": ["Lever", "Upper"], "base-over-upper": ["Base", "Upper"], "later": ["Later", "Base"]}
-    rows["Later"] = {}  # no result yet
+    pairs["both-later"] = ["Later", "Latest"]
+    rows["Later"], rows["Latest"] = {}, {}  # no result yet
     plan = {"dataset": "ml-100k", "seeds": [1, 2, 3], "common": {"valid_metric": "NDCG@10"}, "rows": rows}
     write_report({**plan, "primary": "Lever", "pairs": pairs}, records, tmp_path, "x")
     facts = json.loads((tmp_path / "comparison.json").read_text())["pairs"]
@@ -159,6 +160,8 @@ def test_named_pairs_are_compared_on_the_seeds_both_ran_in_the_report_and_its_co
     assert lever["trainable_share"] == {"row": 0.008, "reference": 0.054}
     assert facts.pop("later") == {"row": "Later", "reference": "Base", "not_run": ["Later"]}
     assert "- later: Later / Base: not run yet (Later has no finished result)" in text
+    assert facts.pop("both-later")["not_run"] == ["Later", "Latest"]
+    assert "- both-later: Later / Latest: not run yet (Later and Latest have no finished result)" in text
     adjusted = holm({name: pair["paired_test"]["p_value"] for name, pair in facts.items()})
     for name, pair in facts.items():
         assert pair["paired_test"]["holm_p"] == pytest.approx(adjusted[name])

@@ -116,7 +116,8 @@ def pair_lines(facts: dict, main_metric: str, tuning_borrowed: bool = False) -> 
             lines.append(f"{head}: not computed ({pair['error']})")
             continue
         if "not_run" in pair:
-            lines.append(f"{head}: not run yet ({', '.join(pair['not_run'])} has no finished result)")
+            verb = "has" if len(pair["not_run"]) == 1 else "have"
+            lines.append(f"{head}: not run yet ({' and '.join(pair['not_run'])} {verb} no finished result)")
             continue
         if "valid" not in pair:
             lines.append(f"{head}: no seed that both ran")
