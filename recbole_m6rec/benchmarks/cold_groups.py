@@ -37,7 +37,7 @@ from recbole_m6rec.atomic import atomic_write_text
 from recbole_m6rec.benchmarks.headline import used_results
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
-from recbole_m6rec.benchmarks.report_tables import check_one_split, json_finite, seed_list
+from recbole_m6rec.benchmarks.report_tables import check_one_split, json_finite, run_labels, seed_list
 
 __all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "paired_by_group", "split_groups"]
 
@@ -245,7 +245,7 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         text.append("")
     text += _paired_lines(result["paired"], sizes, facts.get("valid_users") or {})
     # the runs read, so that the report can tell whether this file still matches it
-    result["runs"] = sorted(f"{r['row']}-seed{r['seed']}" for r in records)
+    result["runs"] = run_labels(records)
     atomic_write_text(report_dir / "cold_groups.json", json.dumps(json_finite(result), indent=1) + "\n")
     atomic_write_text(report_dir / "cold_groups.md", "\n".join(text))
     return result

@@ -44,6 +44,7 @@ from recbole_m6rec.benchmarks.report_tables import (
     markdown_table,
     metric_names,
     results_csv,
+    run_labels,
     summarise,
 )
 
@@ -173,10 +174,9 @@ def _cold_groups_lines(plan: dict, report_dir: Path, records: list[dict]) -> lis
     if not plan["common"].get("cold_items"):
         return []
     path = report_dir / "cold_groups.json"
-    runs = sorted(f"{r['row']}-seed{r['seed']}" for r in records)
     if not path.is_file():
         state = "`cold_groups.md`, not written yet"
-    elif json.loads(path.read_text(encoding="utf-8")).get("runs") == runs:
+    elif json.loads(path.read_text(encoding="utf-8")).get("runs") == run_labels(records):
         state = "[`cold_groups.md`](cold_groups.md), written from this report's runs"
     else:  # other runs, or a file that does not record which
         state = "[`cold_groups.md`](cold_groups.md), not written from this report's runs (rerun it)"

@@ -30,6 +30,7 @@ __all__ = [
     "lower_is_better_clause",
     "bold_among",
     "json_finite",
+    "run_labels",
     "is_accuracy_metric",
     "epochs_cell",
     "record_trains",
@@ -258,6 +259,12 @@ def _bold_compared(entry: dict, most: int) -> bool:
     """Whether a row's means take part in the bold mark: one over the most seeds any row ran, or a row that trains
     nothing (every seed gives it the same numbers, so fewer seeds do not make its mean noisier)."""
     return entry["runs"] == most or (entry["runs"] > 0 and trains_nothing(str(entry.get("model") or "")))
+
+
+def run_labels(records: list[dict]) -> list[str]:
+    """The runs ``records`` hold, as sorted ``<row>-seed<N>`` labels: what a file written from them records, so
+    that a report can tell whether the file still matches its own runs."""
+    return sorted(f"{r['row']}-seed{r['seed']}" for r in records)
 
 
 def json_finite(value):
