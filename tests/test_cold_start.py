@@ -483,8 +483,14 @@ def test_cold_groups_json_stays_json_when_an_interval_is_unbounded(tmp_path):
     users = {str(u): {"group": "cold", "candidates": 100} for u in range(40)}
     hits = {"recall@10": {str(u): float(u == 0) for u in range(40)}, "recall@100": {str(u): 1.0 for u in range(40)}}
     records = [
-        {"row": "M6Rec", "seed": 1, "test": {}, "per_user_test": {m: dict.fromkeys(users, 1.0) for m in hits}},
-        {"row": "SASRec", "seed": 1, "test": {}, "per_user_test": hits},
+        {
+            "row": "M6Rec",
+            "seed": 1,
+            "status": "ok",
+            "test": {},
+            "per_user_test": {m: dict.fromkeys(users, 1.0) for m in hits},
+        },
+        {"row": "SASRec", "seed": 1, "status": "ok", "test": {}, "per_user_test": hits},
     ]
     plan = {"dataset": "d", "rows": {"M6Rec": {}, "SASRec": {}}, "common": {}}
     facts = {"fingerprint": "f", "users": users, "valid_users": {}}

@@ -133,6 +133,21 @@ def test_per_user_by_seed_keys_finished_runs_by_seed_and_user():
     assert per_user_by_seed(records, "A", "ndcg@10") == {"1:7": 0.5, "1:9": 0.0, "2:7": 0.25}
 
 
+def test_per_user_by_seed_reads_the_named_values_of_the_kept_users_only():
+    records = [
+        {
+            "row": "A",
+            "seed": 1,
+            "status": "ok",
+            "per_user_test": {"recall@10": {"7": 1.0, "9": 0.0}},
+            "per_user_valid": {"recall@10": {"7": 0.5, "8": 0.25, "9": 1.0}},
+        },
+    ]
+    assert per_user_by_seed(records, "A", "recall@10", "per_user_valid") == {"1:7": 0.5, "1:8": 0.25, "1:9": 1.0}
+    kept = per_user_by_seed(records, "A", "recall@10", "per_user_valid", keep={"8", "9"}.__contains__)
+    assert kept == {"1:8": 0.25, "1:9": 1.0}
+
+
 # --- holm ---------------------------------------------------------------------------------------------------------
 def test_holm_matches_a_hand_computation():
     # sorted: d .005*4 = .02; a .01*3 = .03; c .03*2 = .06; b .04*1 = .04, raised to .06 to stay monotone

@@ -146,16 +146,7 @@ def paired_by_group(
     validation target's group (cold or warm; its own Holm family). A ratio whose reference finds nothing in a group
     (an ID model on cold targets) is left out: it is undefined."""
     from recbole_m6rec.benchmarks.report_stats import _with_holm
-    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
-
-    def per_user(row: str, metric: str, key: str, groups: dict, group: str) -> dict[str, float]:
-        return {
-            f"{r['seed']}:{user}": float(value)
-            for r in records
-            if r["row"] == row and r.get("status", "ok") == "ok"
-            for user, value in ((r.get(key) or {}).get(metric) or {}).items()
-            if groups.get(user) == group
-        }
+    from recbole_m6rec.benchmarks.significance import paired_ratio_ci, per_user_by_seed
 
     test_groups = {user: facts["group"] for user, facts in users.items()}
 
@@ -166,8 +157,11 @@ def paired_by_group(
             ("valid", "per_user_valid", valid_users, ("cold", "warm")),
         ):
             for group in names:
+                in_group = {user for user, its_group in groups.items() if its_group == group}
                 for metric in PAIRED_METRICS:
-                    mine, theirs = (per_user(r, metric, key, groups, group) for r in (row, reference))
+                    mine, theirs = (
+                        per_user_by_seed(records, r, metric, key, keep=in_group.__contains__) for r in (row, reference)
+                    )
                     shared = set(mine) & set(theirs)
                     if shared and sum(theirs[k] for k in shared):
                         result = paired_ratio_ci({k: mine[k] for k in shared}, {k: theirs[k] for k in shared})

@@ -119,20 +119,12 @@ def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines
     """``chosen``'s test ``main_metric`` over each baseline's, paired by user and seed
     (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`); baselines with nothing to pair, or whose
     mean is 0 on the pairs (no ratio), are left out."""
-    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
+    from recbole_m6rec.benchmarks.significance import paired_ratio_ci, per_user_by_seed
 
-    def per_user(row: str) -> dict[str, float]:
-        return {
-            f"{r['seed']}:{user}": float(value)
-            for r in records
-            if r["row"] == row and r.get("status") == "ok" and main_metric in (r.get("per_user_test") or {})
-            for user, value in r["per_user_test"][main_metric].items()
-        }
-
-    mine = per_user(chosen)
+    mine = per_user_by_seed(records, chosen, main_metric)
     results = {}
     for row in baselines:
-        theirs = per_user(row)
+        theirs = per_user_by_seed(records, row, main_metric)
         if mine and theirs and set(mine) & set(theirs) and sum(theirs[k] for k in set(mine) & set(theirs)):
             results[row] = paired_ratio_ci(mine, theirs)
     return results

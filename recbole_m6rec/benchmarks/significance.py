@@ -20,6 +20,7 @@ Each run stores every test user's value of the main metric (``per_user_test`` in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,14 +105,22 @@ def paired_test(records: list[dict], row_a: str, row_b: str, metric: str) -> Pai
 
 
 # --- ratio of means with a user bootstrap --------------------------------------------------------------------------
-def per_user_by_seed(records: list[dict], row: str, metric: str) -> dict[str, float]:
+def per_user_by_seed(
+    records: list[dict],
+    row: str,
+    metric: str,
+    values: str = "per_user_test",
+    keep: Callable[[str], bool] | None = None,
+) -> dict[str, float]:
     """A row's per-user value of ``metric`` on every finished seed, keyed ``"<seed>:<user>"`` (for
-    :func:`paired_ratio_ci`)."""
+    :func:`paired_ratio_ci`); from the results' ``values`` (``per_user_valid`` for validation), only the users
+    ``keep`` accepts where it is given (a user group)."""
     return {
         f"{r['seed']}:{user}": float(value)
         for r in records
-        if r["row"] == row and r.get("status") == "ok" and metric in (r.get("per_user_test") or {})
-        for user, value in r["per_user_test"][metric].items()
+        if r["row"] == row and r.get("status") == "ok" and metric in (r.get(values) or {})
+        for user, value in r[values][metric].items()
+        if keep is None or keep(user)
     }
 
 
