@@ -105,15 +105,18 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     mine = [e for e in marked if _in_family(e["row"], family)]
     theirs = [e for e in marked if not _in_family(e["row"], family)]
     lines = []
-    for entries, what in ((mine, f"{family} row"), (theirs, "best baseline")):
+    # every baseline, the runner-up too, is compared with the chosen row below; the family's runner-up is not
+    for entries, what, runner_up_compared in ((mine, f"{family} row", False), (theirs, "best baseline", True)):
         best = _by_valid(entries, seeds)
         runner_up = _by_valid([e for e in entries if best and e["row"] != best["row"]], seeds)
         if best is not None and runner_up is not None:
-            lines += _tie_line(best, runner_up, seeds, main_metric, what)
+            lines += _tie_line(best, runner_up, seeds, main_metric, what, runner_up_compared)
     return lines
 
 
-def _tie_line(best: dict, runner_up: dict, seeds: list | None, main_metric: str, what: str) -> list[str]:
+def _tie_line(
+    best: dict, runner_up: dict, seeds: list | None, main_metric: str, what: str, runner_up_compared: bool
+) -> list[str]:
     gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
     trained = [e for e in (best, runner_up) if _trains(e)]  # a row that trains nothing has no seed spread
     spreads = {e["row"]: _valid_spread(e, seeds) for e in trained}
@@ -126,10 +129,9 @@ def _tie_line(best: dict, runner_up: dict, seeds: list | None, main_metric: str,
         spread = f"{trained[0]['row']} ({spreads[trained[0]['row']][0]:.4f}; {other['row']} trains nothing)"
     if seeds:
         spread += f", on the {len(seeds)} seeds every trained row ran"
-    # the runner-up baseline is compared below like every baseline; the family's runner-up is not
     counts = (
         f"so the comparison with {runner_up['row']} counts as much"
-        if what == "best baseline"
+        if runner_up_compared
         else f"so {runner_up['row']}'s comparisons with the baselines (not given here) would count as much"
     )
     return [
