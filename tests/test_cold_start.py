@@ -387,6 +387,33 @@ def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_p
     assert not (tmp_path / "report" / "results").exists()  # nothing ran
 
 
+def test_the_shipped_cold_plan_trains_as_the_full_plan_but_where_its_method_says(monkeypatch):
+    """The cold plan borrows the full-catalogue plan's tuning; its reading guide names the one training setting its
+    M6Rec row runs differently (``loss_items: seen``). A setting that drifts apart unnamed fails here."""
+    from recbole_m6rec.benchmarks.cold_vs_full import _tuned_spec, settings_differences
+    from recbole_m6rec.benchmarks.plan import load_plan
+
+    root = Path(__file__).resolve().parents[1]
+    cold = load_plan(str(root / "configs" / "cold_ml-100k.yaml"), {}, None, None)
+    full = load_plan(str(root / "configs" / "bench_ml-100k.yaml"), {}, None, None)
+    assert cold["tuning"]["from"] == "reports/ml-100k"
+    monkeypatch.chdir(root)  # the cold plan names its tuning's folder relative to the checkout
+    differing = {}
+    for row in sorted(set(cold["rows"]) & set(full["rows"])):
+        cold_run = _tuned_spec(cold, root / "reports" / "cold_ml-100k", row, 2020)
+        full_run = _tuned_spec(full, root / "reports" / "ml-100k", row, 2020)
+        settings = [cold_run[1], full_run[1]]
+        if full["rows"][row].get("search"):  # both runs carry the tuning's choice
+            chosen = json.loads((root / "reports/ml-100k/tuning" / f"{row}-tuning.json").read_text())["best_params"]
+            assert all(settings[0][key] == settings[1][key] == chosen[key] for key in full["rows"][row]["search"])
+        differing[row] = {
+            d["key"]: (d["cold"], d["full"]) for d in settings_differences(*settings) if not d["evaluation_only"]
+        }
+    expected = {row: {"cold_items": (0.1, None)} for row in ("BPR", "GRU4Rec", "MostPop", "SASRec")}
+    assert differing == {**expected, "M6Rec": {"cold_items": (0.1, None), "loss_items": ("seen", "all")}}
+    assert "`loss_items: seen`" in cold["method"] and "(`all`, M6Rec's default)" in cold["method"]
+
+
 def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_exactly():
     from itertools import product
 
