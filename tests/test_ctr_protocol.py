@@ -328,6 +328,30 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
 
 
+def test_a_labelled_report_without_its_primary_row_yet_still_gives_each_rows_auc_interval(tmp_path):
+    """An interim click-through report whose primary row has not finished compares nothing, but each finished row's
+    test AUC still gets its interval and the samples and users it is over."""
+    result = _labelled_results(np.random.default_rng(6), 900)
+    records = [result("Base", s, 1.0, 0.75) for s in (1, 2)] + [result("Floor", s, 2.0, 0.70) for s in (1, 2)]
+    labelled_eval = {"eval_args": {"mode": {"valid": "labeled", "test": "labeled"}}, "valid_metric": "AUC"}
+    rows = {"Mine": {}, "Base": {}, "Floor": {}}
+    write_report(
+        {"dataset": "ml-100k", "seeds": [1, 2], "primary": "Mine", "common": labelled_eval, "rows": rows},
+        records,
+        tmp_path,
+        "x",
+    )
+    text = (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "comparison.json").exists() or "chosen" not in json.loads(
+        (tmp_path / "comparison.json").read_text()
+    )
+    line = next(line for line in text.splitlines() if line.startswith("- Test AUC with its 95% interval"))
+    assert "900 test samples from 900 users" in line
+    for row in ("Base", "Floor"):
+        auc = statistics.fmean(r["test"]["auc"] for r in records if r["row"] == row)
+        assert f"{row} {auc:.4f} [" in line
+
+
 def test_a_labelled_plans_pairs_compare_rows_of_the_same_information_by_auc_difference(tmp_path):
     """Named pairs in a click-through plan (e.g. a row without history outcomes against a baseline that gets none):
     the AUC difference on the same test samples with its paired interval, Holm-adjusted over the pairs, in

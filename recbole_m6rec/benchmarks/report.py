@@ -20,7 +20,11 @@ from recbole_m6rec import __version__
 from recbole_m6rec.atomic import atomic_write_bytes, atomic_write_text
 from recbole_m6rec.benchmarks.borrowed_tuning import borrows
 from recbole_m6rec.benchmarks.plan import is_labelled, row_seeds
-from recbole_m6rec.benchmarks.report_labelled import labelled_comparison_facts, labelled_significance_lines
+from recbole_m6rec.benchmarks.report_labelled import (
+    auc_interval_lines,
+    labelled_comparison_facts,
+    labelled_significance_lines,
+)
 from recbole_m6rec.benchmarks.report_pairs import pair_facts, pair_lines
 from recbole_m6rec.benchmarks.report_sections import (
     convergence_lines,
@@ -274,7 +278,7 @@ def write_report(
         "",
         *ratio_lines(summary, main_metric, primary, timing_reference, labelled),
         *(
-            (labelled_significance_lines(facts) if facts else [])
+            (labelled_significance_lines(facts) if facts else auc_interval_lines(records, summary, main_metric))
             if labelled
             else significance_lines(records, summary, main_metric, primary, facts)
         ),

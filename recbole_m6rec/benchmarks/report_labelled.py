@@ -13,7 +13,13 @@ from recbole_m6rec.benchmarks.report_stats import (
     validation_view,
 )
 
-__all__ = ["labelled_comparison_facts", "labelled_significance_lines", "per_sample_by_seed"]
+__all__ = [
+    "labelled_comparison_facts",
+    "labelled_significance_lines",
+    "per_sample_by_seed",
+    "row_auc_intervals",
+    "auc_interval_lines",
+]
 
 
 def per_sample_by_seed(records: list[dict], row: str) -> dict:
@@ -51,7 +57,7 @@ def labelled_comparison_facts(
     if main_metric != "auc":
         return {**facts, "paired_test_error": f"the paired test here is for AUC, not {main_metric}"}
     try:
-        from recbole_m6rec.benchmarks.significance import auc_interval_over_users, paired_auc_over_users
+        from recbole_m6rec.benchmarks.significance import paired_auc_over_users
     except ImportError as error:  # no intervals (the report says why); the rest still stands
         return {**facts, "paired_test_error": str(error)}
 
@@ -66,8 +72,7 @@ def labelled_comparison_facts(
             }
         )
 
-    by_seed = {row: per_sample_by_seed(records, row) for row in by_row}
-    intervals = {row: i for row, runs in by_seed.items() if (i := auc_interval_over_users(runs)) is not None}
+    intervals = row_auc_intervals(records, list(by_row))
     paired, paired_valid = against_baselines(records), against_baselines(validation_view(records))
     return {
         **facts,
@@ -79,22 +84,45 @@ def labelled_comparison_facts(
     }
 
 
+def row_auc_intervals(records: list[dict], rows: list[str]) -> dict[str, dict]:
+    """Each of ``rows``' test AUC with its 95% interval, over users and seeds (rows without per-sample scores are
+    left out)."""
+    from recbole_m6rec.benchmarks.significance import auc_interval_over_users
+
+    by_seed = {row: per_sample_by_seed(records, row) for row in rows}
+    return {row: i for row, runs in by_seed.items() if (i := auc_interval_over_users(runs)) is not None}
+
+
+def auc_interval_lines(records: list[dict], summary: list[dict], main_metric: str) -> list[str]:
+    """A labelled plan with nothing to compare yet (no primary row or no baseline finished): each finished row's test
+    AUC with its interval and the samples it is over, which :func:`labelled_significance_lines` gives otherwise."""
+    if main_metric != "auc":
+        return []
+    try:
+        intervals = row_auc_intervals(records, [e["row"] for e in summary if e["runs"] > 0])
+    except ImportError:  # no statistics: the table stands alone
+        return []
+    return _interval_line(intervals)
+
+
+def _interval_line(intervals: dict[str, dict]) -> list[str]:
+    if not intervals:
+        return []
+    first = next(iter(intervals.values()))
+    return [
+        f"- Test AUC with its 95% interval (mean over seeds; {_resampling(first)}; {first['samples']} test "
+        f"samples from {first['n_users']} users): "
+        + "; ".join(f"{row} {i['auc']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]" for row, i in intervals.items())
+    ]
+
+
 def labelled_significance_lines(facts: dict) -> list[str]:
     """Labelled (CTR) plans, from :func:`labelled_comparison_facts`: each row's test AUC with its interval, and the
     validation-chosen primary against every row outside its family on the same test samples, Holm-adjusted."""
     chosen = facts["chosen"]
     if "paired_test_error" in facts:
         return [f"- Paired comparison {chosen} vs baselines: not computed ({facts['paired_test_error']})."]
-    lines = []
-    if facts["test_auc"]:
-        first = next(iter(facts["test_auc"].values()))
-        lines.append(
-            f"- Test AUC with its 95% interval (mean over seeds; {_resampling(first)}; {first['samples']} test "
-            f"samples from {first['n_users']} users): "
-            + "; ".join(
-                f"{row} {i['auc']:.4f} [{i['ci_low']:.4f}, {i['ci_high']:.4f}]" for row, i in facts["test_auc"].items()
-            )
-        )
+    lines = _interval_line(facts["test_auc"])
 
     def effect(r: dict) -> str:
         return f"**{r['diff']:+.4f}** [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] over {r['seeds']} seed(s),"
