@@ -245,7 +245,7 @@ def test_a_labelled_report_writes_its_auc_comparison_as_data_with_the_reports_nu
     test_auc = {row: statistics.fmean(r["test"]["auc"] for r in records if r["row"] == row) for row in rows}
     assert facts["test"]["difference"] == pytest.approx(test_auc["Mine-a"] - test_auc["Floor"])
     assert facts["valid"]["difference"] == pytest.approx(0.80 - 0.75)
-    assert f"**{facts['test']['difference']:+.4f}** (valid: 0.8000 vs 0.7500; per seed: 1 " in text
+    assert f"valid **{0.05:+.4f}** (0.8000 vs 0.7500), test {facts['test']['difference']:+.4f} (" in text
     for row, interval in facts["test_auc"].items():
         assert interval["auc"] == pytest.approx(test_auc[row])
         assert f"{row} {interval['auc']:.4f} [{interval['ci_low']:.4f}, {interval['ci_high']:.4f}]" in text
@@ -375,5 +375,5 @@ def test_a_labelled_plans_pairs_compare_rows_of_the_same_information_by_auc_diff
     assert paired["ci_low"] > 0 and paired["diff"] == pytest.approx(same["test"]["difference"])
     adjusted = holm({name: pair["paired_test"]["p_value"] for name, pair in facts["pairs"].items()})
     assert {name: pair["paired_test"]["holm_p"] for name, pair in facts["pairs"].items()} == pytest.approx(adjusted)
-    assert f"- same-information: Mine-plain / Base, seed(s) 1, 2: valid **{0.05:+.4f}** (0.7000 vs 0.6500)" in text
+    assert f"- same-information: Mine-plain − Base, seed(s) 1, 2: valid **{0.05:+.4f}** (0.7000 vs 0.6500)" in text
     assert f"paired test **{paired['diff']:+.4f}** [{paired['ci_low']:+.4f}, {paired['ci_high']:+.4f}]" in text

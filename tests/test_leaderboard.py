@@ -111,7 +111,8 @@ def test_the_comparison_is_written_as_data_with_the_reports_numbers(report):
     text = (out / "report.md").read_text()
     assert facts["chosen"] == "M6Rec-tiny" and facts["best_baseline"] in ("BPR", "MostPop") and facts["seeds"] == [1, 2]
     valid, test = facts["valid"], facts["test"]
-    assert f"**{test['ratio']:.2f}×** (valid: {valid['chosen']:.4f} vs {valid['baseline']:.4f}" in text
+    assert f"valid **{valid['ratio']:.2f}×** ({valid['chosen']:.4f} vs {valid['baseline']:.4f}), test " in text
+    assert f"test {test['ratio']:.2f}× ({test['chosen']:.4f} vs {test['baseline']:.4f}" in text
     assert valid["ratio"] == pytest.approx(valid["chosen"] / valid["baseline"])
     assert set(facts["paired_test"]) == {"BPR", "MostPop"}  # every baseline with a result, Broken has none
     for row, paired in facts["paired_test"].items():
@@ -672,6 +673,20 @@ def test_results_that_do_not_record_their_epoch_cap_are_named_not_called_converg
     assert lines == ["Results that do not record whether they reached their epoch cap: Old (seed 1)."]
 
 
+def test_the_headline_line_leads_with_validation_and_says_when_test_disagrees():
+    def run(row, seed, valid, test):
+        return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": test})
+
+    behind_on_valid = [run("M6Rec", 1, 0.10, 0.12), run("SASRec", 1, 0.11, 0.10)]
+    summary = summarise(behind_on_valid, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
+    text = "\n".join(ratio_lines(summary, "ndcg@10"))
+    assert "valid **0.91×** (0.1000 vs 0.1100), test 1.20× (0.1200 vs 0.1000)" in text
+    assert "disagree on which is ahead (SASRec on valid, M6Rec on test): validation decides" in text
+    agreeing = [run("M6Rec", 1, 0.12, 0.12), run("SASRec", 1, 0.11, 0.10)]
+    summary = summarise(agreeing, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
+    assert "disagree" not in "\n".join(ratio_lines(summary, "ndcg@10"))
+
+
 def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     def run(row, seed, valid, test):
         return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": test})
@@ -689,12 +704,12 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     assert choose_on_valid(summary, "ndcg@10") == ("M6Rec-x", "SASRec")
     text = "\n".join(ratio_lines(summary, "ndcg@10"))
     assert "compared on seed(s) 1, the ones every trained row ran" in text
-    assert "mean over seed(s) 1: **1.20×** (valid: 0.1200 vs 0.1100)" in text
+    assert "mean over seed(s) 1: valid **1.09×** (0.1200 vs 0.1100), test 1.20× (0.1200 vs 0.1000)" in text
     same_seeds = [r for r in records if r["row"] != "M6Rec-x"]
     summary = summarise(same_seeds, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert choose_on_valid(summary, "ndcg@10")[0] == "M6Rec"
     # over three seeds the line also shows each seed's ratio: what retraining moves, which the bootstrap does not
-    assert "mean over seed(s) 1, 2, 3: **1.67×** (valid: 0.1667 vs 0.1100; per seed: 1 1.00×, 2 2.00×, 3 2.00×)" in (
+    assert "valid **1.52×** (0.1667 vs 0.1100), test 1.67× (0.1667 vs 0.1000; per seed: 1 1.00×, 2 2.00×, 3 2.00×)" in (
         "\n".join(ratio_lines(summary, "ndcg@10"))
     )
 
@@ -1128,7 +1143,9 @@ def test_a_time_limit_stops_a_rows_tuning_before_a_trial_that_would_not_fit_and_
     log = capsys.readouterr().out
     assert "[tuning BPR 1/2] BPR seed 1 (BPR): running ..." in log
     assert "[tuning BPR 2/2] BPR seed 1: not started: the time limit (1.0 h) has passed" in log
-    assert "tuning BPR stops here" in log and "BPR seed 1 (after its tuning), BPR seed 2 (after its tuning)" in log
+    assert "tuning BPR stops here" in log
+    # the tuning seed's run is the winning trial; the other seeds run after the tuning
+    assert "BPR seed 1 (its winning trial, once its tuning has finished), BPR seed 2 (after its tuning)" in log
     assert "MostPop seed 1: reusing finished result" in log  # a reused result needs no time
     assert not list((out / "results").glob("BPR-*.json"))  # no seed ran untuned
     monkeypatch.undo()
@@ -1181,6 +1198,54 @@ def test_report_only_runs_nothing_and_writes_an_interim_report_naming_the_runs_l
             leaderboard.main([*argv, other])
 
 
+def test_result_files_no_run_of_the_report_is_are_named_not_counted(tmp_path):
+    from recbole_m6rec.benchmarks.report import unused_result_lines
+
+    (tmp_path / "results").mkdir()
+    for name in ("BPR-seed1.json", "BPR-seed2.json", "Pop-seed1.json", "notes.txt"):
+        (tmp_path / "results" / name).write_text("{}")
+    records = [{"row": "BPR", "seed": 1}, {"row": "BPR", "seed": 2}]
+    assert unused_result_lines(tmp_path, records) == [
+        "`results/` also keeps 1 result file(s) that no run of this report is (rows no longer in the plan, or runs "
+        "of older settings or code; kept, not counted): `Pop-seed1.json`.",
+        "",
+    ]
+    assert unused_result_lines(tmp_path, [*records, {"row": "Pop", "seed": 1}]) == []
+
+
+def test_a_choice_at_the_edge_of_its_space_is_named_in_the_tuning_section():
+    from recbole_m6rec.benchmarks.tuning_edges import edge_choices
+
+    space = {
+        "learning_rate": ["loguniform", 0.0001, 0.01],
+        "dropout_prob": ["choice", 0.0, 0.1, 0.3],
+        "weight_decay": ["choice", 0.0, 0.0001],
+        "embedding_size": ["choice", 10, 32, 64],
+        "loss": ["choice", "BPR", "CE"],
+    }
+    inside = {"learning_rate": 0.001, "dropout_prob": 0.1, "weight_decay": 0.0, "embedding_size": 32, "loss": "CE"}
+    assert edge_choices(space, inside) == []  # 0 at the bottom is no edge: nothing is below none
+    edges = {"learning_rate": 0.0095, "dropout_prob": 0.3, "weight_decay": 0.0, "embedding_size": 10, "loss": "CE"}
+    assert edge_choices(space, edges) == [
+        "learning_rate 0.0095 (in the top tenth of its range to 0.01)",
+        "dropout_prob 0.3 (the largest of its choices)",
+        "embedding_size 10 (the smallest of its choices)",
+    ]
+    assert edge_choices(space, {"learning_rate": 0.00012}) == [
+        "learning_rate 0.00012 (in the bottom tenth of its range from 0.0001)"
+    ]
+    trial = {"index": 0, "params": edges, "status": "ok", "valid": {"ndcg@10": 0.12}}
+    record = {"algo": "random", "space": space, "trials": [trial], "best_params": edges}
+    text = "\n".join(tuning_lines({"DIN": record}, "ndcg@10"))
+    assert (
+        "; at the edge of its space: learning_rate 0.0095 (in the top tenth of its range to 0.01), dropout_prob 0.3 "
+        "(the largest of its choices), embedding_size 10 (the smallest of its choices), so a wider space might "
+        "choose otherwise"
+    ) in text
+    record["best_params"] = trial["params"] = inside
+    assert "at the edge of its space" not in "\n".join(tuning_lines({"DIN": record}, "ndcg@10"))
+
+
 def test_an_unfinished_tuning_shows_its_trials_so_far_and_is_not_called_chosen():
     trial = {"index": 0, "params": {"learning_rate": 0.001}, "status": "ok", "valid": {"ndcg@10": 0.12}}
     record = {"algo": "random", "space": {"learning_rate": ["choice", 0.001]}, "trials": [trial]}
@@ -1206,7 +1271,7 @@ def test_report_only_shows_an_unfinished_tuning_with_its_current_trials_and_its_
     assert leaderboard.main([f"--config_files={plan_file}", f"--report={out}", "--report_only"]) == 1  # Broken
     text = (out / "report.md").read_text()
     assert "BPR: **tuning not finished**, 1 of 2 trials so far (exhaustive" in text
-    assert "tuning of BPR, " in text and "BPR seed 1 (after its tuning)" in text
+    assert "tuning of BPR, " in text and "BPR seed 1 (its winning trial, once its tuning has finished)" in text
     assert "| BPR | 0 | not run yet | not run yet |" in text  # not "failed": nothing of it has run
     assert "Per-row overrides (tuned settings included, not for BPR, whose tuning has not finished;" in text
 

@@ -205,8 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     records, left, reached_limit = [], [], False
     for k, (name, seed) in enumerate(planned, 1):
         if "unfinished" in tuned.get(name, {}):
-            after = "its settings" if "borrowed_from" in tuned[name] else "its tuning"
-            left.append(f"{name} seed {seed} (after {after})")
+            if "borrowed_from" in tuned[name]:
+                after = "after its settings"
+            elif seed == (plan.get("tuning") or {}).get("seed"):  # that seed's run is the winning trial
+                after = "its winning trial, once its tuning has finished"
+            else:
+                after = "after its tuning"
+            left.append(f"{name} seed {seed} ({after})")
             continue
         spec = job_spec(plan, name, seed)
         out = report_dir / "results" / f"{name}-seed{seed}.json"

@@ -157,6 +157,20 @@ def runs_a_report_would_lose(report_dir: Path, records: list[dict]) -> list[str]
     return [f"{row} seed {seed}" for row, seed in reported if (row, seed) not in kept]
 
 
+def unused_result_lines(report_dir: Path, records: list[dict]) -> list[str]:
+    """A line naming the result files in ``results/`` that no run of this report is (rows no longer planned, older
+    settings, seeds cut): kept for the record, never counted, and a reader should not take them for its runs."""
+    used = {f"{r['row']}-seed{r['seed']}.json" for r in records}
+    unused = sorted(p.name for p in (report_dir / "results").glob("*.json") if p.name not in used)
+    if not unused:
+        return []
+    return [
+        f"`results/` also keeps {len(unused)} result file(s) that no run of this report is (rows no longer in the "
+        f"plan, or runs of older settings or code; kept, not counted): {', '.join(f'`{name}`' for name in unused)}.",
+        "",
+    ]
+
+
 def _valid_twin(summary: list[dict], metrics: list[str], caption: str) -> list[str]:
     """A test table's metrics on validation (the best epoch's scores), best in bold; nothing when no run kept
     them."""
@@ -276,6 +290,7 @@ def write_report(
         *main_twin,
         *convergence_lines(records),
         "",
+        *unused_result_lines(report_dir, records),
         *ratio_lines(summary, main_metric, primary, timing_reference, labelled),
         *(
             (labelled_significance_lines(facts) if facts else auc_interval_lines(records, summary, main_metric))
@@ -320,8 +335,8 @@ def write_report(
         yaml.safe_dump(plan["common"], sort_keys=True).strip(),
         "```",
         "",
-        f"Per-row overrides (tuned settings included{not_tuned_yet}; everything else is RecBole's default for that "
-        "model):",
+        f"Per-row overrides (tuned settings included{not_tuned_yet}; everything else is the model's default: "
+        "RecBole's, or the plugin's `properties/model/<model>.yaml` for its own models):",
         "",
         "```yaml",
         yaml.safe_dump(overrides, sort_keys=False).strip(),

@@ -111,7 +111,7 @@ def pair_lines(facts: dict, main_metric: str, tuning_borrowed: bool = False) -> 
             "the evidence:"
         )
     for name, pair in facts.items():
-        head = f"- {name}: {pair['row']} / {pair['reference']}"
+        head = f"- {name}: {pair['row']} {'−' if labelled else '/'} {pair['reference']}"  # AUCs compare by difference
         if "error" in pair:
             lines.append(f"{head}: not computed ({pair['error']})")
             continue

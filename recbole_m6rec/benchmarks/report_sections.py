@@ -12,6 +12,7 @@ from pathlib import Path
 from recbole_m6rec.benchmarks import provenance
 from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, record_trains, run_seconds, runs_of
 from recbole_m6rec.benchmarks.runner import load_results
+from recbole_m6rec.benchmarks.tuning_edges import edge_choices
 
 ALONE_BELOW_CORES = 0.25  # other processes' average busy cores under which a run counts as having run alone
 
@@ -51,8 +52,8 @@ def convergence_lines(records: list[dict]) -> list[str]:
     ]
     if resumed:
         lines.append(
-            "Continued after an interruption, from the resume point of the last evaluated epoch (same metrics as an "
-            "uninterrupted run; its measured train time covers the continued epochs only, so its time in the table is "
+            "Continued after an interruption, from the resume point of the last evaluated epoch (on the same CPU "
+            "kernels, the same metrics as an uninterrupted run; its measured train time covers the continued epochs only, so its time in the table is "
             f"that scaled to all its epochs, marked ~): {', '.join(sorted(resumed))}."
         )
     return lines
@@ -255,6 +256,7 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
             lines.append(
                 f"{row} ({record.get('algo')}, {len(trials)} trials, space "
                 f"`{json.dumps(record.get('space'))}`): chose `{json.dumps(record.get('best_params'))}`"
+                + _edge_text(record)
             )
         lines.append("")
         lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
@@ -275,6 +277,11 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
                 "",
             ]
     return lines
+
+
+def _edge_text(record: dict) -> str:
+    edges = edge_choices(record.get("space") or {}, record.get("best_params") or {})
+    return f"; at the edge of its space: {', '.join(edges)}, so a wider space might choose otherwise" if edges else ""
 
 
 def _trial_number(trial: dict) -> str:
@@ -307,7 +314,8 @@ def borrowed_tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]
         lines += [
             f"- {row}: `{json.dumps(record.get('best_params'))}` from `{record.get('borrowed_from')}`{via}: "
             f"{record.get('source_trials')} {record.get('algo')} trials at seed {record.get('seed')}, space "
-            f"`{json.dumps(record.get('space'))}`, best valid {main_metric} {record.get('best_valid'):.4f} there.",
+            f"`{json.dumps(record.get('space'))}`, best valid {main_metric} {record.get('best_valid'):.4f} there"
+            f"{_edge_text(record)}.",
             "",
         ]
     return lines

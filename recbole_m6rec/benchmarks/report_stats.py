@@ -194,24 +194,42 @@ def ratio_lines(
     compare = "difference" if labelled else "ratio"
     means = _means_on_shared_seeds(mine, by_row[baseline], compare) if baseline is not None else None
     if means is not None:
-        seeds, test = means["seeds"], means["test"]
-        # the spread a retrained model would show: the bootstrap below resamples users, not training runs
-        if labelled:  # AUCs compare by their difference
-            operator, effect = "−", f"{test['difference']:+.4f}"
-            per_seed = [f"{seed} {value:+.4f}" for seed, value in test["difference_by_seed"].items()]
-        else:
-            operator, effect = "/", f"{test['ratio']:.2f}×"
-            per_seed = [f"{seed} {value:.2f}×" for seed, value in test["ratio_by_seed"].items()]
-        lines.append(
-            f"- {chosen} test {main_metric} {operator} best baseline ({baseline}) test {main_metric}, mean over "
-            f"seed(s) {seed_list(seeds)}: **{effect}** (valid: {means['valid']['chosen']:.4f} vs "
-            f"{means['valid']['baseline']:.4f}" + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "") + ")"
-        )
+        lines += _headline_lines(chosen, baseline, main_metric, means, labelled)
     for other in (timing_reference, "MostPop"):
         if other in by_row:
             lines += _cold_line(chosen, mine, other, by_row[other])
     if timing_reference in by_row:
         lines += time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
+    return lines
+
+
+def _headline_lines(chosen: str, baseline: str, main_metric: str, means: dict, labelled: bool) -> list[str]:
+    """The chosen row against the best baseline, validation first (it decides), test beside it with each seed's
+    value (the spread a retrained model would show: the bootstrap below resamples users, not training runs), and a
+    line when the two splits disagree on which row is ahead."""
+    seeds, valid, test = means["seeds"], means["valid"], means["test"]
+    if labelled:  # AUCs compare by their difference
+        operator, key, shown = "−", "difference", lambda value: f"{value:+.4f}"
+        ahead = {split: facts["difference"] > 0 for split, facts in (("valid", valid), ("test", test))}
+        level = {split: facts["difference"] == 0 for split, facts in (("valid", valid), ("test", test))}
+    else:
+        operator, key, shown = "/", "ratio", lambda value: f"{value:.2f}×"
+        ahead = {split: facts["ratio"] > 1 for split, facts in (("valid", valid), ("test", test))}
+        level = {split: facts["ratio"] == 1 for split, facts in (("valid", valid), ("test", test))}
+    per_seed = [f"{seed} {shown(value)}" for seed, value in test[f"{key}_by_seed"].items()]
+    lines = [
+        f"- {chosen} {main_metric} {operator} best baseline ({baseline}) {main_metric}, mean over seed(s) "
+        f"{seed_list(seeds)}: valid **{shown(valid[key])}** ({valid['chosen']:.4f} vs {valid['baseline']:.4f}), "
+        f"test {shown(test[key])} ({test['chosen']:.4f} vs {test['baseline']:.4f}"
+        + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "")
+        + ")"
+    ]
+    if ahead["valid"] != ahead["test"] and not (level["valid"] or level["test"]):
+        leader = {True: chosen, False: baseline}
+        lines.append(
+            f"- Validation and test disagree on which is ahead ({leader[ahead['valid']]} on valid, "
+            f"{leader[ahead['test']]} on test): validation decides; test's lead is reported, not concluded from."
+        )
     return lines
 
 
