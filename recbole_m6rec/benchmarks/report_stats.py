@@ -209,13 +209,10 @@ def _headline_lines(chosen: str, baseline: str, main_metric: str, means: dict, l
     line when the two splits disagree on which row is ahead."""
     seeds, valid, test = means["seeds"], means["valid"], means["test"]
     if labelled:  # AUCs compare by their difference
-        operator, key, shown = "−", "difference", lambda value: f"{value:+.4f}"
-        ahead = {split: facts["difference"] > 0 for split, facts in (("valid", valid), ("test", test))}
-        level = {split: facts["difference"] == 0 for split, facts in (("valid", valid), ("test", test))}
+        operator, key, level, shown = "−", "difference", 0.0, lambda value: f"{value:+.4f}"
     else:
-        operator, key, shown = "/", "ratio", lambda value: f"{value:.2f}×"
-        ahead = {split: facts["ratio"] > 1 for split, facts in (("valid", valid), ("test", test))}
-        level = {split: facts["ratio"] == 1 for split, facts in (("valid", valid), ("test", test))}
+        operator, key, level, shown = "/", "ratio", 1.0, lambda value: f"{value:.2f}×"
+    lead = {"valid": valid[key] - level, "test": test[key] - level}  # > 0: the chosen row is ahead
     per_seed = [f"{seed} {shown(value)}" for seed, value in test[f"{key}_by_seed"].items()]
     lines = [
         f"- {chosen} {main_metric} {operator} best baseline ({baseline}) {main_metric}, mean over seed(s) "
@@ -224,11 +221,11 @@ def _headline_lines(chosen: str, baseline: str, main_metric: str, means: dict, l
         + (f"; per seed: {', '.join(per_seed)}" if len(seeds) > 1 else "")
         + ")"
     ]
-    if ahead["valid"] != ahead["test"] and not (level["valid"] or level["test"]):
-        leader = {True: chosen, False: baseline}
+    if lead["valid"] * lead["test"] < 0:
+        leader = {split: chosen if value > 0 else baseline for split, value in lead.items()}
         lines.append(
-            f"- Validation and test disagree on which is ahead ({leader[ahead['valid']]} on valid, "
-            f"{leader[ahead['test']]} on test): validation decides; test's lead is reported, not concluded from."
+            f"- Validation and test disagree on which is ahead ({leader['valid']} on valid, {leader['test']} on "
+            "test): validation decides; test's lead is reported, not concluded from."
         )
     return lines
 
