@@ -115,6 +115,9 @@ def test_the_comparison_is_written_as_data_with_the_reports_numbers(report):
     assert f"test {test['ratio']:.2f}× ({test['chosen']:.4f} vs {test['baseline']:.4f}" in text
     assert valid["ratio"] == pytest.approx(valid["chosen"] / valid["baseline"])
     assert set(facts["paired_test"]) == {"BPR", "MostPop"}  # every baseline with a result, Broken has none
+    # a validation table bolds the lowest mean of a metric RecBole ranks ascending, and says so
+    twin = next(line for line in text.splitlines() if line.startswith("The same metrics on validation"))
+    assert "lower is better for giniindex@10" in twin
     for row, paired in facts["paired_test"].items():
         line = next(line for line in text.splitlines() if line.startswith(f"  - vs {row}"))
         assert f"**{paired['ratio']:.3f}×** [{paired['ci_low']:.3f}, {paired['ci_high']:.3f}]" in line

@@ -178,7 +178,8 @@ def _valid_twin(summary: list[dict], metrics: list[str], caption: str) -> list[s
         return []
     return [
         f"{caption} (each run's best epoch, the one its test scores come from; best mean in bold"
-        f"{bold_among(summary)}, none in a column where no compared row scores above 0):",
+        f"{bold_among(summary)}{lower_is_better_clause(metrics)}, none in a column where no compared row scores "
+        "above 0):",
         "",
         markdown_table(summary, metrics, with_costs=False, split="valid"),
         "",
