@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from recbole_m6rec.benchmarks.significance import auc_ci, holm, paired_auc_test, paired_ratio_ci, per_user_by_seed
+from recbole_m6rec.benchmarks.significance import (
+    auc_ci,
+    defined_paired_ratio,
+    holm,
+    paired_auc_test,
+    paired_ratio_ci,
+    per_user_by_seed,
+)
 
 
 def keyed(values: np.ndarray, seeds=(2020, 2021, 2022)) -> dict[str, float]:
@@ -131,6 +138,13 @@ def test_per_user_by_seed_keys_finished_runs_by_seed_and_user():
         {"row": "B", "seed": 1, "status": "ok", "per_user_test": {"ndcg@10": {"7": 1.0}}},
     ]
     assert per_user_by_seed(records, "A", "ndcg@10") == {"1:7": 0.5, "1:9": 0.0, "2:7": 0.25}
+
+
+def test_a_paired_ratio_is_given_only_where_it_is_defined():
+    mine = {"1:a": 1.0, "1:b": 0.0, "1:c": 1.0}
+    assert defined_paired_ratio(mine, {"2:a": 1.0}) is None  # no shared key
+    assert defined_paired_ratio(mine, {"1:a": 0.0, "1:b": 0.0, "1:z": 1.0}) is None  # nothing found on the shared
+    assert defined_paired_ratio(mine, {"1:a": 1.0, "1:b": 1.0}) == paired_ratio_ci(mine, {"1:a": 1.0, "1:b": 1.0})
 
 
 def test_per_user_by_seed_reads_the_named_values_of_the_kept_users_only():

@@ -146,7 +146,7 @@ def paired_by_group(
     validation target's group (cold or warm; its own Holm family). A ratio whose reference finds nothing in a group
     (an ID model on cold targets) is left out: it is undefined."""
     from recbole_m6rec.benchmarks.report_stats import _with_holm
-    from recbole_m6rec.benchmarks.significance import paired_ratio_ci, per_user_by_seed
+    from recbole_m6rec.benchmarks.significance import defined_paired_ratio, per_user_by_seed
 
     test_groups = {user: facts["group"] for user, facts in users.items()}
 
@@ -162,9 +162,7 @@ def paired_by_group(
                     mine, theirs = (
                         per_user_by_seed(records, r, metric, key, keep=in_group.__contains__) for r in (row, reference)
                     )
-                    shared = set(mine) & set(theirs)
-                    if shared and sum(theirs[k] for k in shared):
-                        result = paired_ratio_ci({k: mine[k] for k in shared}, {k: theirs[k] for k in shared})
+                    if (result := defined_paired_ratio(mine, theirs)) is not None:
                         tests[split][f"{row}|{reference}|{group}|{metric}"] = result
     rows = []
     for split in ("test", "valid"):

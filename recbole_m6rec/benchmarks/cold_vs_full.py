@@ -217,7 +217,7 @@ def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users
 def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, full_report: str) -> dict:
     """Every row of the cold plan that the full plan also has (same name and model), cold split against full data,
     per group of test users, on the seeds both reports used (see the module's docstring)."""
-    from recbole_m6rec.benchmarks.significance import paired_ratio_ci
+    from recbole_m6rec.benchmarks.significance import defined_paired_ratio
 
     cold_plan = load_plan(cold_plan_path, overrides={}, rows=None, seeds=None)
     full_plan = load_plan(full_plan_path, overrides={}, rows=None, seeds=None)
@@ -307,7 +307,7 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
                 "users": len({key.split(":", 1)[1] for key in both}),
                 "cold_split": float(np.mean([cold[k] for k in both])) if both else None,
                 "full_data": float(np.mean(full_values)) if both else None,
-                "ratio": paired_ratio_ci(cold, full) if sum(full_values) > 0 else None,
+                "ratio": defined_paired_ratio(cold, full),
             }
         result["rows"][row] = entry
     return result

@@ -119,15 +119,11 @@ def _paired_ratios(records: list[dict], main_metric: str, chosen: str, baselines
     """``chosen``'s test ``main_metric`` over each baseline's, paired by user and seed
     (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`); baselines with nothing to pair, or whose
     mean is 0 on the pairs (no ratio), are left out."""
-    from recbole_m6rec.benchmarks.significance import paired_ratio_ci, per_user_by_seed
+    from recbole_m6rec.benchmarks.significance import defined_paired_ratio, per_user_by_seed
 
     mine = per_user_by_seed(records, chosen, main_metric)
-    results = {}
-    for row in baselines:
-        theirs = per_user_by_seed(records, row, main_metric)
-        if mine and theirs and set(mine) & set(theirs) and sum(theirs[k] for k in set(mine) & set(theirs)):
-            results[row] = paired_ratio_ci(mine, theirs)
-    return results
+    results = {row: defined_paired_ratio(mine, per_user_by_seed(records, row, main_metric)) for row in baselines}
+    return {row: result for row, result in results.items() if result is not None}
 
 
 def _ratio_effect(r: dict) -> str:

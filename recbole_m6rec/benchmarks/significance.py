@@ -30,6 +30,7 @@ __all__ = [
     "PairedTest",
     "auc_ci",
     "auc_interval_over_users",
+    "defined_paired_ratio",
     "holm",
     "paired_auc_over_users",
     "paired_auc_test",
@@ -146,6 +147,15 @@ def _user_sums(primary: dict[str, float], baseline: dict[str, float]) -> tuple[n
     if not (np.isfinite(p).all() and np.isfinite(b).all()):
         raise ValueError("per-user values must be finite numbers")
     return np.bincount(rows, p, len(users)), np.bincount(rows, b, len(users)), len(seeds)
+
+
+def defined_paired_ratio(primary: dict[str, float], baseline: dict[str, float]) -> dict | None:
+    """:func:`paired_ratio_ci` where the ratio is defined: ``None`` when the two share no ``"<seed>:<user>"`` key or
+    the baseline's values on the shared keys are all 0 (a ratio over nothing found)."""
+    shared = set(primary) & set(baseline)
+    if not shared or not sum(baseline[key] for key in shared):
+        return None
+    return paired_ratio_ci(primary, baseline)
 
 
 def paired_ratio_ci(primary: dict[str, float], baseline: dict[str, float], n_boot: int = 10000, seed: int = 0) -> dict:
