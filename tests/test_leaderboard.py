@@ -15,7 +15,7 @@ from recbole_m6rec.benchmarks import leaderboard, provenance, time_limit
 from recbole_m6rec.benchmarks.plan import job_spec, load_plan
 from recbole_m6rec.benchmarks.report import NOTES_MARKER
 from recbole_m6rec.benchmarks.report_sections import convergence_lines, reference_lines, tuning_lines
-from recbole_m6rec.benchmarks.report_stats import choose_on_valid, comparison_facts, ratio_lines
+from recbole_m6rec.benchmarks.report_stats import choose_on_valid, comparison_facts, near_tie_lines, ratio_lines
 from recbole_m6rec.benchmarks.report_tables import (
     SplitMismatchError,
     bold_among,
@@ -706,7 +706,10 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     summary = summarise(records, ["M6Rec", "M6Rec-x", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert choose_on_valid(summary, "ndcg@10") == ("M6Rec-x", "SASRec")
     text = "\n".join(ratio_lines(summary, "ndcg@10"))
-    assert "compared on seed(s) 1, the ones every trained row ran" in text
+    assert (
+        "M6Rec-x is the best of the M6Rec rows (the plan's primary row is M6Rec) on seed 1, the only one every trained "
+        "M6Rec row ran (one seed: whether it is a near tie is not known), SASRec the best baseline; test" in text
+    )
     assert "mean over seed(s) 1: valid **1.09×** (0.1200 vs 0.1100), test 1.20× (0.1200 vs 0.1000)" in text
     same_seeds = [r for r in records if r["row"] != "M6Rec-x"]
     summary = summarise(same_seeds, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
@@ -714,6 +717,37 @@ def test_rows_that_ran_different_seeds_are_chosen_on_the_seeds_they_share():
     # over three seeds the line also shows each seed's ratio: what retraining moves, which the bootstrap does not
     assert "valid **1.52×** (0.1667 vs 0.1100), test 1.67× (0.1667 vs 0.1000; per seed: 1 1.00×, 2 2.00×, 3 2.00×)" in (
         "\n".join(ratio_lines(summary, "ndcg@10"))
+    )
+
+
+def test_a_family_row_on_fewer_seeds_does_not_cut_the_baselines_choice_to_its_seeds():
+    def run(row, seed, valid):
+        return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": valid})
+
+    records = [
+        run("M6Rec", 1, 0.10),
+        run("M6Rec", 2, 0.10),
+        run("M6Rec-x", 1, 0.09),  # one seed: the family is compared on seed 1
+        run("SASRec", 1, 0.11),  # ahead on seed 1 only
+        run("SASRec", 2, 0.10),
+        run("GRU4Rec", 1, 0.10),  # ahead over the 2 seeds every baseline ran
+        run("GRU4Rec", 2, 0.12),
+    ]
+    rows = ["M6Rec", "M6Rec-x", "SASRec", "GRU4Rec"]
+    summary = summarise(records, rows, ["ndcg@10"], "ndcg@10")
+    assert choose_on_valid(summary, "ndcg@10") == ("M6Rec", "GRU4Rec")
+    text = "\n".join(ratio_lines(summary, "ndcg@10"))
+    assert "M6Rec is the best of the M6Rec rows on seed 1, the only one every trained M6Rec row ran (one seed" in text
+    assert "best baseline (GRU4Rec) ndcg@10, mean over seed(s) 1, 2:" in text
+    # equal to the 4 decimals RecBole reports: a tie, which the plan's row order broke
+    tied = [*records[:3], run("SASRec", 1, 0.1084), run("SASRec", 2, 0.1054), run("GRU4Rec", 1, 0.1025)]
+    tied.append(run("GRU4Rec", 2, 0.1113))
+    summary = summarise(tied, rows, ["ndcg@10"], "ndcg@10")
+    assert choose_on_valid(summary, "ndcg@10")[1] == "SASRec"
+    assert (
+        "- SASRec ties with GRU4Rec on validation ndcg@10 (equal to 4 decimals, so the plan's row order chose; the "
+        "seed-to-seed standard deviation of either (0.0021, 0.0062)): the choice of best baseline is within seed "
+        "noise, so the comparison with GRU4Rec counts as much." in near_tie_lines(summary, "ndcg@10")
     )
 
 
@@ -1420,7 +1454,8 @@ def test_a_near_tie_between_the_two_best_baselines_on_validation_is_named():
     sasrec["valid_by_seed"] = {1: 0.1235, 2: 0.1245, 4: 0.13}
     assert near_tie_lines([*summary, sasrec], "ndcg@10") == [
         "- SASRec leads GRU4Rec on validation ndcg@10 by 0.0005, less than the seed-to-seed standard deviation of "
-        "either (0.0007, 0.0021), on the 2 seeds every trained row ran: the choice of best baseline is within seed noise, so "
+        "either (0.0007, 0.0021), on the 2 seeds every trained baseline ran: the choice of best baseline is within seed "
+        "noise, so "
         "the comparison with GRU4Rec counts as much."
     ]
 

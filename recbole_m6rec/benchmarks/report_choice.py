@@ -1,5 +1,6 @@
-"""Which rows a report compares, chosen on validation and never on test: the primary family's best row and the best
-baseline (on the seeds every trained row ran), and where that choice is within seed noise.
+"""Which rows a report compares, chosen on validation and never on test: the primary family's best row (on the seeds
+every trained row of the family ran) and the best baseline (on the seeds every trained baseline ran), and where that
+choice is within seed noise.
 
 The plan's ``primary`` row names a family (its name up to the first ``-``); the family's best row on validation is
 compared with every row outside it (the baselines).
@@ -11,7 +12,7 @@ import statistics
 
 from recbole_m6rec.benchmarks.report_tables import smaller_is_better, trains_nothing
 
-__all__ = ["family_of", "common_seeds", "choose_on_valid", "best_baseline", "near_tie_lines"]
+__all__ = ["family_of", "common_seeds", "choice_groups", "choose_on_valid", "best_baseline", "near_tie_lines"]
 
 
 # --- selection on validation --------------------------------------------------------------------------------------
@@ -73,22 +74,27 @@ def _candidates(summary: list[dict]) -> list[dict]:
     return [e for e in summary if e["runs"] > 0 and e.get("valid") is not None]
 
 
-def _marked_candidates(summary: list[dict], main_metric: str) -> tuple[list[dict], list | None]:
-    """The rows with a validation score, each marked with the metric's direction, and the seeds they are compared
-    on (:func:`common_seeds`)."""
+def choice_groups(
+    summary: list[dict], main_metric: str, primary: str = "M6Rec"
+) -> list[tuple[list[dict], list | None]]:
+    """The two groups a choice is made in, the primary's family and the baselines: each group's rows with a
+    validation score (marked with the metric's direction) and the seeds its rows are compared on
+    (:func:`common_seeds` within the group: a family row's missing seed does not narrow the baselines' choice)."""
     smaller = smaller_is_better(main_metric) if main_metric else False
     marked = [{**e, "_smaller": smaller} for e in _candidates(summary)]
-    return marked, common_seeds(marked)
+    family = family_of(primary)
+    mine = [e for e in marked if _in_family(e["row"], family)]
+    theirs = [e for e in marked if not _in_family(e["row"], family)]
+    return [(mine, common_seeds(mine)), (theirs, common_seeds(theirs))]
 
 
 def choose_on_valid(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> tuple[str | None, str | None]:
-    """(the primary's variant, the baseline) with the best mean validation ``main_metric``, over the seeds every
-    row ran (:func:`common_seeds`) when rows ran different seeds; test plays no part."""
-    family = family_of(primary)
-    marked, seeds = _marked_candidates(summary, main_metric)
-    mine = _by_valid([e for e in marked if _in_family(e["row"], family)], seeds)
-    theirs = _by_valid([e for e in marked if not _in_family(e["row"], family)], seeds)
-    return (mine["row"] if mine else None), (theirs["row"] if theirs else None)
+    """(the primary's variant, the baseline) with the best mean validation ``main_metric``, each within its group
+    over the seeds every trained row of the group ran when they ran different seeds (:func:`choice_groups`); test
+    plays no part."""
+    (mine, my_seeds), (theirs, their_seeds) = choice_groups(summary, main_metric, primary)
+    best_mine, best_theirs = _by_valid(mine, my_seeds), _by_valid(theirs, their_seeds)
+    return (best_mine["row"] if best_mine else None), (best_theirs["row"] if best_theirs else None)
 
 
 def best_baseline(summary: list[dict], main_metric: str, primary: str = "M6Rec") -> str | None:
@@ -100,22 +106,20 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     """Where validation separates the chosen row of the primary's family, or the best baseline, from its runner-up
     by less than either row's seed-to-seed standard deviation: the choice between them is then within seed noise
     (another kernel set or seed could turn it), and the comparison with the runner-up counts as much."""
-    marked, seeds = _marked_candidates(summary, main_metric)
     family = family_of(primary)
-    mine = [e for e in marked if _in_family(e["row"], family)]
-    theirs = [e for e in marked if not _in_family(e["row"], family)]
     lines = []
     # every baseline, the runner-up too, is compared with the chosen row below; the family's runner-up is not
-    for entries, what, runner_up_compared in ((mine, f"{family} row", False), (theirs, "best baseline", True)):
+    kinds = ((f"{family} row", "trained row of the family", False), ("best baseline", "trained baseline", True))
+    for (entries, seeds), (what, group, runner_up_compared) in zip(choice_groups(summary, main_metric, primary), kinds):
         best = _by_valid(entries, seeds)
         runner_up = _by_valid([e for e in entries if best and e["row"] != best["row"]], seeds)
         if best is not None and runner_up is not None:
-            lines += _tie_line(best, runner_up, seeds, main_metric, what, runner_up_compared)
+            lines += _tie_line(best, runner_up, seeds, main_metric, what, group, runner_up_compared)
     return lines
 
 
 def _tie_line(
-    best: dict, runner_up: dict, seeds: list | None, main_metric: str, what: str, runner_up_compared: bool
+    best: dict, runner_up: dict, seeds: list | None, main_metric: str, what: str, group: str, runner_up_compared: bool
 ) -> list[str]:
     gap = abs(_valid_score(best, seeds) - _valid_score(runner_up, seeds))
     trained = [e for e in (best, runner_up) if _trains(e)]  # a row that trains nothing has no seed spread
@@ -128,13 +132,20 @@ def _tie_line(
         other = runner_up if trained[0] is best else best
         spread = f"{trained[0]['row']} ({spreads[trained[0]['row']][0]:.4f}; {other['row']} trains nothing)"
     if seeds:
-        spread += f", on the {len(seeds)} seeds every trained row ran"
+        spread += f", on the {len(seeds)} seeds every {group} ran"
     counts = (
         f"so the comparison with {runner_up['row']} counts as much"
         if runner_up_compared
         else f"so {runner_up['row']}'s comparisons with the baselines (not given here) would count as much"
     )
-    return [
-        f"- {best['row']} leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the "
-        f"seed-to-seed standard deviation of {spread}: the choice of {what} is within seed noise, {counts}."
-    ]
+    if gap < 5e-5:  # equal at the 4 decimals RecBole reports: the plan's row order made the choice
+        lead = (
+            f"ties with {runner_up['row']} on validation {main_metric} (equal to 4 decimals, so the plan's row order "
+            f"chose; the seed-to-seed standard deviation of {spread})"
+        )
+    else:
+        lead = (
+            f"leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the seed-to-seed "
+            f"standard deviation of {spread}"
+        )
+    return [f"- {best['row']} {lead}: the choice of {what} is within seed noise, {counts}."]

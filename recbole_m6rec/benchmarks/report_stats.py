@@ -5,10 +5,10 @@ test: ratios of means with paired bootstrap intervals that resample users (AUC d
 from __future__ import annotations
 
 from recbole_m6rec.benchmarks.report_choice import (
-    _candidates,
     _in_family,
     _trains,
     best_baseline,
+    choice_groups,
     choose_on_valid,
     common_seeds,
     family_of,
@@ -160,6 +160,16 @@ def p_text(name: str, p: float, floored: bool = False) -> str:
     return f"{name} {'≤' if floored else '='} {p:.3g}"
 
 
+def _on_seeds(seeds: list | None, group: str) -> str:
+    """How a group's choice was made when its rows ran different seeds; on one seed, that its seed noise is not
+    measured (no near-tie check can be made)."""
+    if not seeds:
+        return ""
+    if len(seeds) == 1:
+        return f" on seed {seeds[0]}, the only one every {group} ran (one seed: whether it is a near tie is not known)"
+    return f" on seeds {seed_list(seeds)}, the ones every {group} ran"
+
+
 def ratio_lines(
     summary: list[dict],
     main_metric: str,
@@ -175,15 +185,15 @@ def ratio_lines(
     if chosen is None or by_row[chosen].get(main_metric) is None:
         return []
     mine = by_row[chosen]
-    shared = common_seeds(_candidates(summary))
+    (_, my_seeds), (_, their_seeds) = choice_groups(summary, main_metric, primary)
     family = family_of(primary)
     alone = sum(_in_family(row, family) for row, e in by_row.items() if e.get("valid") is not None) == 1
     lines = [
         f"- Selection on validation {main_metric}: "
         + (f"{chosen} is the only {family} row" if alone else f"{chosen} is the best of the {family} rows")
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
-        + (f", {baseline} the best baseline" if baseline else "")
-        + (f", compared on seed(s) {seed_list(shared)}, the ones every trained row ran" if shared else "")
+        + _on_seeds(my_seeds, f"trained {family} row")
+        + (f", {baseline} the best baseline" + _on_seeds(their_seeds, "trained baseline") if baseline else "")
         + "; test is reported, never used to choose."
     ]
     lines += near_tie_lines(summary, main_metric, primary)
