@@ -431,7 +431,7 @@ def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_e
     ):
         last = items[history[n - 1]] if n else None  # histories of at most 40 items: never cut to 50
         group = "cold" if items[target] in cold_items else ("warm after cold" if last in cold_items else "warm")
-        expected[str(users[user])] = {"group": group, "candidates": len(items) - 1 - n}
+        expected[str(users[user])] = {"group": group, "target": items[target], "candidates": len(items) - 1 - n}
         valid_expected[str(users[user])] = "cold" if last in cold_items else "warm"  # the validation target's group
     assert facts["users"] == expected
     assert {g for g in (f["group"] for f in expected.values())} == {"cold", "warm after cold", "warm"}
@@ -446,23 +446,36 @@ def test_cold_groups_follow_each_test_users_last_history_item_and_count_chance_e
         assert at_least_by_chance(probabilities, found) == pytest.approx(brute)
 
     toy = {
-        "a": {"group": "cold", "candidates": 100},
-        "b": {"group": "cold", "candidates": 50},
-        "c": {"group": "warm after cold", "candidates": 80},
-        "d": {"group": "warm", "candidates": 80},
+        "a": {"group": "cold", "target": "x", "candidates": 100},
+        "b": {"group": "cold", "target": "y", "candidates": 50},
+        "e": {"group": "cold", "target": "y", "candidates": 50},
+        "c": {"group": "warm after cold", "target": "w", "candidates": 80},
+        "d": {"group": "warm", "target": "z", "candidates": 80},
     }
     records = [
         {"row": "R", "seed": s, "test": {"cold_recall@10": recall}, "per_user_test": {"ndcg@10": scores}}
         for s, recall, scores in [
-            (1, 0.5, {"a": 0.0, "b": 0.5, "c": 0.2, "d": 0.4}),
-            (2, 0.0, {"a": 0.0, "b": 0.0, "c": 0.4, "d": 0.6}),
+            (1, 1 / 3, {"a": 0.0, "b": 0.5, "e": 0.0, "c": 0.2, "d": 0.4}),
+            (2, 0.0, {"a": 0.0, "b": 0.0, "e": 0.0, "c": 0.4, "d": 0.6}),
         ]
     ]
     means = group_means(records, toy, "ndcg@10", ["R"])["R"]["mean"]
-    assert means == pytest.approx({"cold": 0.125, "warm after cold": 0.3, "warm": 0.5})
+    assert means == pytest.approx({"cold": 0.25 / 3, "warm after cold": 0.3, "warm": 0.5})
+    hits = cold_hits(records, toy, ["R"])
+    at_10 = hits["cutoffs"][10]
+    assert hits["cold_targets"] == 2  # three cold users, two of them after the same item
+    assert at_10["chance_mean"] == pytest.approx(0.1 + 0.2 + 0.2)
+    assert [(s["found"], s["p"]) for s in at_10["rows"]["R"]] == [
+        (1, pytest.approx(1 - 0.9 * 0.8 * 0.8)),
+        (0, 1.0),
+    ]
+    assert [s["items"] for s in at_10["rows"]["R"]] == [None, None]  # no per-user recall@10 kept: not counted
+    # with per-user recall@10: the hits of b and e are one item, and c's warm hit is not a cold item
+    for record, hit_users in zip(records, (["b", "e", "c"], [])):
+        record["test"]["cold_recall@10"] = len([u for u in hit_users if toy[u]["group"] == "cold"]) / 3
+        record["per_user_test"]["recall@10"] = {u: float(u in hit_users) for u in toy}
     at_10 = cold_hits(records, toy, ["R"])["cutoffs"][10]
-    assert at_10["chance_mean"] == pytest.approx(0.1 + 0.2)
-    assert [(s["found"], s["p"]) for s in at_10["rows"]["R"]] == [(1, pytest.approx(1 - 0.9 * 0.8)), (0, 1.0)]
+    assert [(s["found"], s["items"]) for s in at_10["rows"]["R"]] == [(2, 1), (0, 0)]
     assert facts["valid_users"] == valid_expected and set(valid_expected.values()) == {"cold", "warm"}
 
 
@@ -500,6 +513,19 @@ def test_paired_comparisons_within_a_group_pair_only_that_groups_users_and_leave
     assert found[("valid", "Text", "cold", "recall@10")]["ratio"] == pytest.approx(0.0)
     assert found[("valid", "Text", "warm", "recall@10")]["ratio"] == pytest.approx(3 / 2)
     assert all(r["holm_p"] >= r["p_value"] for r in rows) and {r["group"] for r in rows} <= {"cold", "warm"}
+
+
+def test_the_shipped_cold_plans_primary_row_is_compared_within_groups_with_every_baseline():
+    """One reference alone could be the one a group's condition hurts most (a sequential ID model whose last input
+    is a cold item it never saw as a positive): every baseline is compared, none of the primary's variants."""
+    from recbole_m6rec.benchmarks.cold_groups import comparisons_of
+    from recbole_m6rec.benchmarks.plan import load_plan
+
+    plan = load_plan(str(Path(__file__).resolve().parents[1] / "configs" / "cold_ml-100k.yaml"), {}, None, None)
+    pairs = comparisons_of(plan)
+    baselines = {reference for row, reference in pairs if row == "M6Rec" and not reference.startswith("M6Rec")}
+    assert baselines == {"SASRec", "GRU4Rec", "BPR", "MostPop"}
+    assert ("M6Rec", "M6Rec-text") in pairs and ("M6Rec", "M6Rec-zero-shot") not in pairs
 
 
 def test_cold_groups_json_stays_json_when_an_interval_is_unbounded(tmp_path):

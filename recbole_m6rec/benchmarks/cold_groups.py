@@ -5,16 +5,17 @@
 
 The report's ``cold_*`` / ``warm_*`` columns split the test users by their target. A "warm" user's history can still
 end in a cold item: a cold item stays in the data as some users' validation target, so it is the last item of their
-test history, and an ID model has never seen it as a positive (its embedding was only pushed down as a negative). So the warm users are split again here: **warm after
-cold** (the validation target, the last history item, is cold) and **warm** (it is not). For every row, the mean
+test history, and an ID model has never seen it as a positive (its embedding was only pushed down as a negative). So
+the warm users are split again here: **warm after cold** (the validation target, the last history item, is cold) and
+**warm** (it is not). For every row, the mean
 per-user test metric (the plan's ``valid_metric``, as ``per_user_test`` records it) in each group, mean over seeds.
 
 With one target per user, cold recall@K times the cold test users is the cold targets found. Random ranking finds
 each cold user's target in its top K with probability K / (the items it can be shown: every item but the user's
 masked history, training items and validation target, as ``eval_history_mask: all`` masks them), so the found count
 has an exact chance distribution (a sum of unequal coin flips): its mean, and per seed the one-sided p of finding at
-least as many by chance. Then the plan's ``pairs`` and its primary row against its timing reference, paired within
-each group (:func:`paired_by_group`).
+least as many by chance, and on how many distinct items the hits fall. Then the plan's ``pairs`` and its primary
+row against every baseline, paired within each group (:func:`paired_by_group`).
 
 It reads the runs the report used (the (row, seed) pairs of its ``results.csv``), so older results left in
 ``results/`` stay out. The split is rebuilt from the plan with RecBole's own data steps; its fingerprint must equal
@@ -45,8 +46,9 @@ GROUPS = ("cold", "warm after cold", "warm")
 
 
 def split_groups(plan: dict) -> dict:
-    """The plan's cold split rebuilt: its fingerprint, per test user (raw token) its ``group`` (:data:`GROUPS`)
-    and ``candidates`` (the items its test ranking can show: all but its training items and validation target), and
+    """The plan's cold split rebuilt: its fingerprint, per test user (raw token) its ``group`` (:data:`GROUPS`),
+    ``target`` (item token) and ``candidates`` (the items its test ranking can show: all but its training items and
+    validation target), the number of cold items (``cold_items``), and
     per validation user its group there (``valid_users``: ``cold`` or ``warm`` by its validation target)."""
     from recbole_m6rec.cold_start import test_target_tokens
     from recbole_m6rec.model.most_pop import training_column
@@ -69,9 +71,9 @@ def split_groups(plan: dict) -> dict:
     for user, target in test_target_tokens(split.test._dataset).items():
         group = "cold" if target in cold_items else ("warm after cold" if last.get(user) in cold_items else "warm")
         masked = int(trained[user_ids[user]]) + (user in last)
-        users[user] = {"group": group, "candidates": n_items - masked}
+        users[user] = {"group": group, "target": target, "candidates": n_items - masked}
     valid_users = {user: ("cold" if target in cold_items else "warm") for user, target in last.items()}
-    return {"fingerprint": split.fingerprint, "users": users, "valid_users": valid_users}
+    return {"fingerprint": split.fingerprint, "users": users, "valid_users": valid_users, "cold_items": len(cold_items)}
 
 
 def at_least_by_chance(probabilities: Sequence[float], found: int) -> float:
@@ -107,8 +109,10 @@ def group_means(records: list[dict], users: dict, metric: str, rows: Sequence[st
 
 def cold_hits(records: list[dict], users: dict, rows: Sequence[str]) -> dict:
     """Per cutoff K of the results' ``cold_recall@K``: the chance mean of cold targets found, and per row and seed
-    the targets found and the one-sided chance p."""
+    the targets found, the one-sided chance p and, where the run kept per-user recall@K, how many distinct items
+    those targets are (hits on one well-known item are not independent evidence)."""
     cold = [facts["candidates"] for facts in users.values() if facts["group"] == "cold"]
+    cold_users = {user for user, facts in users.items() if facts["group"] == "cold"}
     cutoffs = sorted(
         {
             int(m.group(1))
@@ -117,7 +121,8 @@ def cold_hits(records: list[dict], users: dict, rows: Sequence[str]) -> dict:
             if (m := re.fullmatch(r"cold_recall@(\d+)", key))
         }
     )
-    result = {"cold_users": len(cold), "cutoffs": {}}
+    targets = {users[user].get("target") for user in cold_users} - {None}
+    result = {"cold_users": len(cold), "cold_targets": len(targets) or None, "cutoffs": {}}
     for k in cutoffs:
         chance = [min(k, n) / n for n in cold]
         entry = {"chance_mean": float(sum(chance)), "rows": {}}
@@ -127,8 +132,12 @@ def cold_hits(records: list[dict], users: dict, rows: Sequence[str]) -> dict:
                 if recall is None:
                     continue
                 found = int(round(recall * len(cold)))
+                per_user = (r.get("per_user_test") or {}).get(f"recall@{k}")
+                items = None
+                if per_user is not None and targets:
+                    items = len({users[u]["target"] for u, hit in per_user.items() if u in cold_users and hit > 0})
                 entry["rows"].setdefault(row, []).append(
-                    {"seed": r["seed"], "found": found, "p": at_least_by_chance(chance, found)}
+                    {"seed": r["seed"], "found": found, "items": items, "p": at_least_by_chance(chance, found)}
                 )
         result["cutoffs"][k] = entry
     return result
@@ -175,12 +184,17 @@ def paired_by_group(
 
 
 def comparisons_of(plan: dict) -> list[tuple[str, str]]:
-    """The plan's named ``pairs`` and its primary row against its timing reference (the baseline whose warm users
-    the text rows are measured against)."""
+    """The plan's named ``pairs`` and its primary row against every baseline (each row outside the primary's
+    family): one reference alone could be the one a group's condition hurts most (a sequential ID model after a cold
+    last item), so each is compared and all are Holm-adjusted together."""
+    from recbole_m6rec.benchmarks.report_choice import family_of
+
     pairs = [tuple(pair) for pair in (plan.get("pairs") or {}).values()]
-    primary, reference = plan.get("primary", "M6Rec"), plan.get("timing_reference", "SASRec")
-    if primary in plan["rows"] and reference in plan["rows"] and (primary, reference) not in pairs:
-        pairs.append((primary, reference))
+    primary = plan.get("primary", "M6Rec")
+    family = family_of(primary)
+    baselines = [row for row in plan["rows"] if row != family and not row.startswith(family + "-")]
+    if primary in plan["rows"]:
+        pairs += [(primary, row) for row in baselines if (primary, row) not in pairs]
     return pairs
 
 
@@ -207,8 +221,9 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "",
         f"Split fingerprint `{facts['fingerprint']}`, rebuilt from the plan and equal to every result's. "
         "**warm after cold**: a warm test target after a cold last history item (the user's validation target), "
-        "an item no ID model has seen as a positive. Test only, but for the validation lines of the paired "
-        "comparisons.",
+        "an item no ID model has seen as a positive. Validation has no such group (a validation history holds "
+        "training items only), so no validation score anticipates it. Test only, but for the validation lines of "
+        "the paired comparisons.",
         "",
         f"## Mean per-user test {metric} by group",
         "",
@@ -223,24 +238,37 @@ def write(report_dir: Path, plan: dict, records: list[dict], facts: dict, metric
         "",
         f"## Cold targets found, of {hits['cold_users']} cold test users, against random ranking",
         "",
-        "Per seed: targets found (cold recall@K × cold users) and the chance of finding at least as many by random "
-        "ranking of the items each user can be shown (one-sided, exact).",
+        "Per seed: targets found (cold recall@K × cold users), on how many distinct items where the run kept its "
+        "per-user recall@K, and the chance of finding at least as many by random ranking of the items each user can "
+        "be shown (one-sided, exact, counting users as independent: hits on one item are not)."
+        + (
+            f" The {hits['cold_users']} cold test users' targets are {hits['cold_targets']} distinct items of the "
+            f"{facts['cold_items']} cold ones."
+            if hits.get("cold_targets") and facts.get("cold_items")
+            else ""
+        ),
         "",
     ]
     for k, entry in hits["cutoffs"].items():
         text += [f"At {k}: random ranking finds {entry['chance_mean']:.2f} on average.", ""]
         text += ["| row | found per seed | chance p per seed |", "|---|---|---|"]
         for row, seeds in entry["rows"].items():
-            found = ", ".join(f"{s['found']} (seed {s['seed']})" for s in seeds)
+            found = ", ".join(f"{s['found']}{_on_items(s['found'], s.get('items'))} (seed {s['seed']})" for s in seeds)
             chance = ", ".join(format(s["p"], ".3g") for s in seeds)
             text.append(f"| {row} | {found} | {chance} |")
         text.append("")
     text += _paired_lines(result["paired"], sizes, facts.get("valid_users") or {})
-    # the runs read, so that the report can tell whether this file still matches it
+    # the runs read, so that the report can tell whether this file still matches it; each test user's group and
+    # target, so that every count here can be checked against the per-user values in results/
     result["runs"] = run_labels(records)
+    result["users"] = {user: {"group": f["group"], "target": f.get("target")} for user, f in sorted(users.items())}
     atomic_write_text(report_dir / "cold_groups.json", json.dumps(json_finite(result), indent=1) + "\n")
     atomic_write_text(report_dir / "cold_groups.md", "\n".join(text))
     return result
+
+
+def _on_items(found: int, items: int | None) -> str:
+    return "" if items is None or not found else f" on {items} item{'' if items == 1 else 's'}"
 
 
 def _bound(value: float) -> str:
