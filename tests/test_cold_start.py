@@ -261,7 +261,10 @@ def test_cold_vs_full_compares_two_reports_row_by_row_on_their_shared_seeds(tmp_
         (tmp_path / name).write_text(yaml.safe_dump(plan))
     cold_split, full_split = rebuild_split(cold_plan), rebuild_split(full_plan)
     targets = test_target_tokens(cold_split.test._dataset)
-    cold_users = {u for u, item in targets.items() if item in set(cold_split.cold.cold_item_tokens)}
+    cold_items = set(cold_split.cold.cold_item_tokens)
+    cold_users = {u for u, item in targets.items() if item in cold_items}
+    last = test_target_tokens(cold_split.valid._dataset)  # the test history's last item
+    after_cold = {u for u in targets if last.get(u) in cold_items} - cold_users
     users = sorted(targets)
     rng = np.random.default_rng(0)
     value = {
@@ -291,14 +294,15 @@ def test_cold_vs_full_compares_two_reports_row_by_row_on_their_shared_seeds(tmp_
     result = compare_reports(*args)
     mostpop, bpr = result["rows"]["MostPop"], result["rows"]["BPR"]
     assert mostpop["seeds"] == [1, 2] and bpr["seeds"] == [1] and not result["unpaired"]
-    for group, members in (("cold", cold_users), ("warm", set(users) - cold_users), ("all", set(users))):
+    warm = set(users) - cold_users - after_cold
+    for group, members in (("cold", cold_users), ("warm after cold", after_cold), ("warm", warm), ("all", set(users))):
         on_cold = np.mean([value["MostPop", s, "cold"][u] for s in (1, 2) for u in members])
         on_full = np.mean([value["MostPop", s, "full"][u] for s in (1, 2) for u in members])
         got = mostpop["groups"][group]
         assert got["users"] == len(members) and got["cold_split"] == pytest.approx(on_cold)
         assert got["ratio"]["ratio"] == pytest.approx(on_cold / on_full) and got["ratio"]["n_seeds"] == 2
         assert got["ratio"]["ci_low"] < got["ratio"]["ratio"] < got["ratio"]["ci_high"]
-    assert 0 < len(cold_users) < len(users)
+    assert 0 < len(cold_users) < len(users) and 0 < len(after_cold)
     # what separates each row's two runs, checked against the settings hash each run recorded
     differences = {d["key"]: (d["cold"], d["full"], d["evaluation_only"]) for d in mostpop["settings_differences"]}
     assert differences == {"cold_items": (0.1, None, False), "topk": ([10], [10, 20], True)}

@@ -13,7 +13,9 @@ target, checks that every user has the same test target in both (else the compar
 per-user metric averaged over users whose target is a warm item, a cold item, and all users.
 
 With two report folders (the second form) it compares every row the two plans share (same name, same model) on the
-seeds both reports used, each user with its values on every such seed: the ratio cold split / full data per group
+seeds both reports used, each user with its values on every such seed, with the warm users split again as
+``cold_groups`` splits them (warm after a cold last history item, and the other warm): the ratio cold split / full
+data per group
 with a 95% bootstrap interval that resamples users (:func:`~recbole_m6rec.benchmarks.significance.paired_ratio_ci`),
 and every setting in which the two runs of a row differ (the held-out items, and whatever else), rebuilt from the
 plans and the reports' tuning and checked against each run's recorded settings hash. Each split is rebuilt from its
@@ -190,8 +192,9 @@ def _targets(split) -> tuple[dict[str, str], set[str]]:
     return test_target_tokens(split.test._dataset), cold
 
 
-def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[str, str], set[str]]:
-    """The plan's split rebuilt (its fingerprint checked against the results'): test target per user, cold items."""
+def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[str, str], set[str], dict[str, str]]:
+    """The plan's split rebuilt (its fingerprint checked against the results'): test target per user, cold items,
+    and validation target per user (the last item of the test history)."""
     from recbole_m6rec.benchmarks.report_tables import check_one_split
 
     split = rebuild_split(plan)
@@ -200,7 +203,7 @@ def _split_targets(plan: dict, records: list[dict], where: str) -> tuple[dict[st
         raise ValueError(
             f"{where}: the plan's split rebuilt here has fingerprint {split.fingerprint}, its results' is {recorded}"
         )
-    return _targets(split)
+    return (*_targets(split), test_target_tokens(split.valid._dataset))
 
 
 def _by_seed_user(records: list[dict], row: str, metric: str, seeds: list, users: set) -> dict[str, float]:
@@ -236,8 +239,8 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
         )
     cold_records = _used_records(Path(cold_report), cold_plan)
     full_records = _used_records(Path(full_report), full_plan)
-    cold_targets, cold_items = _split_targets(cold_plan, cold_records, "--cold_plan")
-    full_targets, _ = _split_targets(full_plan, full_records, "--full_plan")
+    cold_targets, cold_items, last_items = _split_targets(cold_plan, cold_records, "--cold_plan")
+    full_targets, _, _ = _split_targets(full_plan, full_records, "--full_plan")
     if cold_targets != full_targets:
         differing = sorted(
             u for u in set(cold_targets) | set(full_targets) if cold_targets.get(u) != full_targets.get(u)
@@ -246,8 +249,12 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
             f"the two splits give different test targets for {len(differing)} users (e.g. {differing[:3]}); "
             "they are not comparable"
         )
+    # as cold_groups splits them: a warm target after a cold last history item (which no ID model has trained as a
+    # positive) is its own group, so the warm users' ratio is not the two conditions mixed
+    after_cold = {u for u, item in last_items.items() if item in cold_items}
     groups = {
-        "warm": {u for u, item in cold_targets.items() if item not in cold_items},
+        "warm": {u for u, item in cold_targets.items() if item not in cold_items and u not in after_cold},
+        "warm after cold": {u for u, item in cold_targets.items() if item not in cold_items and u in after_cold},
         "cold": {u for u, item in cold_targets.items() if item in cold_items},
         "all": set(cold_targets),
     }
@@ -331,24 +338,28 @@ def markdown_reports(result: dict) -> str:
         return "–" if value is None else f"{value:.4f}"
 
     sizes = result["group_users"]
+    shown = [g for g in ("warm", "warm after cold", "cold") if g in sizes]  # results written before the split
     lines = [
         f"Test {result['metric']} per user, trained without the cold items (`{result['cold_report']}`, plan "
         f"`{result['cold_plan']}`) vs on the full data (`{result['full_report']}`, plan `{result['full_plan']}`); "
         "the same test target for every user in both splits, and each split's fingerprint equal to its results' "
         "(checked). Mean over the users of a group and the seeds both reports used; the ratio's 95% interval "
-        "resamples users, each with its values on every seed.",
+        "resamples users, each with its values on every seed. **warm after cold**: a warm test target after a cold "
+        "last history item (the user's validation target), which an ID model trained only as a negative on the cold "
+        "split; **warm**: the other warm targets.",
         "",
-        f"| row | seeds | warm ({sizes['warm']} users): cold split | full data | ratio | cold ({sizes['cold']} users): "
-        "cold split | full data | ratio | all: ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | seeds | "
+        + " | ".join(f"{g} ({sizes[g]} users): cold split | full data | ratio" for g in shown)
+        + " | all: ratio |",
+        "|---|---|" + "---|---|---|" * len(shown) + "---|",
     ]
     for row, entry in result["rows"].items():
-        warm, cold, every = (entry["groups"][g] for g in ("warm", "cold", "all"))
-        lines.append(
-            f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {mean(warm['cold_split'])} | "
-            f"{mean(warm['full_data'])} | {ratio(warm)} | {mean(cold['cold_split'])} | {mean(cold['full_data'])} | "
-            f"{ratio(cold)} | {ratio(every)} |"
-        )
+        cells = [
+            f"{mean(group['cold_split'])} | {mean(group['full_data'])} | {ratio(group)}"
+            for group in (entry["groups"][g] for g in shown)
+        ]
+        every = ratio(entry["groups"]["all"])
+        lines.append(f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {' | '.join(cells)} | {every} |")
     lines += [
         "",
         "Settings in which a row's two runs differ (cold split vs full data), rebuilt from the plans and the reports' "
