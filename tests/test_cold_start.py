@@ -510,6 +510,7 @@ def test_paired_comparisons_within_a_group_pair_only_that_groups_users_and_leave
     found = {(r["split"], r["reference"], r["group"], r["metric"]): r for r in rows}
     # test, cold users a and b: Hybrid finds 2, Text 1; warm users c and d: 1 against 2
     assert found[("test", "Text", "cold", "recall@10")]["ratio"] == pytest.approx(2.0)
+    assert found[("test", "Text", "cold", "recall@10")]["hits"] == [2, 1]  # the targets each side found
     assert found[("test", "Text", "warm", "recall@10")]["ratio"] == pytest.approx(0.5)
     # the ID row finds no cold target: no ratio there, only on warm users
     assert ("test", "ID", "cold", "recall@10") not in found and ("test", "ID", "warm", "recall@10") in found

@@ -172,6 +172,9 @@ def paired_by_group(
                         per_user_by_seed(records, r, metric, key, keep=in_group.__contains__) for r in (row, reference)
                     )
                     if (result := defined_paired_ratio(mine, theirs)) is not None:
+                        # with one target per user, recall sums to the targets found: a ratio of 6 to 4 says little
+                        shared = set(mine) & set(theirs)
+                        result["hits"] = [round(sum(side[k] for k in shared)) for side in (mine, theirs)]
                         tests[split][f"{row}|{reference}|{group}|{metric}"] = result
     rows = []
     for split in ("test", "valid"):
@@ -271,6 +274,10 @@ def _on_items(found: int, items: int | None) -> str:
     return "" if items is None or not found else f" on {items} item{'' if items == 1 else 's'}"
 
 
+def _hits(hits: list | None) -> str:
+    return "" if not hits else f"; {hits[0]} vs {hits[1]} targets found"
+
+
 def _bound(value: float) -> str:
     """An interval end; unbounded where some resamples drew none of the reference's hits (a ratio over 0)."""
     return f"{value:.3f}" if np.isfinite(value) else "unbounded"
@@ -287,7 +294,8 @@ def _paired_lines(paired: list[dict], sizes: dict, valid_users: dict) -> list[st
         "ratio = 1, Holm-adjusted over all the test lines, and separately over the validation lines). Validation "
         f"groups follow each user's validation target ({valid_sizes['cold']} cold, {valid_sizes['warm']} warm "
         "users); it chose each run's best epoch on all users, so it leans upward for every row. A reference that "
-        "finds nothing in a group (an ID model on cold targets) gives no ratio.",
+        "finds nothing in a group (an ID model on cold targets) gives no ratio. Each line also counts the targets "
+        "each side found (summed over the seeds): a ratio of a few hits moves a lot with one.",
         "",
         "| split | row / reference | group (users) | metric | ratio [95% interval] | p | Holm p |",
         "|---|---|---|---|---|---|---|",
@@ -298,7 +306,8 @@ def _paired_lines(paired: list[dict], sizes: dict, valid_users: dict) -> list[st
         lines.append(
             f"| {r['split']} | {r['row']} / {r['reference']} | {r['group']} ({n}) | {r['metric']} | "
             f"{r['ratio']:.3f}× [{r['ci_low']:.3f}, {_bound(r['ci_high'])}] ({r['n_seeds']} seed"
-            f"{'' if r['n_seeds'] == 1 else 's'}) | {bound}{r['p_value']:.3g} | {bound}{r['holm_p']:.3g} |"
+            f"{'' if r['n_seeds'] == 1 else 's'}{_hits(r.get('hits'))}) | {bound}{r['p_value']:.3g} | "
+            f"{bound}{r['holm_p']:.3g} |"
         )
     return lines + [""]
 
