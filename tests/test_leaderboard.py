@@ -795,21 +795,36 @@ def test_the_time_ratio_pairs_only_seeds_that_ran_both_rows_on_one_cpu():
         "mean seconds per epoch run (per seed, then averaged) 3.33×, over 20.0 against 20.0 epochs on average" in line
     )
     # comparison.json carries the same ratios, for the README's figures
-    timing = comparison_facts(records, summary, "ndcg@10")["time_vs_reference"]
+    facts = comparison_facts(records, summary, "ndcg@10")
+    timing = facts["time_vs_reference"]
     assert timing == {
         "reference": "SASRec",
         "ratio": pytest.approx(3.0),
         "seeds": [1, 3],
         "apart": [2],
         "scaled": False,
+        "scaled_seeds": {"row": [], "reference": []},
         "per_epoch_ratio": pytest.approx(50 / 15),
         "epochs": {"row": 20, "reference": 20},
     }
+    assert facts["time_vs_best_baseline"] == timing  # SASRec is also the best (the only) baseline
     # a continued run's time is scaled from its last part: the ratio is rough and not bold
     continued = [*records[:1], {**records[1], "resumed_from_epoch": 15}]
     summary = summarise(continued, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     line = next(line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line)
     assert "**" not in line and "; rough: a run continued after an interruption counts as" in line
+    scaled = comparison_facts(continued, summary, "ndcg@10")["time_vs_reference"]["scaled_seeds"]
+    assert scaled == {"row": [], "reference": [1]}
+    # a best baseline other than the timing reference (here a cheaper one) gets its own time ratio
+    gru = {**run("SASRec", 1, 20.0, None, 20), "row": "GRU4Rec", "model": "GRU4Rec", "valid": {"ndcg@10": 0.2}}
+    summary = summarise([*records[:2], gru], ["M6Rec", "SASRec", "GRU4Rec"], ["ndcg@10"], "ndcg@10")
+    lines = [line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line]
+    assert [line.split(":")[0] for line in lines] == [
+        "- M6Rec train+eval time / SASRec train+eval time",
+        "- M6Rec train+eval time / GRU4Rec train+eval time",
+    ]
+    best = comparison_facts([*records[:2], gru], summary, "ndcg@10")["time_vs_best_baseline"]
+    assert best["reference"] == "GRU4Rec" and best["ratio"] == pytest.approx(15.0)
     apart = [run("M6Rec", 2, 900.0, "AMD EPYC", 10), run("SASRec", 2, 100.0, "Xeon", 20)]
     summary = summarise(apart, ["M6Rec", "SASRec"], ["ndcg@10"], "ndcg@10")
     assert "none of their seeds ran both on one CPU, so no ratio" in "\n".join(ratio_lines(summary, "ndcg@10"))

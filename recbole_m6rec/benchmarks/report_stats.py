@@ -179,7 +179,7 @@ def ratio_lines(
 ) -> list[str]:
     """What was chosen on validation, the chosen row's test ``main_metric`` over the best baseline's (minus it, for a
     labelled plan's AUC), its ``cold_recall@10`` over the timing reference's and MostPop's (cold-item plans), and its
-    time over the timing reference's."""
+    time over the timing reference's and, when another, the best baseline's."""
     by_row = {e["row"]: e for e in summary if e["runs"] > 0}
     chosen, baseline = choose_on_valid(summary, main_metric, primary)
     if chosen is None or by_row[chosen].get(main_metric) is None:
@@ -204,8 +204,8 @@ def ratio_lines(
     for other in (timing_reference, "MostPop"):
         if other in by_row:
             lines += _cold_line(chosen, mine, other, by_row[other])
-    if timing_reference in by_row:
-        lines += time_ratio_line(chosen, mine, timing_reference, by_row[timing_reference])
+    for reference in dict.fromkeys(r for r in (timing_reference, baseline) if r in by_row):
+        lines += time_ratio_line(chosen, mine, reference, by_row[reference])
     return lines
 
 
@@ -296,6 +296,11 @@ def _means_on_shared_seeds(mine: dict, theirs: dict, compare: str = "ratio") -> 
     return means
 
 
+def _time_facts(by_row: dict, chosen: str, reference: str) -> dict | None:
+    timing = time_ratio(by_row[chosen], by_row[reference]) if reference in by_row else None
+    return {"reference": reference, **timing} if timing else None
+
+
 def comparison_facts(
     records: list[dict],
     summary: list[dict],
@@ -307,7 +312,8 @@ def comparison_facts(
     validation, the best baseline on validation, their mean valid and test ``main_metric`` over the seeds both ran
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
-    :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed). ``None`` when there is no primary row or
+    :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed) and over the best baseline's
+    (``time_vs_best_baseline``). ``None`` when there is no primary row or
     no baseline; ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing
     pairs (``paired_test_error`` says why when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
@@ -332,10 +338,8 @@ def comparison_facts(
         # the same on validation, from the results that keep validation values (empty while none do)
         "paired_valid": paired_valid,
         "paired_valid_vs_best_baseline": paired_valid.get(best),
-        "time_vs_reference": (
-            {"reference": timing_reference, **timing}
-            if timing_reference in by_row and (timing := time_ratio(by_row[chosen], by_row[timing_reference]))
-            else None
-        ),
+        "time_vs_reference": _time_facts(by_row, chosen, timing_reference),
+        # the best baseline on validation may be a cheaper model than the timing reference: its ratio too
+        "time_vs_best_baseline": _time_facts(by_row, chosen, best),
         **missing,
     }

@@ -27,6 +27,11 @@ def time_ratio(mine: dict, theirs: dict) -> dict | None:
         "seeds": seeds,
         "apart": sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str),
         "scaled": bool(scaled),
+        # which of those seeds' runs were continued after an interruption, their time scaled from the last part
+        "scaled_seeds": {
+            "row": sorted(set(seeds) & set(mine.get("time_scaled_seeds") or ()), key=str),
+            "reference": sorted(set(seeds) & set(theirs.get("time_scaled_seeds") or ()), key=str),
+        },
     }
     # a time ratio mixes the cost of an epoch with how many epochs early stopping ran: give both parts
     mine_e, theirs_e = mine.get("epochs_by_seed") or {}, theirs.get("epochs_by_seed") or {}
