@@ -394,8 +394,8 @@ def test_a_cold_plan_whose_split_lets_a_cold_item_into_training_is_refused(tmp_p
 def test_the_shipped_cold_plan_trains_as_the_full_plan_but_where_its_method_says(monkeypatch):
     """The cold plan borrows the full-catalogue plan's tuning; its reading guide names the one training setting its
     M6Rec row runs differently (``loss_items: seen``). A setting that drifts apart unnamed fails here."""
-    from recbole_m6rec.benchmarks.cold_vs_full import _tuned_spec, settings_differences
     from recbole_m6rec.benchmarks.plan import load_plan
+    from recbole_m6rec.benchmarks.run_settings import settings_differences, tuned_spec
 
     root = Path(__file__).resolve().parents[1]
     cold = load_plan(str(root / "configs" / "cold_ml-100k.yaml"), {}, None, None)
@@ -404,8 +404,8 @@ def test_the_shipped_cold_plan_trains_as_the_full_plan_but_where_its_method_says
     monkeypatch.chdir(root)  # the cold plan names its tuning's folder relative to the checkout
     differing = {}
     for row in sorted(set(cold["rows"]) & set(full["rows"])):
-        cold_run = _tuned_spec(cold, root / "reports" / "cold_ml-100k", row, 2020)
-        full_run = _tuned_spec(full, root / "reports" / "ml-100k", row, 2020)
+        cold_run = tuned_spec(cold, root / "reports" / "cold_ml-100k", row, 2020)
+        full_run = tuned_spec(full, root / "reports" / "ml-100k", row, 2020)
         settings = [cold_run[1], full_run[1]]
         if full["rows"][row].get("search"):  # both runs carry the tuning's choice
             chosen = json.loads((root / "reports/ml-100k/tuning" / f"{row}-tuning.json").read_text())["best_params"]

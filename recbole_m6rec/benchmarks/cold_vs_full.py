@@ -34,11 +34,10 @@ import numpy as np
 from recbole_m6rec.benchmarks import publish
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
+from recbole_m6rec.benchmarks.run_settings import difference_text, settings_differences, tuned_spec
 from recbole_m6rec.cold_start import test_target_tokens
 
 __all__ = ["compare", "compare_reports", "main", "settings_differences"]
-
-EVALUATION_ONLY = frozenset({"metrics", "topk", "tail_ratio", "metric_decimal_place"})  # change no training
 
 
 def _load(path: str) -> dict:
@@ -132,46 +131,6 @@ def markdown(result: dict) -> str:
 
 
 # --- two report folders: every row they share --------------------------------------------------------------------
-def _flat(settings: dict, prefix: str = "") -> dict:
-    """``{"eval_args.split.LS": ...}``: nested settings as dotted keys, so a difference names its exact key."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _tuned_spec(plan: dict, report_dir: Path, row: str, seed: int) -> tuple[dict, dict]:
-    """What a run of ``row`` and ``seed`` read, rebuilt as the leaderboard builds it: the plan's settings with the
-    chosen tuning trial's values of the row's own ``search`` keys over them (from the report's tuning, or the one
-    ``tuning.from`` names; none when there is no finished tuning), and the plugin's yaml defaults under them.
-    Returns the job spec (with its ``config_hash``) and the effective settings."""
-    from recbole_m6rec.benchmarks.borrowed_tuning import borrows, source_row
-    from recbole_m6rec.benchmarks.plan import effective_settings, job_spec
-
-    spec = plan["rows"][row]
-    params = {}
-    if spec.get("search"):
-        folder, name = (Path(plan["tuning"]["from"]), source_row(plan, row)) if borrows(plan) else (report_dir, row)
-        path = folder / "tuning" / f"{name}-tuning.json"
-        best = json.loads(path.read_text(encoding="utf-8")).get("best_params") if path.is_file() else None
-        params = {key: best[key] for key in spec["search"] if key in best} if isinstance(best, dict) else {}
-    job = job_spec({**plan, "rows": {**plan["rows"], row: {**spec, **params}}}, row, seed)
-    return job, effective_settings(job["model"], job["dataset"], job["config_dict"])
-
-
-def settings_differences(cold: dict, full: dict) -> list[dict]:
-    """Every dotted key whose value differs between two runs' settings: ``key, cold, full, evaluation_only``."""
-    a, b = _flat(cold), _flat(full)
-    return [
-        {"key": k, "cold": a.get(k), "full": b.get(k), "evaluation_only": k.split(".")[0] in EVALUATION_ONLY}
-        for k in sorted(set(a) | set(b))
-        if k not in a or k not in b or a[k] != b[k]  # an explicit None is not a missing key to RecBole
-    ]
-
-
 def _used_records(report_dir: Path, plan: dict) -> list[dict]:
     """The finished results the report in ``report_dir`` used (the (row, seed) pairs of its ``results.csv``)."""
     from recbole_m6rec.benchmarks.headline import used_results
@@ -294,7 +253,7 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
         settings, unverified = {}, []
         for side, (plan, folder, records) in sides.items():
             for seed in seeds:  # the settings do not depend on the seed; each run's hash does
-                job, settings[side] = _tuned_spec(plan, folder, row, seed)
+                job, settings[side] = tuned_spec(plan, folder, row, seed)
                 if job["config_hash"] != recorded_hash(records, row, seed):
                     unverified.append(f"{side} seed {seed}")
         entry = {
@@ -318,13 +277,6 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
             }
         result["rows"][row] = entry
     return result
-
-
-def _difference_text(differences: list[dict]) -> str:
-    shown = [d for d in differences if not d["evaluation_only"]]
-    text = "; ".join(f"`{d['key']}`: {d['cold']!r} vs {d['full']!r}" for d in shown) or "none"
-    hidden = sorted({d["key"].split(".")[0] for d in differences if d["evaluation_only"]})
-    return text + (f" (and the evaluation-only {', '.join(hidden)})" if hidden else "")
 
 
 def markdown_reports(result: dict) -> str:
@@ -369,7 +321,7 @@ def markdown_reports(result: dict) -> str:
     for row, entry in result["rows"].items():
         unverified = entry["settings_unverified"]
         check = f" **Not verified** for {', '.join(unverified)}: their settings hash differs." if unverified else ""
-        lines.append(f"- {row}: {_difference_text(entry['settings_differences'])}.{check}")
+        lines.append(f"- {row}: {difference_text(entry['settings_differences'])}.{check}")
     if result["unpaired"]:
         lines += ["", "Not compared: " + "; ".join(f"{row} ({why})" for row, why in result["unpaired"].items()) + "."]
     return "\n".join(lines)
