@@ -40,9 +40,24 @@ from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split, require_same_split
 from recbole_m6rec.benchmarks.report_tables import check_one_split, json_finite, run_labels, seed_list
 
-__all__ = ["GROUPS", "at_least_by_chance", "cold_hits", "group_means", "main", "paired_by_group", "split_groups"]
+__all__ = [
+    "GROUPS",
+    "at_least_by_chance",
+    "cold_hits",
+    "group_means",
+    "group_of",
+    "main",
+    "paired_by_group",
+    "split_groups",
+]
 
 GROUPS = ("cold", "warm after cold", "warm")
+
+
+def group_of(target: str, last_item: str | None, cold_items: set) -> str:
+    """A test user's group (:data:`GROUPS`) by its test target and the last item of its test history (its
+    validation target)."""
+    return "cold" if target in cold_items else ("warm after cold" if last_item in cold_items else "warm")
 
 
 def split_groups(plan: dict) -> dict:
@@ -69,7 +84,7 @@ def split_groups(plan: dict) -> dict:
     last = test_target_tokens(split.valid._dataset)  # the validation target: the last item of the test history
     users = {}
     for user, target in test_target_tokens(split.test._dataset).items():
-        group = "cold" if target in cold_items else ("warm after cold" if last.get(user) in cold_items else "warm")
+        group = group_of(target, last.get(user), cold_items)
         masked = int(trained[user_ids[user]]) + (user in last)
         users[user] = {"group": group, "target": target, "candidates": n_items - masked}
     valid_users = {user: ("cold" if target in cold_items else "warm") for user, target in last.items()}
@@ -190,12 +205,11 @@ def comparisons_of(plan: dict) -> list[tuple[str, str]]:
     """The plan's named ``pairs`` and its primary row against every baseline (each row outside the primary's
     family): one reference alone could be the one a group's condition hurts most (a sequential ID model after a cold
     last item), so each is compared and all are Holm-adjusted together."""
-    from recbole_m6rec.benchmarks.report_choice import family_of
+    from recbole_m6rec.benchmarks.report_choice import _in_family, family_of
 
     pairs = [tuple(pair) for pair in (plan.get("pairs") or {}).values()]
     primary = plan.get("primary", "M6Rec")
-    family = family_of(primary)
-    baselines = [row for row in plan["rows"] if row != family and not row.startswith(family + "-")]
+    baselines = [row for row in plan["rows"] if not _in_family(row, family_of(primary))]
     if primary in plan["rows"]:
         pairs += [(primary, row) for row in baselines if (primary, row) not in pairs]
     return pairs

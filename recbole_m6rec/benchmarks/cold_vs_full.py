@@ -32,12 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from recbole_m6rec.benchmarks import publish
+from recbole_m6rec.benchmarks.cold_groups import GROUPS, group_of
 from recbole_m6rec.benchmarks.plan import load_plan
 from recbole_m6rec.benchmarks.rebuilt_split import rebuild_split
 from recbole_m6rec.benchmarks.run_settings import difference_text, settings_differences, tuned_spec
 from recbole_m6rec.cold_start import test_target_tokens
 
 __all__ = ["compare", "compare_reports", "main", "settings_differences"]
+
+SHOWN_GROUPS = tuple(reversed(GROUPS))  # warm first, as the report's columns
 
 
 def _load(path: str) -> dict:
@@ -210,13 +213,9 @@ def compare_reports(cold_plan_path: str, cold_report: str, full_plan_path: str, 
         )
     # as cold_groups splits them: a warm target after a cold last history item (which no ID model has trained as a
     # positive) is its own group, so the warm users' ratio is not the two conditions mixed
-    after_cold = {u for u, item in last_items.items() if item in cold_items}
-    groups = {
-        "warm": {u for u, item in cold_targets.items() if item not in cold_items and u not in after_cold},
-        "warm after cold": {u for u, item in cold_targets.items() if item not in cold_items and u in after_cold},
-        "cold": {u for u, item in cold_targets.items() if item in cold_items},
-        "all": set(cold_targets),
-    }
+    group = {u: group_of(item, last_items.get(u), cold_items) for u, item in cold_targets.items()}
+    groups = {name: {u for u, g in group.items() if g == name} for name in SHOWN_GROUPS}
+    groups["all"] = set(cold_targets)
     shared = [
         row
         for row in cold_plan["rows"]
@@ -290,7 +289,6 @@ def markdown_reports(result: dict) -> str:
         return "–" if value is None else f"{value:.4f}"
 
     sizes = result["group_users"]
-    shown = [g for g in ("warm", "warm after cold", "cold") if g in sizes]  # results written before the split
     lines = [
         f"Test {result['metric']} per user, trained without the cold items (`{result['cold_report']}`, plan "
         f"`{result['cold_plan']}`) vs on the full data (`{result['full_report']}`, plan `{result['full_plan']}`); "
@@ -301,14 +299,14 @@ def markdown_reports(result: dict) -> str:
         "split; **warm**: the other warm targets.",
         "",
         "| row | seeds | "
-        + " | ".join(f"{g} ({sizes[g]} users): cold split | full data | ratio" for g in shown)
+        + " | ".join(f"{g} ({sizes[g]} users): cold split | full data | ratio" for g in SHOWN_GROUPS)
         + " | all: ratio |",
-        "|---|---|" + "---|---|---|" * len(shown) + "---|",
+        "|---|---|" + "---|---|---|" * len(SHOWN_GROUPS) + "---|",
     ]
     for row, entry in result["rows"].items():
         cells = [
             f"{mean(group['cold_split'])} | {mean(group['full_data'])} | {ratio(group)}"
-            for group in (entry["groups"][g] for g in shown)
+            for group in (entry["groups"][g] for g in SHOWN_GROUPS)
         ]
         every = ratio(entry["groups"]["all"])
         lines.append(f"| {row} | {', '.join(str(s) for s in entry['seeds'])} | {' | '.join(cells)} | {every} |")
