@@ -21,17 +21,17 @@ def time_ratio(mine: dict, theirs: dict) -> dict | None:
     seeds = sorted((s for s in set(mine_t) & set(theirs_t) if mine_cpu.get(s) == theirs_cpu.get(s)), key=str)
     if not seeds:
         return None
-    scaled = set(seeds) & (set(mine.get("time_scaled_seeds") or ()) | set(theirs.get("time_scaled_seeds") or ()))
+    # which of those seeds' runs were continued after an interruption, their time scaled from the last part
+    scaled = {
+        side: sorted(set(seeds) & set(entry.get("time_scaled_seeds") or ()), key=str)
+        for side, entry in (("row", mine), ("reference", theirs))
+    }
     timing = {
         "ratio": statistics.fmean(mine_t[s] for s in seeds) / statistics.fmean(theirs_t[s] for s in seeds),
         "seeds": seeds,
         "apart": sorted(set(mine_t) & set(theirs_t) - set(seeds), key=str),
-        "scaled": bool(scaled),
-        # which of those seeds' runs were continued after an interruption, their time scaled from the last part
-        "scaled_seeds": {
-            "row": sorted(set(seeds) & set(mine.get("time_scaled_seeds") or ()), key=str),
-            "reference": sorted(set(seeds) & set(theirs.get("time_scaled_seeds") or ()), key=str),
-        },
+        "scaled": bool(scaled["row"] or scaled["reference"]),
+        "scaled_seeds": scaled,
     }
     # a time ratio mixes the cost of an epoch with how many epochs early stopping ran: give both parts
     mine_e, theirs_e = mine.get("epochs_by_seed") or {}, theirs.get("epochs_by_seed") or {}
