@@ -932,9 +932,9 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     assert "Left: 1 tuning trials and 6 seed runs." in text  # BPR's 2, M6Rec-tiny's, MostPop's, Broken's 2
     # the time left: BPR's trial and seed 2 (seed 1 is the winning trial), timed by its finished runs
     assert "- BPR: 2 × " in text and "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
-    assert (
-        "Not timed yet (no finished run of its current settings that records its code; runs left): Broken (2)." in text
-    )
+    # Broken's older result does not time it; M6Rec-tiny, the same model, does
+    assert "- Broken: 2 × " in text and "(none timed: at M6Rec-tiny's time, the same model)" in text
+    assert "Not timed yet" not in text
     assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
 
@@ -979,8 +979,16 @@ def test_the_time_left_is_each_rows_runs_left_at_the_median_of_its_finished_runs
     assert "- A: 3 × 20 min ≈ 1.0 h (3 timed)" in lines  # the median, 1200 s
     assert "- B: 2 × 30 s ≈ 1 min (1 timed)" in lines
     assert "About 1.0 h of one job's time for the rows timed." in lines
-    assert "Not timed yet (no finished run of its current settings that records its code; runs left): Old (1)." in lines
+    assert (
+        "Not timed yet (no finished run of its current settings that records its code, nor a timed row of the same "
+        "model; runs left): Old (1)." in lines
+    )
     assert not any("Done" in line for line in lines)
+    # a row with no timed run of its own takes a timed row's median when both run the same model
+    lines = _time_left_lines(tmp_path, {"A": 3, "B": 2, "Old": 1}, current, {"A": "X", "B": "Y", "Old": "X"})
+    assert "- Old: 1 × 20 min ≈ 20 min (none timed: at A's time, the same model)" in lines
+    assert "About 1.4 h of one job's time for the rows timed (20 min of it at a same-model row's time)." in lines
+    assert not any(line.startswith("Not timed yet") for line in lines)
 
 
 def test_a_resumed_tuning_labels_each_trial_by_its_place_in_the_budget(report, tmp_path, capsys):

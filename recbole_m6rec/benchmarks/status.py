@@ -309,22 +309,37 @@ def _duration(seconds: float) -> str:
 
 
 def _time_left_lines(
-    report_dir: Path, runs_left: dict[str, int], hashes: dict[str, set[str]] | None = None
+    report_dir: Path,
+    runs_left: dict[str, int],
+    hashes: dict[str, set[str]] | None = None,
+    models: dict[str, str] | None = None,
 ) -> list[str]:
     """Per row with runs left, those runs at the median time of its finished runs (of its current settings: the
-    row's ``hashes``), and the sum."""
-    lines, total, untimed = [], 0.0, []
+    row's ``hashes``), and the sum. A row with none finished takes the median of a timed row of the same model
+    (``models``: row -> model), said so: variants of one model (another input, another loss) cost about alike."""
+    lines, total, borrowed, untimed = [], 0.0, 0.0, []
     results = _read_json_files(sorted((Path(report_dir) / "results").glob("*.json")))
+    medians = {}
+    for name, count in runs_left.items():
+        if count and (seconds := row_run_seconds(report_dir, name, results, (hashes or {}).get(name))):
+            medians[name] = (statistics.median(seconds), len(seconds))
     for name, count in runs_left.items():
         if not count:
             continue
-        seconds = row_run_seconds(report_dir, name, results, (hashes or {}).get(name))
-        if not seconds:
+        if name in medians:
+            each, timed = medians[name]
+            lines.append(f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} ({timed} timed)")
+        elif models and (twin := next((o for o in medians if models.get(o) == models.get(name)), None)):
+            each = medians[twin][0]
+            borrowed += count * each
+            lines.append(
+                f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} (none timed: at {twin}'s time, "
+                "the same model)"
+            )
+        else:
             untimed.append(f"{name} ({count})")
             continue
-        each = statistics.median(seconds)
         total += count * each
-        lines.append(f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} ({len(seconds)} timed)")
     if lines:
         lines.insert(
             0,
@@ -332,12 +347,12 @@ def _time_left_lines(
             "and seeds as they ran: one job's time, on the CPUs and beside the jobs they had); an interrupted run "
             "counts whole:",
         )
-        lines.append(f"About {_duration(total)} of one job's time for the rows timed.")
+        share = f" ({_duration(borrowed)} of it at a same-model row's time)" if borrowed else ""
+        lines.append(f"About {_duration(total)} of one job's time for the rows timed{share}.")
     if untimed:
         lines.append(
-            "Not timed yet (no finished run of its current settings that records its code; runs left): "
-            + ", ".join(untimed)
-            + "."
+            "Not timed yet (no finished run of its current settings that records its code, nor a timed row of the "
+            "same model; runs left): " + ", ".join(untimed) + "."
         )
     return ["", *lines] if lines else []
 
@@ -367,5 +382,6 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]
     hashes = {name: current_run_hashes(plan, name, report_dir) for name, count in runs_left.items() if count}
-    lines += _time_left_lines(report_dir, runs_left, hashes)
+    models = {name: str(spec.get("model")) for name, spec in plan["rows"].items()}
+    lines += _time_left_lines(report_dir, runs_left, hashes, models)
     return "\n".join(lines)
