@@ -181,18 +181,24 @@ def test_cold_vs_full_compares_the_same_users_on_both_splits(tmp_path):
             }
         )
     )
-    cold, (_, _, test) = split("Pop", cold_items=0.1)
+    from recbole_m6rec.cold_start import test_target_tokens
+
+    cold, (_, valid, test) = split("Pop", cold_items=0.1)
     ds = test._dataset
     users = ds.field2id_token[ds.uid_field][ds.inter_feat[ds.uid_field].numpy()]
     targets = ds.field2id_token[ds.iid_field][ds.inter_feat[ds.iid_field].numpy()]
     is_cold = np.isin(targets, cold.cold_item_tokens)
+    last = test_target_tokens(valid._dataset)  # the test history's last item
+    after_cold = np.isin([last.get(str(u)) for u in users], cold.cold_item_tokens) & ~is_cold
     values = np.linspace(0.0, 1.0, len(users))
     cold_run = _result_file(tmp_path / "cold.json", "M6Rec", 1, {str(u): float(v) for u, v in zip(users, values)})
     full_run = _result_file(tmp_path / "full.json", "M6Rec", 1, {str(u): 0.5 for u in users})
     groups = {g["group"]: g for g in compare(cold_run, full_run, str(plan))["groups"]}
     assert groups["cold"]["users"] == int(is_cold.sum()) > 0
-    assert groups["warm"]["users"] + groups["cold"]["users"] == groups["all"]["users"] == len(users)
-    assert groups["warm"]["cold_split"] == round(float(values[~is_cold].mean()), 4)
+    assert after_cold.any() and groups["warm after cold"]["users"] == int(after_cold.sum())
+    sizes = groups["warm"]["users"] + groups["warm after cold"]["users"] + groups["cold"]["users"]
+    assert sizes == groups["all"]["users"] == len(users)
+    assert groups["warm"]["cold_split"] == round(float(values[~is_cold & ~after_cold].mean()), 4)
     assert groups["cold"]["ratio"] == round(float(values[is_cold].mean()) / 0.5, 3)
     other_seed = _result_file(tmp_path / "other.json", "M6Rec", 2, {str(u): 0.5 for u in users})
     with pytest.raises(ValueError, match="one model and seed"):

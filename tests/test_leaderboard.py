@@ -739,16 +739,44 @@ def test_a_family_row_on_fewer_seeds_does_not_cut_the_baselines_choice_to_its_se
     text = "\n".join(ratio_lines(summary, "ndcg@10"))
     assert "M6Rec is the best of the M6Rec rows on seed 1, the only one every trained M6Rec row ran (one seed" in text
     assert "best baseline (GRU4Rec) ndcg@10, mean over seed(s) 1, 2:" in text
-    # equal to the 4 decimals RecBole reports: a tie, which the plan's row order broke
+    # equal means (of RecBole's 4-decimal values): a tie, which the plan's row order broke
     tied = [*records[:3], run("SASRec", 1, 0.1084), run("SASRec", 2, 0.1054), run("GRU4Rec", 1, 0.1025)]
     tied.append(run("GRU4Rec", 2, 0.1113))
     summary = summarise(tied, rows, ["ndcg@10"], "ndcg@10")
     assert choose_on_valid(summary, "ndcg@10")[1] == "SASRec"
     assert (
-        "- SASRec ties with GRU4Rec on validation ndcg@10 (equal to 4 decimals, so the plan's row order chose; the "
+        "- SASRec ties with GRU4Rec on validation ndcg@10 (equal means, so the plan's row order chose; the "
         "seed-to-seed standard deviation of either (0.0021, 0.0062)): the choice of best baseline is within seed "
         "noise, so the comparison with GRU4Rec counts as much." in near_tie_lines(summary, "ndcg@10")
     )
+
+
+def test_a_gap_below_the_fourth_decimal_is_a_lead_and_a_choice_on_one_seed_says_so():
+    def run(row, seed, valid, model=None):
+        return _finished(row, seed, {"ndcg@10": valid}, {"ndcg@10": valid}, model=model or row)
+
+    # means of 4-decimal values differ by 0.0001 / 3: the larger mean chose, not the plan's order
+    records = [run("M6Rec", s, 0.09) for s in (1, 2, 3)]
+    records += [run("SASRec", s, v) for s, v in zip((1, 2, 3), (0.1000, 0.1050, 0.0950))]
+    records += [run("GRU4Rec", s, v) for s, v in zip((1, 2, 3), (0.1001, 0.1050, 0.0950))]
+    summary = summarise(records, ["M6Rec", "SASRec", "GRU4Rec"], ["ndcg@10"], "ndcg@10")
+    assert choose_on_valid(summary, "ndcg@10")[1] == "GRU4Rec"
+    assert near_tie_lines(summary, "ndcg@10")[0].startswith(
+        "- GRU4Rec leads SASRec on validation ndcg@10 by 3.3e-05, less than the seed-to-seed standard deviation"
+    )
+    # every row on one and the same seed: the choice says its seed noise is unknown
+    one_seed = [r for r in records if r["seed"] == 1]
+    summary = summarise(one_seed, ["M6Rec", "SASRec", "GRU4Rec"], ["ndcg@10"], "ndcg@10")
+    assert (
+        "M6Rec is the only M6Rec row, GRU4Rec the best baseline on one seed (whether it is a near tie is not known);"
+        in "\n".join(ratio_lines(summary, "ndcg@10"))
+    )
+    # a best baseline that trains nothing gets no time ratio: only the timing reference's is given
+    popular = [*one_seed, run("MostPop", 1, 0.5, model="MostPop")]
+    summary = summarise(popular, ["M6Rec", "SASRec", "GRU4Rec", "MostPop"], ["ndcg@10"], "ndcg@10")
+    times = [line for line in ratio_lines(summary, "ndcg@10") if "train+eval time" in line]
+    assert choose_on_valid(summary, "ndcg@10")[1] == "MostPop" and len(times) == 1 and "/ SASRec" in times[0]
+    assert comparison_facts(popular, summary, "ndcg@10")["time_vs_best_baseline"] is None
 
 
 def test_a_row_that_trains_nothing_on_one_seed_does_not_cut_the_others_to_that_seed():
@@ -933,7 +961,7 @@ def test_status_says_what_has_run_and_what_is_left_and_runs_nothing(report, tmp_
     # the time left: BPR's trial and seed 2 (seed 1 is the winning trial), timed by its finished runs
     assert "- BPR: 2 × " in text and "- M6Rec-tiny: 1 × " in text and "- MostPop: 1 × " in text
     # Broken's older result does not time it; M6Rec-tiny, the same model, does
-    assert "- Broken: 2 × " in text and "(none timed: at M6Rec-tiny's time, the same model)" in text
+    assert "- Broken: 2 × " in text and "(none timed: at the median of M6Rec-tiny's runs, the same model)" in text
     assert "Not timed yet" not in text
     assert sorted(rows_with_work_left(plan, out)) == ["BPR", "Broken", "M6Rec-tiny", "MostPop"]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # read only
@@ -986,9 +1014,14 @@ def test_the_time_left_is_each_rows_runs_left_at_the_median_of_its_finished_runs
     assert not any("Done" in line for line in lines)
     # a row with no timed run of its own takes a timed row's median when both run the same model
     lines = _time_left_lines(tmp_path, {"A": 3, "B": 2, "Old": 1}, current, {"A": "X", "B": "Y", "Old": "X"})
-    assert "- Old: 1 × 20 min ≈ 20 min (none timed: at A's time, the same model)" in lines
+    assert "- Old: 1 × 20 min ≈ 20 min (none timed: at the median of A's runs, the same model)" in lines
     assert "About 1.4 h of one job's time for the rows timed (20 min of it at a same-model row's time)." in lines
     assert not any(line.startswith("Not timed yet") for line in lines)
+    # ... a finished row too (none left of its own), and the median of every same-model row's runs
+    lines = _time_left_lines(tmp_path, {"A": 0, "B": 0, "Old": 1}, current, {"A": "X", "B": "X", "Old": "X"})
+    assert (
+        "- Old: 1 × 15 min ≈ 15 min (none timed: at the median of A, B's runs, the same model)" in lines
+    )  # 600 s, 1200 s
 
 
 def test_a_resumed_tuning_labels_each_trial_by_its_place_in_the_budget(report, tmp_path, capsys):

@@ -210,8 +210,8 @@ def comparisons_of(plan: dict) -> list[tuple[str, str]]:
     pairs = [tuple(pair) for pair in (plan.get("pairs") or {}).values()]
     primary = plan.get("primary", "M6Rec")
     baselines = [row for row in plan["rows"] if not _in_family(row, family_of(primary))]
-    if primary in plan["rows"]:
-        pairs += [(primary, row) for row in baselines if (primary, row) not in pairs]
+    if primary in plan["rows"]:  # a pair the plan names either way round is compared once
+        pairs += [(primary, row) for row in baselines if (primary, row) not in pairs and (row, primary) not in pairs]
     return pairs
 
 

@@ -10,7 +10,8 @@ Two leaderboard results of one model and seed: one run with ``cold_items`` (a sh
 one without. Holding items out changes the split's fingerprint, so the leaderboard refuses to put both in one table;
 this command compares them user by user instead. It rebuilds both splits with RecBole to find each user's test
 target, checks that every user has the same test target in both (else the comparison is refused), and reports the
-per-user metric averaged over users whose target is a warm item, a cold item, and all users.
+per-user metric averaged over the users of each group (warm, warm after a cold last history item, cold, as
+``cold_groups`` groups them) and over all users.
 
 With two report folders (the second form) it compares every row the two plans share (same name, same model) on the
 seeds both reports used, each user with its values on every such seed, with the warm users split again as
@@ -94,12 +95,12 @@ def compare(cold_path: str, full_path: str, cold_plan: str) -> dict:
         "cold_plan": cold_plan,
         "groups": [],
     }
+    last_items = test_target_tokens(cold_split.valid._dataset)
+    group_of_user = {u: group_of(item, last_items.get(u), cold_items) for u, item in cold_targets.items()}
     for metric in sorted(set(cold_run["per_user_test"]) & set(full_run["per_user_test"])):
         cold_values, full_values = cold_run["per_user_test"][metric], full_run["per_user_test"][metric]
-        for group in ("warm", "cold", "all"):
-            users = [
-                u for u, item in cold_targets.items() if group == "all" or (item in cold_items) == (group == "cold")
-            ]
+        for group in (*SHOWN_GROUPS, "all"):
+            users = [u for u, g in group_of_user.items() if group in ("all", g)]
             users = [u for u in users if u in cold_values and u in full_values]
             on_cold = float(np.mean([cold_values[u] for u in users])) if users else float("nan")
             on_full = float(np.mean([full_values[u] for u in users])) if users else float("nan")

@@ -109,7 +109,7 @@ def near_tie_lines(summary: list[dict], main_metric: str, primary: str = "M6Rec"
     family = family_of(primary)
     lines = []
     # every baseline, the runner-up too, is compared with the chosen row below; the family's runner-up is not
-    kinds = ((f"{family} row", "trained row of the family", False), ("best baseline", "trained baseline", True))
+    kinds = ((f"{family} row", f"trained {family} row", False), ("best baseline", "trained baseline", True))
     for (entries, seeds), (what, group, runner_up_compared) in zip(choice_groups(summary, main_metric, primary), kinds):
         best = _by_valid(entries, seeds)
         runner_up = _by_valid([e for e in entries if best and e["row"] != best["row"]], seeds)
@@ -138,14 +138,15 @@ def _tie_line(
         if runner_up_compared
         else f"so {runner_up['row']}'s comparisons with the baselines (not given here) would count as much"
     )
-    if gap < 5e-5:  # equal at the 4 decimals RecBole reports: the plan's row order made the choice
+    if gap < 1e-9:  # equal means (RecBole reports 4 decimals): the plan's row order made the choice
         lead = (
-            f"ties with {runner_up['row']} on validation {main_metric} (equal to 4 decimals, so the plan's row order "
-            f"chose; the seed-to-seed standard deviation of {spread})"
+            f"ties with {runner_up['row']} on validation {main_metric} (equal means, so the plan's row order chose; "
+            f"the seed-to-seed standard deviation of {spread})"
         )
-    else:
+    else:  # means of 4-decimal values can differ below the 4th decimal
+        by = f"{gap:.4f}" if gap >= 5e-5 else f"{gap:.1e}"
         lead = (
-            f"leads {runner_up['row']} on validation {main_metric} by {gap:.4f}, less than the seed-to-seed "
+            f"leads {runner_up['row']} on validation {main_metric} by {by}, less than the seed-to-seed "
             f"standard deviation of {spread}"
         )
     return [f"- {best['row']} {lead}: the choice of {what} is within seed noise, {counts}."]

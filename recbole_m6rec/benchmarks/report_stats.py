@@ -160,13 +160,16 @@ def p_text(name: str, p: float, floored: bool = False) -> str:
     return f"{name} {'≤' if floored else '='} {p:.3g}"
 
 
-def _on_seeds(seeds: list | None, group: str) -> str:
-    """How a group's choice was made when its rows ran different seeds; on one seed, that its seed noise is not
-    measured (no near-tie check can be made)."""
+def _on_seeds(entries: list[dict], seeds: list | None, group: str) -> str:
+    """How a group's choice was made when its rows ran different seeds; on one seed (shared, or the only one every
+    trained row ran), that its seed noise is not measured: no near-tie check can be made."""
+    unknown = " (one seed: whether it is a near tie is not known)"
     if not seeds:
-        return ""
+        trained = [e for e in entries if _trains(e)]
+        one = len(entries) > 1 and trained and all(e["runs"] == 1 for e in trained)
+        return " on one seed (whether it is a near tie is not known)" if one else ""
     if len(seeds) == 1:
-        return f" on seed {seeds[0]}, the only one every {group} ran (one seed: whether it is a near tie is not known)"
+        return f" on seed {seeds[0]}, the only one every {group} ran{unknown}"
     return f" on seeds {seed_list(seeds)}, the ones every {group} ran"
 
 
@@ -185,15 +188,19 @@ def ratio_lines(
     if chosen is None or by_row[chosen].get(main_metric) is None:
         return []
     mine = by_row[chosen]
-    (_, my_seeds), (_, their_seeds) = choice_groups(summary, main_metric, primary)
+    (mine_group, my_seeds), (their_group, their_seeds) = choice_groups(summary, main_metric, primary)
     family = family_of(primary)
     alone = sum(_in_family(row, family) for row, e in by_row.items() if e.get("valid") is not None) == 1
     lines = [
         f"- Selection on validation {main_metric}: "
         + (f"{chosen} is the only {family} row" if alone else f"{chosen} is the best of the {family} rows")
         + (f" (the plan's primary row is {primary})" if chosen != primary and primary in by_row else "")
-        + _on_seeds(my_seeds, f"trained {family} row")
-        + (f", {baseline} the best baseline" + _on_seeds(their_seeds, "trained baseline") if baseline else "")
+        + _on_seeds(mine_group, my_seeds, f"trained {family} row")
+        + (
+            f", {baseline} the best baseline" + _on_seeds(their_group, their_seeds, "trained baseline")
+            if baseline
+            else ""
+        )
         + "; test is reported, never used to choose."
     ]
     lines += near_tie_lines(summary, main_metric, primary)
@@ -204,7 +211,7 @@ def ratio_lines(
     for other in (timing_reference, "MostPop"):
         if other in by_row:
             lines += _cold_line(chosen, mine, other, by_row[other])
-    for reference in dict.fromkeys(r for r in (timing_reference, baseline) if r in by_row):
+    for reference in _time_references(by_row, timing_reference, baseline):
         lines += time_ratio_line(chosen, mine, reference, by_row[reference])
     return lines
 
@@ -296,7 +303,14 @@ def _means_on_shared_seeds(mine: dict, theirs: dict, compare: str = "ratio") -> 
     return means
 
 
-def _time_facts(by_row: dict, chosen: str, reference: str) -> dict | None:
+def _time_references(by_row: dict, timing_reference: str, baseline: str | None) -> list[str]:
+    """The rows the chosen row's time is given against: the timing reference, and the best baseline when it is
+    another row that trains (a row that trains nothing costs next to nothing: a ratio against it says little)."""
+    others = [baseline] if baseline in by_row and _trains(by_row[baseline]) else []
+    return [r for r in dict.fromkeys([timing_reference, *others]) if r in by_row]
+
+
+def _time_facts(by_row: dict, chosen: str, reference: str | None) -> dict | None:
     timing = time_ratio(by_row[chosen], by_row[reference]) if reference in by_row else None
     return {"reference": reference, **timing} if timing else None
 
@@ -313,7 +327,7 @@ def comparison_facts(
     and the ratios, and the paired test ratio against every baseline with its interval and Holm-adjusted p (as the
     report's lines give them), and its train+eval time over ``timing_reference``'s (``time_vs_reference``, as
     :func:`.report_timing.time_ratio`; ``None`` without a qualifying seed) and over the best baseline's
-    (``time_vs_best_baseline``). ``None`` when there is no primary row or
+    (``time_vs_best_baseline``, when that row trains). ``None`` when there is no primary row or
     no baseline; ``valid`` and ``test`` are missing when the two share no seed, ``paired_test`` is empty when nothing
     pairs (``paired_test_error`` says why when the statistics could not be imported)."""
     chosen, best, baselines = _chosen_and_baselines(summary, main_metric, primary)
@@ -340,6 +354,6 @@ def comparison_facts(
         "paired_valid_vs_best_baseline": paired_valid.get(best),
         "time_vs_reference": _time_facts(by_row, chosen, timing_reference),
         # the best baseline on validation may be a cheaper model than the timing reference: its ratio too
-        "time_vs_best_baseline": _time_facts(by_row, chosen, best),
+        "time_vs_best_baseline": _time_facts(by_row, chosen, best if _trains(by_row[best]) else None),
         **missing,
     }

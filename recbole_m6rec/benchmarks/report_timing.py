@@ -13,9 +13,10 @@ __all__ = ["time_ratio", "time_ratio_line"]
 def time_ratio(mine: dict, theirs: dict) -> dict | None:
     """The chosen row's time over the reference's, mean over the seeds on which both ran on one CPU: times compare
     only on one machine (a result that does not record its CPU counts as one unnamed CPU). ``None`` when no seed
-    qualifies; else the ratio, those seeds, the shared seeds left out (``apart``) and whether a continued run's
-    scaled time entered (``scaled``); where both rows record their epochs on those seeds, also the ratio of their
-    times per epoch run (``per_epoch_ratio``) and their mean epochs (``epochs``: ``row``, ``reference``)."""
+    qualifies; else the ratio, those seeds, the shared seeds left out (``apart``), whether a continued run's
+    scaled time entered (``scaled``) and on which seeds, per side (``scaled_seeds``: ``row``, ``reference``); where
+    both rows record their epochs on those seeds, also the ratio of their times per epoch run (``per_epoch_ratio``)
+    and their mean epochs (``epochs``: ``row``, ``reference``)."""
     mine_t, theirs_t = mine.get("time_by_seed") or {}, theirs.get("time_by_seed") or {}
     mine_cpu, theirs_cpu = mine.get("cpu_by_seed") or {}, theirs.get("cpu_by_seed") or {}
     seeds = sorted((s for s in set(mine_t) & set(theirs_t) if mine_cpu.get(s) == theirs_cpu.get(s)), key=str)

@@ -315,26 +315,26 @@ def _time_left_lines(
     models: dict[str, str] | None = None,
 ) -> list[str]:
     """Per row with runs left, those runs at the median time of its finished runs (of its current settings: the
-    row's ``hashes``), and the sum. A row with none finished takes the median of a timed row of the same model
-    (``models``: row -> model), said so: variants of one model (another input, another loss) cost about alike."""
+    row's ``hashes``), and the sum. A row with none finished takes the median of the finished runs of the plan's
+    other rows of the same model (``models``: row -> model; finished rows count too), said so: variants of one model
+    (another input, another loss) cost about alike."""
     lines, total, borrowed, untimed = [], 0.0, 0.0, []
     results = _read_json_files(sorted((Path(report_dir) / "results").glob("*.json")))
-    medians = {}
-    for name, count in runs_left.items():
-        if count and (seconds := row_run_seconds(report_dir, name, results, (hashes or {}).get(name))):
-            medians[name] = (statistics.median(seconds), len(seconds))
+    own = {name: row_run_seconds(report_dir, name, results, (hashes or {}).get(name)) for name in runs_left}
     for name, count in runs_left.items():
         if not count:
             continue
-        if name in medians:
-            each, timed = medians[name]
-            lines.append(f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} ({timed} timed)")
-        elif models and (twin := next((o for o in medians if models.get(o) == models.get(name)), None)):
-            each = medians[twin][0]
+        model = (models or {}).get(name)
+        twins = [o for o in runs_left if o != name and own[o] and model and (models or {}).get(o) == model]
+        if own[name]:
+            each = statistics.median(own[name])
+            lines.append(f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} ({len(own[name])} timed)")
+        elif twins:
+            each = statistics.median([seconds for o in twins for seconds in own[o]])
             borrowed += count * each
             lines.append(
-                f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} (none timed: at {twin}'s time, "
-                "the same model)"
+                f"- {name}: {count} × {_duration(each)} ≈ {_duration(count * each)} (none timed: at the median of "
+                f"{', '.join(twins)}'s runs, the same model)"
             )
         else:
             untimed.append(f"{name} ({count})")
@@ -381,7 +381,8 @@ def status_report(plan: dict, report_dir: Path, keep_finished: bool = False) -> 
         runs_left[name] = row_trials_left + row_jobs_left - adopted
         lines.append(f"| {name} | {tuning_cell} | " + " | ".join(cells.get(seed, "–") for seed in seeds) + " |")
     lines += ["", f"Left: {trials_left} tuning trials and {jobs_left} seed runs."]
-    hashes = {name: current_run_hashes(plan, name, report_dir) for name, count in runs_left.items() if count}
-    models = {name: str(spec.get("model")) for name, spec in plan["rows"].items()}
+    # every row's, finished ones too: a row with no timed run is estimated from its model's other rows
+    hashes = {name: current_run_hashes(plan, name, report_dir) for name in runs_left}
+    models = {name: spec.get("model") for name, spec in plan["rows"].items()}
     lines += _time_left_lines(report_dir, runs_left, hashes, models)
     return "\n".join(lines)
