@@ -537,6 +537,9 @@ def test_the_shipped_cold_plans_primary_row_is_compared_within_groups_with_every
     baselines = {reference for row, reference in pairs if row == "M6Rec" and not reference.startswith("M6Rec")}
     assert baselines == {"SASRec", "GRU4Rec", "BPR", "MostPop"}
     assert ("M6Rec", "M6Rec-text") in pairs and ("M6Rec", "M6Rec-zero-shot") not in pairs
+    # a pair the plan names the other way round is not compared a second time
+    reversed_pair = comparisons_of({**plan, "pairs": {"sasrec-vs-m6rec": ["SASRec", "M6Rec"]}})
+    assert ("SASRec", "M6Rec") in reversed_pair and ("M6Rec", "SASRec") not in reversed_pair
 
 
 def test_cold_groups_json_stays_json_when_an_interval_is_unbounded(tmp_path):
