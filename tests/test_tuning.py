@@ -313,3 +313,28 @@ def test_a_second_process_runs_only_its_trials_with_the_proposals_of_the_tuning_
     assert [t["index"] for t in part["trials"]] == [3, 4, 5] and not (tmp_path / "b" / "M-tuning.json").exists()
     with pytest.raises(ValueError, match="only run in order"):
         tune_row(make_plan(trials=30, algo="bayes"), "M", Objective(), tmp_path / "c", only={21})
+
+
+def test_trials_record_their_best_epoch_and_resume_point_for_the_report(tmp_path):
+    """The report's trial table says where each trial's best epoch was and whether it continued after an
+    interruption (its recorded time then covers only the continued part)."""
+    from recbole_m6rec.benchmarks.report_sections import tuning_lines
+
+    plan = make_plan(trials=2)
+
+    def current_file(params):  # the leaderboard's reusable result files, one continued from epoch 22
+        first = params == recorded["trials"][0]["params"]
+        extra = {"resumed_from_epoch": 22} if first else {"resumed_from_epoch": None}
+        return {
+            "status": "ok",
+            "valid": {"ndcg@10": 0.1},
+            "epochs_run": 71,
+            "best_epoch": 0 if not first else 64,
+            **extra,
+        }
+
+    recorded = tune_row(plan, "M", Objective(), tmp_path)
+    result = tune_row(plan, "M", Objective(), tmp_path, current_file)
+    assert [(t["best_epoch"], t.get("resumed_from_epoch")) for t in result["trials"]] == [(64, 22), (0, None)]
+    table = "\n".join(tuning_lines({"M": {**result, "space": plan["rows"]["M"]["search"]}}, "ndcg@10"))
+    assert "| 0.1000 | 71 (64), continued from 22 |" in table and "| 0.1000 | 71 (0) |" in table

@@ -234,7 +234,8 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
         "optimistic, and its test score shares that run's luck. Every tuned row gets the same number of trials "
         "from the space its plan declares (how each space was chosen is the plan's to say); the rows that train "
         "nothing (or are not tuned) get no such edge, and the other seeds' runs carry none of it. Trials are "
-        "numbered from 1, in the order the tuner proposed them.",
+        "numbered from 1, in the order the tuner proposed them; `epochs (best)`: epochs run and the best epoch "
+        "(0-based), and for a trial continued after an interruption the epoch it continued from.",
         "",
     ]
     for row, record in tuned.items():
@@ -259,13 +260,13 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
                 + _edge_text(record)
             )
         lines.append("")
-        lines.append(f"| trial | settings | status | valid {main_metric} | epochs |")
+        lines.append(f"| trial | settings | status | valid {main_metric} | epochs (best) |")
         lines.append("|---|---|---|---|---|")
         for trial in trials:
             value = (trial.get("valid") or {}).get(main_metric)
             lines.append(
                 f"| {_trial_number(trial)} | `{json.dumps(trial.get('params'))}` | {trial.get('status')} | "
-                f"{'–' if value is None else f'{value:.4f}'} | {trial.get('epochs_run', '–')} |"
+                f"{'–' if value is None else f'{value:.4f}'} | {_trial_epochs(trial)} |"
             )
         lines.append("")
         if record.get("other_files"):
@@ -282,6 +283,16 @@ def tuning_lines(tuned: dict[str, dict], main_metric: str) -> list[str]:
 def _edge_text(record: dict) -> str:
     edges = edge_choices(record.get("space") or {}, record.get("best_params") or {})
     return f"; at the edge of its space: {', '.join(edges)}, so a wider space might choose otherwise" if edges else ""
+
+
+def _trial_epochs(trial: dict) -> str:
+    """``"71 (64), continued from 22"``: epochs run, the best (0-based) where recorded, and a resume point."""
+    text = str(trial.get("epochs_run", "–"))
+    if trial.get("best_epoch") is not None:
+        text += f" ({trial['best_epoch']})"
+    if trial.get("resumed_from_epoch"):
+        text += f", continued from {trial['resumed_from_epoch']}"
+    return text
 
 
 def _trial_number(trial: dict) -> str:

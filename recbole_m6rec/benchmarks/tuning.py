@@ -307,6 +307,11 @@ def tune_row(
                 "valid": {k: v for k, v in valid.items() if v is not None},
                 "epochs_run": result.get("epochs_run"),
             }
+            # for the report's trial table: the best epoch, and where an interrupted run continued (its recorded
+            # time covers the continued epochs only)
+            trial.update(
+                {key: result[key] for key in ("best_epoch", "resumed_from_epoch") if result.get(key) is not None}
+            )
         record["trials"].append(trial)
         score = trial["valid"][metric] if trial["status"] == "ok" else None
         best = record["best_valid"]
