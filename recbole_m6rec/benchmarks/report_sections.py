@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 from recbole_m6rec.benchmarks import provenance
-from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, record_trains, run_seconds, runs_of
+from recbole_m6rec.benchmarks.report_tables import CAP_MARK, cpu_of, epochs_cell, record_trains, run_seconds, runs_of
 from recbole_m6rec.benchmarks.runner import load_results
 from recbole_m6rec.benchmarks.tuning_edges import edge_choices
 
@@ -286,10 +286,8 @@ def _edge_text(record: dict) -> str:
 
 
 def _trial_epochs(trial: dict) -> str:
-    """``"71 (64), continued from 22"``: epochs run, the best (0-based) where recorded, and a resume point."""
-    text = str(trial.get("epochs_run", "–"))
-    if trial.get("best_epoch") is not None:
-        text += f" ({trial['best_epoch']})"
+    """``"71 (64), continued from 22"``: the results table's epochs cell for one run, and a resume point."""
+    text = epochs_cell([(True, trial.get("epochs_run", "–"), trial.get("best_epoch"), False)])
     if trial.get("resumed_from_epoch"):
         text += f", continued from {trial['resumed_from_epoch']}"
     return text
